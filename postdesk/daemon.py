@@ -1,0 +1,240 @@
+"""The long-running service: poll every mailbox, then turn what arrived into tickets.
+
+One *pass* is: for each configured mailbox, fetch new mail into the raw store (each
+mailbox isolated: a failing server is logged and recorded, the others go on), then run
+every pending raw message through the processing steps. `run --once` is one pass;
+`run` repeats passes every `run.poll_interval` seconds until SIGTERM/SIGINT, finishing the
+message in hand before it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import FrameType
+
+from sqlalchemy import func, select
+
+from postdesk.config import MailboxSettings, Settings
+from postdesk.errors import MailboxError
+from postdesk.ingest.fetch import FetchResult, FolderFetcher, record_failure
+from postdesk.ingest.imap import ImapSource
+from postdesk.ingest.lease import make_owner
+from postdesk.ingest.process import Processor, ProcessResult, default_steps
+from postdesk.ingest.sources import ImportedMessage
+from postdesk.ingest.store import IMPORT, store_raw
+from postdesk.models import PENDING, Contact, Mailbox, RawMessage
+from postdesk.models.db import Database
+from postdesk.models.tickets import AGENT
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PassResult:
+    """What one pass did over all mailboxes."""
+
+    fetches: list[FetchResult] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    processed: ProcessResult = field(default_factory=ProcessResult)
+
+
+def sync_config(db: Database, settings: Settings) -> dict[str, int]:
+    """Make the mailboxes and agents of the config exist in the database.
+
+    Mailbox rows are never deleted when a mailbox leaves the config, so tickets keep
+    pointing at where they came from. Returns mailbox name -> id.
+    """
+    ids: dict[str, int] = {}
+    with db.transaction() as session:
+        for box in settings.mailboxes:
+            row = session.execute(
+                select(Mailbox).where(Mailbox.name == box.name)
+            ).scalar_one_or_none()
+            if row is None:
+                row = Mailbox(name=box.name, address=box.address.lower())
+                session.add(row)
+                session.flush()
+            elif row.address != box.address.lower():
+                row.address = box.address.lower()
+            ids[box.name] = row.id
+        for agent in settings.agents:
+            email = agent.email.lower()
+            contact = session.execute(
+                select(Contact).where(Contact.email == email)
+            ).scalar_one_or_none()
+            if contact is None:
+                session.add(Contact(email=email, name=agent.name, role=AGENT))
+            else:
+                contact.role = AGENT
+                if agent.name:
+                    contact.name = agent.name
+    return ids
+
+
+def agent_emails(settings: Settings) -> set[str]:
+    """Addresses whose mail counts as written by us, not by a customer."""
+    emails = {a.email.lower() for a in settings.agents}
+    emails.update(box.address.lower() for box in settings.mailboxes)
+    return emails
+
+
+class Service:
+    """Fetch and process, once or on a schedule."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        self.owner = make_owner()
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Ask the service to finish the message in hand and return."""
+        self._stop.set()
+
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def processor(self) -> Processor:
+        steps = default_steps(
+            data_dir=self.settings.data_dir, agent_emails=agent_emails(self.settings)
+        )
+        return Processor(self.db, steps, should_stop=self.stopping)
+
+    def fetch_mailbox(self, box: MailboxSettings, mailbox_id: int) -> FetchResult:
+        fetcher = FolderFetcher(
+            self.db, box, mailbox_id, owner=self.owner, should_stop=self.stopping
+        )
+        with ImapSource(box) as source:
+            source.connect()
+            return fetcher.run(source)
+
+    def run_once(self, *, fetch: bool = True) -> PassResult:
+        """One pass: fetch every mailbox (unless `fetch` is false), then process."""
+        result = PassResult()
+        ids = sync_config(self.db, self.settings)
+        if fetch:
+            for box in self.settings.mailboxes:
+                if self.stopping():
+                    break
+                try:
+                    fetched = self.fetch_mailbox(box, ids[box.name])
+                except MailboxError as exc:
+                    message = str(exc)
+                    result.errors[box.name] = message
+                    log.error("mailbox %s: %s", box.name, message)
+                    record_failure(self.db, ids[box.name], box.folder, message)
+                    continue
+                result.fetches.append(fetched)
+                log.info(
+                    "mailbox %s: %d new, %d already stored",
+                    box.name,
+                    fetched.stored,
+                    fetched.duplicates,
+                )
+        result.processed = self.processor().run()
+        return result
+
+    def run_forever(self, on_pass: Callable[[PassResult], None] | None = None) -> None:
+        """Pass after pass until stop() (SIGTERM/SIGINT through `signals_stop`)."""
+        interval = self.settings.run.poll_interval
+        while not self.stopping():
+            outcome = self.run_once()
+            if on_pass is not None:
+                on_pass(outcome)
+            self._stop.wait(interval)
+
+
+@contextmanager
+def signals_stop(service: Service) -> Iterator[None]:
+    """While inside, SIGTERM and SIGINT ask `service` to stop instead of killing it."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, finishing the current message", signal.Signals(signum).name)
+        service.stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@dataclass
+class ImportResult:
+    """What `postdesk import` did."""
+
+    read: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    processed: ProcessResult = field(default_factory=ProcessResult)
+
+
+IMPORT_BATCH = 200
+
+
+def import_messages(
+    service: Service,
+    messages: Iterable[ImportedMessage],
+    *,
+    mailbox: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Store `messages` (batched, durable commits), then process them oldest first.
+
+    Messages are processed in Date-header order so that a thread read out of order on
+    disk still opens its ticket with the first message. Anything else left pending is
+    processed afterwards.
+    """
+    db = service.db
+    ids = sync_config(db, service.settings)
+    mailbox_id = ids[service.settings.mailbox(mailbox).name] if mailbox else None
+    result = ImportResult()
+    raw_ids: list[int] = []
+    batch: list[ImportedMessage] = []
+
+    def flush() -> None:
+        with db.transaction(durable=True) as session:
+            for item in batch:
+                stored = store_raw(
+                    session, item.raw, source=IMPORT, origin=item.origin, mailbox_id=mailbox_id
+                )
+                raw_ids.append(stored.raw_id)
+                if stored.new:
+                    result.stored += 1
+                else:
+                    result.duplicates += 1
+        if progress is not None:
+            progress(len(batch))
+        batch.clear()
+
+    for item in messages:
+        result.read += 1
+        batch.append(item)
+        if len(batch) >= IMPORT_BATCH:
+            flush()
+        if service.stopping():
+            break
+    if batch:
+        flush()
+    ordered = _in_date_order(db, raw_ids)
+    processor = service.processor()
+    result.processed = processor.run_ids(ordered)
+    result.processed.add(processor.run())
+    return result
+
+
+def _in_date_order(db: Database, raw_ids: list[int]) -> list[int]:
+    wanted = set(raw_ids)
+    with db.read_session() as session:
+        rows = session.execute(
+            select(RawMessage.id)
+            .where(RawMessage.status == PENDING)
+            .order_by(func.coalesce(RawMessage.header_date, RawMessage.received_at), RawMessage.id)
+        ).scalars()
+        return [raw_id for raw_id in rows if raw_id in wanted]

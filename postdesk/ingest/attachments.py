@@ -1,0 +1,215 @@
+"""Attachment names that are safe on every filesystem, and a content-addressed store for them.
+
+Names come from strangers: they may carry paths, reserved device names, control and
+bidi-override characters or hundreds of bytes. `sanitize_filename` keeps what a person
+would recognise (letters of any script, including the Persian zero-width non-joiner) and
+drops the rest. `AttachmentStore` keeps each distinct blob once, under
+`<root>/<sha[:2]>/<sha>/<name>`, written atomically so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import mimetypes
+import os
+import tempfile
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+MAX_FILENAME_BYTES: Final = 200
+# An "extension" longer than this is part of the name ("Minutes.of the meeting with ACME").
+_MAX_EXTENSION_CHARS: Final = 16
+
+_FORBIDDEN: Final = frozenset('<>:"/\\|?*')
+# Format characters are invisible: bidi overrides let "invoice\u202efdp.exe" display as
+# "invoiceexe.pdf". Only the zero-width (non-)joiner stays, because Persian spelling needs it.
+_KEPT_FORMAT_CHARS: Final = frozenset("\u200c\u200d")
+_RESERVED_WINDOWS: Final = frozenset(
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
+    | {f"{port}{n}" for port in ("COM", "LPT") for n in (*"0123456789", "¹", "²", "³")}
+)
+# Types the platform's mimetypes table misses or maps to an unhelpful extension.
+_EXTENSIONS: Final = {
+    "message/rfc822": ".eml",
+    "message/global": ".eml",
+    "message/delivery-status": ".txt",
+    "message/global-delivery-status": ".txt",
+    "message/disposition-notification": ".txt",
+    "message/feedback-report": ".txt",
+    "text/rfc822-headers": ".txt",
+    "text/plain": ".txt",
+    "text/html": ".html",
+    "text/calendar": ".ics",
+    "image/jpeg": ".jpg",
+    "application/octet-stream": ".bin",
+    "application/pkcs7-signature": ".p7s",
+    "application/x-pkcs7-signature": ".p7s",
+    "application/pgp-signature": ".asc",
+    "application/ms-tnef": ".dat",
+}
+
+
+def sanitize_filename(name: str | None, content_type: str, index: int) -> str:
+    """A filename safe to create on Linux, macOS and Windows, never empty.
+
+    The name is NFC-normalised, stripped of any directory part, control, invisible and
+    reserved characters, leading/trailing dots and spaces, kept off Windows device names
+    and cut to MAX_FILENAME_BYTES of UTF-8 without losing its extension. When nothing
+    usable is left the result is `attachment-<index>` plus an extension for content_type.
+    """
+    cleaned = _clean(name or "")
+    if not cleaned:
+        return f"attachment-{index}{_extension_for(content_type)}"
+    stem, extension = _split_extension(cleaned)
+    # Windows reserves the device name whatever follows the first dot ("con.tar.gz").
+    if cleaned.split(".", 1)[0].rstrip(" ").upper() in _RESERVED_WINDOWS:
+        stem = "_" + stem
+    return _fit(stem, extension)
+
+
+def _clean(name: str) -> str:
+    name = unicodedata.normalize("NFC", name)
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    kept = []
+    for char in name:
+        if char in _FORBIDDEN:
+            continue
+        category = unicodedata.category(char)
+        if category[0] == "Z" or char in "\t\n\r":
+            kept.append(" ")
+        elif category in ("Cc", "Cs") or (category == "Cf" and char not in _KEPT_FORMAT_CHARS):
+            continue
+        else:
+            kept.append(char)
+    return "".join(kept).strip(" .")
+
+
+def _split_extension(name: str) -> tuple[str, str]:
+    stem, dot, extension = name.rpartition(".")
+    if (
+        not dot
+        or not stem
+        or not extension
+        or len(extension) > _MAX_EXTENSION_CHARS
+        or " " in extension
+    ):
+        return name, ""
+    return stem, "." + extension
+
+
+def _fit(stem: str, extension: str) -> str:
+    budget = MAX_FILENAME_BYTES - len(extension.encode("utf-8"))
+    encoded = stem.encode("utf-8")
+    if len(encoded) > budget:
+        # Cut on a character boundary, then re-trim: the cut may expose a trailing space
+        # or dot, which Windows would silently drop.
+        stem = encoded[:budget].decode("utf-8", "ignore").rstrip(" .\u200c\u200d")
+        if not stem:
+            stem = "attachment"
+    return stem + extension
+
+
+# Common in support mail, missing from the stdlib's built-in table in some versions.
+_EXTRA_TYPES: Final = {
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    ".odt": "application/vnd.oasis.opendocument.text",
+    ".ods": "application/vnd.oasis.opendocument.spreadsheet",
+    ".heic": "image/heic",
+    ".webp": "image/webp",
+    ".7z": "application/x-7z-compressed",
+    ".rar": "application/vnd.rar",
+}
+
+
+def _extension_for(content_type: str) -> str:
+    content_type = content_type.strip().lower()
+    known = _EXTENSIONS.get(content_type)
+    if known is not None:
+        return known
+    # The tables mimetypes builds at import; guess_extension() would first read the
+    # system's mime.types, which is I/O and differs from machine to machine.
+    for table in (_EXTRA_TYPES, mimetypes.types_map):
+        for extension, mapped in table.items():
+            if mapped == content_type:
+                return extension
+    return ""
+
+
+def content_type_for(filename: str) -> str | None:
+    """The content type a filename's extension suggests, from the built-in table only."""
+    _, dot, extension = filename.rpartition(".")
+    if not dot or not extension:
+        return None
+    extension = "." + extension.lower()
+    return (
+        _EXTRA_TYPES.get(extension)
+        or mimetypes.types_map.get(extension)
+        or mimetypes.common_types.get(extension)
+    )
+
+
+@dataclass(frozen=True)
+class StoredAttachment:
+    """Where an attachment blob lives in the store: sha256 hex, size, POSIX path under root."""
+
+    sha256: str
+    size: int
+    relpath: str
+
+
+class AttachmentStore:
+    """Content-addressed attachment files under one root directory.
+
+    Safe for several threads and processes writing the same blob at once: each writer
+    writes its own temporary file in the target directory and renames it into place; the
+    contents are identical by construction, so whichever rename lands last is correct.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def save(self, data: bytes, filename: str) -> StoredAttachment:
+        """Store data under its sha256 and the (re-sanitised) filename; idempotent."""
+        digest = hashlib.sha256(data).hexdigest()
+        name = sanitize_filename(filename, "application/octet-stream", 0)
+        relpath = f"{digest[:2]}/{digest}/{name}"
+        target = self.root / digest[:2] / digest / name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomically(target, data)
+        return StoredAttachment(sha256=digest, size=len(data), relpath=relpath)
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    directory = target.parent
+    fd, temp_name = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: Path) -> None:
+    # The rename is durable only once the directory entry is on disk.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

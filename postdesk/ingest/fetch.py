@@ -1,0 +1,307 @@
+"""One fetch pass over one mailbox folder: new UIDs in, raw store, then the server side.
+
+The order is what makes a crash harmless:
+1. every batch's bytes, deliveries and the advanced checkpoint commit in one (durable)
+   transaction, so after a crash the next pass starts right after the last stored UID;
+2. only then is each message flagged \\Seen or moved to the processed folder, and the
+   delivery marked done; a crash in between is finished at the start of the next pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from postdesk.config import MailboxSettings
+from postdesk.errors import MailboxError
+from postdesk.ingest import lease
+from postdesk.ingest.imap import ImapSource
+from postdesk.ingest.parse import header_summary
+from postdesk.ingest.store import FetchedMessage, record_delivery, store_imap_batch
+from postdesk.models import Delivery, MailboxSync, RawMessage, utcnow
+from postdesk.models.db import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FetchResult:
+    """What one fetch pass did, for logs and the CLI."""
+
+    mailbox: str
+    fetched: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    resynced: int = 0
+    finished: int = 0
+    skipped_reason: str | None = None
+
+
+def _batches(
+    uids: Sequence[int], sizes: dict[int, int], max_count: int, max_bytes: int
+) -> Iterator[list[int]]:
+    """Group UIDs in order so no batch exceeds `max_count` messages or `max_bytes`."""
+    batch: list[int] = []
+    total = 0
+    for uid in uids:
+        size = sizes.get(uid, 0)
+        if batch and (len(batch) >= max_count or total + size > max_bytes):
+            yield batch
+            batch, total = [], 0
+        batch.append(uid)
+        total += size
+    if batch:
+        yield batch
+
+
+class FolderFetcher:
+    """Fetches new mail from one configured mailbox folder into the raw store."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: MailboxSettings,
+        mailbox_id: int,
+        *,
+        owner: str,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.mailbox_id = mailbox_id
+        self.owner = owner
+        self.should_stop = should_stop
+
+    @property
+    def folder(self) -> str:
+        return self.settings.folder
+
+    def run(self, source: ImapSource) -> FetchResult:
+        """Fetch everything new; `source` must be connected."""
+        result = FetchResult(self.settings.name)
+        state = source.select(self.folder)
+        sync_id = self._sync_row()
+        with self.db.transaction() as session:
+            holder = lease.acquire(session, sync_id, self.owner)
+        if holder is not None:
+            result.skipped_reason = f"being polled by {holder}"
+            log.info("mailbox %s: skipped, %s", self.settings.name, result.skipped_reason)
+            return result
+        try:
+            self._fetch(source, state.uidvalidity, state.uidnext, sync_id, result)
+        finally:
+            with self.db.transaction() as session:
+                lease.release(session, sync_id, self.owner)
+        return result
+
+    def _sync_row(self) -> int:
+        with self.db.transaction() as session:
+            found = session.execute(
+                select(MailboxSync.id).where(
+                    MailboxSync.mailbox_id == self.mailbox_id, MailboxSync.folder == self.folder
+                )
+            ).scalar_one_or_none()
+            if found is not None:
+                return found
+            row = MailboxSync(mailbox_id=self.mailbox_id, folder=self.folder, last_uid=0)
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def _load_sync(self, session: Session, sync_id: int) -> MailboxSync:
+        return session.get_one(MailboxSync, sync_id)
+
+    def _fetch(
+        self,
+        source: ImapSource,
+        uidvalidity: int,
+        uidnext: int | None,
+        sync_id: int,
+        result: FetchResult,
+    ) -> None:
+        name = self.settings.name
+        with self.db.transaction(durable=True) as session:
+            sync = self._load_sync(session, sync_id)
+            if sync.uidvalidity is None:
+                sync.uidvalidity = uidvalidity
+            elif sync.uidvalidity != uidvalidity:
+                self._start_resync(session, sync, uidvalidity, uidnext)
+            last_uid = sync.last_uid
+            resync_until = sync.resync_until_uid
+
+        if self.settings.processed_folder:
+            source.ensure_folder(self.settings.processed_folder)
+        result.finished += self._finish(source, uidvalidity, None)
+
+        uids = source.uids_above(last_uid)
+        if not uids:
+            return
+        delivered = self._delivered_uids(uidvalidity, last_uid)
+        if resync_until:
+            matched = self._resync_by_message_id(
+                source, uidvalidity, [u for u in uids if u <= resync_until and u not in delivered]
+            )
+            result.resynced += len(matched)
+            delivered |= matched
+        wanted = [u for u in uids if u not in delivered]
+        sizes = source.sizes(wanted)
+        for batch in _batches(uids, sizes, self.settings.batch_size, self.settings.batch_bytes):
+            if self.should_stop():
+                log.info("mailbox %s: stopping before UID %d as asked", name, batch[0])
+                return
+            to_fetch = [u for u in batch if u in sizes]
+            raws = source.fetch(to_fetch)
+            fetched = [FetchedMessage(uid, raws[uid]) for uid in to_fetch if uid in raws]
+            with self.db.transaction(durable=True) as session:
+                holder = lease.acquire(session, sync_id, self.owner)
+                if holder is not None:
+                    raise MailboxError(f"mailbox {name!r}: lost the polling lease to {holder}")
+                sync = self._load_sync(session, sync_id)
+                stored = store_imap_batch(
+                    session,
+                    mailbox_id=self.mailbox_id,
+                    mailbox_name=name,
+                    sync=sync,
+                    uidvalidity=uidvalidity,
+                    messages=fetched,
+                    checkpoint=batch[-1],
+                )
+                if sync.resync_until_uid is not None and batch[-1] >= sync.resync_until_uid:
+                    sync.resync_until_uid = None
+            result.fetched += len(fetched)
+            new = sum(1 for s in stored if s.new)
+            result.stored += new
+            result.duplicates += len(stored) - new
+            for fetched_message, outcome in zip(fetched, stored, strict=True):
+                log.info(
+                    "mailbox %s: uid %d message-id <%s> %s raw %d",
+                    name,
+                    fetched_message.uid,
+                    outcome.message_id or "",
+                    "stored as" if outcome.new else "duplicate of",
+                    outcome.raw_id,
+                )
+            result.finished += self._finish(source, uidvalidity, batch)
+
+    def _start_resync(
+        self, session: Session, sync: MailboxSync, uidvalidity: int, uidnext: int | None
+    ) -> None:
+        log.warning(
+            "mailbox %s: folder %s UIDVALIDITY changed from %s to %d; resynchronising by "
+            "Message-ID",
+            self.settings.name,
+            self.folder,
+            sync.uidvalidity,
+            uidvalidity,
+        )
+        # UIDs of the old validity mean nothing now; their server actions cannot be done.
+        session.execute(
+            update(Delivery)
+            .where(
+                Delivery.mailbox_id == self.mailbox_id,
+                Delivery.folder == self.folder,
+                Delivery.uidvalidity != uidvalidity,
+                Delivery.server_done.is_(False),
+            )
+            .values(server_done=True)
+        )
+        sync.uidvalidity = uidvalidity
+        sync.last_uid = 0
+        # Without UIDNEXT, resync every UID that exists now; the fetch bounds it anyway.
+        sync.resync_until_uid = (uidnext - 1) if uidnext else 2**32 - 1
+
+    def _delivered_uids(self, uidvalidity: int, above: int) -> set[int]:
+        with self.db.read_session() as session:
+            return set(
+                session.execute(
+                    select(Delivery.uid).where(
+                        Delivery.mailbox_id == self.mailbox_id,
+                        Delivery.folder == self.folder,
+                        Delivery.uidvalidity == uidvalidity,
+                        Delivery.uid > above,
+                    )
+                ).scalars()
+            )
+
+    def _resync_by_message_id(
+        self, source: ImapSource, uidvalidity: int, uids: list[int]
+    ) -> set[int]:
+        if not uids:
+            return set()
+        headers = source.message_ids(uids)
+        with self.db.read_session() as session:
+            rows = session.execute(
+                select(RawMessage.message_id, RawMessage.id)
+                .join(Delivery, Delivery.raw_message_id == RawMessage.id)
+                .where(
+                    Delivery.mailbox_id == self.mailbox_id,
+                    Delivery.folder == self.folder,
+                    Delivery.uidvalidity != uidvalidity,
+                    RawMessage.message_id.is_not(None),
+                )
+                .distinct()
+            ).all()
+        known: dict[str, int | None] = {}
+        for message_id, raw_id in rows:
+            if message_id is None:
+                continue
+            # A Message-ID shared by two different stored messages is ambiguous: fetch it.
+            known[message_id] = None if message_id in known else raw_id
+        matched: dict[int, int] = {}
+        for uid, header in headers.items():
+            message_id = header_summary(header + b"\r\n").message_id if header else None
+            found = known.get(message_id) if message_id else None
+            if found is not None:
+                matched[uid] = found
+        if matched:
+            with self.db.transaction(durable=True) as session:
+                for uid, raw_id in matched.items():
+                    record_delivery(session, self.mailbox_id, self.folder, uidvalidity, uid, raw_id)
+        log.info(
+            "mailbox %s: resync matched %d of %d messages by Message-ID; fetching the rest",
+            self.settings.name,
+            len(matched),
+            len(uids),
+        )
+        return set(matched)
+
+    def _finish(self, source: ImapSource, uidvalidity: int, uids: list[int] | None) -> int:
+        """Flag or move delivered messages whose server action is still to do."""
+        with self.db.read_session() as session:
+            query = select(Delivery.id, Delivery.uid).where(
+                Delivery.mailbox_id == self.mailbox_id,
+                Delivery.folder == self.folder,
+                Delivery.uidvalidity == uidvalidity,
+                Delivery.server_done.is_(False),
+            )
+            if uids is not None:
+                query = query.where(Delivery.uid.in_(uids))
+            pending = session.execute(query).all()
+        if not pending:
+            return 0
+        todo = sorted(uid for _, uid in pending)
+        if self.settings.processed_folder:
+            source.move(todo, self.settings.processed_folder)
+        else:
+            source.mark_seen(todo)
+        with self.db.transaction() as session:
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_([delivery_id for delivery_id, _ in pending]))
+                .values(server_done=True)
+            )
+        return len(pending)
+
+
+def record_failure(db: Database, mailbox_id: int, folder: str, error: str) -> None:
+    """Remember the last error of a folder, for `postdesk` status output."""
+    with db.transaction() as session:
+        session.execute(
+            update(MailboxSync)
+            .where(MailboxSync.mailbox_id == mailbox_id, MailboxSync.folder == folder)
+            .values(last_error=error, last_error_at=utcnow())
+        )

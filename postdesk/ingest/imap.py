@@ -1,0 +1,276 @@
+"""The IMAP side of fetching: connect, select, list new UIDs, fetch, flag and move.
+
+This is the only module that talks IMAP. Every failure becomes a MailboxError whose
+message names the mailbox and says what went wrong in one line; credentials never
+appear in messages or logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError, LoginError
+
+from postdesk.config import MailboxSettings
+from postdesk.errors import ConfigError, MailboxError
+
+log = logging.getLogger(__name__)
+
+SEEN = b"\\Seen"
+# Commands that list or touch many UIDs are split so no command line gets absurdly long.
+_UID_CHUNK = 2000
+
+
+@dataclass(frozen=True)
+class FolderState:
+    """What SELECT told us about a folder."""
+
+    uidvalidity: int
+    uidnext: int | None
+    exists: int
+
+
+def _tls_context(settings: MailboxSettings) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+    if not settings.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "timed out"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({exc.verify_message}); set ca_file or fix the server"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error ({exc.reason or exc})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host ({exc.strerror})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip()
+    if isinstance(text, str) and text.startswith("b'") and text.endswith("'"):
+        text = text[2:-1]
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _chunks(uids: Sequence[int], size: int = _UID_CHUNK) -> Iterator[list[int]]:
+    for start in range(0, len(uids), size):
+        yield list(uids[start : start + size])
+
+
+class ImapSource:
+    """A connection to one support mailbox, opened by `connect()` and closed by `close()`."""
+
+    def __init__(self, settings: MailboxSettings) -> None:
+        self.settings = settings
+        self._client: Any = None
+        self._selected: str | None = None
+
+    def __enter__(self) -> ImapSource:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _fail(self, doing: str, exc: BaseException) -> MailboxError:
+        s = self.settings
+        return MailboxError(
+            f"mailbox {s.name!r} ({s.host}:{s.port}): {doing} failed: {_describe(exc)}"
+        )
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            raise MailboxError(f"mailbox {self.settings.name!r}: not connected")
+        return self._client
+
+    def connect(self) -> None:
+        """Open the connection, secure it as configured, and log in."""
+        s = self.settings
+        try:
+            password = s.password.reveal()
+        except ConfigError as exc:
+            raise MailboxError(f"mailbox {s.name!r}: {exc}") from None
+        try:
+            client = IMAPClient(
+                s.host,
+                port=s.port,
+                ssl=s.security == "ssl",
+                ssl_context=_tls_context(s) if s.security == "ssl" else None,
+                timeout=s.timeout,
+            )
+        except (OSError, IMAPClientError) as exc:
+            raise self._fail("connecting", exc) from None
+        self._client = client
+        try:
+            if s.security == "starttls":
+                if not client.has_capability("STARTTLS"):
+                    raise MailboxError(
+                        f"mailbox {s.name!r} ({s.host}:{s.port}): the server does not offer "
+                        'STARTTLS; use security = "ssl" or check the port'
+                    )
+                client.starttls(_tls_context(s))
+            client.login(s.username, password)
+        except LoginError:
+            self.close()
+            raise MailboxError(
+                f"mailbox {s.name!r} ({s.host}:{s.port}): login as {s.username!r} was refused; "
+                "check username and password"
+            ) from None
+        except (OSError, IMAPClientError) as exc:
+            self.close()
+            raise self._fail("logging in", exc) from None
+        except MailboxError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Log out and drop the connection; never raises."""
+        client, self._client, self._selected = self._client, None, None
+        if client is None:
+            return
+        try:
+            client.logout()
+        except Exception:
+            try:
+                client.shutdown()
+            except Exception:
+                log.debug("mailbox %s: socket shutdown failed", self.settings.name)
+
+    def has_capability(self, name: str) -> bool:
+        """Whether the server advertises capability `name` (e.g. MOVE, IDLE, UIDPLUS)."""
+        try:
+            return bool(self.client.has_capability(name))
+        except (OSError, IMAPClientError) as exc:
+            raise self._fail("reading capabilities", exc) from None
+
+    def select(self, folder: str) -> FolderState:
+        """Select `folder` read-write and report its UIDVALIDITY."""
+        try:
+            info = self.client.select_folder(folder)
+        except (OSError, IMAPClientError) as exc:
+            raise self._fail(f"selecting folder {folder!r}", exc) from None
+        self._selected = folder
+        uidvalidity = info.get(b"UIDVALIDITY")
+        if uidvalidity is None:
+            raise MailboxError(
+                f"mailbox {self.settings.name!r}: folder {folder!r} has no UIDVALIDITY; "
+                "postdesk needs an IMAP4rev1 server with persistent UIDs"
+            )
+        uidnext = info.get(b"UIDNEXT")
+        return FolderState(
+            uidvalidity=int(uidvalidity),
+            uidnext=int(uidnext) if uidnext is not None else None,
+            exists=int(info.get(b"EXISTS", 0)),
+        )
+
+    def uids_above(self, last_uid: int) -> list[int]:
+        """Every UID in the selected folder greater than `last_uid`, ascending."""
+        try:
+            found = self.client.search(["UID", f"{last_uid + 1}:*"])
+        except (OSError, IMAPClientError) as exc:
+            raise self._fail("searching for new messages", exc) from None
+        # "n:*" always matches the highest UID, even when it is below n.
+        return sorted(int(uid) for uid in found if int(uid) > last_uid)
+
+    def sizes(self, uids: Sequence[int]) -> dict[int, int]:
+        """RFC822.SIZE of each UID that still exists."""
+        sizes: dict[int, int] = {}
+        for chunk in _chunks(uids):
+            try:
+                data = self.client.fetch(chunk, ["RFC822.SIZE"])
+            except (OSError, IMAPClientError) as exc:
+                raise self._fail("reading message sizes", exc) from None
+            for uid, item in data.items():
+                size = item.get(b"RFC822.SIZE")
+                if size is not None:
+                    sizes[int(uid)] = int(size)
+        return sizes
+
+    def fetch(self, uids: Sequence[int]) -> dict[int, bytes]:
+        """The full raw bytes of each UID, without setting \\Seen (BODY.PEEK[])."""
+        if not uids:
+            return {}
+        try:
+            data = self.client.fetch(list(uids), ["BODY.PEEK[]"])
+        except (OSError, IMAPClientError) as exc:
+            raise self._fail(f"fetching {len(uids)} messages", exc) from None
+        out: dict[int, bytes] = {}
+        for uid, item in data.items():
+            body = item.get(b"BODY[]")
+            if body is not None:
+                out[int(uid)] = bytes(body)
+        return out
+
+    def message_ids(self, uids: Sequence[int]) -> dict[int, bytes]:
+        """The raw Message-ID header block of each UID (to resync after a UIDVALIDITY change)."""
+        out: dict[int, bytes] = {}
+        key = b"BODY[HEADER.FIELDS (MESSAGE-ID)]"
+        for chunk in _chunks(uids):
+            try:
+                data = self.client.fetch(chunk, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+            except (OSError, IMAPClientError) as exc:
+                raise self._fail("reading Message-IDs", exc) from None
+            for uid, item in data.items():
+                out[int(uid)] = bytes(item.get(key) or b"")
+        return out
+
+    def ensure_folder(self, folder: str) -> None:
+        """Create `folder` unless it exists."""
+        try:
+            if not self.client.folder_exists(folder):
+                self.client.create_folder(folder)
+                log.info("mailbox %s: created folder %r", self.settings.name, folder)
+        except (OSError, IMAPClientError) as exc:
+            raise self._fail(f"creating folder {folder!r}", exc) from None
+
+    def mark_seen(self, uids: Iterable[int]) -> None:
+        """Set \\Seen on `uids` in the selected folder (UIDs that vanished are ignored)."""
+        for chunk in _chunks(list(uids)):
+            try:
+                self.client.add_flags(chunk, [SEEN], silent=True)
+            except (OSError, IMAPClientError) as exc:
+                raise self._fail("setting \\Seen", exc) from None
+
+    def move(self, uids: Iterable[int], folder: str) -> None:
+        """Move `uids` from the selected folder to `folder`, with MOVE or COPY+EXPUNGE."""
+        use_move = self.has_capability("MOVE")
+        use_uidplus = self.has_capability("UIDPLUS")
+        for chunk in _chunks(list(uids)):
+            try:
+                if use_move:
+                    self.client.move(chunk, folder)
+                    continue
+                self.client.copy(chunk, folder)
+                self.client.add_flags(chunk, [SEEN, b"\\Deleted"], silent=True)
+                if use_uidplus:
+                    self.client.uid_expunge(chunk)
+                else:
+                    # Without UIDPLUS an EXPUNGE could remove messages someone else marked
+                    # deleted; leave them flagged and let the server's own policy expunge.
+                    log.warning(
+                        "mailbox %s: server lacks MOVE and UIDPLUS; %d messages left "
+                        "flagged \\Deleted in %s",
+                        self.settings.name,
+                        len(chunk),
+                        self._selected,
+                    )
+            except (OSError, IMAPClientError) as exc:
+                raise self._fail(f"moving messages to {folder!r}", exc) from None

@@ -1,0 +1,428 @@
+"""Turn stored raw messages into tickets: a pipeline of small steps, one transaction each.
+
+The Processor owns the loop and the transactions; each step does one thing to a typed
+work item and either returns or raises. A message whose steps raise is rolled back and
+set aside as quarantined with a one-line reason (never dropped, never retried forever);
+`postdesk inbound retry` replays it. Database outages are not the message's fault and
+stop the pass instead, so the message is tried again on the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from postdesk.errors import PostdeskError
+from postdesk.ingest.attachments import AttachmentStore
+from postdesk.ingest.parse import Address, ParsedMessage, parse_message
+from postdesk.ingest.sender import get_or_create_contact, sender_address
+from postdesk.ingest.store import IMPORT
+from postdesk.ingest.threader import NEW, ThreadMatch, find_ticket
+from postdesk.models import (
+    PENDING,
+    PROCESSED,
+    QUARANTINED,
+    Attachment,
+    Contact,
+    Message,
+    MessageRef,
+    RawMessage,
+    Ticket,
+    TicketEvent,
+    utcnow,
+)
+from postdesk.models import tickets as ticket_states
+from postdesk.models.db import Database
+
+log = logging.getLogger(__name__)
+
+NO_SUBJECT = "(no subject)"
+
+
+@dataclass
+class WorkItem:
+    """One raw message on its way through the pipeline, and what the steps found."""
+
+    session: Session
+    raw: RawMessage
+    parsed: ParsedMessage | None = None
+    sender: Contact | None = None
+    match: ThreadMatch | None = None
+    ticket: Ticket | None = None
+    message: Message | None = None
+    created_ticket: bool = False
+
+    def need_parsed(self) -> ParsedMessage:
+        assert self.parsed is not None, "the parse step runs first"
+        return self.parsed
+
+    def need_sender(self) -> Contact:
+        assert self.sender is not None, "the sender step runs before this one"
+        return self.sender
+
+
+class Step(Protocol):
+    """One stage of processing: a name for logs and quarantine reasons, and the work."""
+
+    name: str
+
+    def __call__(self, item: WorkItem) -> None: ...
+
+
+class ParseStep:
+    """Decode the raw bytes into headers, text and attachments."""
+
+    name = "parse"
+
+    def __call__(self, item: WorkItem) -> None:
+        item.parsed = parse_message(item.raw.content)
+
+
+class SenderStep:
+    """Find or create the contact who wrote the message."""
+
+    name = "sender"
+
+    def __init__(self, agent_emails: Collection[str]) -> None:
+        self.agent_emails = frozenset(e.lower() for e in agent_emails)
+
+    def __call__(self, item: WorkItem) -> None:
+        address = sender_address(item.need_parsed())
+        item.sender = get_or_create_contact(item.session, address, agent_emails=self.agent_emails)
+
+
+class ThreadStep:
+    """Decide whether the message opens a ticket or continues one."""
+
+    name = "thread"
+
+    def __call__(self, item: WorkItem) -> None:
+        item.match = find_ticket(item.session, item.need_parsed(), item.need_sender())
+
+
+def _addresses(addresses: Sequence[Address]) -> list[dict[str, str]]:
+    return [{"email": a.email, "name": a.name} for a in addresses]
+
+
+class FileStep:
+    """Open the ticket or append to it: the message row, its attachments, the events."""
+
+    name = "file"
+
+    def __init__(self, attachments: AttachmentStore) -> None:
+        self.attachments = attachments
+
+    def __call__(self, item: WorkItem) -> None:
+        parsed = item.need_parsed()
+        sender = item.need_sender()
+        match = item.match or ThreadMatch(None, NEW, "no rule ran")
+        session = item.session
+        now = arrival_time(item.raw, parsed)
+        if match.ticket_id is None:
+            ticket = Ticket(
+                subject=parsed.subject.strip() or NO_SUBJECT,
+                status=ticket_states.NEW,
+                requester_id=sender.id,
+                mailbox_id=item.raw.mailbox_id,
+                created_at=now,
+                updated_at=now,
+                last_message_at=now,
+            )
+            session.add(ticket)
+            session.flush()
+            item.created_ticket = True
+            session.add(
+                TicketEvent(
+                    ticket_id=ticket.id, at=now, kind="created", actor=sender.email, data={}
+                )
+            )
+        else:
+            ticket = session.get_one(Ticket, match.ticket_id)
+            ticket.updated_at = max(ticket.updated_at, now)
+            ticket.last_message_at = max(ticket.last_message_at, now)
+            if ticket.status in (ticket_states.PENDING, ticket_states.SOLVED):
+                session.add(
+                    TicketEvent(
+                        ticket_id=ticket.id,
+                        at=now,
+                        kind="status",
+                        actor=sender.email,
+                        data={"from": ticket.status, "to": ticket_states.OPEN, "why": "reply"},
+                    )
+                )
+                ticket.status = ticket_states.OPEN
+        item.ticket = ticket
+
+        message = Message(
+            raw_message_id=item.raw.id,
+            ticket_id=ticket.id,
+            contact_id=sender.id,
+            direction="in",
+            message_id=parsed.message_id,
+            in_reply_to=" ".join(parsed.in_reply_to) or None,
+            references=" ".join(parsed.references) or None,
+            subject=parsed.subject,
+            from_email=sender.email,
+            from_name=(parsed.from_.name if parsed.from_ else "") or sender.name,
+            to=_addresses(parsed.to),
+            cc=_addresses(parsed.cc),
+            sent_at=parsed.date,
+            received_at=item.raw.received_at,
+            text=parsed.text,
+            thread_rule=match.rule,
+            thread_reason=match.reason,
+            defects=list(parsed.defects),
+        )
+        session.add(message)
+        session.flush()
+        item.message = message
+        refs = dict.fromkeys([*parsed.in_reply_to, *parsed.references])
+        for ref in refs:
+            session.add(MessageRef(message_pk=message.id, ref_message_id=ref))
+        for attachment in parsed.attachments:
+            stored = self.attachments.save(attachment.data, attachment.filename)
+            session.add(
+                Attachment(
+                    message_pk=message.id,
+                    filename=attachment.filename,
+                    content_type=attachment.content_type,
+                    size=stored.size,
+                    sha256=stored.sha256,
+                    relpath=stored.relpath,
+                    inline=attachment.inline,
+                    content_id=attachment.content_id,
+                )
+            )
+        session.add(
+            TicketEvent(
+                ticket_id=ticket.id,
+                at=now,
+                kind="message",
+                actor=sender.email,
+                data={"message": message.id, "rule": match.rule},
+            )
+        )
+
+
+def arrival_time(raw: RawMessage, parsed: ParsedMessage) -> datetime:
+    """When the message reached the team, the clock tickets and SLAs run on.
+
+    Fetched mail arrived when postdesk stored it. Imported mail is history: its Date
+    header is used, unless missing or in the future (then the import time).
+    """
+    if raw.source == IMPORT and parsed.date is not None and parsed.date <= raw.received_at:
+        return parsed.date
+    return raw.received_at
+
+
+def default_steps(*, data_dir: Path, agent_emails: Collection[str]) -> list[Step]:
+    """The pipeline every inbound message goes through, in order."""
+    return [
+        ParseStep(),
+        SenderStep(agent_emails),
+        ThreadStep(),
+        FileStep(AttachmentStore(data_dir / "attachments")),
+    ]
+
+
+@dataclass
+class ProcessResult:
+    """Counts of what a processing pass did."""
+
+    processed: int = 0
+    created: int = 0
+    appended: int = 0
+    quarantined: int = 0
+    quarantined_ids: list[int] = field(default_factory=list)
+
+    def add(self, other: ProcessResult) -> None:
+        self.processed += other.processed
+        self.created += other.created
+        self.appended += other.appended
+        self.quarantined += other.quarantined
+        self.quarantined_ids.extend(other.quarantined_ids)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, PostdeskError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _is_database_outage(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+class Processor:
+    """Runs pending raw messages through the steps, one transaction per message."""
+
+    def __init__(
+        self,
+        db: Database,
+        steps: Sequence[Step],
+        *,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.db = db
+        self.steps = list(steps)
+        self.should_stop = should_stop
+
+    def pending_ids(self, *, after: int = 0, limit: int = 500) -> list[int]:
+        """The next pending raw message ids in arrival order."""
+        with self.db.read_session() as session:
+            return list(
+                session.execute(
+                    select(RawMessage.id)
+                    .where(RawMessage.status == PENDING, RawMessage.id > after)
+                    .order_by(RawMessage.id)
+                    .limit(limit)
+                ).scalars()
+            )
+
+    def run(self) -> ProcessResult:
+        """Process every pending message in arrival order until none is left or asked to stop."""
+        result = ProcessResult()
+        after = 0
+        while not self.should_stop():
+            ids = self.pending_ids(after=after)
+            if not ids:
+                break
+            result.add(self.run_ids(ids))
+            after = ids[-1]
+        return result
+
+    def run_ids(self, raw_ids: Sequence[int]) -> ProcessResult:
+        """Process the given raw messages in the given order (those still pending)."""
+        result = ProcessResult()
+        for raw_id in raw_ids:
+            if self.should_stop():
+                break
+            self.process_one(raw_id, result)
+        return result
+
+    def process_one(self, raw_id: int, result: ProcessResult) -> None:
+        """Run one message through the steps; quarantine it if a step fails."""
+        step_name = "load"
+        try:
+            with self.db.transaction() as session:
+                raw = session.execute(
+                    select(RawMessage)
+                    .where(RawMessage.id == raw_id, RawMessage.status == PENDING)
+                    .with_for_update(skip_locked=True)
+                ).scalar_one_or_none()
+                if raw is None:
+                    return  # done meanwhile, or another process holds it
+                item = WorkItem(session, raw)
+                for step in self.steps:
+                    step_name = step.name
+                    step(item)
+                step_name = "commit"
+                raw.status = PROCESSED
+                raw.reason = None
+                raw.attempts += 1
+                raw.processed_at = utcnow()
+        except Exception as exc:
+            if _is_database_outage(exc):
+                raise
+            reason = f"{step_name}: {_one_line(exc)}"
+            self._quarantine(raw_id, reason)
+            result.quarantined += 1
+            result.quarantined_ids.append(raw_id)
+            log.warning("raw %d quarantined: %s", raw_id, reason)
+            log.debug("raw %d traceback:\n%s", raw_id, traceback.format_exc())
+            return
+        result.processed += 1
+        ticket = item.ticket
+        parsed = item.parsed
+        if item.created_ticket:
+            result.created += 1
+        else:
+            result.appended += 1
+        log.info(
+            "raw %d message-id <%s> %s ticket %s (%s)",
+            raw_id,
+            parsed.message_id if parsed else "",
+            "opened" if item.created_ticket else "added to",
+            ticket.id if ticket else "?",
+            item.match.rule if item.match else "?",
+        )
+
+    def _quarantine(self, raw_id: int, reason: str) -> None:
+        with self.db.transaction() as session:
+            session.execute(
+                update(RawMessage)
+                .where(RawMessage.id == raw_id, RawMessage.status == PENDING)
+                .values(
+                    status=QUARANTINED,
+                    reason=reason[:2000],
+                    attempts=RawMessage.attempts + 1,
+                    processed_at=utcnow(),
+                )
+            )
+
+
+def requeue(db: Database, raw_ids: Sequence[int] | None) -> list[int]:
+    """Put quarantined messages back to pending (all of them when `raw_ids` is None)."""
+    with db.transaction() as session:
+        query = select(RawMessage.id).where(RawMessage.status == QUARANTINED)
+        if raw_ids is not None:
+            query = query.where(RawMessage.id.in_(list(raw_ids)))
+        ids = list(session.execute(query.order_by(RawMessage.id)).scalars())
+        if ids:
+            session.execute(update(RawMessage).where(RawMessage.id.in_(ids)).values(status=PENDING))
+        return ids
+
+
+def count_by_status(db: Database) -> dict[str, int]:
+    """How many raw messages are pending, processed and quarantined."""
+    with db.read_session() as session:
+        rows = session.execute(
+            select(RawMessage.status, func.count()).group_by(RawMessage.status)
+        ).all()
+    counts = {PENDING: 0, PROCESSED: 0, QUARANTINED: 0}
+    counts.update({status: n for status, n in rows})
+    return counts
+
+
+def list_raw(db: Database, statuses: Sequence[str] | None = None) -> list[dict[str, object]]:
+    """Stored inbound messages (optionally only some statuses), newest first."""
+    with db.read_session() as session:
+        query = select(
+            RawMessage.id,
+            RawMessage.status,
+            RawMessage.source,
+            RawMessage.origin,
+            RawMessage.message_id,
+            RawMessage.size,
+            RawMessage.received_at,
+            RawMessage.attempts,
+            RawMessage.reason,
+        ).order_by(RawMessage.id.desc())
+        if statuses:
+            query = query.where(RawMessage.status.in_(list(statuses)))
+        return [
+            {
+                "id": row.id,
+                "status": row.status,
+                "source": row.source,
+                "origin": row.origin,
+                "message_id": row.message_id,
+                "size": row.size,
+                "received_at": row.received_at.isoformat() if row.received_at else None,
+                "attempts": row.attempts,
+                "reason": row.reason,
+            }
+            for row in session.execute(query)
+        ]

@@ -1,0 +1,45 @@
+"""Alembic environment: run migrations on the connection postdesk hands over."""
+
+from __future__ import annotations
+
+import os
+
+from alembic import context
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Connection
+
+from postdesk.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def _run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        # SQLite cannot ALTER most things; batch mode rebuilds tables instead.
+        render_as_batch=True,
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _main() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+    # Used by developers running the `alembic` command directly (see alembic.ini).
+    url = config.get_main_option("sqlalchemy.url") or os.environ.get("POSTDESK_DATABASE_URL")
+    if not url:
+        raise SystemExit("set POSTDESK_DATABASE_URL to the database to migrate")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        _run(conn)
+
+
+if context.is_offline_mode():
+    raise SystemExit("postdesk migrations run online only: use `postdesk init`")
+_main()

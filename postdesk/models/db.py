@@ -1,0 +1,158 @@
+"""Engine and session setup for SQLite and PostgreSQL, and the schema version check.
+
+SQLite is tuned for one long-running writer plus short CLI readers: WAL journal, foreign
+keys on, a generous busy timeout, and write transactions that take the write lock at
+BEGIN (`BEGIN IMMEDIATE`) so two writers queue instead of failing half-way. Commits run
+with `synchronous=NORMAL` (safe against a killed process); a session opened with
+`durable=True` commits with `synchronous=FULL`, for the few transactions that must
+survive a power cut because something irreversible happens on a server right after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import SQLAlchemyError as _SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from postdesk.errors import DatabaseError
+
+_DURABLE = "postdesk_durable"
+_READONLY = "postdesk_readonly"
+
+
+def _redact(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"
+
+
+class Database:
+    """One database: its engine and the sessions postdesk works in."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise DatabaseError(f"database.url {url!r} is not a valid database URL") from None
+        self.dialect = parsed.get_backend_name()
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.dialect == "sqlite":
+            db_path = parsed.database
+            if db_path and db_path != ":memory:":
+                parent = Path(db_path).parent
+                if not parent.is_dir():
+                    raise DatabaseError(
+                        f"the directory of the SQLite database {db_path} does not exist; "
+                        "create it or change database.url"
+                    )
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        else:
+            kwargs["pool_pre_ping"] = True
+        try:
+            self.engine: Engine = create_engine(url, **kwargs)
+        except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+            hint = ""
+            if self.dialect == "postgresql":
+                hint = "; install the PostgreSQL driver: pip install 'postdesk[postgres]'"
+            raise DatabaseError(f"cannot use database {_redact(url)}: {exc}{hint}") from None
+        if self.dialect == "sqlite":
+            _tune_sqlite(self.engine)
+        self._write = sessionmaker(self.engine, expire_on_commit=False)
+        self._durable = sessionmaker(
+            self.engine.execution_options(**{_DURABLE: True}), expire_on_commit=False
+        )
+        self._read = sessionmaker(
+            self.engine.execution_options(**{_READONLY: True}), expire_on_commit=False
+        )
+
+    def __repr__(self) -> str:
+        return f"Database({_redact(self.url)})"
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password hidden, for messages and logs."""
+        return _redact(self.url)
+
+    def session(self, *, durable: bool = False) -> Session:
+        """A session for work that writes; `durable` commits survive a power cut on SQLite."""
+        return (self._durable if durable else self._write)()
+
+    def read_session(self) -> Session:
+        """A session for reading only; on SQLite it never blocks the writer."""
+        return self._read()
+
+    @contextmanager
+    def transaction(self, *, durable: bool = False) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on error."""
+        with self.session(durable=durable) as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    def check_reachable(self) -> None:
+        """Connect once, turning driver errors into a one-line DatabaseError."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except _SQLAlchemyError as exc:
+            raise DatabaseError(
+                f"cannot connect to {self.display_url}: {_first_line(exc)}"
+            ) from None
+
+    def has_tables(self) -> bool:
+        """Whether the database already holds postdesk's schema version table."""
+        with self.engine.connect() as conn:
+            return inspect(conn).has_table("alembic_version")
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event decide how transactions start, instead of the
+        # sqlite3 module's implicit deferred BEGIN before the first write.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        options = conn.get_execution_options()
+        if options.get(_READONLY):
+            conn.exec_driver_sql("BEGIN")
+            return
+        level = "FULL" if options.get(_DURABLE) else "NORMAL"
+        # The safety level cannot change inside a transaction, so set it just before.
+        conn.exec_driver_sql(f"PRAGMA synchronous={level}")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    """Whether `exc` is SQLite's "database is locked" after the busy timeout ran out."""
+    return isinstance(exc, OperationalError) and "locked" in str(exc).lower()
+
+
+def describe_error(exc: BaseException) -> str:
+    """A database error as one line, for the CLI and logs."""
+    return f"database error: {_first_line(exc)}"

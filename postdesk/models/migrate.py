@@ -1,0 +1,66 @@
+"""Create or upgrade the schema with Alembic, and check it before work starts."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from postdesk.errors import DatabaseError
+from postdesk.models.db import Database
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", "postdesk:migrations")
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest schema revision this postdesk knows."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None, "postdesk ships at least one migration"
+    return head
+
+
+def current_revision(db: Database) -> str | None:
+    """The schema revision the database is at, or None for an empty database."""
+    with db.engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(db: Database) -> tuple[str | None, str]:
+    """Bring the database to the newest schema; return (revision before, revision after)."""
+    db.check_reachable()
+    before = current_revision(db)
+    cfg = _alembic_config()
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    return before, head_revision()
+
+
+def require_current(db: Database) -> None:
+    """Raise a DatabaseError telling the operator what to run unless the schema is current."""
+    db.check_reachable()
+    current = current_revision(db)
+    head = head_revision()
+    if current == head:
+        return
+    if current is None:
+        raise DatabaseError(
+            f"the database {db.display_url} has no postdesk schema yet; run `postdesk init`"
+        )
+    known = {
+        rev.revision for rev in ScriptDirectory.from_config(_alembic_config()).walk_revisions()
+    }
+    if current not in known:
+        raise DatabaseError(
+            f"the database {db.display_url} is at schema {current}, newer than this postdesk "
+            f"knows ({head}); upgrade postdesk"
+        )
+    raise DatabaseError(
+        f"the database {db.display_url} is at schema {current}, this postdesk needs {head}; "
+        "run `postdesk init` to upgrade it"
+    )

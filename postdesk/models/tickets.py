@@ -1,0 +1,84 @@
+"""Tables for the people and the tickets: contacts, tickets and their event history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from postdesk.models.base import Base, UTCDateTime, utcnow
+from postdesk.models.mail import Mailbox, Message
+
+CUSTOMER = "customer"
+AGENT = "agent"
+
+# Ticket lifecycle: new (nobody has acted yet) -> open -> pending (waiting for the
+# customer) -> solved -> closed. A customer reply moves pending/solved back to open.
+NEW = "new"
+OPEN = "open"
+PENDING = "pending"
+SOLVED = "solved"
+CLOSED = "closed"
+TICKET_STATUSES = (NEW, OPEN, PENDING, SOLVED, CLOSED)
+
+
+class Contact(Base):
+    """A person who writes to us or answers for us, identified by email address."""
+
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(Text, default="")
+    role: Mapped[str] = mapped_column(String(20), default=CUSTOMER)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Ticket(Base):
+    """A customer's request and every message about it. `id` is the ticket number."""
+
+    __tablename__ = "tickets"
+    __table_args__ = (Index(None, "status", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(20), default=NEW)
+    requester_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    mailbox_id: Mapped[int | None] = mapped_column(ForeignKey("mailboxes.id"))
+    category: Mapped[str | None] = mapped_column(String(200))
+    priority: Mapped[str | None] = mapped_column(String(50))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_message_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    requester: Mapped[Contact] = relationship(foreign_keys=[requester_id])
+    assignee: Mapped[Contact | None] = relationship(foreign_keys=[assignee_id])
+    mailbox: Mapped[Mailbox | None] = relationship()
+    messages: Mapped[list[Message]] = relationship(back_populates="ticket", order_by="Message.id")
+    events: Mapped[list[TicketEvent]] = relationship(
+        back_populates="ticket", order_by="TicketEvent.id"
+    )
+
+    @property
+    def number(self) -> int:
+        """The number customers and agents see, as in the `[#N]` subject tag."""
+        return self.id
+
+
+class TicketEvent(Base):
+    """One thing that happened to a ticket: created, message added, status changed…"""
+
+    __tablename__ = "ticket_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(320), default="system")
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    ticket: Mapped[Ticket] = relationship(back_populates="events")

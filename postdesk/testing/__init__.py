@@ -1,0 +1,1 @@
+"""Throwaway local mail servers for tests, benchmarks and the demo."""

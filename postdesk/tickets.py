@@ -1,0 +1,151 @@
+"""Reading tickets for people and scripts: the rows behind `tickets list` and `tickets show`.
+
+Dates are ISO 8601 in UTC. Message-IDs are printed bare (without angle brackets), the
+form the rest of postdesk stores them in. Messages are ordered oldest first by their
+Date header, falling back to when postdesk received them, then by arrival.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, joinedload, selectinload
+
+from postdesk.errors import PostdeskError
+from postdesk.models import Attachment, Contact, Message, Ticket
+from postdesk.models.db import Database
+from postdesk.models.tickets import TICKET_STATUSES
+
+
+class TicketNotFound(PostdeskError):
+    """No ticket has the number asked for."""
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _message_order() -> tuple[Any, ...]:
+    return (func.coalesce(Message.sent_at, Message.received_at), Message.id)
+
+
+def _contact(contact: Contact | None) -> dict[str, Any] | None:
+    if contact is None:
+        return None
+    return {"email": contact.email, "name": contact.name}
+
+
+def _ticket_dict(ticket: Ticket, message_ids: list[str]) -> dict[str, Any]:
+    return {
+        "number": ticket.id,
+        "subject": ticket.subject,
+        "status": ticket.status,
+        "requester": _contact(ticket.requester),
+        "assignee": _contact(ticket.assignee),
+        "mailbox": ticket.mailbox.name if ticket.mailbox is not None else None,
+        "created_at": iso(ticket.created_at),
+        "updated_at": iso(ticket.updated_at),
+        "last_message_at": iso(ticket.last_message_at),
+        "category": ticket.category,
+        "priority": ticket.priority,
+        "message_ids": message_ids,
+    }
+
+
+def check_status(status: str | None) -> None:
+    if status is not None and status not in TICKET_STATUSES:
+        raise PostdeskError(
+            f"unknown ticket status {status!r}; use one of {', '.join(TICKET_STATUSES)}"
+        )
+
+
+def list_tickets(db: Database, *, status: str | None = None) -> list[dict[str, Any]]:
+    """Every ticket (with `status` if given), newest number first; no page limit."""
+    check_status(status)
+    with db.read_session() as session:
+        query = (
+            select(Ticket)
+            .options(
+                joinedload(Ticket.requester),
+                joinedload(Ticket.assignee),
+                joinedload(Ticket.mailbox),
+            )
+            .order_by(Ticket.id.desc())
+        )
+        if status is not None:
+            query = query.where(Ticket.status == status)
+        tickets = list(session.execute(query).scalars())
+        ids = _message_ids(session, status)
+        return [_ticket_dict(t, ids.get(t.id, [])) for t in tickets]
+
+
+def _message_ids(session: Session, status: str | None) -> dict[int, list[str]]:
+    query = select(Message.ticket_id, Message.message_id).order_by(*_message_order())
+    if status is not None:
+        query = query.join(Ticket, Ticket.id == Message.ticket_id).where(Ticket.status == status)
+    found: dict[int, list[str]] = defaultdict(list)
+    for ticket_id, message_id in session.execute(query):
+        if message_id:
+            found[ticket_id].append(message_id)
+    return found
+
+
+def _attachment_dict(attachment: Attachment) -> dict[str, Any]:
+    return {
+        "filename": attachment.filename,
+        "content_type": attachment.content_type,
+        "size": attachment.size,
+        "sha256": attachment.sha256,
+        "path": attachment.relpath,
+        "inline": attachment.inline,
+    }
+
+
+def _message_dict(message: Message) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "message_id": message.message_id,
+        "direction": message.direction,
+        "from": {"email": message.from_email, "name": message.from_name},
+        "to": message.to,
+        "cc": message.cc,
+        "subject": message.subject,
+        "date": iso(message.sent_at),
+        "received_at": iso(message.received_at),
+        "in_reply_to": message.in_reply_to,
+        "thread_rule": message.thread_rule,
+        "thread_reason": message.thread_reason,
+        "text": message.text,
+        "attachments": [_attachment_dict(a) for a in message.attachments],
+        "defects": message.defects,
+    }
+
+
+def show_ticket(db: Database, number: int) -> dict[str, Any]:
+    """One ticket with its messages, oldest first."""
+    with db.read_session() as session:
+        ticket = session.execute(
+            select(Ticket)
+            .where(Ticket.id == number)
+            .options(
+                joinedload(Ticket.requester),
+                joinedload(Ticket.assignee),
+                joinedload(Ticket.mailbox),
+            )
+        ).scalar_one_or_none()
+        if ticket is None:
+            raise TicketNotFound(f"no ticket #{number}")
+        messages = list(
+            session.execute(
+                select(Message)
+                .where(Message.ticket_id == number)
+                .options(selectinload(Message.attachments))
+                .order_by(*_message_order())
+            ).scalars()
+        )
+        data = _ticket_dict(ticket, [m.message_id for m in messages if m.message_id])
+        data["messages"] = [_message_dict(m) for m in messages]
+        return data
