@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
+from postdesk.errors import DatabaseError
+from postdesk.models.db import Database
+from postdesk.models.migrate import upgrade
 from postdesk.testing import dovecot as dovecot_module
 from postdesk.testing.dovecot import Dovecot, MailUser, TlsFiles, make_tls_files
 from postdesk.testing.smtpsink import SmtpSink
@@ -62,3 +68,102 @@ def smtp_sink() -> Iterator[SmtpSink]:
     """A plain SMTP sink (no TLS, no auth) on a free loopback port."""
     with SmtpSink() as sink:
         yield sink
+
+
+# --- databases -------------------------------------------------------------------------
+
+PG_URL_ENV = "POSTDESK_TEST_PG_URL"
+REQUIRE_PG_ENV = "POSTDESK_REQUIRE_PG"
+PG_FALLBACK_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture(scope="session")
+def pg_base_url() -> str:
+    """A PostgreSQL server the tests may create schemas on ($POSTDESK_TEST_PG_URL or local)."""
+    url = os.environ.get(PG_URL_ENV) or PG_FALLBACK_URL
+    probe = Database(url)
+    try:
+        probe.check_reachable()
+    except DatabaseError as exc:
+        reason = f"PostgreSQL is not reachable ({exc}); set {PG_URL_ENV}"
+        if _flag(REQUIRE_PG_ENV):
+            pytest.fail(f"{reason}, and {REQUIRE_PG_ENV}=1 requires it", pytrace=False)
+        pytest.skip(reason)
+    finally:
+        probe.dispose()
+    return url
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=-csearch_path%3D{schema}"
+
+
+@contextmanager
+def pg_schema_url(base_url: str) -> Iterator[str]:
+    """A URL whose connections see only a fresh, private schema; dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        yield _with_search_path(base_url, schema)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file, then a private PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'postdesk.db'}"
+        return
+    base = request.getfixturevalue("pg_base_url")
+    with pg_schema_url(base) as url:
+        yield url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """An empty SQLite database file (for tests that need only one backend)."""
+    return f"sqlite:///{tmp_path / 'postdesk.db'}"
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    """A migrated, empty database on each backend."""
+    database = Database(db_url)
+    upgrade(database)
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+# --- public corpora --------------------------------------------------------------------
+
+SHARED_ENV = "POSTDESK_SHARED_DATA"
+REQUIRE_SHARED_ENV = "POSTDESK_REQUIRE_SHARED"
+
+
+def shared_data_dir() -> Path:
+    """Where ../shared/data is (override with $POSTDESK_SHARED_DATA)."""
+    env = os.environ.get(SHARED_ENV)
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def require_corpus(name: str) -> Path:
+    """The corpus folder `name` under ../shared/data, or skip (fail in CI) when absent."""
+    path = shared_data_dir() / name
+    if not path.is_dir():
+        reason = f"corpus {name} not found at {path} (../shared/data is absent)"
+        if _flag(REQUIRE_SHARED_ENV):
+            pytest.fail(f"{reason}, and {REQUIRE_SHARED_ENV}=1 requires it", pytrace=False)
+        pytest.skip(reason)
+    return path

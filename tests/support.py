@@ -1,0 +1,52 @@
+"""Helpers for tests: config files pointing at the test servers and databases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from postdesk.config import Settings, load_settings
+from postdesk.testing.dovecot import Dovecot, MailUser
+
+
+def mailbox_toml(
+    dovecot: Dovecot,
+    user: MailUser,
+    *,
+    name: str = "support",
+    security: str = "none",
+    processed_folder: str = "",
+    batch_size: int = 200,
+    extra: str = "",
+) -> str:
+    """A [[mailbox]] block for `user` on the test Dovecot (plain, starttls or ssl)."""
+    port = dovecot.ssl_port if security == "ssl" else dovecot.port
+    lines = [
+        "[[mailbox]]",
+        f'name = "{name}"',
+        f'address = "{user.email}"',
+        'host = "127.0.0.1"',
+        f"port = {port}",
+        f'security = "{security}"',
+        f'username = "{user.email}"',
+        f'password = "{user.password}"',
+        f'processed_folder = "{processed_folder}"',
+        f"batch_size = {batch_size}",
+    ]
+    if security != "none":
+        lines.append(f'ca_file = "{dovecot.ca_file}"')
+    if extra:
+        lines.append(extra)
+    return "\n".join(lines) + "\n"
+
+
+def write_config(directory: Path, db_url: str, *blocks: str, top: str = "") -> Path:
+    """Write postdesk.toml in `directory` with the database and the given blocks."""
+    path = directory / "postdesk.toml"
+    text = f'{top}\ndata_dir = "data"\n\n[database]\nurl = "{db_url}"\n\n' + "\n".join(blocks)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def settings_for(directory: Path, db_url: str, *blocks: str) -> Settings:
+    """Write a config like write_config() and load it."""
+    return load_settings(write_config(directory, db_url, *blocks))
