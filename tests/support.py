@@ -42,7 +42,8 @@ def mailbox_toml(
 def write_config(directory: Path, db_url: str, *blocks: str, top: str = "") -> Path:
     """Write postdesk.toml in `directory` with the database and the given blocks."""
     path = directory / "postdesk.toml"
-    text = f'{top}\ndata_dir = "data"\n\n[database]\nurl = "{db_url}"\n\n' + "\n".join(blocks)
+    # `top` (top-level keys or whole tables) goes before [database], after data_dir.
+    text = f'data_dir = "data"\n{top}\n\n[database]\nurl = "{db_url}"\n\n' + "\n".join(blocks)
     path.write_text(text, encoding="utf-8")
     return path
 

@@ -1,0 +1,247 @@
+"""Processing stored mail into tickets: threading rules, contacts, files, quarantine."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from support import settings_for
+
+from postdesk.daemon import ImportResult, Service, import_messages
+from postdesk.ingest.process import list_raw, requeue
+from postdesk.ingest.sources import ImportedMessage
+from postdesk.models import Attachment, Contact, Message, RawMessage, Ticket, TicketEvent
+from postdesk.models.db import Database
+from postdesk.tickets import list_tickets, show_ticket
+
+AGENT_BLOCK = '[[agent]]\nemail = "sara@support.example"\nname = "Sara"\n'
+
+
+def mail(
+    mid: str,
+    *,
+    sender: str = "Alice <alice@example.com>",
+    subject: str = "Help",
+    body: str = "Hello",
+    reply_to: str | None = None,
+    references: list[str] | None = None,
+    date: datetime | None = None,
+    attachment: tuple[str, bytes] | None = None,
+) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = "support@support.example"
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(date or datetime(2026, 3, 1, 9, 0, tzinfo=UTC))
+    msg["Message-ID"] = f"<{mid}>"
+    if reply_to:
+        msg["In-Reply-To"] = f"<{reply_to}>"
+    if references:
+        msg["References"] = " ".join(f"<{r}>" for r in references)
+    msg.set_content(body)
+    if attachment:
+        msg.add_attachment(
+            attachment[1], maintype="application", subtype="pdf", filename=attachment[0]
+        )
+    return bytes(msg)
+
+
+@pytest.fixture
+def service(db: Database, db_url: str, tmp_path: Path) -> Service:
+    return Service(settings_for(tmp_path, db_url, AGENT_BLOCK), db)
+
+
+def ingest(service: Service, *raws: bytes) -> ImportResult:
+    items = [ImportedMessage(f"test #{i}", raw) for i, raw in enumerate(raws)]
+    return import_messages(service, items)
+
+
+def ticket_of(db: Database, mid: str) -> int:
+    with db.read_session() as session:
+        return session.execute(
+            select(Message.ticket_id).where(Message.message_id == mid)
+        ).scalar_one()
+
+
+def rule_of(db: Database, mid: str) -> str:
+    with db.read_session() as session:
+        return session.execute(
+            select(Message.thread_rule).where(Message.message_id == mid)
+        ).scalar_one()
+
+
+def test_new_mail_opens_ticket_with_requester(service: Service, db: Database) -> None:
+    result = ingest(
+        service, mail("a1@x", subject="Broken lid", sender="Alice M <Alice@Example.com>")
+    )
+
+    assert result.processed.created == 1
+    [ticket] = list_tickets(db)
+    assert ticket["subject"] == "Broken lid"
+    assert ticket["status"] == "new"
+    assert ticket["requester"] == {"email": "alice@example.com", "name": "Alice M"}
+    assert ticket["message_ids"] == ["a1@x"]
+    assert ticket["category"] is None and ticket["priority"] is None
+    # Imported history keeps the time the customer wrote, not the import time.
+    assert ticket["created_at"].startswith("2026-03-01T09:00")
+
+
+def test_reply_threads_by_in_reply_to_and_references(service: Service, db: Database) -> None:
+    ingest(
+        service,
+        mail("root@x"),
+        mail("r1@x", reply_to="root@x", references=["root@x"], subject="Re: Help"),
+        mail("r2@x", references=["root@x", "r1@x"], subject="Re: Help"),
+        mail("other@x", subject="Another matter"),
+    )
+    root = ticket_of(db, "root@x")
+    assert ticket_of(db, "r1@x") == root
+    assert ticket_of(db, "r2@x") == root
+    assert ticket_of(db, "other@x") != root
+    assert rule_of(db, "r1@x") == "in-reply-to"
+    assert rule_of(db, "r2@x") == "references"
+    assert show_ticket(db, root)["message_ids"] == ["root@x", "r1@x", "r2@x"]
+
+
+def test_reply_stored_before_its_parent_joins_the_same_ticket(
+    service: Service, db: Database
+) -> None:
+    # Separate imports so the reply really is processed first.
+    ingest(service, mail("child@x", reply_to="late@x", subject="Re: Help"))
+    ingest(service, mail("late@x"))
+    assert ticket_of(db, "late@x") == ticket_of(db, "child@x")
+    assert rule_of(db, "late@x") == "referenced-by"
+    assert len(list_tickets(db)) == 1
+
+
+def test_subject_tag_needs_a_participant(service: Service, db: Database) -> None:
+    ingest(service, mail("t1@x", subject="Refund please"))
+    number = ticket_of(db, "t1@x")
+    persian_digits = str(number).translate(str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹"))
+    ingest(
+        service,
+        mail("t2@x", subject=f"پاسخ: بازپرداخت [#{persian_digits}]"),
+        mail("t3@x", sender="Mallory <mallory@evil.example>", subject=f"Re: [#{number}]"),
+        mail("t4@x", sender="Sara <sara@support.example>", subject=f"[#{number}] note"),
+    )
+    assert ticket_of(db, "t2@x") == number
+    assert rule_of(db, "t2@x") == "subject-tag"
+    # A stranger quoting the number does not get into someone else's ticket.
+    assert ticket_of(db, "t3@x") != number
+    assert ticket_of(db, "t4@x") == number
+
+
+def test_agent_mail_does_not_make_an_agent_a_customer(service: Service, db: Database) -> None:
+    ingest(service, mail("ag@x", sender="Sara <SARA@support.example>", subject="Internal"))
+    with db.read_session() as session:
+        role = session.execute(
+            select(Contact.role).where(Contact.email == "sara@support.example")
+        ).scalar_one()
+    assert role == "agent"
+
+
+def test_customer_reply_reopens_pending_ticket(service: Service, db: Database) -> None:
+    ingest(service, mail("p1@x"))
+    number = ticket_of(db, "p1@x")
+    with db.transaction() as session:
+        session.get_one(Ticket, number).status = "pending"
+    ingest(service, mail("p2@x", reply_to="p1@x"))
+    assert show_ticket(db, number)["status"] == "open"
+    with db.read_session() as session:
+        kinds = list(
+            session.execute(
+                select(TicketEvent.kind)
+                .where(TicketEvent.ticket_id == number)
+                .order_by(TicketEvent.id)
+            ).scalars()
+        )
+    assert kinds == ["created", "message", "status", "message"]
+
+
+def test_attachments_are_content_addressed_and_sanitized(
+    service: Service, db: Database, tmp_path: Path
+) -> None:
+    data = b"%PDF-1.4 test document\n" * 50
+    ingest(
+        service,
+        mail("f1@x", attachment=("../../etc/passwd.pdf", data)),
+        mail("f2@x", reply_to="f1@x", attachment=("copy.pdf", data)),
+    )
+    with db.read_session() as session:
+        rows = session.execute(select(Attachment).order_by(Attachment.id)).scalars().all()
+        assert [r.size for r in rows] == [len(data), len(data)]
+        assert rows[0].sha256 == rows[1].sha256
+        paths = [tmp_path / "data" / "attachments" / r.relpath for r in rows]
+        names = [r.filename for r in rows]
+    for path in paths:
+        assert path.read_bytes() == data
+        assert (tmp_path / "data" / "attachments") in path.resolve().parents
+    assert "/" not in names[0] and ".." not in names[0].split(".")[0]
+
+
+def test_unusable_mail_is_quarantined_and_retry_works(service: Service, db: Database) -> None:
+    no_sender = b"To: support@support.example\r\nSubject: hi\r\nMessage-ID: <q1@x>\r\n\r\nbody\r\n"
+    result = ingest(service, no_sender, mail("fine@x"))
+
+    assert result.processed.quarantined == 1
+    assert result.processed.created == 1
+    [row] = list_raw(db, ["quarantined"])
+    assert str(row["reason"]).startswith("sender: no sender address")
+    assert row["origin"] == "test #0"
+
+    # Replaying cannot fix a message without a sender: it is quarantined again, not lost.
+    again = requeue(db, None)
+    assert again == [row["id"]]
+    outcome = service.processor().run_ids(again)
+    assert outcome.quarantined == 1
+    with db.read_session() as session:
+        attempts = session.execute(
+            select(RawMessage.attempts).where(RawMessage.id == row["id"])
+        ).scalar_one()
+    assert attempts == 2
+
+
+def test_same_message_twice_is_stored_once(service: Service, db: Database) -> None:
+    raw = mail("dup@x")
+    first = ingest(service, raw)
+    second = ingest(service, raw)
+    assert (first.stored, second.stored, second.duplicates) == (1, 0, 1)
+    # Same Message-ID, different content (e.g. a list footer): both kept, one ticket.
+    ingest(service, mail("dup@x", body="Hello\n-- \nlist footer"))
+    with db.read_session() as session:
+        assert session.execute(select(func.count()).select_from(RawMessage)).scalar_one() == 2
+        rules = session.execute(select(Message.thread_rule).order_by(Message.id)).scalars().all()
+    assert rules == ["new", "message-id"]
+    assert len(list_tickets(db)) == 1
+
+
+def test_html_only_and_persian_windows_1256_mail(service: Service, db: Database) -> None:
+    html = EmailMessage()
+    html["From"] = "bob@example.org"
+    html["Subject"] = "VAT"
+    html["Message-ID"] = "<h1@x>"
+    html.set_content("<p>Our <b>VAT</b> number</p><ul><li>GB123</li></ul>", subtype="html")
+    body = "سلام، سفارش من نرسيده است".encode("cp1256")
+    persian = (
+        b"From: reza@example.ir\r\nSubject: =?windows-1256?Q?"
+        + "".join(f"={b:02X}" for b in "سفارش".encode("cp1256")).encode()
+        + b"?=\r\nMessage-ID: <p1@x>\r\nContent-Type: text/plain; charset=windows-1256\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n\r\n" + body + b"\r\n"
+    )
+    ingest(service, bytes(html), persian)
+    texts = {
+        m["message_id"]: m["text"]
+        for t in list_tickets(db)
+        for m in show_ticket(db, t["number"])["messages"]
+    }
+    assert "VAT" in texts["h1@x"] and "GB123" in texts["h1@x"] and "<b>" not in texts["h1@x"]
+    assert "سفارش من" in texts["p1@x"]
+    assert ticket_subjects(db) >= {"VAT", "سفارش"}
+
+
+def ticket_subjects(db: Database) -> set[str]:
+    return {t["subject"] for t in list_tickets(db)}
