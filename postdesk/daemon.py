@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -83,14 +84,27 @@ def agent_emails(settings: Settings) -> set[str]:
     return emails
 
 
-class Service:
-    """Fetch and process, once or on a schedule."""
+MAX_BACKOFF = 900.0
 
-    def __init__(self, settings: Settings, db: Database) -> None:
+
+class Service:
+    """Fetch and process, once or on a schedule.
+
+    A mailbox that fails (server down, wrong password) is skipped for a while before
+    the next attempt: the wait doubles from one poll interval up to 15 minutes, and
+    resets on the first success. The other mailboxes are polled as usual meanwhile.
+    """
+
+    def __init__(
+        self, settings: Settings, db: Database, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.settings = settings
         self.db = db
         self.owner = make_owner()
         self._stop = threading.Event()
+        self._clock = clock
+        self._failures: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}
 
     def stop(self) -> None:
         """Ask the service to finish the message in hand and return."""
@@ -121,14 +135,19 @@ class Service:
             for box in self.settings.mailboxes:
                 if self.stopping():
                     break
+                if self._clock() < self._retry_at.get(box.name, 0.0):
+                    continue
                 try:
                     fetched = self.fetch_mailbox(box, ids[box.name])
                 except MailboxError as exc:
                     message = str(exc)
                     result.errors[box.name] = message
-                    log.error("mailbox %s: %s", box.name, message)
+                    wait = self._backoff(box.name)
+                    log.error("mailbox %s: %s (next try in %.0f s)", box.name, message, wait)
                     record_failure(self.db, ids[box.name], box.folder, message)
                     continue
+                self._failures.pop(box.name, None)
+                self._retry_at.pop(box.name, None)
                 result.fetches.append(fetched)
                 log.info(
                     "mailbox %s: %d new, %d already stored",
@@ -138,6 +157,14 @@ class Service:
                 )
         result.processed = self.processor().run()
         return result
+
+    def _backoff(self, name: str) -> float:
+        failures = self._failures.get(name, 0) + 1
+        self._failures[name] = failures
+        interval = max(self.settings.run.poll_interval, 1.0)
+        wait = min(interval * (1 << min(failures - 1, 20)), MAX_BACKOFF)
+        self._retry_at[name] = self._clock() + wait
+        return wait
 
     def run_forever(self, on_pass: Callable[[PassResult], None] | None = None) -> None:
         """Pass after pass until stop() (SIGTERM/SIGINT through `signals_stop`)."""

@@ -75,3 +75,45 @@ def test_run_polls_until_sigterm_then_exits_cleanly(
     assert proc.returncode == 0, err
     assert "received SIGTERM" in err
     assert "Traceback" not in err
+
+
+def test_failing_mailbox_backs_off_while_others_are_polled(
+    dovecot_server: Dovecot, tmp_path: Path, sqlite_url: str
+) -> None:
+    from postdesk.config import load_settings
+    from postdesk.daemon import Service
+    from postdesk.models.db import Database
+    from postdesk.models.migrate import upgrade
+
+    good = dovecot_server.add_user()
+    bad = MailUser(dovecot_server.add_user().email, "wrong-password")
+    config = write_config(
+        tmp_path,
+        sqlite_url,
+        mailbox_toml(dovecot_server, good, name="good"),
+        mailbox_toml(dovecot_server, bad, name="bad"),
+        top="[run]\npoll_interval = 10\n",
+    )
+    db = Database(sqlite_url)
+    upgrade(db)
+    now = [1000.0]
+    service = Service(load_settings(config), db, clock=lambda: now[0])
+    dovecot_server.fill(good, [m.raw for m in generate(3, seed=3)])
+
+    first = service.run_once()
+    assert set(first.errors) == {"bad"}
+    assert first.processed.created + first.processed.appended == 3
+    # Within the back-off the bad mailbox is not even tried; the good one still is.
+    now[0] += 5
+    second = service.run_once()
+    assert second.errors == {}
+    assert [f.mailbox for f in second.fetches] == ["good"]
+    # After it, it is tried again and the wait doubles (10 s, then 20 s).
+    now[0] += 6
+    third = service.run_once()
+    assert set(third.errors) == {"bad"}
+    now[0] += 15
+    assert service.run_once().errors == {}
+    now[0] += 6
+    assert set(service.run_once().errors) == {"bad"}
+    db.dispose()
