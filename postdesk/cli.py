@@ -21,8 +21,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from postdesk import __version__
 from postdesk.config import Settings, config_path, load_settings
-from postdesk.errors import PostdeskError
-from postdesk.models.db import Database, describe_error
+from postdesk.errors import ConfigError, DatabaseError, PostdeskError
+from postdesk.models.db import Database, describe_error, sqlite_file
 from postdesk.models.migrate import require_current, upgrade
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,7 +45,12 @@ class Context:
 
     def database(self, *, migrated: bool = True) -> Database:
         if self._db is None:
-            db = Database(self.settings().database.url)
+            url = self.settings().database.url
+            path = sqlite_file(url)
+            if migrated and path is not None and not path.exists():
+                # Connecting would create an empty file; say what to do instead.
+                raise DatabaseError(f"database file {path} does not exist; run `postdesk init`")
+            db = Database(url)
             db.check_reachable()
             if migrated:
                 require_current(db)
@@ -134,7 +139,16 @@ def init(obj: Context) -> None:
     """Create the database, or upgrade it to the current schema."""
     db = obj.database(migrated=False)
     before, after = upgrade(db)
-    obj.settings().data_dir.mkdir(parents=True, exist_ok=True)
+    settings = obj.settings()
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            str(settings.path),
+            "data_dir",
+            f"cannot create {str(settings.data_dir)!r} ({exc.strerror or exc}); "
+            "expected a directory postdesk may write to",
+        ) from None
     from postdesk.daemon import sync_config
 
     sync_config(db, obj.settings())

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from postdesk.errors import ConfigError
 
 DEFAULT_CONFIG = "postdesk.toml"
@@ -42,7 +45,7 @@ class Secret:
             return self.value
         if self.source == "file":
             try:
-                return Path(self.value).read_text(encoding="utf-8").strip()
+                secret = Path(self.value).read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise ConfigError(
                     self.config_path,
@@ -50,6 +53,13 @@ class Secret:
                     f"cannot read {self.value!r} ({exc.strerror or exc}); "
                     "point it at a readable file holding only the password",
                 ) from None
+            if not secret:
+                raise ConfigError(
+                    self.config_path,
+                    self.key + "_file",
+                    f"{self.value!r} is empty; write the password into it",
+                )
+            return secret
         if self.source == "env":
             found = os.environ.get(self.value)
             if found is None:
@@ -57,7 +67,7 @@ class Secret:
                     self.config_path,
                     self.key + "_env",
                     f"environment variable {self.value} is not set; export it or use "
-                    f"{self.key}_file",
+                    f"{self.key.rsplit('.', 1)[-1]}_file instead",
                 )
             return found
         return ""
@@ -303,13 +313,26 @@ class _Reader:
             # directory the service happened to be started from.
             return f"{prefix}:///{self.path(rest)}"
         if scheme in ("postgresql", "postgres"):
-            return "postgresql+psycopg" + url[len(scheme) :]
+            return self._parsable("postgresql+psycopg" + url[len(scheme) :])
         if scheme.startswith("postgresql+"):
-            return url
+            return self._parsable(url)
         raise self.fail(
             "database.url",
             f"unsupported database {scheme!r}; use sqlite:///FILE or postgresql+psycopg://…",
         )
+
+    def _parsable(self, url: str) -> str:
+        # Caught here so a typo such as a non-numeric port names the key; the URL itself
+        # is not echoed because it may hold a password.
+        try:
+            make_url(url)
+        except (ArgumentError, ValueError) as exc:
+            raise self.fail(
+                "database.url",
+                f"is not a valid database URL ({exc}); "
+                "expected postgresql+psycopg://user:password@host:port/dbname",
+            ) from None
+        return url
 
     def secret(self, table: Mapping[str, Any], where: str, key: str, required: bool) -> Secret:
         present = [k for k in (key, f"{key}_file", f"{key}_env") if k in table]

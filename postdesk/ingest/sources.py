@@ -37,6 +37,25 @@ class ImportedMessage:
     raw: bytes
 
 
+def _header_block(head: bytes, *, cut: bool) -> bytes | None:
+    """The header block `head` starts with, or None if its lines are not all headers.
+
+    `cut` says the sniff window may have cut the last line short.
+    """
+    block = head.lstrip(b"\r\n").replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
+    lines = block.split(b"\n")
+    if lines[-1] == b"" or (cut and len(lines) > 1):
+        # A header-only message ends with a newline and no blank line; and the last
+        # line may be cut short by the sniff window.
+        lines = lines[:-1]
+    if not lines or not _HEADER_LINE.match(lines[0]):
+        return None
+    for line in lines[1:]:
+        if not (line[:1] in (b" ", b"\t") or _HEADER_LINE.match(line)):
+            return None
+    return block
+
+
 def looks_like_message(head: bytes) -> bool:
     """Whether `head` starts with a mail header block.
 
@@ -45,16 +64,8 @@ def looks_like_message(head: bytes) -> bool:
     Date, Message-ID, Received, ...): a text file that happens to start with "word:" is
     not mail.
     """
-    block = head.lstrip(b"\r\n").replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
-    lines = block.split(b"\n")
-    if len(head) >= _SNIFF_BYTES and len(lines) > 1:
-        lines = lines[:-1]  # the last line may be cut short by the sniff window
-    if not lines or not _HEADER_LINE.match(lines[0]):
-        return False
-    for line in lines[1:]:
-        if not (line[:1] in (b" ", b"\t") or _HEADER_LINE.match(line)):
-            return False
-    return _MAIL_FIELDS.search(block) is not None
+    block = _header_block(head, cut=len(head) >= _SNIFF_BYTES)
+    return block is not None and _MAIL_FIELDS.search(block) is not None
 
 
 def _kind(path: Path) -> str | None:
@@ -65,7 +76,12 @@ def _kind(path: Path) -> str | None:
     except OSError as exc:
         raise ImportSourceError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     if head.startswith(b"From "):
-        return "mbox"
+        # An mbox's "From " line is followed by the first message's header block; a
+        # text file that merely starts with the word "From" is not mail.
+        rest = head.partition(b"\n")[2]
+        if _header_block(rest, cut=len(head) >= _SNIFF_BYTES) is not None:
+            return "mbox"
+        return None
     if looks_like_message(head):
         return "message"
     return None

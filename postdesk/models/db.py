@@ -30,7 +30,7 @@ _READONLY = "postdesk_readonly"
 def _redact(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: e.g. a non-numeric port
         return "<unparseable URL>"
 
 
@@ -41,8 +41,9 @@ class Database:
         self.url = url
         try:
             parsed = make_url(url)
-        except ArgumentError:
-            raise DatabaseError(f"database.url {url!r} is not a valid database URL") from None
+        except (ArgumentError, ValueError) as exc:
+            # Not echoing the URL: it may hold a password.
+            raise DatabaseError(f"database.url is not a valid database URL ({exc})") from None
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo}
         if self.dialect == "sqlite":
@@ -156,3 +157,13 @@ def is_lock_error(exc: BaseException) -> bool:
 def describe_error(exc: BaseException) -> str:
     """A database error as one line, for the CLI and logs."""
     return f"database error: {_first_line(exc)}"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file behind a SQLite URL (None for other databases and in-memory SQLite)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    if parsed.database == ":memory:" or parsed.database.startswith("file:"):
+        return None
+    return Path(parsed.database)

@@ -34,11 +34,25 @@ def upgrade(db: Database) -> tuple[str | None, str]:
     """Bring the database to the newest schema; return (revision before, revision after)."""
     db.check_reachable()
     before = current_revision(db)
+    if before is not None and before not in _known_revisions():
+        # Alembic would fail with "Can't locate revision"; say what it means instead.
+        raise _newer_schema(db, before)
     cfg = _alembic_config()
     with db.engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
     return before, head_revision()
+
+
+def _known_revisions() -> set[str]:
+    return {rev.revision for rev in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
+
+
+def _newer_schema(db: Database, current: str) -> DatabaseError:
+    return DatabaseError(
+        f"the database {db.display_url} is at schema {current}, newer than this postdesk "
+        f"knows ({head_revision()}); upgrade postdesk"
+    )
 
 
 def require_current(db: Database) -> None:
@@ -52,14 +66,8 @@ def require_current(db: Database) -> None:
         raise DatabaseError(
             f"the database {db.display_url} has no postdesk schema yet; run `postdesk init`"
         )
-    known = {
-        rev.revision for rev in ScriptDirectory.from_config(_alembic_config()).walk_revisions()
-    }
-    if current not in known:
-        raise DatabaseError(
-            f"the database {db.display_url} is at schema {current}, newer than this postdesk "
-            f"knows ({head}); upgrade postdesk"
-        )
+    if current not in _known_revisions():
+        raise _newer_schema(db, current)
     raise DatabaseError(
         f"the database {db.display_url} is at schema {current}, this postdesk needs {head}; "
         "run `postdesk init` to upgrade it"
