@@ -205,14 +205,18 @@ def import_(obj: Context, path: Path, mailbox: str | None) -> None:
     if mailbox:
         settings.mailbox(mailbox)
     service = Service(settings, obj.database())
+    skipped: list[Path] = []
     with signals_stop(service):
-        result = import_messages(service, read_messages(path), mailbox=mailbox)
+        result = import_messages(service, read_messages(path, skipped=skipped), mailbox=mailbox)
     p = result.processed
     click.echo(
         f"read {result.read} message(s): {result.stored} stored, {result.duplicates} already "
         f"stored; {p.created} new ticket(s), {p.appended} added to tickets, "
         f"{p.quarantined} quarantined"
     )
+    if skipped:
+        more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+        click.echo(f"skipped {len(skipped)} file(s) that are not mail: {skipped[0]}{more}")
 
 
 @main.group()

@@ -410,6 +410,14 @@ def test_import_non_mail_file(ready: Cli, tmp_path: Path) -> None:
     assert "absent: no such file or directory" in line
 
 
+def test_import_says_which_files_were_not_mail(ready: Cli, tmp_path: Path) -> None:
+    folder = eml_folder(tmp_path / "mail", {"1.eml": mail(1)})
+    (folder / "notes.txt").write_text("Dear diary,\ntoday nothing.\n")
+    out = ready("import", str(folder)).stdout
+    assert "read 1 message(s)" in out
+    assert f"skipped 1 file(s) that are not mail: {folder / 'notes.txt'}" in out
+
+
 def test_tickets_list_has_no_page_limit(ready: Cli, tmp_path: Path) -> None:
     folder = eml_folder(tmp_path / "mail", {f"{n:03}.eml": mail(n) for n in range(150)})
     assert "150 new ticket(s)" in ready("import", str(folder)).stdout

@@ -206,8 +206,10 @@ def test_maildir_bookkeeping_files_are_skipped(tmp_path: Path) -> None:
     (root / "dovecot-uidlist").write_text("3 V1700000000 N2 G0123\n1 :1700000000.M1\n")
     (root / "dovecot.index.log").write_bytes(b"\x01\x02\x00\x00binary")
     (root / "maildirfolder").write_bytes(b"")
-    found = list(read_messages(root))
+    skipped: list[Path] = []
+    found = list(read_messages(root, skipped=skipped))
     assert len(found) == 1
+    assert skipped == []  # bookkeeping is not worth reporting
     assert message_ids(found) == ["<m1@example.org>"]
 
 
@@ -239,7 +241,23 @@ def test_non_mail_files_are_skipped_when_walking(tmp_path: Path) -> None:
     (tmp_path / "letter.txt").write_text("From the desk of Sara\n\nDear all,\n")
     (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     (tmp_path / "empty").write_bytes(b"")
-    assert [m.origin for m in read_messages(tmp_path)] == [str(tmp_path / "real.eml")]
+    skipped: list[Path] = []
+    assert [m.origin for m in read_messages(tmp_path, skipped=skipped)] == [
+        str(tmp_path / "real.eml")
+    ]
+    names = ["README.txt", "config.ini", "empty", "image.png", "letter.txt"]
+    assert sorted(p.name for p in skipped) == names
+
+
+def test_eml_file_is_taken_as_mail_even_when_it_does_not_look_like_it(tmp_path: Path) -> None:
+    # The name declares a message: it is read (processing quarantines it with a reason)
+    # instead of vanishing from the import.
+    (tmp_path / "broken.eml").write_bytes(b"this export lost its headers\r\n")
+    skipped: list[Path] = []
+    assert [m.raw for m in read_messages(tmp_path, skipped=skipped)] == [
+        b"this export lost its headers\r\n"
+    ]
+    assert skipped == []
 
 
 def test_header_only_message_is_read_when_walking(tmp_path: Path) -> None:

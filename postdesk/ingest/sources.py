@@ -100,8 +100,18 @@ def _mbox_messages(path: Path) -> Iterator[ImportedMessage]:
         box.close()
 
 
-def _file_messages(path: Path, *, explicit: bool) -> Iterator[ImportedMessage]:
+# Files mail servers and clients keep inside Maildirs; not mail, not worth a mention.
+_MAILDIR_CONTROL = re.compile(r"^(dovecot|courier|maildirfolder$|subscriptions$)", re.I)
+
+
+def _file_messages(
+    path: Path, *, explicit: bool, skipped: list[Path] | None
+) -> Iterator[ImportedMessage]:
     kind = _kind(path)
+    if kind is None and path.suffix.lower() == ".eml" and path.stat().st_size > 0:
+        # The name says it is a message: store it and let processing quarantine it
+        # with a reason, rather than drop it here.
+        kind = "message"
     if kind == "mbox":
         yield from _mbox_messages(path)
     elif kind == "message":
@@ -110,6 +120,8 @@ def _file_messages(path: Path, *, explicit: bool) -> Iterator[ImportedMessage]:
         raise ImportSourceError(
             f"{path}: neither a message (no header on its first line) nor an mbox file"
         )
+    elif skipped is not None and not _MAILDIR_CONTROL.match(path.name):
+        skipped.append(path)
 
 
 def _walk(root: Path) -> Iterator[Path]:
@@ -125,15 +137,22 @@ def _walk(root: Path) -> Iterator[Path]:
                 yield here / name
 
 
-def read_messages(path: str | os.PathLike[str]) -> Iterator[ImportedMessage]:
-    """Yield every message under `path` (file, mbox, Maildir or directory tree)."""
+def read_messages(
+    path: str | os.PathLike[str], *, skipped: list[Path] | None = None
+) -> Iterator[ImportedMessage]:
+    """Yield every message under `path` (file, mbox, Maildir or directory tree).
+
+    Files met while walking a directory that are not mail are left out; when `skipped`
+    is given they are appended to it, so the caller can say so. A `.eml` file is always
+    taken as a message.
+    """
     root = Path(path)
     if not root.exists():
         raise ImportSourceError(f"{root}: no such file or directory")
     if root.is_file():
-        yield from _file_messages(root, explicit=True)
+        yield from _file_messages(root, explicit=True, skipped=skipped)
         return
     if not root.is_dir():
         raise ImportSourceError(f"{root}: not a file or directory")
     for file in _walk(root):
-        yield from _file_messages(file, explicit=False)
+        yield from _file_messages(file, explicit=False, skipped=skipped)
