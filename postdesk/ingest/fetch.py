@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from postdesk.config import MailboxSettings
@@ -92,7 +93,9 @@ class FolderFetcher:
             log.info("mailbox %s: skipped, %s", self.settings.name, result.skipped_reason)
             return result
         try:
-            self._fetch(source, state.uidvalidity, state.uidnext, sync_id, result)
+            completed = self._fetch(source, state.uidvalidity, state.uidnext, sync_id, result)
+            with self.db.transaction() as session:
+                self._record_success(session, sync_id, state.uidvalidity, completed)
         finally:
             with self.db.transaction() as session:
                 lease.release(session, sync_id, self.owner)
@@ -100,17 +103,24 @@ class FolderFetcher:
 
     def _sync_row(self) -> int:
         with self.db.transaction() as session:
-            found = session.execute(
-                select(MailboxSync.id).where(
-                    MailboxSync.mailbox_id == self.mailbox_id, MailboxSync.folder == self.folder
-                )
-            ).scalar_one_or_none()
-            if found is not None:
-                return found
-            row = MailboxSync(mailbox_id=self.mailbox_id, folder=self.folder, last_uid=0)
-            session.add(row)
-            session.flush()
-            return row.id
+            return ensure_sync_row(session, self.mailbox_id, self.folder)
+
+    def _record_success(
+        self, session: Session, sync_id: int, uidvalidity: int, completed: bool
+    ) -> None:
+        """The pass worked: forget the last error; a finished resync is over."""
+        values: dict[str, object] = {"last_error": None, "last_success_at": utcnow()}
+        if completed:
+            # Every UID that existed when the pass began has been matched or fetched, so
+            # whatever arrives later is new mail, whatever resync_until_uid still says
+            # (a server without UIDNEXT, or the highest old UIDs expunged meanwhile).
+            values["resync_until_uid"] = None
+        session.execute(
+            update(MailboxSync)
+            .where(MailboxSync.id == sync_id, MailboxSync.uidvalidity == uidvalidity)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
 
     def _load_sync(self, session: Session, sync_id: int) -> MailboxSync:
         return session.get_one(MailboxSync, sync_id)
@@ -122,7 +132,8 @@ class FolderFetcher:
         uidnext: int | None,
         sync_id: int,
         result: FetchResult,
-    ) -> None:
+    ) -> bool:
+        """Fetch and store everything new; False when asked to stop half-way."""
         name = self.settings.name
         with self.db.transaction(durable=True) as session:
             sync = self._load_sync(session, sync_id)
@@ -139,7 +150,7 @@ class FolderFetcher:
 
         uids = source.uids_above(last_uid)
         if not uids:
-            return
+            return True
         delivered = self._delivered_uids(uidvalidity, last_uid)
         if resync_until:
             matched = self._resync_by_message_id(
@@ -149,13 +160,16 @@ class FolderFetcher:
             delivered |= matched
         wanted = [u for u in uids if u not in delivered]
         sizes = source.sizes(wanted)
+        # The checkpoint may not pass a message the server still has but did not send.
+        hold: int | None = None
         for batch in _batches(uids, sizes, self.settings.batch_size, self.settings.batch_bytes):
             if self.should_stop():
                 log.info("mailbox %s: stopping before UID %d as asked", name, batch[0])
-                return
+                return False
             to_fetch = [u for u in batch if u in sizes]
-            raws = source.fetch(to_fetch)
+            raws = source.fetch(to_fetch) if to_fetch else {}
             fetched = [FetchedMessage(uid, raws[uid]) for uid in to_fetch if uid in raws]
+            hold = self._hold_for_missing(source, [u for u in to_fetch if u not in raws], hold)
             with self.db.transaction(durable=True) as session:
                 holder = lease.acquire(session, sync_id, self.owner)
                 if holder is not None:
@@ -168,7 +182,7 @@ class FolderFetcher:
                     sync=sync,
                     uidvalidity=uidvalidity,
                     messages=fetched,
-                    checkpoint=batch[-1],
+                    checkpoint=batch[-1] if hold is None else hold,
                 )
                 if sync.resync_until_uid is not None and batch[-1] >= sync.resync_until_uid:
                     sync.resync_until_uid = None
@@ -186,6 +200,33 @@ class FolderFetcher:
                     outcome.raw_id,
                 )
             result.finished += self._finish(source, uidvalidity, batch)
+        return True
+
+    def _hold_for_missing(
+        self, source: ImapSource, missing: list[int], hold: int | None
+    ) -> int | None:
+        """Where the checkpoint must stop because of UIDs FETCH did not return.
+
+        A UID expunged between SEARCH and FETCH is gone and may be passed over. One that
+        still exists was skipped by the server (some answer OK and leave out a message
+        they cannot read right now): the checkpoint stays below it so the next pass asks
+        again. Everything stored beyond it has its delivery row, so nothing is fetched
+        twice meanwhile.
+        """
+        if not missing:
+            return hold
+        still_there = source.existing(missing)
+        if not still_there:
+            return hold
+        log.warning(
+            "mailbox %s: the server did not return UIDs %s of folder %s; trying again "
+            "on the next pass",
+            self.settings.name,
+            ", ".join(str(uid) for uid in sorted(still_there)),
+            self.folder,
+        )
+        below = min(still_there) - 1
+        return below if hold is None else min(hold, below)
 
     def _start_resync(
         self, session: Session, sync: MailboxSync, uidvalidity: int, uidnext: int | None
@@ -235,7 +276,7 @@ class FolderFetcher:
         headers = source.message_ids(uids)
         with self.db.read_session() as session:
             rows = session.execute(
-                select(RawMessage.message_id, RawMessage.id)
+                select(RawMessage.message_id, RawMessage.id, RawMessage.size)
                 .join(Delivery, Delivery.raw_message_id == RawMessage.id)
                 .where(
                     Delivery.mailbox_id == self.mailbox_id,
@@ -245,18 +286,21 @@ class FolderFetcher:
                 )
                 .distinct()
             ).all()
-        known: dict[str, int | None] = {}
-        for message_id, raw_id in rows:
+        known: dict[str, tuple[int, int] | None] = {}
+        for message_id, raw_id, stored_size in rows:
             if message_id is None:
                 continue
             # A Message-ID shared by two different stored messages is ambiguous: fetch it.
-            known[message_id] = None if message_id in known else raw_id
+            known[message_id] = None if message_id in known else (raw_id, stored_size)
         matched: dict[int, int] = {}
-        for uid, header in headers.items():
+        for uid, (header, size) in headers.items():
             message_id = header_summary(header + b"\r\n").message_id if header else None
             found = known.get(message_id) if message_id else None
-            if found is not None:
-                matched[uid] = found
+            # The same Message-ID with a different size is different content (a reused or
+            # broken Message-ID, or a copy rewritten on the way): fetch it and let the
+            # store's content-based dedupe decide, so nothing distinct is ever skipped.
+            if found is not None and found[1] == size:
+                matched[uid] = found[0]
         if matched:
             with self.db.transaction(durable=True) as session:
                 for uid, raw_id in matched.items():
@@ -297,11 +341,33 @@ class FolderFetcher:
         return len(pending)
 
 
+def ensure_sync_row(session: Session, mailbox_id: int, folder: str) -> int:
+    """The id of the folder's sync row, created if missing (safe against a racing creator)."""
+    values = {"mailbox_id": mailbox_id, "folder": folder, "last_uid": 0}
+    elements = ["mailbox_id", "folder"]
+    if session.get_bind().dialect.name == "postgresql":
+        pg_stmt = postgresql.insert(MailboxSync).values(**values)
+        session.execute(pg_stmt.on_conflict_do_nothing(index_elements=elements))
+    else:
+        lite_stmt = sqlite.insert(MailboxSync).values(**values)
+        session.execute(lite_stmt.on_conflict_do_nothing(index_elements=elements))
+    return session.execute(
+        select(MailboxSync.id).where(
+            MailboxSync.mailbox_id == mailbox_id, MailboxSync.folder == folder
+        )
+    ).scalar_one()
+
+
 def record_failure(db: Database, mailbox_id: int, folder: str, error: str) -> None:
-    """Remember the last error of a folder, for `postdesk` status output."""
+    """Remember the last error of a folder, for `postdesk` status output.
+
+    The folder's sync row is created if need be: a mailbox whose very first pass fails
+    (a wrong password, say) has none yet, and its error must be recorded all the same.
+    """
     with db.transaction() as session:
+        sync_id = ensure_sync_row(session, mailbox_id, folder)
         session.execute(
             update(MailboxSync)
-            .where(MailboxSync.mailbox_id == mailbox_id, MailboxSync.folder == folder)
-            .values(last_error=error, last_error_at=utcnow())
+            .where(MailboxSync.id == sync_id)
+            .values(last_error=" ".join(error.split()), last_error_at=utcnow())
         )

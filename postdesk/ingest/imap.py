@@ -102,7 +102,13 @@ class ImapSource:
         return self._client
 
     def connect(self) -> None:
-        """Open the connection, secure it as configured, and log in."""
+        """Open the connection, secure it as configured, and log in.
+
+        Calling it on a source that is already connected does nothing, so a caller that
+        both enters the context manager and calls connect() holds one session, not two.
+        """
+        if self._client is not None:
+            return
         s = self.settings
         try:
             password = s.password.reveal()
@@ -119,6 +125,7 @@ class ImapSource:
         except (OSError, IMAPClientError) as exc:
             raise self._fail("connecting", exc) from None
         self._client = client
+        doing = "logging in"
         try:
             if s.security == "starttls":
                 if not client.has_capability("STARTTLS"):
@@ -126,8 +133,10 @@ class ImapSource:
                         f"mailbox {s.name!r} ({s.host}:{s.port}): the server does not offer "
                         'STARTTLS; use security = "ssl" or check the port'
                     )
+                doing = "starting TLS"
                 client.starttls(_tls_context(s))
-            client.login(s.username, password)
+                doing = "logging in"
+            self._login(client, s.username, password)
         except LoginError:
             self.close()
             raise MailboxError(
@@ -136,10 +145,28 @@ class ImapSource:
             ) from None
         except (OSError, IMAPClientError) as exc:
             self.close()
-            raise self._fail("logging in", exc) from None
+            raise self._fail(doing, exc) from None
         except MailboxError:
             self.close()
             raise
+
+    def _login(self, client: Any, username: str, password: str) -> None:
+        """LOGIN, or AUTHENTICATE PLAIN when the credentials are not ASCII.
+
+        IMAP's LOGIN command carries only ASCII (imaplib refuses anything else with a
+        UnicodeEncodeError); SASL PLAIN carries UTF-8, which is how servers such as
+        Dovecot expect a non-ASCII password.
+        """
+        if username.isascii() and password.isascii():
+            client.login(username, password)
+            return
+        if not client.has_capability("AUTH=PLAIN"):
+            s = self.settings
+            raise MailboxError(
+                f"mailbox {s.name!r} ({s.host}:{s.port}): the username or password is not "
+                "ASCII and the server does not offer AUTH=PLAIN to send it as UTF-8"
+            )
+        client.plain_login(username, password)
 
     def close(self) -> None:
         """Log out and drop the connection; never raises."""
@@ -190,9 +217,21 @@ class ImapSource:
         # "n:*" always matches the highest UID, even when it is below n.
         return sorted(int(uid) for uid in found if int(uid) > last_uid)
 
+    def existing(self, uids: Sequence[int]) -> set[int]:
+        """Which of `uids` the selected folder still holds."""
+        found: set[int] = set()
+        for chunk in _chunks(sorted(uids)):
+            try:
+                answer = self.client.search(["UID", ",".join(str(uid) for uid in chunk)])
+            except (OSError, IMAPClientError) as exc:
+                raise self._fail("checking which messages exist", exc) from None
+            found.update(int(uid) for uid in answer)
+        return found & set(uids)
+
     def sizes(self, uids: Sequence[int]) -> dict[int, int]:
         """RFC822.SIZE of each UID that still exists."""
         sizes: dict[int, int] = {}
+        wanted = set(uids)
         for chunk in _chunks(uids):
             try:
                 data = self.client.fetch(chunk, ["RFC822.SIZE"])
@@ -200,7 +239,7 @@ class ImapSource:
                 raise self._fail("reading message sizes", exc) from None
             for uid, item in data.items():
                 size = item.get(b"RFC822.SIZE")
-                if size is not None:
+                if size is not None and int(uid) in wanted:
                     sizes[int(uid)] = int(size)
         return sizes
 
@@ -212,24 +251,36 @@ class ImapSource:
             data = self.client.fetch(list(uids), ["BODY.PEEK[]"])
         except (OSError, IMAPClientError) as exc:
             raise self._fail(f"fetching {len(uids)} messages", exc) from None
+        wanted = set(uids)
         out: dict[int, bytes] = {}
         for uid, item in data.items():
             body = item.get(b"BODY[]")
-            if body is not None:
+            if body is not None and int(uid) in wanted:
                 out[int(uid)] = bytes(body)
         return out
 
-    def message_ids(self, uids: Sequence[int]) -> dict[int, bytes]:
-        """The raw Message-ID header block of each UID (to resync after a UIDVALIDITY change)."""
-        out: dict[int, bytes] = {}
+    def message_ids(self, uids: Sequence[int]) -> dict[int, tuple[bytes, int | None]]:
+        """The raw Message-ID header block and RFC822.SIZE of each UID that still exists.
+
+        Used to resync after a UIDVALIDITY change without downloading whole messages.
+        """
+        out: dict[int, tuple[bytes, int | None]] = {}
+        wanted = set(uids)
         key = b"BODY[HEADER.FIELDS (MESSAGE-ID)]"
         for chunk in _chunks(uids):
             try:
-                data = self.client.fetch(chunk, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+                data = self.client.fetch(
+                    chunk, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]", "RFC822.SIZE"]
+                )
             except (OSError, IMAPClientError) as exc:
                 raise self._fail("reading Message-IDs", exc) from None
             for uid, item in data.items():
-                out[int(uid)] = bytes(item.get(key) or b"")
+                # An unsolicited FETCH (a flag change by another client) may be merged in
+                # under a sequence number; only answers for asked-for UIDs count.
+                if int(uid) not in wanted:
+                    continue
+                size = item.get(b"RFC822.SIZE")
+                out[int(uid)] = (bytes(item.get(key) or b""), int(size) if size else None)
         return out
 
     def ensure_folder(self, folder: str) -> None:

@@ -4,7 +4,9 @@ A lease is a row update (owner + expiry) on the folder's sync row, so it works t
 on SQLite and on PostgreSQL shared by several machines. A holder renews it with every
 batch; a crashed holder's lease expires. On the same host a lease whose owning process
 no longer exists is taken over at once, so `postdesk run --once` started again right
-after a crash does not wait for the expiry.
+after a crash does not wait for the expiry; the owner name records the process start
+time too, so a restarted service that got the same pid (pid 1 in a container) is not
+mistaken for the crashed one.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import socket
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -22,17 +25,42 @@ from postdesk.models import MailboxSync, utcnow
 LEASE_SECONDS = 300
 
 
+def _start_time(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, from /proc), if it can be read.
+
+    A pid is reused; the pair (pid, start time) is not. Containers make reuse the rule:
+    a service restarted in the same container is pid 1 again, on the same host name.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses; what follows the last
+    # ")" are fixed fields, starting with field 3, so field 22 (starttime) is index 19.
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None
+
+
 def make_owner() -> str:
-    """An owner name unique to this process: host, pid and a random part."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """An owner name unique to this process: host, pid, process start time, a random part."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '-'}:{uuid.uuid4().hex[:8]}"
 
 
 def _owner_is_dead(owner: str) -> bool:
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
+    parts = owner.split(":")
+    if len(parts) < 3:
+        return False
+    host, pid_text = parts[0], parts[1]
+    # Owners written before the start time was recorded have three parts.
+    started = parts[2] if len(parts) >= 4 and parts[2] != "-" else None
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
+    if started is not None:
+        now = _start_time(pid)
+        if now is not None and now != started:
+            return True  # the pid belongs to another process now: the owner is gone
     if pid == os.getpid():
         return False
     try:

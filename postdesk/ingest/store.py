@@ -25,6 +25,11 @@ from postdesk.models import Delivery, MailboxSync, RawMessage, utcnow
 IMAP = "imap"
 IMPORT = "import"
 
+# The width of raw_messages.message_id. The dedupe key hashes the whole Message-ID, so
+# cutting a longer (broken or hostile) one down to fit keeps every message storable on
+# PostgreSQL, which would otherwise refuse the batch on every pass and block the mailbox.
+MESSAGE_ID_WIDTH = 998
+
 
 def dedupe_key(summary: HeaderSummary) -> str:
     """The key two copies of the same message share, and two different messages don't."""
@@ -77,7 +82,7 @@ def store_raw(
         session,
         {
             "dedupe_key": key,
-            "message_id": summary.message_id,
+            "message_id": summary.message_id[:MESSAGE_ID_WIDTH] if summary.message_id else None,
             "digest": summary.digest,
             "size": len(raw),
             "content": raw,

@@ -1,0 +1,623 @@
+"""IMAP fetching against the real test Dovecot, on SQLite and PostgreSQL.
+
+Every test drives `Service.run_once()` (or the fetcher below it) against a fresh Dovecot
+account and checks both sides: what the database holds and what the server shows (flags,
+folders, UIDVALIDITY). Nothing here mocks the server: where a test wraps an `ImapSource`
+method it watches the calls and then calls through to Dovecot. The one exception hides
+MOVE/UIDPLUS from postdesk, which Dovecot always offers (said so in that test).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from support import mailbox_toml, settings_for
+
+import postdesk.ingest.fetch as fetch_module
+from postdesk.config import Settings
+from postdesk.daemon import PassResult, Service
+from postdesk.ingest.imap import ImapSource
+from postdesk.models import Delivery, MailboxSync, Message, RawMessage, Ticket
+from postdesk.models.db import Database
+from postdesk.testing.dovecot import Dovecot, MailUser
+from postdesk.testing.mailgen import GeneratedMail, generate
+
+SEEN = b"\\Seen"
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def mails(n: int, seed: int = 7) -> list[GeneratedMail]:
+    return list(generate(n, seed=seed))
+
+
+def put(
+    dovecot: Dovecot, user: MailUser, items: Sequence[GeneratedMail | bytes], **kw: Any
+) -> list[int]:
+    """APPEND each message; the UIDs Dovecot gave them."""
+    return [
+        dovecot.append(user, item.raw if isinstance(item, GeneratedMail) else item, **kw)
+        for item in items
+    ]
+
+
+def one_pass(settings: Settings, db: Database) -> PassResult:
+    result = Service(settings, db).run_once()
+    assert not result.errors, result.errors
+    return result
+
+
+def count(db: Database, model: Any) -> int:
+    with db.read_session() as session:
+        return int(session.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def stored_message_ids(db: Database) -> list[str]:
+    with db.read_session() as session:
+        return sorted(
+            mid for mid in session.execute(select(RawMessage.message_id)).scalars() if mid
+        )
+
+
+def ticket_message_ids(db: Database) -> list[str]:
+    with db.read_session() as session:
+        return sorted(mid for mid in session.execute(select(Message.message_id)).scalars() if mid)
+
+
+def sync_state(db: Database, folder: str = "INBOX") -> MailboxSync:
+    with db.read_session() as session:
+        rows = list(
+            session.execute(select(MailboxSync).where(MailboxSync.folder == folder)).scalars()
+        )
+    assert len(rows) == 1
+    return rows[0]
+
+
+def server_flags(dovecot: Dovecot, user: MailUser, folder: str = "INBOX") -> dict[int, set[bytes]]:
+    """UID -> flags of every message in `folder`, read without changing anything."""
+    conn = dovecot.client(user)
+    try:
+        conn.select_folder(folder, readonly=True)
+        uids = conn.search(["ALL"])
+        found = conn.get_flags(uids).items()
+    finally:
+        conn.logout()
+    # \Recent is the server's session bookkeeping, not something postdesk sets.
+    return {int(uid): set(flags) - {b"\\Recent"} for uid, flags in found}
+
+
+def set_unseen(dovecot: Dovecot, user: MailUser, folder: str = "INBOX") -> None:
+    conn = dovecot.client(user)
+    try:
+        conn.select_folder(folder)
+        conn.remove_flags(conn.search(["ALL"]), [SEEN], silent=True)
+    finally:
+        conn.logout()
+
+
+def log_size(dovecot: Dovecot) -> int:
+    return dovecot.log_path.stat().st_size
+
+
+def logins_since(dovecot: Dovecot, user: MailUser, offset: int) -> list[str]:
+    """Dovecot's login lines for `user` logged after `offset`, once the sessions ended."""
+    deadline = time.monotonic() + 5
+    while True:
+        with open(dovecot.log_path, "rb") as log:
+            log.seek(offset)
+            lines = log.read().decode("utf-8", "replace").splitlines()
+        started = [line for line in lines if f"Login: user=<{user.email}>" in line]
+        ended = [line for line in lines if f"imap({user.email})" in line and "Disconnected" in line]
+        if (started and len(ended) >= len(started)) or time.monotonic() > deadline:
+            return started
+        time.sleep(0.05)
+
+
+class Spy:
+    """Records calls to one ImapSource method and then makes the real call to Dovecot.
+
+    `before` runs ahead of the real call with the source and the arguments, so a test can
+    make something happen on the server at that exact instant.
+    """
+
+    def __init__(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        name: str,
+        before: Callable[..., None] | None = None,
+    ) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        real = getattr(ImapSource, name)
+        spy = self
+
+        def wrapper(source: ImapSource, *args: Any, **kwargs: Any) -> Any:
+            spy.calls.append(args)
+            if before is not None:
+                before(source, *args, **kwargs)
+            return real(source, *args, **kwargs)
+
+        monkeypatch.setattr(ImapSource, name, wrapper)
+
+
+@pytest.fixture
+def config(tmp_path: Path, db: Database, dovecot_server: Dovecot) -> Callable[..., Settings]:
+    """Settings for mailboxes on the test Dovecot: config(user, **mailbox_toml options)."""
+
+    def make(*boxes: tuple[MailUser, dict[str, Any]] | MailUser, **options: Any) -> Settings:
+        blocks = []
+        for box in boxes:
+            user, extra = box if isinstance(box, tuple) else (box, options)
+            blocks.append(mailbox_toml(dovecot_server, user, **extra))
+        return settings_for(tmp_path, db.url, *blocks)
+
+    return make
+
+
+# -- connection security ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("security", ["none", "starttls", "ssl"])
+def test_each_security_mode_fetches_and_processes(
+    dovecot_server: Dovecot,
+    mail_user: MailUser,
+    db: Database,
+    config: Callable[..., Settings],
+    security: str,
+) -> None:
+    sent = mails(4)
+    put(dovecot_server, mail_user, sent)
+    settings = config(mail_user, security=security)
+    assert settings.mailboxes[0].ca_file == (dovecot_server.ca_file if security != "none" else None)
+
+    offset = log_size(dovecot_server)
+    result = one_pass(settings, db)
+
+    (fetched,) = result.fetches
+    assert (fetched.fetched, fetched.stored, fetched.duplicates) == (4, 4, 0)
+    assert result.processed.processed == 4
+    assert ticket_message_ids(db) == sorted(m.message_id for m in sent)
+    assert count(db, Ticket) == len({m.thread for m in sent})
+    # One connection per pass, and TLS exactly when asked for (Dovecot logs "TLS").
+    (login,) = logins_since(dovecot_server, mail_user, offset)
+    assert ("TLS" in login.split(", ")) == (security != "none"), login
+
+
+# -- checkpoint and batches ---------------------------------------------------------------
+
+
+def test_second_pass_fetches_only_new_mail(
+    dovecot_server: Dovecot,
+    mail_user: MailUser,
+    db: Database,
+    config: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    batch = mails(8)
+    first_uids = put(dovecot_server, mail_user, batch[:5])
+    settings = config(mail_user)
+    one_pass(settings, db)
+    assert sync_state(db).last_uid == first_uids[-1]
+    assert sync_state(db).uidvalidity == dovecot_server.uidvalidity(mail_user)
+
+    # Clearing \Seen on the server must not make anything look new: the checkpoint is
+    # the UID, not the flag.
+    set_unseen(dovecot_server, mail_user)
+    new_uids = put(dovecot_server, mail_user, batch[5:])
+    fetches = Spy(monkeypatch, "fetch")
+    result = one_pass(settings, db)
+
+    (fetched,) = result.fetches
+    assert (fetched.fetched, fetched.stored) == (3, 3)
+    assert [uid for call in fetches.calls for uid in call[0]] == new_uids
+    assert sync_state(db).last_uid == new_uids[-1]
+    assert count(db, RawMessage) == 8
+    assert count(db, Message) == 8
+
+    fetches.calls.clear()
+    third = one_pass(settings, db)
+    assert third.fetches[0].fetched == 0
+    assert fetches.calls == []
+    assert count(db, Delivery) == 8
+
+
+@pytest.mark.parametrize(
+    ("options", "per_batch"),
+    [({"batch_size": 3}, 3), ({"extra": "batch_bytes = 1"}, 1)],
+    ids=["batch_size", "batch_bytes"],
+)
+def test_batches_smaller_than_the_mail_count(
+    dovecot_server: Dovecot,
+    mail_user: MailUser,
+    db: Database,
+    config: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    options: dict[str, Any],
+    per_batch: int,
+) -> None:
+    sent = mails(7, seed=11)
+    uids = put(dovecot_server, mail_user, sent)
+    # batch_bytes = 1: every message is a batch of its own, however small.
+    settings = config(mail_user, **options)
+    fetches = Spy(monkeypatch, "fetch")
+    checkpoints: list[int] = []
+    real_store = fetch_module.store_imap_batch
+
+    def store_spy(session: Any, **kwargs: Any) -> Any:
+        checkpoints.append(kwargs["checkpoint"])
+        return real_store(session, **kwargs)
+
+    monkeypatch.setattr(fetch_module, "store_imap_batch", store_spy)
+    result = one_pass(settings, db)
+
+    expected = [uids[i : i + per_batch] for i in range(0, len(uids), per_batch)]
+    assert [list(call[0]) for call in fetches.calls] == expected
+    # One commit per batch, each advancing the checkpoint to the batch's last UID.
+    assert checkpoints == [batch[-1] for batch in expected]
+    assert result.fetches[0].stored == 7
+    assert sync_state(db).last_uid == uids[-1]
+    assert stored_message_ids(db) == sorted(m.message_id for m in sent)
+
+
+# -- \Seen, PEEK and the processed folder -------------------------------------------------
+
+
+def test_messages_are_seen_only_after_the_pass_and_fetched_with_peek(
+    dovecot_server: Dovecot,
+    mail_user: MailUser,
+    db: Database,
+    config: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    uids = put(dovecot_server, mail_user, mails(3))
+    settings = config(mail_user)
+    flags_after_fetch: list[dict[int, set[bytes]]] = []
+    stored_at_flagging: list[int] = []
+
+    def look(source: ImapSource, *args: Any) -> None:
+        # Right before \Seen is set: the fetch (BODY.PEEK[]) left the messages unseen,
+        # and the batch is already committed.
+        flags_after_fetch.append(server_flags(dovecot_server, mail_user))
+        stored_at_flagging.append(count(db, RawMessage))
+
+    Spy(monkeypatch, "mark_seen", before=look)
+    one_pass(settings, db)
+
+    assert flags_after_fetch == [{uid: set() for uid in uids}]
+    assert stored_at_flagging == [3]
+    assert all(SEEN in flags for flags in server_flags(dovecot_server, mail_user).values())
+    with db.read_session() as session:
+        assert list(session.execute(select(Delivery.server_done)).scalars()) == [True] * 3
+
+
+def test_processed_folder_is_created_and_receives_the_messages(
+    dovecot_server: Dovecot,
+    mail_user: MailUser,
+    db: Database,
+    config: Callable[..., Settings],
+) -> None:
+    sent = mails(4, seed=5)
+    put(dovecot_server, mail_user, sent[:3])
+    settings = config(mail_user, processed_folder="Done")
+    conn = dovecot_server.client(mail_user)
+    try:
+        assert not conn.folder_exists("Done")
+    finally:
+        conn.logout()
+
+    first = one_pass(settings, db)
+    assert first.fetches[0].stored == 3
+    assert dovecot_server.message_count(mail_user) == 0
+    assert dovecot_server.message_count(mail_user, "Done") == 3
+
+    put(dovecot_server, mail_user, sent[3:])
+    second = one_pass(settings, db)
+    assert (second.fetches[0].fetched, second.fetches[0].stored) == (1, 1)
+    assert dovecot_server.message_count(mail_user) == 0
+    assert dovecot_server.message_count(mail_user, "Done") == 4
+    assert stored_message_ids(db) == sorted(m.message_id for m in sent)
+    assert count(db, Message) == 4
+
+
+@pytest.mark.parametrize("missing", [{"MOVE"}, {"MOVE", "UIDPLUS"}])
+def test_processed_folder_on_a_server_without_move(
+    dovecot_server: Dovecot,
+    mail_user: MailUser,
+    db: Database,
+    config: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    missing: set[str],
+) -> None:
+    # Dovecot always offers MOVE and UIDPLUS; hiding them from postdesk (every command
+    # still goes to Dovecot) is the only way to exercise the COPY + EXPUNGE fallback.
+    real = ImapSource.has_capability
+    monkeypatch.setattr(
+        ImapSource, "has_capability", lambda self, name: name not in missing and real(self, name)
+    )
+    sent = mails(3, seed=8)
+    uids = put(dovecot_server, mail_user, sent)
+    settings = config(mail_user, processed_folder="Done")
+
+    result = one_pass(settings, db)
+
+    assert result.fetches[0].stored == 3
+    assert dovecot_server.message_count(mail_user, "Done") == 3
+    left = server_flags(dovecot_server, mail_user)
+    if "UIDPLUS" in missing:
+        # Without UIDPLUS postdesk must not EXPUNGE (it could remove other people's
+        # deleted mail): the originals stay, flagged, for the server's own policy.
+        assert left == {uid: {SEEN, b"\\Deleted"} for uid in uids}
+    else:
+        assert left == {}
+    assert one_pass(settings, db).fetches[0].fetched == 0
+    assert dovecot_server.message_count(mail_user, "Done") == 3
+    assert count(db, RawMessage) == 3
+
+
+# -- duplicates ---------------------------------------------------------------------------
+
+
+def delivered_copy(mail: GeneratedMail, to: str, hop: str) -> bytes:
+    """The message as an MTA delivers it to `to`: its own trace fields on top."""
+    trace = (
+        f"Delivered-To: {to}\n"
+        f"Received: from {hop}.example.net by mx.example.com; Mon, 5 Jan 2026 08:00:00 +0000\n"
+    )
+    return trace.encode() + mail.raw
+
+
+def test_same_message_twice_in_one_folder_is_one_message(
+    dovecot_server: Dovecot,
+    mail_user: MailUser,
+    db: Database,
+    config: Callable[..., Settings],
+) -> None:
+    (mail, other) = mails(2, seed=21)
+    uids = put(dovecot_server, mail_user, [mail, other])
+    uids.append(dovecot_server.append(mail_user, delivered_copy(mail, mail_user.email, "relay2")))
+    settings = config(mail_user, batch_size=2)
+
+    result = one_pass(settings, db)
+
+    (fetched,) = result.fetches
+    assert (fetched.fetched, fetched.stored, fetched.duplicates) == (3, 2, 1)
+    assert count(db, RawMessage) == 2
+    with db.read_session() as session:
+        rows = session.execute(
+            select(Delivery.uid, RawMessage.message_id).join(
+                RawMessage, RawMessage.id == Delivery.raw_message_id
+            )
+        ).all()
+    assert sorted(rows) == sorted(
+        [(uids[0], mail.message_id), (uids[1], other.message_id), (uids[2], mail.message_id)]
+    )
+    assert ticket_message_ids(db) == sorted([mail.message_id, other.message_id])
+    assert all(SEEN in f for f in server_flags(dovecot_server, mail_user).values())
+
+
+def test_same_message_delivered_to_two_mailboxes_is_one_message(
+    dovecot_server: Dovecot, db: Database, config: Callable[..., Settings]
+) -> None:
+    sales, support = dovecot_server.add_user(), dovecot_server.add_user()
+    (mail,) = mails(1, seed=3)
+    dovecot_server.append(sales, delivered_copy(mail, sales.email, "mx-a"))
+    dovecot_server.append(support, delivered_copy(mail, support.email, "mx-b"))
+    settings = config((sales, {"name": "sales"}), (support, {"name": "support"}))
+
+    result = one_pass(settings, db)
+
+    assert [(f.mailbox, f.stored, f.duplicates) for f in result.fetches] == [
+        ("sales", 1, 0),
+        ("support", 0, 1),
+    ]
+    assert count(db, RawMessage) == 1
+    with db.read_session() as session:
+        (raw_id,) = session.execute(select(RawMessage.id)).scalars()
+        deliveries = session.execute(select(Delivery.mailbox_id, Delivery.raw_message_id)).all()
+    assert len({mailbox for mailbox, _ in deliveries}) == 2
+    assert {raw for _, raw in deliveries} == {raw_id}
+    assert ticket_message_ids(db) == [mail.message_id]
+    assert count(db, Ticket) == 1
+    for user in (sales, support):
+        assert [SEEN in f for f in server_flags(dovecot_server, user).values()] == [True]
+
+
+# -- UIDVALIDITY --------------------------------------------------------------------------
+
+
+def _drop_index(maildir: Path) -> None:
+    for path in glob.glob(str(maildir / "dovecot.index*")):
+        os.remove(path)
+
+
+def bump_uidvalidity_keeping_uids(dovecot: Dovecot, user: MailUser) -> int:
+    """Give INBOX a new UIDVALIDITY while every message keeps its UID.
+
+    This is what a server move that copies Maildirs with a regenerated dovecot-uidlist
+    looks like: the V field of dovecot-uidlist changes, the UIDs stay. Dovecot rereads
+    the uidlist once its index is gone. The dangerous case: old UIDs now name the same
+    numbers under a validity that says they must not be trusted.
+    """
+    maildir = dovecot._maildir(user)
+    uidlist = maildir / "dovecot-uidlist"
+    header, rest = uidlist.read_text().split("\n", 1)
+    fields = [f"V{int(f[1:]) + 1000}" if f.startswith("V") else f for f in header.split()]
+    uidlist.write_text(" ".join(fields) + "\n" + rest)
+    _drop_index(maildir)
+    return dovecot.uidvalidity(user)
+
+
+def forget_uids(dovecot: Dovecot, user: MailUser) -> int:
+    """Lose dovecot-uidlist (and the index): Dovecot renumbers every message under a new
+    UIDVALIDITY, as after a Maildir restored from a backup without its uidlist."""
+    maildir = dovecot._maildir(user)
+    os.remove(maildir / "dovecot-uidlist")
+    _drop_index(maildir)
+    return dovecot.uidvalidity(user)
+
+
+@pytest.mark.parametrize("change", [bump_uidvalidity_keeping_uids, forget_uids])
+def test_uidvalidity_change_resyncs_inbox_without_duplicates(
+    dovecot_server: Dovecot,
+    mail_user: MailUser,
+    db: Database,
+    config: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    change: Callable[[Dovecot, MailUser], int],
+) -> None:
+    sent = mails(8, seed=31)
+    put(dovecot_server, mail_user, sent[:5])
+    settings = config(mail_user, batch_size=2)
+    one_pass(settings, db)
+    before = dovecot_server.uidvalidity(mail_user)
+
+    after = change(dovecot_server, mail_user)
+    assert after != before
+    new_uids = put(dovecot_server, mail_user, sent[5:])
+    set_unseen(dovecot_server, mail_user)
+    fetches = Spy(monkeypatch, "fetch")
+    result = one_pass(settings, db)
+
+    (fetched,) = result.fetches
+    assert fetched.resynced == 5
+    assert (fetched.fetched, fetched.stored, fetched.duplicates) == (3, 3, 0)
+    # Only the genuinely new messages were downloaded.
+    assert sorted(uid for call in fetches.calls for uid in call[0]) == new_uids
+    assert stored_message_ids(db) == sorted(m.message_id for m in sent)
+    assert ticket_message_ids(db) == sorted(m.message_id for m in sent)
+    state = sync_state(db)
+    assert (state.uidvalidity, state.last_uid, state.resync_until_uid) == (
+        after,
+        new_uids[-1],
+        None,
+    )
+    # Every message of the new validity has its delivery and its \Seen.
+    with db.read_session() as session:
+        current = session.execute(
+            select(func.count()).where(Delivery.uidvalidity == after, Delivery.server_done)
+        ).scalar_one()
+    assert current == 8
+    assert all(SEEN in f for f in server_flags(dovecot_server, mail_user).values())
+
+    # And the pass after that is an ordinary one.
+    assert one_pass(settings, db).fetches[0].fetched == 0
+    assert count(db, RawMessage) == 8
+
+
+def test_recreated_folder_resyncs_by_message_id(
+    dovecot_server: Dovecot,
+    mail_user: MailUser,
+    db: Database,
+    config: Callable[..., Settings],
+) -> None:
+    sent = mails(9, seed=41)
+    dovecot_server.create_folder(mail_user, "Support")
+    put(dovecot_server, mail_user, sent[:6], folder="Support")
+    settings = config(mail_user, extra='folder = "Support"')
+    one_pass(settings, db)
+    before = dovecot_server.uidvalidity(mail_user, "Support")
+
+    # The folder is deleted and made again: five of the old messages come back in a
+    # different order, one does not, three are new, and one new message reuses an old
+    # Message-ID with different content (it must be stored, not taken for the old one).
+    dovecot_server.delete_folder(mail_user, "Support")
+    dovecot_server.create_folder(mail_user, "Support")
+    reused = sent[0].raw + b"\nP.S. It works again, please close this.\n"
+    again = [m.raw for m in reversed(sent[:5])]
+    put(
+        dovecot_server,
+        mail_user,
+        [*again[:2], *(m.raw for m in sent[6:]), reused, *again[2:]],
+        folder="Support",
+    )
+    assert dovecot_server.uidvalidity(mail_user, "Support") != before
+
+    result = one_pass(settings, db)
+
+    (fetched,) = result.fetches
+    assert fetched.resynced == 5
+    assert (fetched.stored, fetched.duplicates) == (4, 0)
+    assert count(db, RawMessage) == 10
+    assert stored_message_ids(db) == sorted([*(m.message_id for m in sent), sent[0].message_id])
+    assert count(db, Message) == 10
+    assert all(SEEN in f for f in server_flags(dovecot_server, mail_user, "Support").values())
+    assert one_pass(settings, db).fetches[0].fetched == 0
+
+
+# -- hostile mail -------------------------------------------------------------------------
+
+HOSTILE = {
+    "huge-message-id": b"From: a@example.org\r\nSubject: long id\r\nMessage-ID: <"
+    + b"x" * 1500
+    + b"@example.org>\r\n\r\nbody\r\n",
+    "8bit-message-id": b"From: b@example.org\r\nMessage-ID: <\xff\xfe\xe2\x82\xac@example.org>\r\n"
+    b"Subject: \xd8\xb3\xd9\x84\xd8\xa7\xd9\x85\r\n\r\nbody\r\n",
+    "no-message-id": b"From: c@example.org\r\nSubject: none\r\n\r\nbody\r\n",
+    "nul-bytes": b"From: d@example.org\r\nMessage-ID: <nul\x00@example.org>\r\n\r\nbo\x00dy\r\n",
+    "headers-only": b"From: e@example.org\r\nMessage-ID: <headers-only@example.org>\r\n",
+    "no-header-block": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR binary junk",
+}
+
+
+def test_hostile_messages_are_stored_and_never_block_the_mailbox(
+    dovecot_server: Dovecot,
+    mail_user: MailUser,
+    db: Database,
+    config: Callable[..., Settings],
+) -> None:
+    (normal,) = mails(1, seed=99)
+    uids = put(dovecot_server, mail_user, [*HOSTILE.values(), normal.raw])
+    settings = config(mail_user)
+
+    result = one_pass(settings, db)
+
+    assert result.fetches[0].stored == len(uids)
+    assert sync_state(db).last_uid == uids[-1]
+    assert count(db, RawMessage) == len(uids)
+    with db.read_session() as session:
+        outcome = {
+            origin: reason if status == "quarantined" else status
+            for origin, status, reason in session.execute(
+                select(RawMessage.origin, RawMessage.status, RawMessage.reason)
+            )
+        }
+    reasons = {
+        name: outcome[f"support/INBOX uid {uid} (uidvalidity {sync_state(db).uidvalidity})"]
+        for name, uid in zip([*HOSTILE, "normal"], uids, strict=True)
+    }
+    assert (reasons["no-header-block"] or "").startswith("parse: no header block")
+    filed = ["8bit-message-id", "no-message-id", "nul-bytes", "headers-only", "normal"]
+    assert [reasons[name] for name in filed] == ["processed"] * len(filed)
+    assert normal.message_id in ticket_message_ids(db)
+    assert all(SEEN in f for f in server_flags(dovecot_server, mail_user).values())
+    # Nothing is fetched or stored twice afterwards.
+    assert one_pass(settings, db).fetches[0].fetched == 0
+    assert count(db, RawMessage) == len(uids)
+
+
+def test_huge_message_id_reaches_a_ticket(
+    dovecot_server: Dovecot,
+    mail_user: MailUser,
+    db: Database,
+    config: Callable[..., Settings],
+    request: pytest.FixtureRequest,
+) -> None:
+    if db.dialect == "postgresql":
+        # Fetching stores it (see above); filing it does not yet: messages.message_id is
+        # VARCHAR(998) and postdesk/ingest/process.py inserts the whole id, so PostgreSQL
+        # refuses the row and the message is quarantined with a DataError.
+        request.applymarker(
+            pytest.mark.xfail(strict=True, reason="process.py stores Message-IDs > 998 chars")
+        )
+    put(dovecot_server, mail_user, [HOSTILE["huge-message-id"]])
+    result = one_pass(config(mail_user), db)
+    assert result.fetches[0].stored == 1
+    assert result.processed.quarantined == 0
+    assert count(db, Message) == 1
