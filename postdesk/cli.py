@@ -179,8 +179,9 @@ def run(obj: Context, once: bool) -> None:
             f"fetched {fetched} new message(s); {p.created} new ticket(s), "
             f"{p.appended} added to tickets, {p.quarantined} quarantined"
         )
-        for name, error in outcome.errors.items():
-            click.echo(f"mailbox {name}: {error}", err=True)
+        if outcome.errors:
+            failed = ", ".join(sorted(outcome.errors))
+            click.echo(f"{len(outcome.errors)} mailbox(es) failed: {failed} (see the log above)")
 
     with signals_stop(service):
         if once:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from postdesk.config import MailboxSettings, Settings
 from postdesk.errors import MailboxError
@@ -29,7 +30,7 @@ from postdesk.ingest.process import Processor, ProcessResult, default_steps
 from postdesk.ingest.sources import ImportedMessage
 from postdesk.ingest.store import IMPORT, store_raw
 from postdesk.models import PENDING, Contact, Mailbox, RawMessage
-from postdesk.models.db import Database
+from postdesk.models.db import Database, describe_error
 from postdesk.models.tickets import AGENT
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,6 @@ class Service:
             self.db, box, mailbox_id, owner=self.owner, should_stop=self.stopping
         )
         with ImapSource(box) as source:
-            source.connect()
             return fetcher.run(source)
 
     def run_once(self, *, fetch: bool = True) -> PassResult:
@@ -140,11 +140,17 @@ class Service:
                 try:
                     fetched = self.fetch_mailbox(box, ids[box.name])
                 except MailboxError as exc:
-                    message = str(exc)
-                    result.errors[box.name] = message
-                    wait = self._backoff(box.name)
-                    log.error("mailbox %s: %s (next try in %.0f s)", box.name, message, wait)
-                    record_failure(self.db, ids[box.name], box.folder, message)
+                    self._mailbox_failed(box, ids[box.name], str(exc), result)
+                    continue
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as exc:
+                    # A bug or a database problem in one mailbox's pass must not keep
+                    # the others from being polled, nor stored mail from being processed.
+                    log.debug("mailbox %s: traceback", box.name, exc_info=True)
+                    detail = " ".join(str(exc).split())[:500]
+                    message = f"mailbox {box.name!r}: unexpected {type(exc).__name__}: {detail}"
+                    self._mailbox_failed(box, ids[box.name], message, result)
                     continue
                 self._failures.pop(box.name, None)
                 self._retry_at.pop(box.name, None)
@@ -158,6 +164,17 @@ class Service:
         result.processed = self.processor().run()
         return result
 
+    def _mailbox_failed(
+        self, box: MailboxSettings, mailbox_id: int, message: str, result: PassResult
+    ) -> None:
+        result.errors[box.name] = message
+        wait = self._backoff(box.name)
+        log.error("%s (next try in %.0f s)", message, wait)
+        try:
+            record_failure(self.db, mailbox_id, box.folder, message)
+        except SQLAlchemyError as exc:
+            log.error("mailbox %s: could not record the failure: %s", box.name, exc)
+
     def _backoff(self, name: str) -> float:
         failures = self._failures.get(name, 0) + 1
         self._failures[name] = failures
@@ -169,8 +186,21 @@ class Service:
     def run_forever(self, on_pass: Callable[[PassResult], None] | None = None) -> None:
         """Pass after pass until stop() (SIGTERM/SIGINT through `signals_stop`)."""
         interval = self.settings.run.poll_interval
+        outages = 0
         while not self.stopping():
-            outcome = self.run_once()
+            try:
+                outcome = self.run_once()
+            except SQLAlchemyError as exc:
+                # The database is down or unreachable: nothing can be stored, so wait
+                # and try again rather than exit (mail stays safe on the server).
+                outages += 1
+                wait = min(interval * (1 << min(outages - 1, 20)), MAX_BACKOFF)
+                log.error(
+                    "database unavailable (%s); next pass in %.0f s", describe_error(exc), wait
+                )
+                self._stop.wait(wait)
+                continue
+            outages = 0
             if on_pass is not None:
                 on_pass(outcome)
             self._stop.wait(interval)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from postdesk.config import Settings, load_settings
 from postdesk.testing.dovecot import Dovecot, MailUser
+
+
+def toml_str(value: str) -> str:
+    """A TOML basic string (JSON's escapes are valid TOML ones)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def mailbox_toml(
@@ -22,18 +28,18 @@ def mailbox_toml(
     port = dovecot.ssl_port if security == "ssl" else dovecot.port
     lines = [
         "[[mailbox]]",
-        f'name = "{name}"',
-        f'address = "{user.email}"',
+        f"name = {toml_str(name)}",
+        f"address = {toml_str(user.email)}",
         'host = "127.0.0.1"',
         f"port = {port}",
-        f'security = "{security}"',
-        f'username = "{user.email}"',
-        f'password = "{user.password}"',
-        f'processed_folder = "{processed_folder}"',
+        f"security = {toml_str(security)}",
+        f"username = {toml_str(user.email)}",
+        f"password = {toml_str(user.password)}",
+        f"processed_folder = {toml_str(processed_folder)}",
         f"batch_size = {batch_size}",
     ]
     if security != "none":
-        lines.append(f'ca_file = "{dovecot.ca_file}"')
+        lines.append(f"ca_file = {toml_str(str(dovecot.ca_file))}")
     if extra:
         lines.append(extra)
     return "\n".join(lines) + "\n"
@@ -43,7 +49,9 @@ def write_config(directory: Path, db_url: str, *blocks: str, top: str = "") -> P
     """Write postdesk.toml in `directory` with the database and the given blocks."""
     path = directory / "postdesk.toml"
     # `top` (top-level keys or whole tables) goes before [database], after data_dir.
-    text = f'data_dir = "data"\n{top}\n\n[database]\nurl = "{db_url}"\n\n' + "\n".join(blocks)
+    text = f'data_dir = "data"\n{top}\n\n[database]\nurl = {toml_str(db_url)}\n\n' + "\n".join(
+        blocks
+    )
     path.write_text(text, encoding="utf-8")
     return path
 

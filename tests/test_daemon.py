@@ -117,3 +117,50 @@ def test_failing_mailbox_backs_off_while_others_are_polled(
     now[0] += 6
     assert set(service.run_once().errors) == {"bad"}
     db.dispose()
+
+
+def test_unexpected_error_in_one_mailbox_does_not_stop_the_pass(
+    dovecot_server: Dovecot, tmp_path: Path, sqlite_url: str, monkeypatch: object
+) -> None:
+    """A bug in one mailbox's fetch (simulated: a real server cannot be made to trigger
+    one on cue) is reported and recorded; the other mailbox is fetched and processed."""
+    import pytest
+
+    from postdesk.config import load_settings
+    from postdesk.daemon import Service
+    from postdesk.ingest.fetch import FolderFetcher
+    from postdesk.models import MailboxSync
+    from postdesk.models.db import Database
+    from postdesk.models.migrate import upgrade
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    first = dovecot_server.add_user()
+    second = dovecot_server.add_user()
+    config = write_config(
+        tmp_path,
+        sqlite_url,
+        mailbox_toml(dovecot_server, first, name="broken"),
+        mailbox_toml(dovecot_server, second, name="fine"),
+    )
+    dovecot_server.fill(second, [m.raw for m in generate(2, seed=5)])
+    real_run = FolderFetcher.run
+
+    def run(self: FolderFetcher, source: object) -> object:
+        if self.settings.name == "broken":
+            raise ValueError("simulated bug\nwith two lines")
+        return real_run(self, source)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FolderFetcher, "run", run)
+    db = Database(sqlite_url)
+    upgrade(db)
+    outcome = Service(load_settings(config), db).run_once()
+
+    assert outcome.errors == {
+        "broken": "mailbox 'broken': unexpected ValueError: simulated bug with two lines"
+    }
+    assert outcome.processed.processed == 2
+    with db.read_session() as session:
+        errors = {s.mailbox.name: s.last_error for s in session.query(MailboxSync).all()}
+    assert errors["broken"] == outcome.errors["broken"]
+    assert errors["fine"] is None
+    db.dispose()

@@ -607,15 +607,7 @@ def test_huge_message_id_reaches_a_ticket(
     mail_user: MailUser,
     db: Database,
     config: Callable[..., Settings],
-    request: pytest.FixtureRequest,
 ) -> None:
-    if db.dialect == "postgresql":
-        # Fetching stores it (see above); filing it does not yet: messages.message_id is
-        # VARCHAR(998) and postdesk/ingest/process.py inserts the whole id, so PostgreSQL
-        # refuses the row and the message is quarantined with a DataError.
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="process.py stores Message-IDs > 998 chars")
-        )
     put(dovecot_server, mail_user, [HOSTILE["huge-message-id"]])
     result = one_pass(config(mail_user), db)
     assert result.fetches[0].stored == 1

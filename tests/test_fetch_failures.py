@@ -199,10 +199,11 @@ def test_cli_run_once_exit_status(dovecot_server: Dovecot, sqlite_url: str, tmp_
     # One mailbox failing is reported, but the pass did its work: exit status 0.
     assert some.returncode == 0, some.stderr
     assert "fetched 1 new message(s); 1 new ticket(s)" in some.stdout
-    # The pass report names the mailbox and gives the error in one line (the log line
-    # from the daemon comes on top of it).
-    (line,) = [line for line in some.stderr.splitlines() if line.startswith("mailbox bad: ")]
+    # The log gives the error in one line naming the mailbox; the pass report names the
+    # failed mailboxes.
+    (line,) = [line for line in some.stderr.splitlines() if "mailbox 'bad'" in line]
     assert "login as" in line and "refused" in line
+    assert "1 mailbox(es) failed: bad" in some.stdout
     assert "not-the-password" not in some.stderr
 
     every = run(wrong_password(dovecot_server, bad, name="bad"))

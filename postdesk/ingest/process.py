@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, overload
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -25,7 +25,7 @@ from postdesk.errors import PostdeskError
 from postdesk.ingest.attachments import AttachmentStore
 from postdesk.ingest.parse import Address, ParsedMessage, parse_message
 from postdesk.ingest.sender import get_or_create_contact, sender_address
-from postdesk.ingest.store import IMPORT
+from postdesk.ingest.store import IMPORT, MESSAGE_ID_WIDTH
 from postdesk.ingest.threader import NEW, ThreadMatch, find_ticket
 from postdesk.models import (
     PENDING,
@@ -167,7 +167,7 @@ class FileStep:
             ticket_id=ticket.id,
             contact_id=sender.id,
             direction="in",
-            message_id=parsed.message_id,
+            message_id=_fit(parsed.message_id),
             in_reply_to=" ".join(parsed.in_reply_to) or None,
             references=" ".join(parsed.references) or None,
             subject=parsed.subject,
@@ -185,7 +185,7 @@ class FileStep:
         session.add(message)
         session.flush()
         item.message = message
-        refs = dict.fromkeys([*parsed.in_reply_to, *parsed.references])
+        refs = dict.fromkeys(_fit(r) for r in [*parsed.in_reply_to, *parsed.references])
         for ref in refs:
             session.add(MessageRef(message_pk=message.id, ref_message_id=ref))
         for attachment in parsed.attachments:
@@ -199,7 +199,7 @@ class FileStep:
                     sha256=stored.sha256,
                     relpath=stored.relpath,
                     inline=attachment.inline,
-                    content_id=attachment.content_id,
+                    content_id=_fit(attachment.content_id),
                 )
             )
         session.add(
@@ -211,6 +211,18 @@ class FileStep:
                 data={"message": message.id, "rule": match.rule},
             )
         )
+
+
+@overload
+def _fit(identifier: str) -> str: ...
+@overload
+def _fit(identifier: None) -> None: ...
+def _fit(identifier: str | None) -> str | None:
+    """Cut a Message-ID/Content-ID to the column width (RFC 5322's line limit, 998).
+
+    Longer ones exist only in broken or hostile mail; the cut copy still matches itself.
+    """
+    return identifier[:MESSAGE_ID_WIDTH] if identifier is not None else None
 
 
 def arrival_time(raw: RawMessage, parsed: ParsedMessage) -> datetime:
