@@ -1,0 +1,461 @@
+"""Benchmark: postdesk ingesting N messages from a local Dovecot, end to end, next to the floor.
+
+The floor is what any program reading the same mail over IMAP pays at least: connect,
+SELECT, UID SEARCH, FETCH BODY.PEEK[] in batches of 200 (postdesk's default), then
+`email.message_from_bytes(raw, policy=email.policy.default)` of each message and reading
+its text body (`get_body(("plain", "html")).get_content()`) so the parse is not lazy.
+
+End to end is postdesk itself: a fresh database (schema created with the migrations),
+then `Service.run_once()` over another account holding the same messages: fetch, store,
+flag \\Seen, parse, thread and file every message into tickets. Start-up and schema
+creation are not counted; both are paid once per process, not per message.
+
+Each measurement runs in its own fresh Python process (so peak RSS is its own), against
+one private Dovecot started in a temporary directory. Mail is `postdesk.testing.mailgen`
+output with a fixed seed. A second table shows where postdesk's time went, from timers
+around the fetch, the IMAP calls and each processing step; `--profile` adds a cProfile
+run of the end-to-end path.
+
+    .venv/bin/python bench/ingest.py [--n 1000 10000] [--database-url URL] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import email
+import email.policy
+import json
+import pstats
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+SEED = 20260105
+BATCH = 200  # postdesk's default batch_size, used by the floor too
+
+
+# --- workers: each runs in its own process and prints one JSON line -------------------
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def floor_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Fetch every message with imapclient and parse it with the stdlib's default policy."""
+    from imapclient import IMAPClient
+
+    start = time.perf_counter()
+    client = IMAPClient(spec["host"], port=spec["port"], ssl=False, timeout=60)
+    client.login(spec["username"], spec["password"])
+    client.select_folder("INBOX")
+    uids = sorted(client.search(["UID", "1:*"]))
+    count = chars = 0
+    for first in range(0, len(uids), BATCH):
+        batch = uids[first : first + BATCH]
+        fetched = client.fetch(batch, ["BODY.PEEK[]"])
+        for uid in batch:
+            raw = fetched[uid][b"BODY[]"]
+            message = email.message_from_bytes(raw, policy=email.policy.default)
+            body = message.get_body(("plain", "html"))
+            if body is not None:
+                chars += len(body.get_content())
+            count += 1
+    client.logout()
+    seconds = time.perf_counter() - start
+    return {"count": count, "seconds": seconds, "chars": chars, "rss_mb": _peak_rss_mb()}
+
+
+class _Timers:
+    """Wall-clock seconds per label, summed; a call nested in one of the same label counts once."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._depth: dict[str, int] = defaultdict(int)
+
+    def wrap(self, label: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self._depth[label] += 1
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self._depth[label] -= 1
+                if not self._depth[label]:
+                    self.seconds[label] += time.perf_counter() - start
+
+        return timed
+
+
+class _TimedStep:
+    """A processing step with a stopwatch around it."""
+
+    def __init__(self, step: Any, timers: _Timers) -> None:
+        self.name = step.name
+        self._call = timers.wrap(f"process: {step.name} step", step)
+
+    def __call__(self, item: Any) -> None:
+        self._call(item)
+
+
+def _instrument(timers: _Timers) -> type[Any]:
+    """A Service whose fetch, IMAP calls and steps are timed (bench-only patching)."""
+    from postdesk.daemon import Service
+    from postdesk.ingest import fetch as fetch_module
+    from postdesk.ingest.imap import ImapSource
+
+    # Whichever of these the current ImapSource has; all of them talk to the server.
+    for name in (
+        *("connect", "select", "uids_above", "sizes", "fetch", "existing", "message_ids"),
+        *("ensure_folder", "mark_seen", "move", "close"),
+    ):
+        if hasattr(ImapSource, name):
+            setattr(ImapSource, name, timers.wrap("fetch: IMAP", getattr(ImapSource, name)))
+    if hasattr(fetch_module, "store_imap_batch"):
+        fetch_module.store_imap_batch = timers.wrap(
+            "fetch: store rows", fetch_module.store_imap_batch
+        )
+
+    class TimedService(Service):
+        def fetch_mailbox(self, box: Any, mailbox_id: int) -> Any:
+            return timers.wrap("fetch (all)", super().fetch_mailbox)(box, mailbox_id)
+
+        def processor(self) -> Any:
+            processor = super().processor()
+            processor.steps = [_TimedStep(step, timers) for step in processor.steps]
+            processor.run = timers.wrap("process (all)", processor.run)  # type: ignore[method-assign]
+            return processor
+
+    return TimedService
+
+
+def postdesk_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """A fresh database, then one `run_once()` over the account; timed, or profiled."""
+    from postdesk.config import load_settings
+    from postdesk.models.db import Database
+    from postdesk.models.migrate import upgrade
+
+    work = Path(spec["dir"])
+    config = work / "postdesk.toml"
+    config.write_text(
+        f"""data_dir = "data"
+
+[database]
+url = "{spec["url"]}"
+
+[[mailbox]]
+name = "bench"
+address = "{spec["username"]}"
+host = "{spec["host"]}"
+port = {spec["port"]}
+security = "none"
+username = "{spec["username"]}"
+password = "{spec["password"]}"
+batch_size = {BATCH}
+""",
+        encoding="utf-8",
+    )
+    settings = load_settings(config)
+    db = Database(settings.database.url)
+    start = time.perf_counter()
+    upgrade(db)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    init_seconds = time.perf_counter() - start
+
+    timers = _Timers()
+    service_class = _instrument(timers)
+    service = service_class(settings, db)
+    profiler = cProfile.Profile() if spec.get("profile") else None
+    start = time.perf_counter()
+    run = service.run_once if profiler is None else lambda: profiler.runcall(service.run_once)
+    result = run()
+    seconds = time.perf_counter() - start
+    db.dispose()
+    processed = result.processed
+    out: dict[str, Any] = {
+        "count": processed.processed,
+        "quarantined": processed.quarantined,
+        "errors": result.errors,
+        "seconds": seconds,
+        "init_seconds": init_seconds,
+        "timers": dict(timers.seconds),
+        "rss_mb": _peak_rss_mb(),
+    }
+    if profiler is not None:
+        out["profile"] = _profile_report(profiler, seconds, spec.get("top", 30))
+    return out
+
+
+# Functions whose cumulative time shows the shape of the pipeline in the profile.
+_STAGES = (
+    ("fetch pass (IMAP + raw store + commits)", "ingest/fetch.py", "_fetch"),
+    (
+        "  store_imap_batch (rows for raw messages, deliveries)",
+        "ingest/store.py",
+        "store_imap_batch",
+    ),
+    ("  header_summary (dedupe key)", "ingest/parse.py", "header_summary"),
+    ("processing (every message, its own transaction)", "ingest/process.py", "process_one"),
+    ("  parse_message", "ingest/parse.py", "parse_message"),
+    ("  html_to_text", "ingest/htmltext.py", "html_to_text"),
+    ("  get_or_create_contact", "ingest/sender.py", "get_or_create_contact"),
+    ("  find_ticket", "ingest/threader.py", "find_ticket"),
+    ("  AttachmentStore.save", "ingest/attachments.py", "save"),
+    ("SQLAlchemy Session.execute", "orm/session.py", "execute"),
+    ("SQLAlchemy Session.flush (ORM unit of work)", "orm/session.py", "flush"),
+    ("SQLAlchemy Session.commit", "orm/session.py", "commit"),
+)
+
+_PACKAGES = (
+    ("SQLAlchemy (Python)", "sqlalchemy/"),
+    ("postdesk", "/postdesk/"),
+    ("stdlib email", "/email/"),
+    ("stdlib re (regex compiles)", "/re/"),
+    ("imapclient", "imapclient/"),
+    ("inscriptis / lxml", "inscriptis/"),
+)
+
+
+def _package(key: Any) -> str:
+    filename, _line, function = key
+    for label, marker in _PACKAGES:
+        if marker in filename:
+            return label
+    if "sqlite3." in function or "psycopg" in filename or "psycopg" in function:
+        return "database driver (C: execute, commit, fetch)"
+    if "socket" in function or "ssl" in function.lower():
+        return "sockets"
+    if "fsync" in function:
+        return "fsync (attachments, durable commits)"
+    return "other (builtins, stdlib)"
+
+
+def _short(key: Any) -> str:
+    filename, line, function = key
+    short = re.sub(r"^.*?/(site-packages|python3\.\d+)/", "", filename)
+    short = re.sub(r"^.*/postdesk/", "postdesk/", short)
+    return f"{short}:{line}({function})" if line else function
+
+
+def _profile_report(profiler: cProfile.Profile, seconds: float, top: int) -> str:
+    stats = pstats.Stats(profiler)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    total = sum(entry[2] for entry in raw.values())
+    lines = [
+        f"cProfile of run_once: {seconds:.2f} s wall under the profiler; percentages are of "
+        f"the {total:.2f} s spent in profiled functions (the profiler inflates call-heavy "
+        "Python code, so compare with the wall-clock table above)",
+        "  -- stages (cumulative time)",
+    ]
+    for label, where, function in _STAGES:
+        cumtime = sum(
+            entry[3] for key, entry in raw.items() if key[0].endswith(where) and key[2] == function
+        )
+        lines.append(f"  {cumtime:8.2f} s {100 * cumtime / total:5.1f}%  {label}")
+    lines.append("  -- own time by package")
+    by_package: dict[str, float] = defaultdict(float)
+    for key, entry in raw.items():
+        by_package[_package(key)] += entry[2]
+    for label, own in sorted(by_package.items(), key=lambda item: -item[1]):
+        lines.append(f"  {own:8.2f} s {100 * own / total:5.1f}%  {label}")
+
+    def rows(order: int, heading: str) -> None:
+        lines.append(f"  -- top {top} functions by {heading}")
+        lines.append(f"  {'tottime':>8} {'%':>6}  {'cumtime':>8} {'%':>6}  {'calls':>9}  function")
+        ranked = sorted(raw.items(), key=lambda item: item[1][order], reverse=True)[:top]
+        for key, (_cc, calls, tottime, cumtime, _callers) in ranked:
+            lines.append(
+                f"  {tottime:8.3f} {100 * tottime / total:5.1f}%  {cumtime:8.3f} "
+                f"{100 * cumtime / total:5.1f}%  {calls:9d}  {_short(key)}"
+            )
+
+    rows(2, "own time")
+    rows(3, "cumulative time")
+    return "\n".join(lines)
+
+
+WORKERS = {"floor": floor_worker, "postdesk": postdesk_worker}
+
+
+# --- the orchestrating process ---------------------------------------------------------
+
+
+def _run_worker(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", kind],
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{kind} worker failed:\n{done.stdout}{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+@contextmanager
+def _database(base_url: str | None, directory: Path) -> Iterator[str]:
+    """A fresh SQLite file, or a private schema on the PostgreSQL server at base_url."""
+    if base_url is None:
+        yield f"sqlite:///{directory / 'postdesk.db'}"
+        return
+    from sqlalchemy import create_engine, text
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        sep = "&" if "?" in base_url else "?"
+        yield f"{base_url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def _account(server: Any, user: Any) -> dict[str, Any]:
+    return {
+        "host": server.host,
+        "port": server.port,
+        "username": user.email,
+        "password": user.password,
+    }
+
+
+def _breakdown(n: int, result: dict[str, Any]) -> list[str]:
+    timers: dict[str, float] = result["timers"]
+    total = result["seconds"]
+    fetch = timers.get("fetch (all)", 0.0)
+    process = timers.get("process (all)", 0.0)
+    steps = {k: v for k, v in timers.items() if k.startswith("process: ")}
+    parts = [
+        (
+            "fetch: IMAP (login, SEARCH, sizes, FETCH, STORE \\Seen, logout)",
+            timers.get("fetch: IMAP", 0),
+        ),
+        ("fetch: store rows (header scan, digest, INSERTs)", timers.get("fetch: store rows", 0)),
+        (
+            "fetch: other (durable commits, lease, bookkeeping)",
+            fetch - timers.get("fetch: IMAP", 0) - timers.get("fetch: store rows", 0),
+        ),
+        *sorted(steps.items()),
+        (
+            "process: per-message load, status update, commit",
+            process - sum(steps.values()),
+        ),
+        ("other (config sync, setup)", total - fetch - process),
+    ]
+    lines = [f"N={n}: {total:.2f} s end to end"]
+    for label, value in parts:
+        lines.append(
+            f"  {label:66} {value:7.2f} s {100 * value / total:5.1f}%  "
+            f"{1000 * value / n:6.2f} ms/msg"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[1000, 10000], help="message counts")
+    parser.add_argument(
+        "--database-url",
+        help="PostgreSQL server URL (a private schema is created and dropped); default SQLite",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also run the end-to-end path once more under cProfile (largest N) and report",
+    )
+    parser.add_argument("--top", type=int, default=30, help="functions listed by --profile")
+    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](json.loads(sys.stdin.read()))))
+        return
+
+    from postdesk.testing.dovecot import Dovecot
+    from postdesk.testing.mailgen import generate
+
+    backend = "PostgreSQL" if args.database_url else "SQLite"
+    rows: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="postdesk-bench-") as tmp,
+        Dovecot(Path(tmp) / "dovecot") as server,
+    ):
+        profile_report = ""
+        for n in args.n:
+            raws = [mail.raw for mail in generate(n, seed=SEED)]
+            floor_user, e2e_user = server.add_user(), server.add_user()
+            server.fill(floor_user, raws)
+            server.fill(e2e_user, raws)
+            size = sum(len(raw) for raw in raws)
+            print(
+                f"N={n}: {size / n / 1024:.1f} KiB per message on average; measuring...",
+                file=sys.stderr,
+            )
+            floor = _run_worker("floor", _account(server, floor_user))
+            if floor["count"] != n:
+                raise SystemExit(f"the floor read {floor['count']} of {n} messages")
+            work = Path(tmp) / f"run-{n}"
+            work.mkdir()
+            with _database(args.database_url, work) as url:
+                ours = _run_worker(
+                    "postdesk", {**_account(server, e2e_user), "dir": str(work), "url": url}
+                )
+            if ours["count"] != n or ours["quarantined"] or ours["errors"]:
+                raise SystemExit(f"postdesk did not ingest all {n} messages: {ours}")
+            rows.append((n, floor, ours))
+        if args.profile:
+            n = max(args.n)
+            user = server.add_user()
+            server.fill(user, [mail.raw for mail in generate(n, seed=SEED)])
+            work = Path(tmp) / "profile"
+            work.mkdir()
+            with _database(args.database_url, work) as url:
+                spec = {
+                    **_account(server, user),
+                    "dir": str(work),
+                    "url": url,
+                    "profile": True,
+                    "top": args.top,
+                }
+                profile_report = f"N={n}, {backend}\n" + _run_worker("postdesk", spec)["profile"]
+
+    print(f"\npostdesk end to end vs the floor ({backend}, batches of {BATCH}, seed {SEED})")
+    print(
+        f"{'N':>7} {'floor msg/s':>12} {'postdesk msg/s':>15} {'ratio':>7} "
+        f"{'floor RSS':>10} {'postdesk RSS':>13}"
+    )
+    for n, floor, ours in rows:
+        floor_rate = floor["count"] / floor["seconds"]
+        our_rate = ours["count"] / ours["seconds"]
+        print(
+            f"{n:7d} {floor_rate:12.0f} {our_rate:15.0f} {our_rate / floor_rate:6.2f}x "
+            f"{floor['rss_mb']:7.0f} MB {ours['rss_mb']:10.0f} MB"
+        )
+    print(
+        "\n(RSS is the peak resident set of the measuring process; schema creation took "
+        + ", ".join(f"{ours['init_seconds']:.2f} s" for _, _, ours in rows)
+        + ", not counted)"
+    )
+    print("\nwhere postdesk's time goes (wall clock):")
+    for n, _floor, ours in rows:
+        print("\n".join(_breakdown(n, ours)))
+    if profile_report:
+        print("\n" + profile_report)
+
+
+if __name__ == "__main__":
+    main()
