@@ -130,6 +130,20 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class ThreadingSettings:
+    """How inbound mail is matched to tickets beyond its headers.
+
+    `secret` signs the reply tokens postdesk puts in the Reply-To of what it sends
+    (``support+<token>@example.com``); when none is configured, a random key kept in
+    ``data_dir/reply-token.key`` is used (created on first use, mode 0600).
+    """
+
+    secret: Secret = field(default_factory=lambda: Secret("none"))
+    subject_window_days: float = 7.0
+    new_ticket_after_closed_days: float = 30.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything postdesk reads from its configuration file."""
 
@@ -140,6 +154,7 @@ class Settings:
     smtp: SmtpSettings | None = None
     agents: tuple[AgentSettings, ...] = ()
     run: RunSettings = field(default_factory=RunSettings)
+    threading: ThreadingSettings = field(default_factory=ThreadingSettings)
 
     def mailbox(self, name: str) -> MailboxSettings:
         """Return the mailbox called `name`, or a ConfigError listing the known names."""
@@ -183,7 +198,9 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
 def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
     """Validate an already-decoded TOML document (split out so tests can feed dicts)."""
     reader = _Reader(str(path), path.resolve().parent)
-    top = reader.table(data, "", {"data_dir", "database", "mailbox", "smtp", "agent", "run"})
+    top = reader.table(
+        data, "", {"data_dir", "database", "mailbox", "smtp", "agent", "run", "threading"}
+    )
 
     db_table = reader.table(reader.required(top, "", "database", dict), "database", {"url"})
     url = reader.required(db_table, "database", "url", str)
@@ -210,6 +227,27 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
     if poll <= 0:
         raise ConfigError(str(path), "run.poll_interval", "must be a positive number of seconds")
 
+    threading_table = reader.table(
+        top.get("threading", {}),
+        "threading",
+        {
+            "secret",
+            "secret_file",
+            "secret_env",
+            "subject_window_days",
+            "new_ticket_after_closed_days",
+        },
+    )
+    threading = ThreadingSettings(
+        secret=reader.secret(threading_table, "threading", "secret", required=False),
+        subject_window_days=reader.positive(
+            threading_table, "threading", "subject_window_days", float, 7.0
+        ),
+        new_ticket_after_closed_days=reader.positive(
+            threading_table, "threading", "new_ticket_after_closed_days", float, 30.0
+        ),
+    )
+
     return Settings(
         path=path,
         data_dir=data_dir,
@@ -218,6 +256,7 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
         smtp=smtp,
         agents=agents,
         run=RunSettings(poll_interval=poll),
+        threading=threading,
     )
 
 

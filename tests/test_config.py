@@ -523,3 +523,14 @@ def test_unknown_mailbox_lookup_lists_known_names(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as excinfo:
         load_settings(path).mailbox("sales")
     assert str(excinfo.value) == f"{path}: mailbox: no mailbox named 'sales' (known: support)"
+
+
+def test_threading_section(tmp_path: Path) -> None:
+    settings = load_settings(
+        write(tmp_path, DB + '[threading]\nsecret_env = "PD_SECRET"\nsubject_window_days = 3\n')
+    )
+    assert settings.threading.secret.source == "env"
+    assert settings.threading.subject_window_days == 3.0
+    assert settings.threading.new_ticket_after_closed_days == 30.0
+    with pytest.raises(ConfigError, match=r"threading\.subject_window_days: must be a positive"):
+        load_settings(write(tmp_path, DB + "[threading]\nsubject_window_days = 0\n"))

@@ -13,7 +13,7 @@ from postdesk.models.mail import (
     MessageRef,
     RawMessage,
 )
-from postdesk.models.tickets import Contact, Ticket, TicketEvent
+from postdesk.models.tickets import Contact, Ticket, TicketEvent, TicketLink
 
 __all__ = [
     "PENDING",
@@ -30,6 +30,7 @@ __all__ = [
     "RawMessage",
     "Ticket",
     "TicketEvent",
+    "TicketLink",
     "UTCDateTime",
     "utcnow",
 ]

@@ -151,6 +151,12 @@ class Message(Base):
     thread_rule: Mapped[str] = mapped_column(String(40), default="new")
     thread_reason: Mapped[str] = mapped_column(Text, default="")
     defects: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # human | automatic | bounce | own (see ingest/automatic.py), and why.
+    kind: Mapped[str] = mapped_column(String(20), default="human", server_default="human")
+    kind_reason: Mapped[str | None] = mapped_column(Text, default="")
+    # The new text of the message without quoted history and signature (ingest/quotes.py);
+    # NULL on messages stored before postdesk computed it.
+    visible_text: Mapped[str | None] = mapped_column(Text, default="")
 
     ticket: Mapped[Ticket] = relationship(back_populates="messages")
     contact: Mapped[Contact | None] = relationship()

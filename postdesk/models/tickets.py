@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from postdesk.models.base import Base, UTCDateTime, utcnow
@@ -33,6 +33,9 @@ class Contact(Base):
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str] = mapped_column(Text, default="")
     role: Mapped[str] = mapped_column(String(20), default=CUSTOMER)
+    # Set when mail to this address bounced for good; cleared when they write again.
+    bouncing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    bounce_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -54,6 +57,10 @@ class Ticket(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_message_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When the ticket last became solved or closed (None while open).
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set on a ticket merged into another; replies to it land on that one.
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
 
     requester: Mapped[Contact] = relationship(foreign_keys=[requester_id])
     assignee: Mapped[Contact | None] = relationship(foreign_keys=[assignee_id])
@@ -82,3 +89,20 @@ class TicketEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     ticket: Mapped[Ticket] = relationship(back_populates="events")
+
+
+FOLLOW_UP = "follow-up"  # a reply to a long-closed ticket opened this one
+MERGED = "merged"  # the other ticket was merged into this one
+
+
+class TicketLink(Base):
+    """A relation between two tickets, read as: `ticket` <kind> `other`."""
+
+    __tablename__ = "ticket_links"
+    __table_args__ = (UniqueConstraint("ticket_id", "other_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    other_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,58 @@
+"""Signed reply tokens in Reply-To addresses."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from support import settings_for
+
+from postdesk.errors import ConfigError
+from postdesk.ingest.tokens import KEY_FILE, ReplyTokens, load_key
+
+
+def test_token_round_trip_and_tamper_resistance() -> None:
+    tokens = ReplyTokens(b"k" * 32)
+    address = tokens.address("support@example.com", 1234)
+    assert address.startswith("support+t1234-") and address.endswith("@example.com")
+    assert tokens.find(["someone@else.example", address]) == 1234
+    # Mail servers may change the case of the local part.
+    assert tokens.find([address.upper()]) == 1234
+    # Editing the number, or guessing a signature, names no ticket.
+    assert tokens.find([address.replace("t1234-", "t1235-")]) is None
+    forged = address.split("-", 1)[0] + "-aaaaaaaaaaaa@example.com"
+    assert tokens.find([forged]) is None
+    # Another key's token is worthless.
+    assert ReplyTokens(b"x" * 32).find([address]) is None
+    # An existing +detail on the mailbox address is replaced, not nested.
+    assert tokens.address("support+sales@example.com", 7).startswith("support+t7-")
+
+
+def test_key_file_is_created_once_private_and_reused(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, f"sqlite:///{tmp_path / 'db'}")
+    first = load_key(settings)
+    path = settings.data_dir / KEY_FILE
+    assert len(first) == 32
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert load_key(settings) == first
+    assert [p.name for p in path.parent.iterdir()] == [KEY_FILE]  # no scratch files left
+
+
+def test_configured_secret_wins_and_must_be_long_enough(tmp_path: Path) -> None:
+    strong = settings_for(
+        tmp_path, "sqlite:///x.db", '[threading]\nsecret = "0123456789abcdef-long-enough"\n'
+    )
+    assert load_key(strong) == load_key(strong)
+    assert not (strong.data_dir / KEY_FILE).exists()
+    weak = settings_for(tmp_path, "sqlite:///x.db", '[threading]\nsecret = "short"\n')
+    with pytest.raises(ConfigError, match=r"threading\.secret: is too short"):
+        load_key(weak)
+
+
+def test_unreadable_key_file_is_a_config_error(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, "sqlite:///x.db")
+    settings.data_dir.mkdir()
+    (settings.data_dir / KEY_FILE).write_text("not hex at all\n")
+    with pytest.raises(ConfigError, match="delete it to make a new one"):
+        load_key(settings)
