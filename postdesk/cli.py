@@ -276,6 +276,18 @@ def tickets_show(obj: Context, number: int, as_json: bool) -> None:
             click.echo(f"[attachment: {attachment['filename']} {attachment['size']} bytes]")
 
 
+@tickets.command("merge")
+@click.argument("target", type=int)
+@click.argument("source", type=int)
+@pass_context
+def tickets_merge(obj: Context, target: int, source: int) -> None:
+    """Merge ticket SOURCE into TARGET; later replies to either land on TARGET."""
+    from postdesk.tickets import merge_tickets
+
+    moved = merge_tickets(obj.database(), target, source)
+    click.echo(f"merged #{source} into #{target} ({moved} message(s) moved); #{source} is closed")
+
+
 @main.group()
 def inbound() -> None:
     """Inspect stored inbound mail and replay quarantined messages."""

@@ -11,13 +11,13 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from postdesk.errors import PostdeskError
-from postdesk.models import Attachment, Contact, Message, Ticket
+from postdesk.models import Attachment, Contact, Message, Ticket, TicketEvent, TicketLink, utcnow
 from postdesk.models.db import Database
-from postdesk.models.tickets import TICKET_STATUSES
+from postdesk.models.tickets import CLOSED, MERGED, SOLVED, TICKET_STATUSES
 
 
 class TicketNotFound(PostdeskError):
@@ -49,6 +49,8 @@ def _ticket_dict(ticket: Ticket, message_ids: list[str]) -> dict[str, Any]:
         "created_at": iso(ticket.created_at),
         "updated_at": iso(ticket.updated_at),
         "last_message_at": iso(ticket.last_message_at),
+        "closed_at": iso(ticket.closed_at),
+        "merged_into": ticket.merged_into_id,
         "category": ticket.category,
         "priority": ticket.priority,
         "message_ids": message_ids,
@@ -116,9 +118,13 @@ def _message_dict(message: Message) -> dict[str, Any]:
         "date": iso(message.sent_at),
         "received_at": iso(message.received_at),
         "in_reply_to": message.in_reply_to,
+        "kind": message.kind,
+        "kind_reason": message.kind_reason or "",
         "thread_rule": message.thread_rule,
         "thread_reason": message.thread_reason,
         "text": message.text,
+        # Messages stored before the visible part was computed show their whole text.
+        "visible_text": message.visible_text if message.visible_text is not None else message.text,
         "attachments": [_attachment_dict(a) for a in message.attachments],
         "defects": message.defects,
     }
@@ -148,4 +154,97 @@ def show_ticket(db: Database, number: int) -> dict[str, Any]:
         )
         data = _ticket_dict(ticket, [m.message_id for m in messages if m.message_id])
         data["messages"] = [_message_dict(m) for m in messages]
+        links = session.execute(
+            select(TicketLink).where(
+                (TicketLink.ticket_id == number) | (TicketLink.other_id == number)
+            )
+        ).scalars()
+        data["links"] = [
+            {"ticket": link.ticket_id, "kind": link.kind, "other": link.other_id} for link in links
+        ]
         return data
+
+
+# --- changing tickets ------------------------------------------------------------------
+
+
+def resolve_merged(session: Session, number: int) -> int:
+    """The ticket that now holds ticket `number`'s conversation (itself unless merged)."""
+    seen = {number}
+    current = number
+    while True:
+        target = session.execute(
+            select(Ticket.merged_into_id).where(Ticket.id == current)
+        ).scalar_one_or_none()
+        if target is None or target in seen:
+            return current
+        seen.add(target)
+        current = target
+
+
+def set_status(session: Session, ticket: Ticket, status: str, *, actor: str, why: str) -> None:
+    """Change a ticket's status, keep `closed_at` right and record the event."""
+    check_status(status)
+    if ticket.status == status:
+        return
+    now = utcnow()
+    session.add(
+        TicketEvent(
+            ticket_id=ticket.id,
+            at=now,
+            kind="status",
+            actor=actor,
+            data={"from": ticket.status, "to": status, "why": why},
+        )
+    )
+    ticket.status = status
+    ticket.updated_at = max(ticket.updated_at, now)
+    ticket.closed_at = now if status in (SOLVED, CLOSED) else None
+
+
+def merge_tickets(db: Database, target: int, source: int, *, actor: str = "cli") -> int:
+    """Merge ticket `source` into `target`: its messages move over, it is closed, and
+    any later reply to it (by headers, subject tag or reply token) lands on `target`.
+
+    Returns how many messages moved.
+    """
+    if target == source:
+        raise PostdeskError(f"cannot merge ticket #{target} into itself")
+    with db.transaction() as session:
+        rows = {
+            t.id: t
+            for t in session.execute(
+                select(Ticket).where(Ticket.id.in_([target, source])).with_for_update()
+            ).scalars()
+        }
+        for number in (target, source):
+            if number not in rows:
+                raise TicketNotFound(f"no ticket #{number}")
+            merged_into = rows[number].merged_into_id
+            if merged_into is not None:
+                raise PostdeskError(
+                    f"ticket #{number} was already merged into #{merged_into}; "
+                    f"use #{merged_into} instead"
+                )
+        into, gone = rows[target], rows[source]
+        moved = session.execute(
+            select(func.count()).select_from(Message).where(Message.ticket_id == source)
+        ).scalar_one()
+        session.execute(update(Message).where(Message.ticket_id == source).values(ticket_id=target))
+        gone.merged_into_id = target
+        set_status(session, gone, CLOSED, actor=actor, why=f"merged into #{target}")
+        now = utcnow()
+        into.updated_at = max(into.updated_at, now)
+        into.last_message_at = max(into.last_message_at, gone.last_message_at)
+        into.created_at = min(into.created_at, gone.created_at)
+        session.add(TicketLink(ticket_id=target, other_id=source, kind=MERGED, created_at=now))
+        session.add(
+            TicketEvent(
+                ticket_id=target,
+                at=now,
+                kind="merged",
+                actor=actor,
+                data={"from": source, "messages": moved},
+            )
+        )
+        return moved

@@ -566,3 +566,13 @@ def test_run_once_reports_a_mailbox_it_cannot_log_in_to(ready: Cli) -> None:
     assert "POSTDESK_TEST_NEVER_SET is not set" in result.stderr
     assert "password_env" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_tickets_merge(ready: Cli, tmp_path: Path) -> None:
+    folder = eml_folder(tmp_path / "mail", {"1.eml": mail(1), "2.eml": mail(2)})
+    ready("import", str(folder))
+    out = ready("tickets", "merge", "1", "2").stdout
+    assert "merged #2 into #1 (1 message(s) moved); #2 is closed" in out
+    assert [t["status"] for t in ready.json("tickets", "list")] == ["closed", "new"]
+    line = assert_one_line_error(ready("tickets", "merge", "1", "1", code=1).stderr)
+    assert "cannot merge ticket #1 into itself" in line
