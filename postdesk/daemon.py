@@ -28,7 +28,7 @@ from postdesk.ingest.imap import ImapSource
 from postdesk.ingest.lease import make_owner
 from postdesk.ingest.process import Processor, ProcessResult, default_steps
 from postdesk.ingest.sources import ImportedMessage
-from postdesk.ingest.store import IMPORT, store_raw
+from postdesk.ingest.store import IMPORT, Incoming, store_many
 from postdesk.models import PENDING, Contact, Mailbox, RawMessage
 from postdesk.models.db import Database, describe_error
 from postdesk.models.tickets import AGENT
@@ -257,15 +257,18 @@ def import_messages(
 
     def flush() -> None:
         with db.transaction(durable=True) as session:
-            for item in batch:
-                stored = store_raw(
-                    session, item.raw, source=IMPORT, origin=item.origin, mailbox_id=mailbox_id
-                )
-                raw_ids.append(stored.raw_id)
-                if stored.new:
-                    result.stored += 1
-                else:
-                    result.duplicates += 1
+            outcomes = store_many(
+                session,
+                [Incoming(item.raw, item.origin) for item in batch],
+                source=IMPORT,
+                mailbox_id=mailbox_id,
+            )
+        for stored in outcomes:
+            raw_ids.append(stored.raw_id)
+            if stored.new:
+                result.stored += 1
+            else:
+                result.duplicates += 1
         if progress is not None:
             progress(len(batch))
         batch.clear()

@@ -22,7 +22,7 @@ from postdesk.errors import MailboxError
 from postdesk.ingest import lease
 from postdesk.ingest.imap import ImapSource
 from postdesk.ingest.parse import header_summary
-from postdesk.ingest.store import FetchedMessage, record_delivery, store_imap_batch
+from postdesk.ingest.store import FetchedMessage, record_deliveries, store_imap_batch
 from postdesk.models import Delivery, MailboxSync, RawMessage, utcnow
 from postdesk.models.db import Database
 
@@ -303,8 +303,9 @@ class FolderFetcher:
                 matched[uid] = found[0]
         if matched:
             with self.db.transaction(durable=True) as session:
-                for uid, raw_id in matched.items():
-                    record_delivery(session, self.mailbox_id, self.folder, uidvalidity, uid, raw_id)
+                record_deliveries(
+                    session, self.mailbox_id, self.folder, uidvalidity, list(matched.items())
+                )
         log.info(
             "mailbox %s: resync matched %d of %d messages by Message-ID; fetching the rest",
             self.settings.name,

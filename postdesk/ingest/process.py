@@ -1,7 +1,10 @@
 """Turn stored raw messages into tickets: a pipeline of small steps, one transaction each.
 
 The Processor owns the loop and the transactions; each step does one thing to a typed
-work item and either returns or raises. A message whose steps raise is rolled back and
+work item and either returns or raises. Steps read and write through the item's
+connection with SQLAlchemy Core statements built once, from the models' tables: this path
+runs for every message, and building ORM objects and statements per message used to cost
+most of its time. A message whose steps raise is rolled back and
 set aside as quarantined with a one-line reason (never dropped, never retried forever);
 `postdesk inbound retry` replays it. Database outages are not the message's fault and
 stop the pass instead, so the message is tried again on the next one.
@@ -11,33 +14,33 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, overload
+from typing import Any, Protocol, overload
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, bindparam, case, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm import Session
 
 from postdesk.errors import PostdeskError
 from postdesk.ingest.attachments import AttachmentStore
 from postdesk.ingest.parse import Address, ParsedMessage, parse_message
-from postdesk.ingest.sender import get_or_create_contact, sender_address
-from postdesk.ingest.store import IMPORT, MESSAGE_ID_WIDTH
+from postdesk.ingest.sender import Sender, get_or_create_contact, sender_address
+from postdesk.ingest.store import IMPORT, MESSAGE_ID_WIDTH, table_of
 from postdesk.ingest.threader import NEW, ThreadMatch, find_ticket
 from postdesk.models import (
     PENDING,
     PROCESSED,
     QUARANTINED,
     Attachment,
-    Contact,
     Message,
     MessageRef,
     RawMessage,
     Ticket,
     TicketEvent,
+    UTCDateTime,
     utcnow,
 )
 from postdesk.models import tickets as ticket_states
@@ -48,24 +51,40 @@ log = logging.getLogger(__name__)
 NO_SUBJECT = "(no subject)"
 
 
+@dataclass(frozen=True)
+class RawInput:
+    """The stored message being processed: what the steps may read of its raw row."""
+
+    id: int
+    content: bytes
+    mailbox_id: int | None
+    source: str
+    received_at: datetime
+
+
 @dataclass
 class WorkItem:
-    """One raw message on its way through the pipeline, and what the steps found."""
+    """One raw message on its way through the pipeline, and what the steps found.
 
-    session: Session
-    raw: RawMessage
+    `conn` is the message's own transaction: steps read and write through it (Core
+    statements on the models' tables) and everything they do commits, or rolls back,
+    together.
+    """
+
+    conn: Connection
+    raw: RawInput
     parsed: ParsedMessage | None = None
-    sender: Contact | None = None
+    sender: Sender | None = None
     match: ThreadMatch | None = None
-    ticket: Ticket | None = None
-    message: Message | None = None
+    ticket_id: int | None = None
+    message_pk: int | None = None
     created_ticket: bool = False
 
     def need_parsed(self) -> ParsedMessage:
         assert self.parsed is not None, "the parse step runs first"
         return self.parsed
 
-    def need_sender(self) -> Contact:
+    def need_sender(self) -> Sender:
         assert self.sender is not None, "the sender step runs before this one"
         return self.sender
 
@@ -97,7 +116,7 @@ class SenderStep:
 
     def __call__(self, item: WorkItem) -> None:
         address = sender_address(item.need_parsed())
-        item.sender = get_or_create_contact(item.session, address, agent_emails=self.agent_emails)
+        item.sender = get_or_create_contact(item.conn, address, agent_emails=self.agent_emails)
 
 
 class ThreadStep:
@@ -106,11 +125,43 @@ class ThreadStep:
     name = "thread"
 
     def __call__(self, item: WorkItem) -> None:
-        item.match = find_ticket(item.session, item.need_parsed(), item.need_sender())
+        item.match = find_ticket(item.conn, item.need_parsed(), item.need_sender())
 
 
 def _addresses(addresses: Sequence[Address]) -> list[dict[str, str]]:
     return [{"email": a.email, "name": a.name} for a in addresses]
+
+
+_tickets = table_of(Ticket)
+_messages = table_of(Message)
+_events = table_of(TicketEvent)
+_now = bindparam("now", type_=UTCDateTime())
+_OPEN_TICKET = insert(_tickets).returning(_tickets.c.id)
+# A message may arrive out of order (imports): the ticket's clocks only move forward.
+_TOUCH_TICKET = (
+    update(_tickets)
+    .where(_tickets.c.id == bindparam("ticket_id"))
+    .values(
+        updated_at=case((_tickets.c.updated_at < _now, _now), else_=_tickets.c.updated_at),
+        last_message_at=case(
+            (_tickets.c.last_message_at < _now, _now), else_=_tickets.c.last_message_at
+        ),
+    )
+    .returning(_tickets.c.status)
+)
+_REOPEN_TICKET = (
+    update(_tickets)
+    .where(_tickets.c.id == bindparam("ticket_id"))
+    .values(status=ticket_states.OPEN, closed_at=None)
+)
+_ADD_MESSAGE = insert(_messages).returning(_messages.c.id)
+_ADD_REFS = insert(table_of(MessageRef))
+_ADD_ATTACHMENTS = insert(table_of(Attachment))
+_ADD_EVENTS = insert(_events)
+
+
+def _event(ticket_id: int, at: datetime, kind: str, actor: str, data: Any) -> dict[str, Any]:
+    return {"ticket_id": ticket_id, "at": at, "kind": kind, "actor": actor, "data": data}
 
 
 class FileStep:
@@ -125,92 +176,82 @@ class FileStep:
         parsed = item.need_parsed()
         sender = item.need_sender()
         match = item.match or ThreadMatch(None, NEW, "no rule ran")
-        session = item.session
+        conn = item.conn
         now = arrival_time(item.raw, parsed)
+        events: list[dict[str, Any]] = []
         if match.ticket_id is None:
-            ticket = Ticket(
-                subject=parsed.subject.strip() or NO_SUBJECT,
-                status=ticket_states.NEW,
-                requester_id=sender.id,
-                mailbox_id=item.raw.mailbox_id,
-                created_at=now,
-                updated_at=now,
-                last_message_at=now,
-            )
-            session.add(ticket)
-            session.flush()
+            ticket_id: int = conn.execute(
+                _OPEN_TICKET,
+                {
+                    "subject": parsed.subject.strip() or NO_SUBJECT,
+                    "status": ticket_states.NEW,
+                    "requester_id": sender.id,
+                    "mailbox_id": item.raw.mailbox_id,
+                    "created_at": now,
+                    "updated_at": now,
+                    "last_message_at": now,
+                },
+            ).scalar_one()
             item.created_ticket = True
-            session.add(
-                TicketEvent(
-                    ticket_id=ticket.id, at=now, kind="created", actor=sender.email, data={}
-                )
-            )
+            events.append(_event(ticket_id, now, "created", sender.email, {}))
         else:
-            ticket = session.get_one(Ticket, match.ticket_id)
-            ticket.updated_at = max(ticket.updated_at, now)
-            ticket.last_message_at = max(ticket.last_message_at, now)
-            if ticket.status in (ticket_states.PENDING, ticket_states.SOLVED):
-                session.add(
-                    TicketEvent(
-                        ticket_id=ticket.id,
-                        at=now,
-                        kind="status",
-                        actor=sender.email,
-                        data={"from": ticket.status, "to": ticket_states.OPEN, "why": "reply"},
-                    )
-                )
-                ticket.status = ticket_states.OPEN
-        item.ticket = ticket
+            ticket_id = match.ticket_id
+            status = conn.execute(_TOUCH_TICKET, {"ticket_id": ticket_id, "now": now}).scalar_one()
+            if status in (ticket_states.PENDING, ticket_states.SOLVED):
+                conn.execute(_REOPEN_TICKET, {"ticket_id": ticket_id})
+                change = {"from": status, "to": ticket_states.OPEN, "why": "reply"}
+                events.append(_event(ticket_id, now, "status", sender.email, change))
+        item.ticket_id = ticket_id
 
-        message = Message(
-            raw_message_id=item.raw.id,
-            ticket_id=ticket.id,
-            contact_id=sender.id,
-            direction="in",
-            message_id=_fit(parsed.message_id),
-            in_reply_to=" ".join(parsed.in_reply_to) or None,
-            references=" ".join(parsed.references) or None,
-            subject=parsed.subject,
-            from_email=sender.email,
-            from_name=(parsed.from_.name if parsed.from_ else "") or sender.name,
-            to=_addresses(parsed.to),
-            cc=_addresses(parsed.cc),
-            sent_at=parsed.date,
-            received_at=item.raw.received_at,
-            text=parsed.text,
-            thread_rule=match.rule,
-            thread_reason=match.reason,
-            defects=list(parsed.defects),
-        )
-        session.add(message)
-        session.flush()
-        item.message = message
+        message_pk: int = conn.execute(
+            _ADD_MESSAGE,
+            {
+                "raw_message_id": item.raw.id,
+                "ticket_id": ticket_id,
+                "contact_id": sender.id,
+                "direction": "in",
+                "message_id": _fit(parsed.message_id),
+                "in_reply_to": " ".join(parsed.in_reply_to) or None,
+                "references": " ".join(parsed.references) or None,
+                "subject": parsed.subject,
+                "from_email": sender.email,
+                "from_name": (parsed.from_.name if parsed.from_ else "") or sender.name,
+                "to": _addresses(parsed.to),
+                "cc": _addresses(parsed.cc),
+                "sent_at": parsed.date,
+                "received_at": item.raw.received_at,
+                "text": parsed.text,
+                "thread_rule": match.rule,
+                "thread_reason": match.reason,
+                "defects": list(parsed.defects),
+            },
+        ).scalar_one()
+        item.message_pk = message_pk
         refs = dict.fromkeys(_fit(r) for r in [*parsed.in_reply_to, *parsed.references])
-        for ref in refs:
-            session.add(MessageRef(message_pk=message.id, ref_message_id=ref))
-        for attachment in parsed.attachments:
-            stored = self.attachments.save(attachment.data, attachment.filename)
-            session.add(
-                Attachment(
-                    message_pk=message.id,
-                    filename=attachment.filename,
-                    content_type=attachment.content_type,
-                    size=stored.size,
-                    sha256=stored.sha256,
-                    relpath=stored.relpath,
-                    inline=attachment.inline,
-                    content_id=_fit(attachment.content_id),
+        if refs:
+            conn.execute(
+                _ADD_REFS, [{"message_pk": message_pk, "ref_message_id": ref} for ref in refs]
+            )
+        if parsed.attachments:
+            rows = []
+            for attachment in parsed.attachments:
+                stored = self.attachments.save(attachment.data, attachment.filename)
+                rows.append(
+                    {
+                        "message_pk": message_pk,
+                        "filename": attachment.filename,
+                        "content_type": attachment.content_type,
+                        "size": stored.size,
+                        "sha256": stored.sha256,
+                        "relpath": stored.relpath,
+                        "inline": attachment.inline,
+                        "content_id": _fit(attachment.content_id),
+                    }
                 )
-            )
-        session.add(
-            TicketEvent(
-                ticket_id=ticket.id,
-                at=now,
-                kind="message",
-                actor=sender.email,
-                data={"message": message.id, "rule": match.rule},
-            )
-        )
+            conn.execute(_ADD_ATTACHMENTS, rows)
+        message_event = {"message": message_pk, "rule": match.rule}
+        events.append(_event(ticket_id, now, "message", sender.email, message_event))
+        conn.execute(_ADD_EVENTS, events)
 
 
 @overload
@@ -225,7 +266,7 @@ def _fit(identifier: str | None) -> str | None:
     return identifier[:MESSAGE_ID_WIDTH] if identifier is not None else None
 
 
-def arrival_time(raw: RawMessage, parsed: ParsedMessage) -> datetime:
+def arrival_time(raw: RawInput, parsed: ParsedMessage) -> datetime:
     """When the message reached the team, the clock tickets and SLAs run on.
 
     Fetched mail arrived when postdesk stored it. Imported mail is history: its Date
@@ -277,6 +318,33 @@ def _is_database_outage(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
+_raw = table_of(RawMessage)
+_claimable = _raw.alias("claimable")
+# Claim a pending message and mark it processed, in one statement of the message's own
+# transaction. The row lock is taken with SKIP LOCKED, so another instance passes the
+# message over instead of waiting, and is held until the transaction ends; if any step
+# fails, the whole transaction rolls back, this mark included, and the message is then
+# quarantined instead.
+_CLAIM = (
+    update(_raw)
+    .where(
+        _raw.c.id
+        == select(_claimable.c.id)
+        .where(_claimable.c.id == bindparam("raw_id"), _claimable.c.status == PENDING)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    .values(status=PROCESSED, reason=None, attempts=_raw.c.attempts + 1, processed_at=_now)
+    .returning(_raw.c.id, _raw.c.content, _raw.c.mailbox_id, _raw.c.source, _raw.c.received_at)
+)
+# On PostgreSQL the processing connection's commits do not wait for their WAL to reach
+# the disk, as on SQLite (synchronous=NORMAL, see models/db.py): the raw message a
+# transaction derives from was stored durably, so a crash of the server or the machine can
+# only take the last few processed messages back to pending, each all or nothing, and they
+# are processed again. Fetch transactions, on other connections, stay durable.
+_NO_FLUSH_WAIT = text("SET synchronous_commit TO OFF")
+
+
 class Processor:
     """Runs pending raw messages through the steps, one transaction per message."""
 
@@ -307,56 +375,64 @@ class Processor:
         """Process every pending message in arrival order until none is left or asked to stop."""
         result = ProcessResult()
         after = 0
-        while not self.should_stop():
-            ids = self.pending_ids(after=after)
-            if not ids:
-                break
-            result.add(self.run_ids(ids))
-            after = ids[-1]
+        with self._connection() as conn:
+            while not self.should_stop():
+                ids = self.pending_ids(after=after)
+                if not ids:
+                    break
+                result.add(self._run(conn, ids))
+                after = ids[-1]
         return result
 
     def run_ids(self, raw_ids: Sequence[int]) -> ProcessResult:
         """Process the given raw messages in the given order (those still pending)."""
+        with self._connection() as conn:
+            return self._run(conn, raw_ids)
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """The connection a run works on; every message is still its own transaction on it."""
+        with self.db.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # Closed when the run ends instead of going back to the pool, so that this
+                # setting never reaches a transaction that must be durable.
+                conn.detach()
+                conn.execute(_NO_FLUSH_WAIT)
+                conn.commit()
+            yield conn
+
+    def _run(self, conn: Connection, raw_ids: Sequence[int]) -> ProcessResult:
         result = ProcessResult()
         for raw_id in raw_ids:
             if self.should_stop():
                 break
-            self.process_one(raw_id, result)
+            self.process_one(conn, raw_id, result)
         return result
 
-    def process_one(self, raw_id: int, result: ProcessResult) -> None:
+    def process_one(self, conn: Connection, raw_id: int, result: ProcessResult) -> None:
         """Run one message through the steps; quarantine it if a step fails."""
         step_name = "load"
         try:
-            with self.db.transaction() as session:
-                raw = session.execute(
-                    select(RawMessage)
-                    .where(RawMessage.id == raw_id, RawMessage.status == PENDING)
-                    .with_for_update(skip_locked=True)
-                ).scalar_one_or_none()
-                if raw is None:
+            with conn.begin():
+                claimed = conn.execute(_CLAIM, {"raw_id": raw_id, "now": utcnow()}).first()
+                if claimed is None:
                     return  # done meanwhile, or another process holds it
-                item = WorkItem(session, raw)
+                item = WorkItem(conn, RawInput(**claimed._mapping))
                 for step in self.steps:
                     step_name = step.name
                     step(item)
                 step_name = "commit"
-                raw.status = PROCESSED
-                raw.reason = None
-                raw.attempts += 1
-                raw.processed_at = utcnow()
         except Exception as exc:
             if _is_database_outage(exc):
                 raise
             reason = f"{step_name}: {_one_line(exc)}"
-            self._quarantine(raw_id, reason)
+            self._quarantine(conn, raw_id, reason)
             result.quarantined += 1
             result.quarantined_ids.append(raw_id)
             log.warning("raw %d quarantined: %s", raw_id, reason)
             log.debug("raw %d traceback:\n%s", raw_id, traceback.format_exc())
             return
         result.processed += 1
-        ticket = item.ticket
         parsed = item.parsed
         if item.created_ticket:
             result.created += 1
@@ -367,19 +443,20 @@ class Processor:
             raw_id,
             parsed.message_id if parsed else "",
             "opened" if item.created_ticket else "added to",
-            ticket.id if ticket else "?",
+            item.ticket_id if item.ticket_id is not None else "?",
             item.match.rule if item.match else "?",
         )
 
-    def _quarantine(self, raw_id: int, reason: str) -> None:
-        with self.db.transaction() as session:
-            session.execute(
-                update(RawMessage)
-                .where(RawMessage.id == raw_id, RawMessage.status == PENDING)
+    def _quarantine(self, conn: Connection, raw_id: int, reason: str) -> None:
+        conn.rollback()  # whatever is left of the failed transaction (a failed commit)
+        with conn.begin():
+            conn.execute(
+                update(_raw)
+                .where(_raw.c.id == raw_id, _raw.c.status == PENDING)
                 .values(
                     status=QUARANTINED,
                     reason=reason[:2000],
-                    attempts=RawMessage.attempts + 1,
+                    attempts=_raw.c.attempts + 1,
                     processed_at=utcnow(),
                 )
             )

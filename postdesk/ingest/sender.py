@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, select, update
 
 from postdesk.errors import ParseError
 from postdesk.ingest.parse import Address, ParsedMessage
+from postdesk.ingest.store import InsertIgnoringConflicts, table_of
 from postdesk.models import Contact, utcnow
 from postdesk.models.tickets import AGENT, CUSTOMER
+
+
+@dataclass(frozen=True)
+class Sender:
+    """The contact a message came from, as the later steps need it."""
+
+    id: int
+    email: str  # lower-case
+    name: str
+    role: str  # customer | agent
 
 
 def sender_address(parsed: ParsedMessage) -> Address:
@@ -25,27 +35,47 @@ def sender_address(parsed: ParsedMessage) -> Address:
     raise ParseError("no sender address: From, Sender and Reply-To are all missing or unreadable")
 
 
+_contacts = table_of(Contact)
+_FIND = select(_contacts.c.id, _contacts.c.name, _contacts.c.role).where(
+    _contacts.c.email == bindparam("email")
+)
+_CREATE = InsertIgnoringConflicts(_contacts, "email", returning=("id",))
+_NAME = (
+    update(_contacts)
+    .where(_contacts.c.id == bindparam("contact_id"))
+    .values(name=bindparam("name"), updated_at=bindparam("now"))
+)
+
+
 def get_or_create_contact(
-    session: Session, address: Address, *, agent_emails: Collection[str] = ()
-) -> Contact:
-    """The contact for `address`, created (race-free) on first sight."""
+    conn: Connection, address: Address, *, agent_emails: Collection[str] = ()
+) -> Sender:
+    """The contact for `address`, created (race-free) on first sight.
+
+    Looked up first, since most mail comes from people already known; a contact that
+    had no name gets the one this message gives.
+    """
     email = address.email.lower()
-    role = AGENT if email in agent_emails else CUSTOMER
-    values = {
-        "email": email,
-        "name": address.name,
-        "role": role,
-        "created_at": utcnow(),
-        "updated_at": utcnow(),
-    }
-    # Two processes may see a new customer at once; the unique email decides who inserts.
-    if session.get_bind().dialect.name == "postgresql":
-        pg_stmt = postgresql.insert(Contact).values(**values)
-        session.execute(pg_stmt.on_conflict_do_nothing(index_elements=["email"]))
-    else:
-        lite_stmt = sqlite.insert(Contact).values(**values)
-        session.execute(lite_stmt.on_conflict_do_nothing(index_elements=["email"]))
-    contact = session.execute(select(Contact).where(Contact.email == email)).scalar_one()
-    if address.name and not contact.name:
-        contact.name = address.name
-    return contact
+    found = conn.execute(_FIND, {"email": email}).first()
+    if found is None:
+        role = AGENT if email in agent_emails else CUSTOMER
+        now = utcnow()
+        # Two processes may see a new customer at once; the unique email decides who inserts.
+        created = conn.execute(
+            _CREATE.on(conn),
+            {
+                "email": email,
+                "name": address.name,
+                "role": role,
+                "created_at": now,
+                "updated_at": now,
+            },
+        ).scalar_one_or_none()
+        if created is not None:
+            return Sender(created, email, address.name, role)
+        found = conn.execute(_FIND, {"email": email}).one()
+    contact_id, name, role = found
+    if address.name and not name:
+        conn.execute(_NAME, {"contact_id": contact_id, "name": address.name, "now": utcnow()})
+        name = address.name
+    return Sender(contact_id, email, name, role)

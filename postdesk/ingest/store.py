@@ -6,6 +6,9 @@ delivered to two of our addresses, fetched again after a UIDVALIDITY change or i
 twice, is one raw message with several deliveries. Inserts use the database's
 `ON CONFLICT DO NOTHING`, so two processes storing the same message at once cannot both
 win.
+
+A batch is stored with one multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING` (and
+one more query for the keys that were stored already), not a statement per message.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Insert
 
 from postdesk.ingest.parse import HeaderSummary, header_summary
-from postdesk.models import Delivery, MailboxSync, RawMessage, utcnow
+from postdesk.models import PENDING, Base, Delivery, MailboxSync, RawMessage, utcnow
 
 IMAP = "imap"
 IMPORT = "import"
@@ -29,6 +33,47 @@ IMPORT = "import"
 # cutting a longer (broken or hostile) one down to fit keeps every message storable on
 # PostgreSQL, which would otherwise refuse the batch on every pass and block the mailbox.
 MESSAGE_ID_WIDTH = 998
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a model, for statements built once at import and reused."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+class InsertIgnoringConflicts:
+    """`INSERT INTO table … ON CONFLICT (columns) DO NOTHING`, built once per dialect.
+
+    Execute `on(conn)` with one dict of values per row; a list of several dicts becomes
+    one multi-row INSERT.
+    """
+
+    def __init__(self, table: Table, *columns: str, returning: Sequence[str] = ()) -> None:
+        wanted = [table.c[name] for name in returning]
+        pg = postgresql.insert(table).on_conflict_do_nothing(index_elements=list(columns))
+        lite = sqlite.insert(table).on_conflict_do_nothing(index_elements=list(columns))
+        self._by_dialect: dict[str, Insert] = {
+            "postgresql": pg.returning(*wanted) if wanted else pg,
+            "sqlite": lite.returning(*wanted) if wanted else lite,
+        }
+
+    def on(self, conn: Connection) -> Insert:
+        try:
+            return self._by_dialect[conn.dialect.name]
+        except KeyError:  # pragma: no cover - config validation admits only these two
+            raise RuntimeError(f"unsupported database dialect {conn.dialect.name}") from None
+
+
+_raw = table_of(RawMessage)
+_deliveries = table_of(Delivery)
+_INSERT_RAW = InsertIgnoringConflicts(_raw, "dedupe_key", returning=("id", "dedupe_key"))
+_STORED_IDS = select(_raw.c.dedupe_key, _raw.c.id).where(
+    _raw.c.dedupe_key.in_(bindparam("keys", expanding=True))
+)
+_INSERT_DELIVERY = InsertIgnoringConflicts(
+    _deliveries, "mailbox_id", "folder", "uidvalidity", "uid"
+)
 
 
 def dedupe_key(summary: HeaderSummary) -> str:
@@ -46,61 +91,65 @@ class Stored:
     message_id: str | None
 
 
-def _insert_ignoring_conflict(session: Session, values: dict[str, object]) -> int | None:
-    dialect = session.get_bind().dialect.name
-    stmt: postgresql.Insert | sqlite.Insert
-    if dialect == "postgresql":
-        stmt = (
-            postgresql.insert(RawMessage)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        )
-    elif dialect == "sqlite":
-        stmt = (
-            sqlite.insert(RawMessage)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        )
-    else:  # pragma: no cover - config validation admits only SQLite and PostgreSQL
-        raise RuntimeError(f"unsupported database dialect {dialect}")
-    return session.execute(stmt.returning(RawMessage.id)).scalar_one_or_none()
+@dataclass(frozen=True)
+class Incoming:
+    """One message to store and where it came from."""
+
+    raw: bytes
+    origin: str
+    received_at: datetime | None = None
 
 
-def store_raw(
-    session: Session,
-    raw: bytes,
-    *,
-    source: str,
-    origin: str,
-    mailbox_id: int | None,
-    received_at: datetime | None = None,
-) -> Stored:
-    """Insert `raw` unless an identical message is stored already; never commits."""
-    summary = header_summary(raw)
-    key = dedupe_key(summary)
-    new_id = _insert_ignoring_conflict(
-        session,
-        {
+def store_many(
+    session: Session, messages: Sequence[Incoming], *, source: str, mailbox_id: int | None
+) -> list[Stored]:
+    """Insert each message unless an identical one is stored already; never commits.
+
+    Returns one outcome per message, in order. A message repeated within `messages` is
+    stored once; its later copies are reported as duplicates of the first.
+    """
+    if not messages:
+        return []
+    conn = session.connection()
+    now = utcnow()
+    keys: list[str] = []
+    message_ids: list[str | None] = []
+    rows: dict[str, dict[str, object]] = {}
+    for message in messages:
+        summary = header_summary(message.raw)
+        key = dedupe_key(summary)
+        keys.append(key)
+        message_ids.append(summary.message_id)
+        if key in rows:
+            continue
+        rows[key] = {
             "dedupe_key": key,
             "message_id": summary.message_id[:MESSAGE_ID_WIDTH] if summary.message_id else None,
             "digest": summary.digest,
-            "size": len(raw),
-            "content": raw,
+            "size": len(message.raw),
+            "content": message.raw,
             "header_date": summary.date,
             "mailbox_id": mailbox_id,
             "source": source,
-            "origin": origin,
-            "received_at": received_at or utcnow(),
-            "status": "pending",
+            "origin": message.origin,
+            "received_at": message.received_at or now,
+            "status": PENDING,
             "attempts": 0,
-        },
-    )
-    if new_id is not None:
-        return Stored(new_id, True, summary.message_id)
-    existing = session.execute(
-        select(RawMessage.id).where(RawMessage.dedupe_key == key)
-    ).scalar_one()
-    return Stored(existing, False, summary.message_id)
+        }
+    inserted = conn.execute(_INSERT_RAW.on(conn), list(rows.values()))
+    new_ids: dict[str, int] = {key: raw_id for raw_id, key in inserted}
+    known = [key for key in rows if key not in new_ids]
+    old_ids: dict[str, int] = {}
+    if known:
+        old_ids.update((key, raw_id) for key, raw_id in conn.execute(_STORED_IDS, {"keys": known}))
+    results: list[Stored] = []
+    first_seen: set[str] = set()
+    for key, message_id in zip(keys, message_ids, strict=True):
+        new = key in new_ids and key not in first_seen
+        first_seen.add(key)
+        raw_id = new_ids[key] if key in new_ids else old_ids[key]
+        results.append(Stored(raw_id, new, message_id))
+    return results
 
 
 @dataclass(frozen=True)
@@ -126,41 +175,51 @@ def store_imap_batch(
     `checkpoint` is the highest UID the batch covers (some UIDs in the range may have
     vanished between SEARCH and FETCH; they are covered all the same).
     """
-    results: list[Stored] = []
-    for fetched in messages:
-        stored = store_raw(
-            session,
-            fetched.raw,
-            source=IMAP,
-            origin=f"{mailbox_name}/{sync.folder} uid {fetched.uid} (uidvalidity {uidvalidity})",
-            mailbox_id=mailbox_id,
-        )
-        record_delivery(session, mailbox_id, sync.folder, uidvalidity, fetched.uid, stored.raw_id)
-        results.append(stored)
+    where = f"{mailbox_name}/{sync.folder}"
+    results = store_many(
+        session,
+        [Incoming(m.raw, f"{where} uid {m.uid} (uidvalidity {uidvalidity})") for m in messages],
+        source=IMAP,
+        mailbox_id=mailbox_id,
+    )
+    record_deliveries(
+        session,
+        mailbox_id,
+        sync.folder,
+        uidvalidity,
+        [(m.uid, stored.raw_id) for m, stored in zip(messages, results, strict=True)],
+    )
     advance_checkpoint(session, sync, uidvalidity, checkpoint)
     return results
 
 
-def record_delivery(
-    session: Session, mailbox_id: int, folder: str, uidvalidity: int, uid: int, raw_id: int
+def record_deliveries(
+    session: Session,
+    mailbox_id: int,
+    folder: str,
+    uidvalidity: int,
+    found: Sequence[tuple[int, int]],
 ) -> None:
-    """Note that `raw_id` sits in `folder` under (uidvalidity, uid); a repeat is ignored."""
-    values = {
-        "mailbox_id": mailbox_id,
-        "folder": folder,
-        "uidvalidity": uidvalidity,
-        "uid": uid,
-        "raw_message_id": raw_id,
-        "seen_at": utcnow(),
-        "server_done": False,
-    }
-    elements = ["mailbox_id", "folder", "uidvalidity", "uid"]
-    if session.get_bind().dialect.name == "postgresql":
-        pg_stmt = postgresql.insert(Delivery).values(**values)
-        session.execute(pg_stmt.on_conflict_do_nothing(index_elements=elements))
-    else:
-        lite_stmt = sqlite.insert(Delivery).values(**values)
-        session.execute(lite_stmt.on_conflict_do_nothing(index_elements=elements))
+    """Note that each (uid, raw_id) sits in `folder` under `uidvalidity`; repeats are ignored."""
+    if not found:
+        return
+    conn = session.connection()
+    now = utcnow()
+    conn.execute(
+        _INSERT_DELIVERY.on(conn),
+        [
+            {
+                "mailbox_id": mailbox_id,
+                "folder": folder,
+                "uidvalidity": uidvalidity,
+                "uid": uid,
+                "raw_message_id": raw_id,
+                "seen_at": now,
+                "server_done": False,
+            }
+            for uid, raw_id in found
+        ],
+    )
 
 
 def advance_checkpoint(session: Session, sync: MailboxSync, uidvalidity: int, uid: int) -> None:

@@ -18,17 +18,32 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Integer,
+    Select,
+    bindparam,
+    exists,
+    func,
+    literal_column,
+    select,
+    union_all,
+)
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from postdesk.ingest.parse import ParsedMessage
-from postdesk.models import Contact, Message, MessageRef, Ticket
+from postdesk.ingest.sender import Sender
+from postdesk.ingest.store import table_of
+from postdesk.models import Message, MessageRef, Ticket
 from postdesk.models.tickets import AGENT
 
 NEW = "new"
 _DIGITS = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
 _TAG = re.compile(r"\[#\s*([0-9۰-۹٠-٩]{1,12})\s*\]")
+_MAX_TICKET_ID = 2**31 - 1  # the id column's range; a larger tag names no ticket
 
 
 @dataclass(frozen=True)
@@ -70,88 +85,119 @@ def _first_ticket(found: dict[str, int], order: Sequence[str]) -> tuple[str, int
     return None
 
 
-def find_ticket(session: Session, parsed: ParsedMessage, sender: Contact) -> ThreadMatch:
+_messages = table_of(Message)
+_refs = table_of(MessageRef)
+_tickets = table_of(Ticket)
+
+
+def _candidates_query() -> Select[Any]:
+    """For each of the Message-IDs `keys`: the first stored message with that id, and the
+    first stored message that refers to it (each as key, via_ref, ticket, Message-ID).
+
+    One round trip gathers what rules 1-4 need; the rules are then applied in Python.
+    The first message's columns are read with correlated lookups by primary key rather
+    than a join, whose plan PostgreSQL may choose (and cache) while the tables are tiny.
+    """
+    keys: BindParameter[list[str]] = bindparam("keys", expanding=True)
+    first = union_all(
+        select(
+            _messages.c.message_id.label("key"),
+            literal_column("0", Integer).label("via_ref"),
+            func.min(_messages.c.id).label("pk"),
+        )
+        .where(_messages.c.message_id.in_(keys))
+        .group_by(_messages.c.message_id),
+        select(
+            _refs.c.ref_message_id.label("key"),
+            literal_column("1", Integer).label("via_ref"),
+            func.min(_refs.c.message_pk).label("pk"),
+        )
+        .where(_refs.c.ref_message_id.in_(keys))
+        .group_by(_refs.c.ref_message_id),
+    ).subquery("first")
+    found = _messages.alias("found")
+
+    def of_first(column: str) -> ScalarSelect[Any]:
+        return select(found.c[column]).where(found.c.id == first.c.pk).scalar_subquery()
+
+    return select(
+        first.c.key,
+        first.c.via_ref,
+        of_first("ticket_id").label("ticket_id"),
+        of_first("message_id").label("message_id"),
+    )
+
+
+_CANDIDATES = _candidates_query()
+_TAGGED_TICKET = select(_tickets.c.requester_id).where(_tickets.c.id == bindparam("ticket_id"))
+_HAS_WRITTEN = select(
+    exists().where(
+        _messages.c.ticket_id == bindparam("ticket_id"),
+        _messages.c.contact_id == bindparam("contact_id"),
+    )
+)
+
+
+def find_ticket(conn: Connection, parsed: ParsedMessage, sender: Sender) -> ThreadMatch:
     """Apply the rules above to `parsed`, sent by `sender`."""
     own = parsed.message_id
-    if own:
-        same = session.execute(
-            select(Message.ticket_id).where(Message.message_id == own).order_by(Message.id)
-        ).first()
-        if same is not None:
-            return ThreadMatch(
-                same[0], "message-id", f"Message-ID <{own}> is already on ticket {same[0]}"
-            )
-
     ancestors = _ancestors(parsed)
-    if ancestors:
-        ids = [mid for mid, _ in ancestors]
-        rows = session.execute(
-            select(Message.message_id, Message.ticket_id)
-            .where(Message.message_id.in_(ids))
-            .order_by(Message.id)
-        ).all()
-        stored: dict[str, int] = {}
-        for mid, ticket_id in rows:
-            if mid is not None:
-                stored.setdefault(mid, ticket_id)
-        hit = _first_ticket(stored, ids)
-        if hit is not None:
-            mid, ticket_id = hit
-            how = dict(ancestors)[mid]
-            header = "In-Reply-To" if how == "in-reply-to" else "References"
-            return ThreadMatch(
-                ticket_id, how, f"{header} <{mid}> is a message of ticket {ticket_id}"
-            )
+    ids = [mid for mid, _ in ancestors]
+    keys: list[str] = [own, *ids] if own else ids
+    # Message-ID -> (ticket, Message-ID) of the first message stored with that id, and
+    # of the first message that answers it.
+    stored: dict[str, int] = {}
+    referring: dict[str, tuple[int, str | None]] = {}
+    if keys:
+        for key, via_ref, ticket_id, message_id in conn.execute(_CANDIDATES, {"keys": keys}):
+            if via_ref:
+                referring[key] = (ticket_id, message_id)
+            else:
+                stored[key] = ticket_id
 
-    if own:
-        child = session.execute(
-            select(Message.ticket_id, Message.message_id)
-            .join(MessageRef, MessageRef.message_pk == Message.id)
-            .where(MessageRef.ref_message_id == own)
-            .order_by(Message.id)
-        ).first()
-        if child is not None:
-            return ThreadMatch(
-                child[0],
-                "referenced-by",
-                f"message <{child[1]}> of ticket {child[0]} answers this one",
-            )
+    if own and own in stored:
+        return ThreadMatch(
+            stored[own], "message-id", f"Message-ID <{own}> is already on ticket {stored[own]}"
+        )
 
-    if ancestors:
-        ids = [mid for mid, _ in ancestors]
-        rows = session.execute(
-            select(MessageRef.ref_message_id, Message.ticket_id)
-            .join(Message, MessageRef.message_pk == Message.id)
-            .where(MessageRef.ref_message_id.in_(ids))
-            .order_by(Message.id)
-        ).all()
-        sharing: dict[str, int] = {}
-        for mid, ticket_id in rows:
-            sharing.setdefault(mid, ticket_id)
-        hit = _first_ticket(sharing, ids)
-        if hit is not None:
-            mid, ticket_id = hit
-            return ThreadMatch(
-                ticket_id,
-                "shared-parent",
-                f"ticket {ticket_id} already has a reply to <{mid}>, which is not stored",
-            )
+    hit = _first_ticket(stored, ids)
+    if hit is not None:
+        mid, ticket_id = hit
+        how = dict(ancestors)[mid]
+        header = "In-Reply-To" if how == "in-reply-to" else "References"
+        return ThreadMatch(ticket_id, how, f"{header} <{mid}> is a message of ticket {ticket_id}")
+
+    if own and own in referring:
+        ticket_id, child = referring[own]
+        return ThreadMatch(
+            ticket_id, "referenced-by", f"message <{child}> of ticket {ticket_id} answers this one"
+        )
+
+    hit = _first_ticket({mid: ticket for mid, (ticket, _) in referring.items()}, ids)
+    if hit is not None:
+        mid, ticket_id = hit
+        return ThreadMatch(
+            ticket_id,
+            "shared-parent",
+            f"ticket {ticket_id} already has a reply to <{mid}>, which is not stored",
+        )
 
     for number in subject_tags(parsed.subject):
-        ticket = session.get(Ticket, number)
-        if ticket is None:
+        if number > _MAX_TICKET_ID:
             continue
-        if _takes_part(session, ticket, sender):
+        requester_id = conn.execute(_TAGGED_TICKET, {"ticket_id": number}).scalar_one_or_none()
+        if requester_id is None:
+            continue
+        if _takes_part(conn, number, requester_id, sender):
             return ThreadMatch(
-                ticket.id, "subject-tag", f"subject tag [#{number}] and the sender is on it"
+                number, "subject-tag", f"subject tag [#{number}] and the sender is on it"
             )
     return ThreadMatch(None, NEW, "no rule matched")
 
 
-def _takes_part(session: Session, ticket: Ticket, sender: Contact) -> bool:
-    if sender.role == AGENT or ticket.requester_id == sender.id:
+def _takes_part(conn: Connection, ticket_id: int, requester_id: int, sender: Sender) -> bool:
+    if sender.role == AGENT or requester_id == sender.id:
         return True
-    wrote = session.execute(
-        select(Message.id).where(Message.ticket_id == ticket.id, Message.contact_id == sender.id)
-    ).first()
-    return wrote is not None
+    return bool(
+        conn.execute(_HAS_WRITTEN, {"ticket_id": ticket_id, "contact_id": sender.id}).scalar()
+    )
