@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import FrameType
 
 from sqlalchemy import func, select
@@ -29,6 +30,8 @@ from postdesk.ingest.lease import make_owner
 from postdesk.ingest.process import Processor, ProcessResult, default_steps
 from postdesk.ingest.sources import ImportedMessage
 from postdesk.ingest.store import IMPORT, Incoming, store_many
+from postdesk.ingest.threader import ThreadOptions
+from postdesk.ingest.tokens import ReplyTokens, load_key
 from postdesk.models import PENDING, Contact, Mailbox, RawMessage
 from postdesk.models.db import Database, describe_error
 from postdesk.models.tickets import AGENT
@@ -115,8 +118,16 @@ class Service:
         return self._stop.is_set()
 
     def processor(self) -> Processor:
+        threading_ = self.settings.threading
         steps = default_steps(
-            data_dir=self.settings.data_dir, agent_emails=agent_emails(self.settings)
+            data_dir=self.settings.data_dir,
+            agent_emails=agent_emails(self.settings),
+            own_addresses=[box.address for box in self.settings.mailboxes],
+            threading=ThreadOptions(
+                tokens=ReplyTokens(load_key(self.settings)),
+                subject_window=timedelta(days=threading_.subject_window_days),
+            ),
+            closed_after=timedelta(days=threading_.new_ticket_after_closed_days),
         )
         return Processor(self.db, steps, should_stop=self.stopping)
 

@@ -133,3 +133,25 @@ def test_hostile_mime_ends_in_ticket_or_quarantine(
     )
     for origin, reason in quarantined:
         print(f"  quarantined {Path(origin).name}: {reason}")
+
+
+def _pairs(groups: list[set[str]]) -> set[frozenset[str]]:
+    return {frozenset((a, b)) for group in groups for a in group for b in group if a < b}
+
+
+def test_notmuch_pairwise_precision_and_recall(db: Database, db_url: str, tmp_path: Path) -> None:
+    """Pairwise "same ticket" precision and recall against notmuch's threads, all corpora."""
+    root = require_corpus("threading-notmuch")
+    truth = json.loads((root / "threads_ground_truth.json").read_text("utf-8"))["corpora"]
+    service = Service(settings_for(tmp_path, db_url), db)
+    expected: list[set[str]] = []
+    for corpus, data in truth.items():
+        import_messages(service, read_messages(root / corpus))
+        expected += [{m["message_id"] for m in t["messages"]} for t in data["threads"]]
+    found = [set(t["message_ids"]) for t in list_tickets(db)]
+    want, got = _pairs(expected), _pairs(found)
+    precision = len(want & got) / len(got)
+    recall = len(want & got) / len(want)
+    print(f"notmuch pairwise: precision {precision:.4f}, recall {recall:.4f}, {len(want)} pairs")
+    assert precision >= 0.99
+    assert recall >= 0.99

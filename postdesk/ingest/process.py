@@ -17,34 +17,46 @@ import traceback
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, overload
 
-from sqlalchemy import Connection, bindparam, case, func, insert, select, text, update
+from sqlalchemy import Connection, bindparam, case, exists, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from postdesk.errors import PostdeskError
 from postdesk.ingest.attachments import AttachmentStore
+from postdesk.ingest.automatic import Classification, classify
 from postdesk.ingest.parse import Address, ParsedMessage, parse_message
+from postdesk.ingest.quotes import visible_text
 from postdesk.ingest.sender import Sender, get_or_create_contact, sender_address
 from postdesk.ingest.store import IMPORT, MESSAGE_ID_WIDTH, table_of
-from postdesk.ingest.threader import NEW, ThreadMatch, find_ticket
+from postdesk.ingest.threader import (
+    DEFAULT_OPTIONS,
+    HUMAN,
+    NEW,
+    ThreadMatch,
+    ThreadOptions,
+    find_ticket,
+)
 from postdesk.models import (
     PENDING,
     PROCESSED,
     QUARANTINED,
     Attachment,
+    Contact,
     Message,
     MessageRef,
     RawMessage,
     Ticket,
     TicketEvent,
+    TicketLink,
     UTCDateTime,
     utcnow,
 )
 from postdesk.models import tickets as ticket_states
 from postdesk.models.db import Database
+from postdesk.models.tickets import AGENT, FOLLOW_UP
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +87,7 @@ class WorkItem:
     raw: RawInput
     parsed: ParsedMessage | None = None
     sender: Sender | None = None
+    classification: Classification | None = None
     match: ThreadMatch | None = None
     ticket_id: int | None = None
     message_pk: int | None = None
@@ -119,13 +132,53 @@ class SenderStep:
         item.sender = get_or_create_contact(item.conn, address, agent_emails=self.agent_emails)
 
 
+_OUR_MESSAGE = select(
+    exists().where(
+        table_of(Message).c.message_id == bindparam("message_id"),
+        table_of(Message).c.direction == "out",
+    )
+)
+
+
+class ClassifyStep:
+    """Tell human mail from automatic replies, bounces and our own mail coming back."""
+
+    name = "classify"
+
+    def __init__(self, own_addresses: Collection[str]) -> None:
+        self.own_addresses = frozenset(a.lower() for a in own_addresses)
+
+    def __call__(self, item: WorkItem) -> None:
+        conn = item.conn
+
+        def ours(message_id: str) -> bool:
+            return bool(conn.execute(_OUR_MESSAGE, {"message_id": _fit(message_id)}).scalar())
+
+        item.classification = classify(
+            item.need_parsed(), own_message_ids=ours, own_addresses=self.own_addresses
+        )
+
+
 class ThreadStep:
     """Decide whether the message opens a ticket or continues one."""
 
     name = "thread"
 
+    def __init__(self, options: ThreadOptions = DEFAULT_OPTIONS) -> None:
+        self.options = options
+
     def __call__(self, item: WorkItem) -> None:
-        item.match = find_ticket(item.conn, item.need_parsed(), item.need_sender())
+        parsed = item.need_parsed()
+        found = item.classification
+        item.match = find_ticket(
+            item.conn,
+            parsed,
+            item.need_sender(),
+            kind=found.kind if found else HUMAN,
+            bounced_id=found.original_message_id if found else None,
+            arrived=arrival_time(item.raw, parsed),
+            options=self.options,
+        )
 
 
 def _addresses(addresses: Sequence[Address]) -> list[dict[str, str]]:
@@ -147,8 +200,21 @@ _TOUCH_TICKET = (
             (_tickets.c.last_message_at < _now, _now), else_=_tickets.c.last_message_at
         ),
     )
-    .returning(_tickets.c.status)
+    .returning(_tickets.c.status, _tickets.c.closed_at)
 )
+_REOPENABLE = (ticket_states.PENDING, ticket_states.SOLVED, ticket_states.CLOSED)
+_contacts = table_of(Contact)
+_MARK_BOUNCING = (
+    update(_contacts)
+    .where(_contacts.c.email.in_(bindparam("emails", expanding=True)))
+    .values(bouncing_since=_now, bounce_reason=bindparam("reason"))
+)
+_CLEAR_BOUNCING = (
+    update(_contacts)
+    .where(_contacts.c.id == bindparam("contact_id"), _contacts.c.bouncing_since.is_not(None))
+    .values(bouncing_since=None, bounce_reason=None)
+)
+_ADD_LINK = insert(table_of(TicketLink))
 _REOPEN_TICKET = (
     update(_tickets)
     .where(_tickets.c.id == bindparam("ticket_id"))
@@ -169,39 +235,83 @@ class FileStep:
 
     name = "file"
 
-    def __init__(self, attachments: AttachmentStore) -> None:
+    def __init__(
+        self, attachments: AttachmentStore, *, closed_after: timedelta = timedelta(days=30)
+    ) -> None:
         self.attachments = attachments
+        self.closed_after = closed_after
+
+    def _open(self, item: WorkItem, sender: Sender, now: datetime, human: bool, reason: str) -> int:
+        parsed = item.need_parsed()
+        # Mail nobody has to answer (automatic, bounces, our own) is kept on a ticket that
+        # is closed from the start, so it never waits in anyone's queue.
+        status = ticket_states.NEW if human else ticket_states.CLOSED
+        ticket_id: int = item.conn.execute(
+            _OPEN_TICKET,
+            {
+                "subject": parsed.subject.strip() or NO_SUBJECT,
+                "status": status,
+                "requester_id": sender.id,
+                "mailbox_id": item.raw.mailbox_id,
+                "created_at": now,
+                "updated_at": now,
+                "last_message_at": now,
+                "closed_at": None if human else now,
+            },
+        ).scalar_one()
+        item.created_ticket = True
+        return ticket_id
 
     def __call__(self, item: WorkItem) -> None:
         parsed = item.need_parsed()
         sender = item.need_sender()
         match = item.match or ThreadMatch(None, NEW, "no rule ran")
+        found = item.classification
+        kind = found.kind if found else HUMAN
+        human = kind == HUMAN
         conn = item.conn
         now = arrival_time(item.raw, parsed)
         events: list[dict[str, Any]] = []
-        if match.ticket_id is None:
-            ticket_id: int = conn.execute(
-                _OPEN_TICKET,
-                {
-                    "subject": parsed.subject.strip() or NO_SUBJECT,
-                    "status": ticket_states.NEW,
-                    "requester_id": sender.id,
-                    "mailbox_id": item.raw.mailbox_id,
-                    "created_at": now,
-                    "updated_at": now,
-                    "last_message_at": now,
-                },
-            ).scalar_one()
-            item.created_ticket = True
-            events.append(_event(ticket_id, now, "created", sender.email, {}))
-        else:
+        if match.ticket_id is not None:
             ticket_id = match.ticket_id
-            status = conn.execute(_TOUCH_TICKET, {"ticket_id": ticket_id, "now": now}).scalar_one()
-            if status in (ticket_states.PENDING, ticket_states.SOLVED):
+            status, closed_at = conn.execute(
+                _TOUCH_TICKET, {"ticket_id": ticket_id, "now": now}
+            ).one()
+            long_closed = (
+                status == ticket_states.CLOSED
+                and closed_at is not None
+                and now - closed_at > self.closed_after
+            )
+            if human and long_closed:
+                old = ticket_id
+                ticket_id = self._open(item, sender, now, human, "follow-up")
+                events.append(_event(ticket_id, now, "created", sender.email, {"follow_up": old}))
+                conn.execute(
+                    _ADD_LINK,
+                    {"ticket_id": ticket_id, "other_id": old, "kind": FOLLOW_UP, "created_at": now},
+                )
+                match = ThreadMatch(
+                    None,
+                    match.rule,
+                    f"{match.reason}; ticket {old} was closed on {closed_at:%Y-%m-%d}, "
+                    f"so this opens follow-up ticket {ticket_id}",
+                )
+            elif human and sender.role != AGENT and status in _REOPENABLE:
                 conn.execute(_REOPEN_TICKET, {"ticket_id": ticket_id})
                 change = {"from": status, "to": ticket_states.OPEN, "why": "reply"}
                 events.append(_event(ticket_id, now, "status", sender.email, change))
+        else:
+            ticket_id = self._open(item, sender, now, human, match.reason)
+            data = {} if human else {"closed": f"{kind} mail: {found.reason if found else ''}"}
+            events.append(_event(ticket_id, now, "created", sender.email, data))
         item.ticket_id = ticket_id
+        if found is not None and found.kind == "bounce" and found.failed_recipients:
+            conn.execute(
+                _MARK_BOUNCING,
+                {"emails": list(found.failed_recipients), "now": now, "reason": found.reason[:500]},
+            )
+        elif human:
+            conn.execute(_CLEAR_BOUNCING, {"contact_id": sender.id})
 
         message_pk: int = conn.execute(
             _ADD_MESSAGE,
@@ -224,6 +334,9 @@ class FileStep:
                 "thread_rule": match.rule,
                 "thread_reason": match.reason,
                 "defects": list(parsed.defects),
+                "kind": kind,
+                "kind_reason": found.reason if found else "",
+                "visible_text": visible_text(parsed.text, parsed.html),
             },
         ).scalar_one()
         item.message_pk = message_pk
@@ -277,13 +390,21 @@ def arrival_time(raw: RawInput, parsed: ParsedMessage) -> datetime:
     return raw.received_at
 
 
-def default_steps(*, data_dir: Path, agent_emails: Collection[str]) -> list[Step]:
+def default_steps(
+    *,
+    data_dir: Path,
+    agent_emails: Collection[str],
+    own_addresses: Collection[str] = (),
+    threading: ThreadOptions = DEFAULT_OPTIONS,
+    closed_after: timedelta = timedelta(days=30),
+) -> list[Step]:
     """The pipeline every inbound message goes through, in order."""
     return [
         ParseStep(),
+        ClassifyStep(own_addresses),
         SenderStep(agent_emails),
-        ThreadStep(),
-        FileStep(AttachmentStore(data_dir / "attachments")),
+        ThreadStep(threading),
+        FileStep(AttachmentStore(data_dir / "attachments"), closed_after=closed_after),
     ]
 
 

@@ -1,16 +1,28 @@
 """Decide which ticket an inbound message belongs to, and record why.
 
 Rules, first match wins:
-1. `message-id`: a message with the same Message-ID is already on a ticket (a second
+1. `reply-token`: a recipient address carries a validly signed reply token
+   (``support+t<N>-<sig>@``, see ingest/tokens.py) naming ticket N;
+2. `message-id`: a message with the same Message-ID is already on a ticket (a second
    copy with different content, e.g. re-sent with another footer);
-2. `in-reply-to` / `references`: a Message-ID it answers is on a ticket (In-Reply-To
-   first, then References from the nearest ancestor back to the root);
-3. `referenced-by`: a stored message answers this one (the parent arrived late);
-4. `shared-parent`: a stored message answers the same missing message as this one;
-5. `subject-tag`: the subject carries `[#N]` (any digits: ASCII, Persian, Arabic-Indic)
-   and the sender already takes part in ticket N (requester, earlier sender, or agent),
-   so quoting someone else's ticket number does not attach mail to it;
-6. otherwise `new`.
+3. `in-reply-to` / `references`: a Message-ID it answers is on a ticket (In-Reply-To
+   first, then References from the nearest ancestor back to the root; for a bounce, the
+   Message-ID of the mail that bounced). Outbound mail is stored too, so replies to our
+   own messages match;
+4. `referenced-by`: a stored message answers this one (the parent arrived late);
+5. `shared-parent`: a stored message answers the same missing message as this one;
+6. `subject-tag`: the subject carries `[#N]` (any digits: ASCII, Persian, Arabic-Indic)
+   and the sender takes part in ticket N (requester, agent, earlier sender, or an
+   address on the To/Cc of its messages), so quoting someone else's ticket number does
+   not attach mail to it;
+7. `subject`: human mail only, for clients that strip threading headers: the same
+   requester, the same subject key (prefixes, tags and Persian spelling normalised, see
+   textnorm.py), the ticket not solved or closed, its last message within the window;
+   generic subjects never match;
+8. otherwise `new`. A customer's forward (Fwd: with a forwarded message inside) is
+   `forward`, a new ticket, whatever its headers say (only an identical copy matches).
+
+A match on a ticket that was merged into another is moved to that one.
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -37,13 +50,35 @@ from sqlalchemy.sql.selectable import ScalarSelect
 from postdesk.ingest.parse import ParsedMessage
 from postdesk.ingest.sender import Sender
 from postdesk.ingest.store import table_of
+from postdesk.ingest.textnorm import is_forward, is_generic_subject, subject_key
+from postdesk.ingest.tokens import ReplyTokens
 from postdesk.models import Message, MessageRef, Ticket
-from postdesk.models.tickets import AGENT
+from postdesk.models.tickets import AGENT, CLOSED, SOLVED
 
 NEW = "new"
+FORWARD = "forward"
+HUMAN = "human"
+_RECIPIENT_HEADERS = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to")
+_INLINE_FORWARD = re.compile(
+    r"^-{2,} ?(Forwarded message|Original Message|Weitergeleitete Nachricht|"
+    r"Message transféré|Mensaje reenviado|Doorgestuurd bericht|پیام هدایت شده|"
+    r"پیام بازارسال شده) ?-{2,}|^Begin forwarded message:",
+    re.IGNORECASE | re.MULTILINE,
+)
 _DIGITS = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
 _TAG = re.compile(r"\[#\s*([0-9۰-۹٠-٩]{1,12})\s*\]")
 _MAX_TICKET_ID = 2**31 - 1  # the id column's range; a larger tag names no ticket
+
+
+@dataclass(frozen=True)
+class ThreadOptions:
+    """What threading needs besides the message: the token key and the time window."""
+
+    tokens: ReplyTokens | None = None
+    subject_window: timedelta = timedelta(days=7)
+
+
+DEFAULT_OPTIONS = ThreadOptions()
 
 
 @dataclass(frozen=True)
@@ -138,10 +173,48 @@ _HAS_WRITTEN = select(
 )
 
 
-def find_ticket(conn: Connection, parsed: ParsedMessage, sender: Sender) -> ThreadMatch:
-    """Apply the rules above to `parsed`, sent by `sender`."""
+def find_ticket(
+    conn: Connection,
+    parsed: ParsedMessage,
+    sender: Sender,
+    *,
+    kind: str = HUMAN,
+    bounced_id: str | None = None,
+    arrived: datetime | None = None,
+    options: ThreadOptions = DEFAULT_OPTIONS,
+) -> ThreadMatch:
+    """Apply the rules above to `parsed`, sent by `sender`, then follow merges."""
+    match = _find(conn, parsed, sender, kind, bounced_id, arrived, options)
+    if match.ticket_id is None:
+        return match
+    target = _follow_merges(conn, match.ticket_id)
+    if target == match.ticket_id:
+        return match
+    reason = f"{match.reason}; ticket {match.ticket_id} was merged into {target}"
+    return ThreadMatch(target, match.rule, reason)
+
+
+def _find(
+    conn: Connection,
+    parsed: ParsedMessage,
+    sender: Sender,
+    kind: str,
+    bounced_id: str | None,
+    arrived: datetime | None,
+    options: ThreadOptions,
+) -> ThreadMatch:
+    forward = kind == HUMAN and sender.role != AGENT and _is_customer_forward(parsed)
+    if options.tokens is not None and not forward:
+        number = options.tokens.find(_recipients(parsed))
+        if number is not None and number <= _MAX_TICKET_ID:
+            exists_ = conn.execute(_TAGGED_TICKET, {"ticket_id": number}).first()
+            if exists_ is not None:
+                return ThreadMatch(number, "reply-token", f"signed reply token of ticket {number}")
+
     own = parsed.message_id
     ancestors = _ancestors(parsed)
+    if bounced_id and bounced_id != own:
+        ancestors.insert(0, (bounced_id, "in-reply-to"))
     ids = [mid for mid, _ in ancestors]
     keys: list[str] = [own, *ids] if own else ids
     # Message-ID -> (ticket, Message-ID) of the first message stored with that id, and
@@ -159,12 +232,16 @@ def find_ticket(conn: Connection, parsed: ParsedMessage, sender: Sender) -> Thre
         return ThreadMatch(
             stored[own], "message-id", f"Message-ID <{own}> is already on ticket {stored[own]}"
         )
+    if forward:
+        return ThreadMatch(None, FORWARD, "a customer's forward opens a ticket of its own")
 
     hit = _first_ticket(stored, ids)
     if hit is not None:
         mid, ticket_id = hit
         how = dict(ancestors)[mid]
         header = "In-Reply-To" if how == "in-reply-to" else "References"
+        if mid == bounced_id:
+            header = "the bounced message"
         return ThreadMatch(ticket_id, how, f"{header} <{mid}> is a message of ticket {ticket_id}")
 
     if own and own in referring:
@@ -192,12 +269,73 @@ def find_ticket(conn: Connection, parsed: ParsedMessage, sender: Sender) -> Thre
             return ThreadMatch(
                 number, "subject-tag", f"subject tag [#{number}] and the sender is on it"
             )
+
+    if kind == HUMAN and arrived is not None and not is_generic_subject(parsed.subject):
+        key = subject_key(parsed.subject)
+        rows = conn.execute(
+            _RECENT_OF_REQUESTER,
+            {"requester_id": sender.id, "since": arrived - options.subject_window},
+        )
+        for ticket_id, subject in rows:
+            if subject_key(subject) == key:
+                return ThreadMatch(
+                    ticket_id,
+                    "subject",
+                    f"same sender and subject as open ticket {ticket_id}, within the window",
+                )
     return ThreadMatch(None, NEW, "no rule matched")
+
+
+_RECENT_OF_REQUESTER = (
+    select(_tickets.c.id, _tickets.c.subject)
+    .where(
+        _tickets.c.requester_id == bindparam("requester_id"),
+        _tickets.c.status.not_in([SOLVED, CLOSED]),
+        _tickets.c.merged_into_id.is_(None),
+        _tickets.c.last_message_at >= bindparam("since"),
+    )
+    .order_by(_tickets.c.last_message_at.desc())
+    .limit(20)
+)
+_MERGED_INTO = select(_tickets.c.merged_into_id).where(_tickets.c.id == bindparam("ticket_id"))
+_ADDRESSEES = select(_messages.c.to, _messages.c.cc).where(
+    _messages.c.ticket_id == bindparam("ticket_id")
+)
+
+
+def _follow_merges(conn: Connection, ticket_id: int) -> int:
+    seen = {ticket_id}
+    while True:
+        target = conn.execute(_MERGED_INTO, {"ticket_id": ticket_id}).scalar_one_or_none()
+        if target is None or target in seen:
+            return ticket_id
+        seen.add(target)
+        ticket_id = target
+
+
+def _recipients(parsed: ParsedMessage) -> list[str]:
+    found = [a.email for a in (*parsed.to, *parsed.cc)]
+    for name in _RECIPIENT_HEADERS:
+        found.extend(parsed.headers.get(name, ()))
+    return found
+
+
+def _is_customer_forward(parsed: ParsedMessage) -> bool:
+    if not is_forward(parsed.subject):
+        return False
+    if any(a.content_type.lower() == "message/rfc822" for a in parsed.attachments):
+        return True
+    return _INLINE_FORWARD.search(parsed.text) is not None
 
 
 def _takes_part(conn: Connection, ticket_id: int, requester_id: int, sender: Sender) -> bool:
     if sender.role == AGENT or requester_id == sender.id:
         return True
-    return bool(
-        conn.execute(_HAS_WRITTEN, {"ticket_id": ticket_id, "contact_id": sender.id}).scalar()
-    )
+    if conn.execute(_HAS_WRITTEN, {"ticket_id": ticket_id, "contact_id": sender.id}).scalar():
+        return True
+    # Someone the customer put on To/Cc of the conversation is part of it too.
+    for to, cc in conn.execute(_ADDRESSEES, {"ticket_id": ticket_id}):
+        for entry in (*(to or ()), *(cc or ())):
+            if isinstance(entry, dict) and str(entry.get("email", "")).lower() == sender.email:
+                return True
+    return False

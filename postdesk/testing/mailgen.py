@@ -117,6 +117,10 @@ def generate(
             topic = rng.choice(_FA_SUBJECTS if persian else _EN_SUBJECTS)
             order = rng.randint(10000, 99999)
             subject = topic.format(n=order)
+            if "{n}" not in topic:
+                # Every thread's subject is its own: the same customer writing the same
+                # words twice in a week is one conversation to postdesk's subject rule.
+                subject += f" ({order})"
             thread = _Thread(
                 len(threads), f"{name} <{local}@customer.example>", subject, persian, []
             )
