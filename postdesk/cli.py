@@ -20,6 +20,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from postdesk import __version__
+from postdesk.classify.cli import model as model_commands
 from postdesk.config import Settings, config_path, load_settings
 from postdesk.errors import ConfigError, DatabaseError, PostdeskError
 from postdesk.models.db import Database, describe_error, sqlite_file
@@ -341,6 +342,8 @@ def inbound_retry(obj: Context, ids: tuple[int, ...], retry_all: bool) -> None:
     for raw_id in result.quarantined_ids:
         click.echo(f"still quarantined: {raw_id} (see `postdesk inbound list --quarantined`)")
 
+
+main.add_command(model_commands)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -143,6 +143,33 @@ class ThreadingSettings:
     new_ticket_after_closed_days: float = 30.0
 
 
+DEFAULT_PRIORITY_LEVELS = ("low", "normal", "high", "urgent")
+
+
+@dataclass(frozen=True)
+class TriageSettings:
+    """How tickets are categorized and prioritized (see postdesk.classify).
+
+    `target_precision` is what a prediction must reach to be applied without a human:
+    each model's confidence threshold is chosen at training time so that predictions
+    above it were at least this precise on held-out data; below it a ticket is marked
+    needs-triage. The priority rules only ever raise a priority: a ticket gets the
+    highest of what the rules and a confident model say. `priority_levels` orders the
+    priorities from lowest to highest; `keywords` maps a priority to words that raise a
+    ticket to it; `matrix` maps (impact, urgency) to a priority and applies when models
+    for both targets are active.
+    """
+
+    target_precision: float = 0.9
+    retrain_interval_hours: float = 0.0
+    priority_levels: tuple[str, ...] = DEFAULT_PRIORITY_LEVELS
+    vip_senders: tuple[str, ...] = ()
+    vip_domains: tuple[str, ...] = ()
+    vip_priority: str = "high"
+    keywords: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    matrix: tuple[tuple[str, str, str], ...] = ()
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything postdesk reads from its configuration file."""
@@ -155,6 +182,7 @@ class Settings:
     agents: tuple[AgentSettings, ...] = ()
     run: RunSettings = field(default_factory=RunSettings)
     threading: ThreadingSettings = field(default_factory=ThreadingSettings)
+    triage: TriageSettings = field(default_factory=TriageSettings)
 
     def mailbox(self, name: str) -> MailboxSettings:
         """Return the mailbox called `name`, or a ConfigError listing the known names."""
@@ -199,7 +227,9 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
     """Validate an already-decoded TOML document (split out so tests can feed dicts)."""
     reader = _Reader(str(path), path.resolve().parent)
     top = reader.table(
-        data, "", {"data_dir", "database", "mailbox", "smtp", "agent", "run", "threading"}
+        data,
+        "",
+        {"data_dir", "database", "mailbox", "smtp", "agent", "run", "threading", "triage"},
     )
 
     db_table = reader.table(reader.required(top, "", "database", dict), "database", {"url"})
@@ -257,6 +287,7 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
         agents=agents,
         run=RunSettings(poll_interval=poll),
         threading=threading,
+        triage=reader.triage(top.get("triage", {})),
     )
 
 
@@ -502,4 +533,80 @@ class _Reader:
             raise self.fail(f"agent[{index}].email", f"{email!r} is not an email address")
         return AgentSettings(
             email=email, name=self.optional(raw, f"agent[{index}]", "name", str, "")
+        )
+
+    def strings(self, table: Mapping[str, Any], where: str, key: str) -> tuple[str, ...]:
+        """An optional array of non-empty strings (empty when the key is absent)."""
+        value = self.optional(table, where, key, list, [])
+        out: list[str] = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                raise self.fail(f"{where}.{key}[{i}]", "expected a non-empty string")
+            out.append(item.strip())
+        return tuple(out)
+
+    def triage(self, entry: Any) -> TriageSettings:
+        allowed = {
+            "target_precision",
+            "retrain_interval_hours",
+            "priority_levels",
+            "vip_senders",
+            "vip_domains",
+            "vip_priority",
+            "keywords",
+            "matrix",
+        }
+        raw = self.table(entry, "triage", allowed)
+        precision = self.optional(raw, "triage", "target_precision", float, 0.9)
+        if not 0.5 <= precision < 1.0:
+            raise self.fail("triage.target_precision", "expected a number from 0.5 to below 1")
+        interval = self.optional(raw, "triage", "retrain_interval_hours", float, 0.0)
+        if interval < 0:
+            raise self.fail("triage.retrain_interval_hours", "must be 0 (never) or positive")
+        levels = self.strings(raw, "triage", "priority_levels") or DEFAULT_PRIORITY_LEVELS
+        if len(set(levels)) != len(levels):
+            raise self.fail("triage.priority_levels", "lists a priority twice")
+        known = f"one of priority_levels ({', '.join(levels)})"
+
+        def level(value: str, key: str) -> str:
+            if value not in levels:
+                raise self.fail(key, f"got {value!r}; expected {known}")
+            return value
+
+        senders = tuple(s.lower() for s in self.strings(raw, "triage", "vip_senders"))
+        for i, sender in enumerate(senders):
+            if "@" not in sender:
+                raise self.fail(f"triage.vip_senders[{i}]", f"{sender!r} is not an email address")
+        domains = tuple(d.lower().lstrip("@") for d in self.strings(raw, "triage", "vip_domains"))
+        vip = level(
+            self.optional(
+                raw, "triage", "vip_priority", str, "high" if "high" in levels else levels[-1]
+            ),
+            "triage.vip_priority",
+        )
+        keywords_table = self.table(raw.get("keywords", {}), "triage.keywords", set(levels))
+        keywords = tuple(
+            (name, self.strings(keywords_table, "triage.keywords", name))
+            for name in levels
+            if name in keywords_table
+        )
+        matrix: list[tuple[str, str, str]] = []
+        matrix_table = self.optional(raw, "triage", "matrix", dict, {})
+        for impact, row in matrix_table.items():
+            where = f"triage.matrix.{impact}"
+            if not isinstance(row, dict):
+                raise self.fail(where, "must be a table mapping urgency to a priority")
+            for urgency, value in row.items():
+                if not isinstance(value, str):
+                    raise self.fail(f"{where}.{urgency}", "expected a priority name (a string)")
+                matrix.append((str(impact), str(urgency), level(value, f"{where}.{urgency}")))
+        return TriageSettings(
+            target_precision=precision,
+            retrain_interval_hours=interval,
+            priority_levels=levels,
+            vip_senders=senders,
+            vip_domains=domains,
+            vip_priority=vip,
+            keywords=keywords,
+            matrix=tuple(matrix),
         )

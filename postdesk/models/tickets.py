@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from postdesk.models.base import Base, UTCDateTime, utcnow
@@ -54,6 +65,18 @@ class Ticket(Base):
     mailbox_id: Mapped[int | None] = mapped_column(ForeignKey("mailboxes.id"))
     category: Mapped[str | None] = mapped_column(String(200))
     priority: Mapped[str | None] = mapped_column(String(50))
+    # Triage (postdesk.classify). Who set `category` and `priority` ("model", "human",
+    # and for priority also "rule:<which>" or "matrix:<cell>"), the model's probability
+    # for its label and the model version. A model's unsure guess is not applied: the
+    # label stays empty (probability and version say what was tried) and `needs_triage`
+    # asks a person to decide.
+    category_source: Mapped[str | None] = mapped_column(String(200))
+    category_probability: Mapped[float | None] = mapped_column(Float)
+    category_model: Mapped[str | None] = mapped_column(String(100))
+    priority_source: Mapped[str | None] = mapped_column(String(200))
+    priority_probability: Mapped[float | None] = mapped_column(Float)
+    priority_model: Mapped[str | None] = mapped_column(String(100))
+    needs_triage: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_message_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

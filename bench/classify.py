@@ -1,0 +1,254 @@
+"""Benchmark: triage models on the public corpora, next to the plain baseline, in one run.
+
+For every dataset and target, postdesk's model and the plain baseline (TF-IDF word
+1-2-grams + char 2-5-grams, LogisticRegression with balanced class weights, defaults
+otherwise) are trained and measured the same way, through the functions behind
+`postdesk model train` / `evaluate`:
+
+- tickets-endava-it, category and ticket_type: stratified 80/20 split, seed 1
+  (`train --holdout 0.2 --seed 1`, then `evaluate MODEL --holdout 0.2 --seed 1`);
+- tickets-multilang-helpdesk (the multilingual file), queue, priority and type: 5-fold
+  cross-validation of the whole training procedure (`evaluate --cv 5`);
+- persian-snappfood-comments: train on dev.csv, evaluate on test.csv.
+
+Columns: macro-F1 and accuracy on held-out data; coverage = share of held-out tickets
+whose prediction reaches the model's confidence threshold (chosen at training time for
+the target precision, 0.9); precision = how many of those confident predictions are
+right (it must reach the target precision); train s = training time.
+
+Then, in the same run: the training time of postdesk's model on the largest dataset (all
+of it), and the time to triage one ticket as the mail pipeline does (`Triage.classify`
+with a category and a priority model from a model store, plus keyword and VIP rules).
+
+    .venv/bin/python bench/classify.py [--only NAME] [--latency-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from postdesk.classify.data import LabelledData, holdout_split, read_csv
+from postdesk.classify.store import ModelStore
+from postdesk.classify.training import cross_evaluate, train_model
+from postdesk.classify.triage import Triage
+from postdesk.config import DatabaseSettings, Settings, TriageSettings
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ENDAVA = SHARED_DATA / "tickets-endava-it" / "all_tickets_first5431.csv"
+MULTILANG = SHARED_DATA / "tickets-multilang-helpdesk" / "helpdesk_customer_multi_lang_tickets.csv"
+SNAPPFOOD = SHARED_DATA / "persian-snappfood-comments"
+TARGET_PRECISION = 0.9
+
+
+@dataclass
+class Row:
+    dataset: str
+    target: str
+    protocol: str
+    model: str
+    result: dict[str, Any]
+    seconds: float
+
+
+def _holdout(path: Path, text: list[str], label: str) -> tuple[LabelledData, LabelledData]:
+    data = read_csv(path, text, label)
+    train, test = holdout_split(data.labels, 0.2, 1)
+    return data.subset(train), data.subset(test)
+
+
+def _train_test(
+    name: str, target: str, protocol: str, train: LabelledData, test: LabelledData, seed: int
+) -> list[Row]:
+    rows = []
+    for baseline in (True, False):
+        started = time.perf_counter()
+        model = train_model(
+            train, target=target, baseline=baseline, target_precision=TARGET_PRECISION, seed=seed
+        )
+        seconds = time.perf_counter() - started
+        kind = "baseline" if baseline else "postdesk"
+        rows.append(Row(name, target, protocol, kind, model.evaluate(test), seconds))
+    return rows
+
+
+def _cv(name: str, target: str, data: LabelledData) -> list[Row]:
+    rows = []
+    for baseline in (True, False):
+        started = time.perf_counter()
+        result = cross_evaluate(
+            data, target=target, folds=5, baseline=baseline, target_precision=TARGET_PRECISION
+        )
+        seconds = time.perf_counter() - started
+        kind = "baseline" if baseline else "postdesk"
+        # Per-model training time: the mean over the folds.
+        per_fold = statistics.mean(f["training_seconds"] for f in result["folds"])
+        rows.append(Row(name, target, "5-fold CV", kind, result, per_fold or seconds / 5))
+    return rows
+
+
+def endava() -> list[Row]:
+    rows = []
+    for label in ("category", "ticket_type"):
+        train, test = _holdout(ENDAVA, ["title", "body"], label)
+        # `train --holdout 0.2 --seed 1` uses the seed for the split and the folds alike.
+        rows += _train_test("tickets-endava-it", label, "80/20 seed 1", train, test, seed=1)
+    return rows
+
+
+def multilang() -> list[Row]:
+    rows = []
+    for label in ("queue", "priority", "type"):
+        data = read_csv(MULTILANG, ["subject", "body"], label)
+        rows += _cv("tickets-multilang-helpdesk", label, data)
+    return rows
+
+
+def snappfood() -> list[Row]:
+    train = read_csv(SNAPPFOOD / "dev.csv", ["comment"], "label")
+    test = read_csv(SNAPPFOOD / "test.csv", ["comment"], "label")
+    return _train_test("persian-snappfood-comments", "label", "dev -> test", train, test, seed=0)
+
+
+DATASETS: dict[str, Callable[[], list[Row]]] = {
+    "endava": endava,
+    "multilang": multilang,
+    "snappfood": snappfood,
+}
+
+
+def _fmt(value: float | None) -> str:
+    return "   -  " if value is None else f"{value:6.4f}"
+
+
+def print_table(rows: list[Row]) -> bool:
+    """Print the comparison; True if postdesk beats the baseline everywhere and its
+    confident predictions reach the target precision."""
+    header = (
+        f"{'dataset':<27} {'target':<12} {'protocol':<13} {'model':<9} "
+        f"{'macro-F1':>8} {'accuracy':>8} {'coverage':>8} {'precision':>9} {'train s':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    ok = True
+    baseline_f1: dict[tuple[str, str], float] = {}
+    for row in rows:
+        r = row.result
+        verdict = ""
+        if row.model == "baseline":
+            baseline_f1[(row.dataset, row.target)] = r["macro_f1"]
+        else:
+            beats = r["macro_f1"] > baseline_f1.get((row.dataset, row.target), -1.0)
+            precise = r["confident_precision"] is None or (
+                r["confident_precision"] >= TARGET_PRECISION
+            )
+            ok &= beats and precise
+            verdict = ("  beats baseline" if beats else "  NOT above baseline") + (
+                "" if precise else ", precision BELOW target"
+            )
+        print(
+            f"{row.dataset:<27} {row.target:<12} {row.protocol:<13} {row.model:<9} "
+            f"{r['macro_f1']:>8.4f} {r['accuracy']:>8.4f} {_fmt(r['coverage']):>8} "
+            f"{_fmt(r['confident_precision']):>9} {row.seconds:>8.1f}{verdict}"
+        )
+    return ok
+
+
+def training_time() -> tuple[str, int, float]:
+    """Training postdesk's model on all of the largest dataset (by text volume)."""
+    candidates = {
+        "tickets-endava-it category": read_csv(ENDAVA, ["title", "body"], "category"),
+        "tickets-multilang-helpdesk queue": read_csv(MULTILANG, ["subject", "body"], "queue"),
+        "persian-snappfood-comments dev+test": _snappfood_all(),
+    }
+
+    def volume(d: LabelledData) -> int:
+        return sum(len(s) + len(b) for s, b in zip(d.subjects, d.bodies, strict=True))
+
+    name, data = max(candidates.items(), key=lambda kv: volume(kv[1]))
+    started = time.perf_counter()
+    train_model(data, target="bench", target_precision=TARGET_PRECISION)
+    return name, len(data), time.perf_counter() - started
+
+
+def _snappfood_all() -> LabelledData:
+    dev = read_csv(SNAPPFOOD / "dev.csv", ["comment"], "label")
+    test = read_csv(SNAPPFOOD / "test.csv", ["comment"], "label")
+    return LabelledData(
+        dev.subjects + test.subjects, dev.bodies + test.bodies, dev.labels + test.labels
+    )
+
+
+def latency() -> tuple[float, float, float, dict[str, str]]:
+    """(median, p99, max) milliseconds of Triage.classify for one ticket, and the models."""
+    queue = read_csv(MULTILANG, ["subject", "body"], "queue")
+    priority = read_csv(MULTILANG, ["subject", "body"], "priority")
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ModelStore(tmp)
+        for data, target in ((queue, "category"), (priority, "priority")):
+            version = store.add(train_model(data, target=target))
+            store.promote(version)
+        settings = Settings(
+            path=Path(tmp) / "postdesk.toml",
+            data_dir=Path(tmp),
+            database=DatabaseSettings(url="sqlite:///:memory:"),
+            triage=TriageSettings(
+                vip_domains=("bigcorp.example",),
+                keywords=(("urgent", ("urgent", "asap", "فوری")),),
+                priority_levels=("low", "medium", "high", "urgent"),
+            ),
+        )
+        triage = Triage.load(settings)
+        assert triage is not None
+        tickets = list(zip(queue.subjects, queue.bodies, strict=True))
+        for subject, body in tickets[:50]:  # warm up
+            triage.classify(subject, body, "someone@example.com")
+        times = []
+        for subject, body in tickets:
+            started = time.perf_counter()
+            triage.classify(subject, body, "someone@example.com")
+            times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+    return statistics.median(times), p99, times[-1], triage.versions
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=sorted(DATASETS), action="append")
+    parser.add_argument("--latency-only", action="store_true", help="skip the accuracy table")
+    args = parser.parse_args()
+    if not SHARED_DATA.is_dir():
+        print(f"the public corpora are not at {SHARED_DATA}; nothing to measure")
+        return 1
+    ok = True
+    if not args.latency_only:
+        rows: list[Row] = []
+        for name in args.only or list(DATASETS):
+            print(f"... {name}", file=sys.stderr, flush=True)
+            rows += DATASETS[name]()
+        print()
+        ok = print_table(rows)
+        print()
+    name, count, seconds = training_time()
+    print(f"training on the largest dataset ({name}, {count} tickets): {seconds:.1f} s")
+    median, p99, worst, versions = latency()
+    models = ", ".join(f"{t}={v}" for t, v in versions.items())
+    print(
+        f"one ticket through Triage.classify ({models}, rules on): "
+        f"median {median:.2f} ms, p99 {p99:.2f} ms, max {worst:.2f} ms"
+    )
+    ok &= seconds < 60 and p99 < 5
+    print("all criteria met" if ok else "SOME CRITERION NOT MET")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

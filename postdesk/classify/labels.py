@@ -1,0 +1,216 @@
+"""Triage in the database: storing predictions, recording people's labels, and reading
+the labelled tickets the next model learns from.
+
+Every change to a ticket's category or priority is a TicketEvent of kind "category" or
+"priority" whose data says where the value came from:
+
+    {"to": "billing", "from": null, "source": "human", "confirmed": false}
+    {"to": null, "source": "model", "model": "category-3", "probability": 0.41,
+     "suggestion": "billing", "confident": false}
+    {"to": "urgent", "source": "rule:keyword:urgent"}
+
+Only events with source "human" (an agent's `#category`/`#priority` command, or
+`postdesk model label`) are training data; a label a person confirms without changing it
+is recorded the same way with "confirmed": true. Predictions and rules never train.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from postdesk.classify.data import LabelledData
+from postdesk.classify.errors import TrainingDataError
+from postdesk.classify.triage import (
+    HUMAN_SOURCE,
+    MODEL_SOURCE,
+    PRIORITY,
+    TICKET_TARGETS,
+    TriageResult,
+)
+from postdesk.models import Message, Ticket, TicketEvent, utcnow
+from postdesk.models.db import Database
+
+SYSTEM_ACTOR = "postdesk"
+_CHUNK = 500
+
+
+def _check_target(target: str) -> None:
+    if target not in TICKET_TARGETS:
+        raise TrainingDataError(
+            f"tickets have no {target!r} label; use one of {', '.join(TICKET_TARGETS)}"
+        )
+
+
+def record_triage(
+    session: Session, ticket: Ticket, result: TriageResult, *, at: datetime | None = None
+) -> None:
+    """Store `result` on a new `ticket` and in its event log (in the caller's transaction).
+
+    Targets no model or rule had anything to say about are left untouched, and so is a
+    label a person already set.
+    """
+    when = at or utcnow()
+    category = result.prediction("category")
+    if category is not None and ticket.category_source != HUMAN_SOURCE:
+        ticket.category = result.category
+        ticket.category_source = MODEL_SOURCE if result.category is not None else None
+        ticket.category_probability = result.category_probability
+        ticket.category_model = result.category_model
+        session.add(
+            TicketEvent(
+                ticket_id=ticket.id,
+                at=when,
+                kind="category",
+                actor=SYSTEM_ACTOR,
+                data={
+                    "to": result.category,
+                    "source": MODEL_SOURCE,
+                    "model": category.model,
+                    "probability": round(category.probability, 4),
+                    "suggestion": category.label,
+                    "confident": category.confident,
+                },
+            )
+        )
+    priority = result.prediction(PRIORITY)
+    decided = result.priority is not None or priority is not None
+    if decided and ticket.priority_source != HUMAN_SOURCE:
+        ticket.priority = result.priority
+        ticket.priority_source = result.priority_source
+        ticket.priority_probability = result.priority_probability
+        ticket.priority_model = result.priority_model
+        data: dict[str, Any] = {"to": result.priority, "source": result.priority_source}
+        if priority is not None:
+            data["model_suggestion"] = {
+                "model": priority.model,
+                "label": priority.label,
+                "probability": round(priority.probability, 4),
+                "confident": priority.confident,
+            }
+        session.add(
+            TicketEvent(
+                ticket_id=ticket.id, at=when, kind="priority", actor=SYSTEM_ACTOR, data=data
+            )
+        )
+    ticket.needs_triage = result.needs_triage
+
+
+def record_label(
+    session: Session,
+    ticket: Ticket,
+    target: str,
+    value: str | None,
+    *,
+    actor: str,
+    at: datetime | None = None,
+) -> None:
+    """A person set (or, with the current value, confirmed) `target` of `ticket`.
+
+    This is what the next model trains on. `value` None clears the label (and withdraws
+    the ticket from training for that target).
+    """
+    _check_target(target)
+    before = getattr(ticket, target)
+    setattr(ticket, target, value)
+    setattr(ticket, f"{target}_source", HUMAN_SOURCE if value is not None else None)
+    setattr(ticket, f"{target}_probability", None)
+    setattr(ticket, f"{target}_model", None)
+    session.add(
+        TicketEvent(
+            ticket_id=ticket.id,
+            at=at or utcnow(),
+            kind=target,
+            actor=actor,
+            data={
+                "from": before,
+                "to": value,
+                "source": HUMAN_SOURCE,
+                "confirmed": value is not None and before == value,
+            },
+        )
+    )
+    # Still needs triage only while a target a model was unsure about has no label.
+    ticket.needs_triage = any(
+        getattr(ticket, t) is None and getattr(ticket, f"{t}_model") is not None
+        for t in TICKET_TARGETS
+    )
+
+
+def human_labels(session: Session, target: str) -> dict[int, str]:
+    """Ticket id -> the label a person last gave `target` (tickets without one omitted)."""
+    _check_target(target)
+    labels: dict[int, str] = {}
+    query = (
+        select(TicketEvent.ticket_id, TicketEvent.data)
+        .where(TicketEvent.kind == target)
+        .order_by(TicketEvent.id)
+    )
+    for ticket_id, data in session.execute(query):
+        if not isinstance(data, dict) or data.get("source") != HUMAN_SOURCE:
+            continue
+        value = data.get("to")
+        if isinstance(value, str) and value.strip():
+            labels[ticket_id] = value.strip()
+        else:
+            labels.pop(ticket_id, None)
+    return labels
+
+
+def _chunks(ids: list[int]) -> Iterable[list[int]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]
+
+
+def first_customer_texts(session: Session, ticket_ids: list[int]) -> dict[int, tuple[str, str]]:
+    """Ticket id -> (subject, visible text of its first message from the requester).
+
+    Falls back to the first inbound message when the requester wrote none; never uses
+    what agents wrote.
+    """
+    found: dict[int, tuple[str, str]] = {}
+    fallback: dict[int, tuple[str, str]] = {}
+    order = (func.coalesce(Message.sent_at, Message.received_at), Message.id)
+    for chunk in _chunks(ticket_ids):
+        query = (
+            select(
+                Ticket.id,
+                Ticket.subject,
+                Ticket.requester_id,
+                Message.contact_id,
+                Message.visible_text,
+                Message.text,
+            )
+            .join(Message, Message.ticket_id == Ticket.id)
+            .where(Ticket.id.in_(chunk), Message.direction == "in")
+            .order_by(Ticket.id, *order)
+        )
+        for tid, subject, requester, contact, visible, text in session.execute(query):
+            body = visible if visible is not None else (text or "")
+            if contact == requester and tid not in found:
+                found[tid] = (subject or "", body)
+            fallback.setdefault(tid, (subject or "", body))
+    return {tid: found.get(tid, fallback[tid]) for tid in fallback}
+
+
+def training_data_from_db(db: Database, target: str) -> LabelledData:
+    """Every ticket whose `target` a person set or confirmed, as training data."""
+    with db.read_session() as session:
+        labels = human_labels(session, target)
+        texts = first_customer_texts(session, sorted(labels))
+    ids = [tid for tid in sorted(labels) if tid in texts]
+    if not ids:
+        raise TrainingDataError(
+            f"no ticket has a {target} set or confirmed by a person yet "
+            f"(agents' #{target} commands or `postdesk model label`)"
+        )
+    return LabelledData(
+        tuple(texts[t][0] for t in ids),
+        tuple(texts[t][1] for t in ids),
+        tuple(labels[t] for t in ids),
+        {"kind": "db", "database": db.display_url, "target": target, "tickets": len(ids)},
+    )
