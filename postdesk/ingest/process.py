@@ -310,7 +310,7 @@ class FileStep:
                 _MARK_BOUNCING,
                 {"emails": list(found.failed_recipients), "now": now, "reason": found.reason[:500]},
             )
-        elif human:
+        elif human and sender.bouncing:
             conn.execute(_CLEAR_BOUNCING, {"contact_id": sender.id})
 
         message_pk: int = conn.execute(

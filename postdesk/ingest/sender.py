@@ -22,6 +22,7 @@ class Sender:
     email: str  # lower-case
     name: str
     role: str  # customer | agent
+    bouncing: bool = False  # mail to them bounced for good (cleared when they write)
 
 
 def sender_address(parsed: ParsedMessage) -> Address:
@@ -36,9 +37,12 @@ def sender_address(parsed: ParsedMessage) -> Address:
 
 
 _contacts = table_of(Contact)
-_FIND = select(_contacts.c.id, _contacts.c.name, _contacts.c.role).where(
-    _contacts.c.email == bindparam("email")
-)
+_FIND = select(
+    _contacts.c.id,
+    _contacts.c.name,
+    _contacts.c.role,
+    _contacts.c.bouncing_since.is_not(None).label("bouncing"),
+).where(_contacts.c.email == bindparam("email"))
 _CREATE = InsertIgnoringConflicts(_contacts, "email", returning=("id",))
 _NAME = (
     update(_contacts)
@@ -74,8 +78,8 @@ def get_or_create_contact(
         if created is not None:
             return Sender(created, email, address.name, role)
         found = conn.execute(_FIND, {"email": email}).one()
-    contact_id, name, role = found
+    contact_id, name, role, bouncing = found
     if address.name and not name:
         conn.execute(_NAME, {"contact_id": contact_id, "name": address.name, "now": utcnow()})
         name = address.name
-    return Sender(contact_id, email, name, role)
+    return Sender(contact_id, email, name, role, bool(bouncing))

@@ -27,6 +27,7 @@ A match on a ticket that was merged into another is moved to that one.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
+    ColumnElement,
     Connection,
     Integer,
     Select,
@@ -125,45 +127,52 @@ _refs = table_of(MessageRef)
 _tickets = table_of(Ticket)
 
 
-def _candidates_query() -> Select[Any]:
-    """For each of the Message-IDs `keys`: the first stored message with that id, and the
-    first stored message that refers to it (each as key, via_ref, ticket, Message-ID).
+def _first(
+    pk: ColumnElement[int], key_column: ColumnElement[str], key: BindParameter[str]
+) -> ScalarSelect[Any]:
+    """The lowest `pk` among rows whose `key_column` equals `key` (NULL if none).
 
-    One round trip gathers what rules 1-4 need; the rules are then applied in Python.
-    The first message's columns are read with correlated lookups by primary key rather
-    than a join, whose plan PostgreSQL may choose (and cache) while the tables are tiny.
+    Grouped, so PostgreSQL looks the key up in its index rather than walking `pk` in
+    order until a row matches (its plan for min() without GROUP BY).
     """
-    keys: BindParameter[list[str]] = bindparam("keys", expanding=True)
-    first = union_all(
-        select(
-            _messages.c.message_id.label("key"),
-            literal_column("0", Integer).label("via_ref"),
-            func.min(_messages.c.id).label("pk"),
+    return select(func.min(pk)).where(key_column == key).group_by(key_column).scalar_subquery()
+
+
+@functools.cache
+def _candidates(count: int) -> Select[Any]:
+    """For each of `count` Message-IDs (parameters key0, key1, ...): the ticket of the first
+    stored message with that id, and the ticket and Message-ID of the first stored message
+    that refers to it, as one row (n, stored_ticket, referring_ticket, referring_id).
+
+    One round trip gathers what the Message-ID rules need; they are then applied in Python.
+    Every lookup is an equality on an index, one branch per Message-ID: a plan PostgreSQL
+    caches for the prepared statement while the tables are still tiny stays an index
+    lookup as they grow, where the plan for an IN list over many ids may scan the tables.
+    """
+    branches = []
+    for n in range(count):
+        key: BindParameter[str] = bindparam(f"key{n}")
+        branches.append(
+            select(
+                literal_column(str(n), Integer).label("n"),
+                _first(_messages.c.id, _messages.c.message_id, key).label("stored_pk"),
+                _first(_refs.c.message_pk, _refs.c.ref_message_id, key).label("referring_pk"),
+            )
         )
-        .where(_messages.c.message_id.in_(keys))
-        .group_by(_messages.c.message_id),
-        select(
-            _refs.c.ref_message_id.label("key"),
-            literal_column("1", Integer).label("via_ref"),
-            func.min(_refs.c.message_pk).label("pk"),
-        )
-        .where(_refs.c.ref_message_id.in_(keys))
-        .group_by(_refs.c.ref_message_id),
-    ).subquery("first")
+    firsts = (branches[0] if count == 1 else union_all(*branches)).subquery("firsts")
     found = _messages.alias("found")
 
-    def of_first(column: str) -> ScalarSelect[Any]:
-        return select(found.c[column]).where(found.c.id == first.c.pk).scalar_subquery()
+    def of_message(pk: ColumnElement[int], column: str) -> ScalarSelect[Any]:
+        return select(found.c[column]).where(found.c.id == pk).scalar_subquery()
 
     return select(
-        first.c.key,
-        first.c.via_ref,
-        of_first("ticket_id").label("ticket_id"),
-        of_first("message_id").label("message_id"),
+        firsts.c.n,
+        of_message(firsts.c.stored_pk, "ticket_id").label("stored_ticket"),
+        of_message(firsts.c.referring_pk, "ticket_id").label("referring_ticket"),
+        of_message(firsts.c.referring_pk, "message_id").label("referring_id"),
     )
 
 
-_CANDIDATES = _candidates_query()
 _TAGGED_TICKET = select(_tickets.c.requester_id).where(_tickets.c.id == bindparam("ticket_id"))
 _HAS_WRITTEN = select(
     exists().where(
@@ -222,11 +231,14 @@ def _find(
     stored: dict[str, int] = {}
     referring: dict[str, tuple[int, str | None]] = {}
     if keys:
-        for key, via_ref, ticket_id, message_id in conn.execute(_CANDIDATES, {"keys": keys}):
-            if via_ref:
-                referring[key] = (ticket_id, message_id)
-            else:
-                stored[key] = ticket_id
+        params = {f"key{n}": key for n, key in enumerate(keys)}
+        for n, stored_ticket, referring_ticket, referring_id in conn.execute(
+            _candidates(len(keys)), params
+        ):
+            if stored_ticket is not None:
+                stored[keys[n]] = stored_ticket
+            if referring_ticket is not None:
+                referring[keys[n]] = (referring_ticket, referring_id)
 
     if own and own in stored:
         return ThreadMatch(
