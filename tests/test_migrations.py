@@ -164,3 +164,19 @@ def test_downgrade_to_base_and_back(database: Database) -> None:
     assert current_revision(database) is None
     assert upgrade(database) == (None, head_revision())
     assert schema_differences(database) == []
+
+
+def test_sqlite_durable_transactions_commit_with_full_sync(sqlite_url: str) -> None:
+    """`durable=True` runs with synchronous=FULL, other writes with NORMAL, alternating
+    on the one pooled connection (the level is only re-issued when it changes)."""
+    db = Database(sqlite_url)
+    try:
+        seen = []
+        for durable in (False, True, True, False, True):
+            with db.transaction(durable=durable) as session:
+                seen.append(session.execute(text("PRAGMA synchronous")).scalar())
+        assert seen == [1, 2, 2, 1, 2]  # 1 = NORMAL, 2 = FULL
+        with db.read_session() as session:
+            assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    finally:
+        db.dispose()

@@ -15,7 +15,7 @@ from support import settings_for
 from test_process import ingest, mail, rule_of, ticket_of
 
 from postdesk.daemon import Service
-from postdesk.ingest.tokens import ReplyTokens, load_key
+from postdesk.ingest.tokens import ReplyTokens, load_key, new_message_id
 from postdesk.models import Contact, Message, Ticket
 from postdesk.models.db import Database
 from postdesk.tickets import merge_tickets, set_status, show_ticket
@@ -321,6 +321,28 @@ def test_own_mail_looping_back_is_recognised(service: Service, db: Database) -> 
     assert ticket_of(db, "w2@support.example") == number
     assert message_of(db, "w2@support.example")["kind"] == "own"
     assert status_of(db, number) == "solved"
+
+
+def test_our_message_id_coming_back_without_loop_header_is_own(
+    service: Service, db: Database
+) -> None:
+    """A copy of a mail we sent, re-sent by someone's server with none of our headers
+    (not even our From), is still ours by its Message-ID; an id of the same shape that we
+    never sent is someone's human mail."""
+    ingest(service, mail("k1@x", subject="Invoice copy", date=T0))
+    number = ticket_of(db, "k1@x")
+    sent = new_message_id("support.example")
+    add_outbound(db, number, sent)
+    never_sent = new_message_id("support.example")
+    assert sent != never_sent and sent.startswith("postdesk.")
+    ingest(
+        service,
+        mail(sent, sender="relay@lists.example.org", subject="Re: Invoice copy"),
+        mail(never_sent, sender="carol@example.com", subject="Forged id"),
+    )
+    echoes = [m for m in show_ticket(db, number)["messages"] if m["message_id"] == sent]
+    assert sorted((m["direction"], m["kind"]) for m in echoes) == [("in", "own"), ("out", "human")]
+    assert message_of(db, never_sent)["kind"] == "human"
 
 
 # --- merges ------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ class Sender:
     name: str
     role: str  # customer | agent
     bouncing: bool = False  # mail to them bounced for good (cleared when they write)
+    new: bool = False  # created by this message: nothing in the database is theirs yet
 
 
 def sender_address(parsed: ParsedMessage) -> Address:
@@ -76,7 +77,7 @@ def get_or_create_contact(
             },
         ).scalar_one_or_none()
         if created is not None:
-            return Sender(created, email, address.name, role)
+            return Sender(created, email, address.name, role, new=True)
         found = conn.execute(_FIND, {"email": email}).one()
     contact_id, name, role, bouncing = found
     if address.name and not name:

@@ -22,7 +22,9 @@ Rules, first match wins:
 8. otherwise `new`. A customer's forward (Fwd: with a forwarded message inside) is
    `forward`, a new ticket, whatever its headers say (only an identical copy matches).
 
-A match on a ticket that was merged into another is moved to that one.
+A match on a ticket that was merged into another is moved to that one. The queries that
+find a ticket also return whether it was merged, so the merge chain is only walked for
+the rare message that lands on a merged ticket.
 """
 
 from __future__ import annotations
@@ -161,19 +163,32 @@ def _candidates(count: int) -> Select[Any]:
         )
     firsts = (branches[0] if count == 1 else union_all(*branches)).subquery("firsts")
     found = _messages.alias("found")
+    merged = _tickets.alias("merged")
 
     def of_message(pk: ColumnElement[int], column: str) -> ScalarSelect[Any]:
         return select(found.c[column]).where(found.c.id == pk).scalar_subquery()
 
+    def merged_into(pk: ColumnElement[int]) -> ScalarSelect[Any]:
+        return (
+            select(merged.c.merged_into_id)
+            .join(found, found.c.ticket_id == merged.c.id)
+            .where(found.c.id == pk)
+            .scalar_subquery()
+        )
+
     return select(
         firsts.c.n,
         of_message(firsts.c.stored_pk, "ticket_id").label("stored_ticket"),
+        merged_into(firsts.c.stored_pk).label("stored_merged"),
         of_message(firsts.c.referring_pk, "ticket_id").label("referring_ticket"),
+        merged_into(firsts.c.referring_pk).label("referring_merged"),
         of_message(firsts.c.referring_pk, "message_id").label("referring_id"),
     )
 
 
-_TAGGED_TICKET = select(_tickets.c.requester_id).where(_tickets.c.id == bindparam("ticket_id"))
+_TAGGED_TICKET = select(_tickets.c.requester_id, _tickets.c.merged_into_id).where(
+    _tickets.c.id == bindparam("ticket_id")
+)
 _HAS_WRITTEN = select(
     exists().where(
         _messages.c.ticket_id == bindparam("ticket_id"),
@@ -193,10 +208,10 @@ def find_ticket(
     options: ThreadOptions = DEFAULT_OPTIONS,
 ) -> ThreadMatch:
     """Apply the rules above to `parsed`, sent by `sender`, then follow merges."""
-    match = _find(conn, parsed, sender, kind, bounced_id, arrived, options)
-    if match.ticket_id is None:
+    match, merged_into = _find(conn, parsed, sender, kind, bounced_id, arrived, options)
+    if match.ticket_id is None or merged_into is None:
         return match
-    target = _follow_merges(conn, match.ticket_id)
+    target = _follow_merges(conn, merged_into)
     if target == match.ticket_id:
         return match
     reason = f"{match.reason}; ticket {match.ticket_id} was merged into {target}"
@@ -211,14 +226,16 @@ def _find(
     bounced_id: str | None,
     arrived: datetime | None,
     options: ThreadOptions,
-) -> ThreadMatch:
+) -> tuple[ThreadMatch, int | None]:
+    """The match, and the ticket the matched ticket was merged into (None if it was not)."""
     forward = kind == HUMAN and sender.role != AGENT and _is_customer_forward(parsed)
     if options.tokens is not None and not forward:
         number = options.tokens.find(_recipients(parsed))
         if number is not None and number <= _MAX_TICKET_ID:
-            exists_ = conn.execute(_TAGGED_TICKET, {"ticket_id": number}).first()
-            if exists_ is not None:
-                return ThreadMatch(number, "reply-token", f"signed reply token of ticket {number}")
+            tagged = conn.execute(_TAGGED_TICKET, {"ticket_id": number}).first()
+            if tagged is not None:
+                reason = f"signed reply token of ticket {number}"
+                return ThreadMatch(number, "reply-token", reason), tagged.merged_into_id
 
     own = parsed.message_id
     ancestors = _ancestors(parsed)
@@ -228,24 +245,32 @@ def _find(
     keys: list[str] = [own, *ids] if own else ids
     # Message-ID -> (ticket, Message-ID) of the first message stored with that id, and
     # of the first message that answers it.
+    # Message-ID -> the ticket the merge chain starts from, where that ticket was merged.
+    merges: dict[int, int] = {}
     stored: dict[str, int] = {}
     referring: dict[str, tuple[int, str | None]] = {}
     if keys:
         params = {f"key{n}": key for n, key in enumerate(keys)}
-        for n, stored_ticket, referring_ticket, referring_id in conn.execute(
-            _candidates(len(keys)), params
-        ):
-            if stored_ticket is not None:
-                stored[keys[n]] = stored_ticket
-            if referring_ticket is not None:
-                referring[keys[n]] = (referring_ticket, referring_id)
+        for row in conn.execute(_candidates(len(keys)), params):
+            key = keys[row.n]
+            if row.stored_ticket is not None:
+                stored[key] = row.stored_ticket
+                if row.stored_merged is not None:
+                    merges[row.stored_ticket] = row.stored_merged
+            if row.referring_ticket is not None:
+                referring[key] = (row.referring_ticket, row.referring_id)
+                if row.referring_merged is not None:
+                    merges[row.referring_ticket] = row.referring_merged
+
+    def on(ticket_id: int, rule: str, reason: str) -> tuple[ThreadMatch, int | None]:
+        return ThreadMatch(ticket_id, rule, reason), merges.get(ticket_id)
 
     if own and own in stored:
-        return ThreadMatch(
+        return on(
             stored[own], "message-id", f"Message-ID <{own}> is already on ticket {stored[own]}"
         )
     if forward:
-        return ThreadMatch(None, FORWARD, "a customer's forward opens a ticket of its own")
+        return ThreadMatch(None, FORWARD, "a customer's forward opens a ticket of its own"), None
 
     hit = _first_ticket(stored, ids)
     if hit is not None:
@@ -254,18 +279,18 @@ def _find(
         header = "In-Reply-To" if how == "in-reply-to" else "References"
         if mid == bounced_id:
             header = "the bounced message"
-        return ThreadMatch(ticket_id, how, f"{header} <{mid}> is a message of ticket {ticket_id}")
+        return on(ticket_id, how, f"{header} <{mid}> is a message of ticket {ticket_id}")
 
     if own and own in referring:
         ticket_id, child = referring[own]
-        return ThreadMatch(
+        return on(
             ticket_id, "referenced-by", f"message <{child}> of ticket {ticket_id} answers this one"
         )
 
     hit = _first_ticket({mid: ticket for mid, (ticket, _) in referring.items()}, ids)
     if hit is not None:
         mid, ticket_id = hit
-        return ThreadMatch(
+        return on(
             ticket_id,
             "shared-parent",
             f"ticket {ticket_id} already has a reply to <{mid}>, which is not stored",
@@ -274,15 +299,20 @@ def _find(
     for number in subject_tags(parsed.subject):
         if number > _MAX_TICKET_ID:
             continue
-        requester_id = conn.execute(_TAGGED_TICKET, {"ticket_id": number}).scalar_one_or_none()
-        if requester_id is None:
+        tagged = conn.execute(_TAGGED_TICKET, {"ticket_id": number}).first()
+        if tagged is None:
             continue
-        if _takes_part(conn, number, requester_id, sender):
-            return ThreadMatch(
-                number, "subject-tag", f"subject tag [#{number}] and the sender is on it"
-            )
+        if _takes_part(conn, number, tagged.requester_id, sender):
+            reason = f"subject tag [#{number}] and the sender is on it"
+            return ThreadMatch(number, "subject-tag", reason), tagged.merged_into_id
 
-    if kind == HUMAN and arrived is not None and not is_generic_subject(parsed.subject):
+    # A contact this message created has no tickets yet: the subject rule cannot match.
+    if (
+        kind == HUMAN
+        and arrived is not None
+        and not sender.new
+        and not is_generic_subject(parsed.subject)
+    ):
         key = subject_key(parsed.subject)
         rows = conn.execute(
             _RECENT_OF_REQUESTER,
@@ -290,12 +320,10 @@ def _find(
         )
         for ticket_id, subject in rows:
             if subject_key(subject) == key:
-                return ThreadMatch(
-                    ticket_id,
-                    "subject",
-                    f"same sender and subject as open ticket {ticket_id}, within the window",
-                )
-    return ThreadMatch(None, NEW, "no rule matched")
+                reason = f"same sender and subject as open ticket {ticket_id}, within the window"
+                # Merged tickets are not candidates (see the query).
+                return ThreadMatch(ticket_id, "subject", reason), None
+    return ThreadMatch(None, NEW, "no rule matched"), None
 
 
 _RECENT_OF_REQUESTER = (
@@ -316,6 +344,7 @@ _ADDRESSEES = select(_messages.c.to, _messages.c.cc).where(
 
 
 def _follow_merges(conn: Connection, ticket_id: int) -> int:
+    """The end of the merge chain from `ticket_id` (a ticket merged into another)."""
     seen = {ticket_id}
     while True:
         target = conn.execute(_MERGED_INTO, {"ticket_id": ticket_id}).scalar_one_or_none()
@@ -343,7 +372,10 @@ def _is_customer_forward(parsed: ParsedMessage) -> bool:
 def _takes_part(conn: Connection, ticket_id: int, requester_id: int, sender: Sender) -> bool:
     if sender.role == AGENT or requester_id == sender.id:
         return True
-    if conn.execute(_HAS_WRITTEN, {"ticket_id": ticket_id, "contact_id": sender.id}).scalar():
+    if (
+        not sender.new
+        and conn.execute(_HAS_WRITTEN, {"ticket_id": ticket_id, "contact_id": sender.id}).scalar()
+    ):
         return True
     # Someone the customer put on To/Cc of the conversation is part of it too.
     for to, cc in conn.execute(_ADDRESSEES, {"ticket_id": ticket_id}):

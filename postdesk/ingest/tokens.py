@@ -21,6 +21,7 @@ import hmac
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -64,6 +65,25 @@ class ReplyTokens:
             if hmac.compare_digest(self._signature(number), match.group(2).lower()):
                 return number
         return None
+
+
+# Every Message-ID postdesk gives a mail it sends starts with this, so that an inbound
+# message's own Message-ID is looked up among the ones we sent (mail of ours coming back)
+# only when it could be one: customers' ids never cost that query.
+MESSAGE_ID_PREFIX = "postdesk."
+
+
+def new_message_id(domain: str) -> str:
+    """A fresh Message-ID (bare, without angle brackets) for a mail postdesk sends.
+
+    Random (96 bits) plus the time, so ids never repeat across restarts or machines.
+    """
+    return f"{MESSAGE_ID_PREFIX}{int(time.time()):x}.{secrets.token_hex(12)}@{domain}"
+
+
+def may_be_ours(message_id: str) -> bool:
+    """Whether `message_id` has the shape of the ones `new_message_id` makes."""
+    return message_id.startswith(MESSAGE_ID_PREFIX)
 
 
 def load_key(settings: Settings) -> bytes:

@@ -122,9 +122,12 @@ def _first_line(exc: BaseException) -> str:
     return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
 
 
+_SYNCHRONOUS = "postdesk.synchronous"
+
+
 def _tune_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+    def _on_connect(dbapi_conn: Any, record: Any) -> None:
         # Let SQLAlchemy's "begin" event decide how transactions start, instead of the
         # sqlite3 module's implicit deferred BEGIN before the first write.
         dbapi_conn.isolation_level = None
@@ -136,16 +139,28 @@ def _tune_sqlite(engine: Engine) -> None:
             cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
             cursor.close()
+        record.info[_SYNCHRONOUS] = "NORMAL"
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
+        pooled = conn.connection
+        driver = pooled.dbapi_connection
+        assert driver is not None
+        if driver.in_transaction:
+            # Left open by a COMMIT that failed (SQLite keeps the transaction when a
+            # deferred constraint fails it); SQLAlchemy has already given it up.
+            driver.rollback()
         options = conn.get_execution_options()
         if options.get(_READONLY):
             conn.exec_driver_sql("BEGIN")
             return
         level = "FULL" if options.get(_DURABLE) else "NORMAL"
-        # The safety level cannot change inside a transaction, so set it just before.
-        conn.exec_driver_sql(f"PRAGMA synchronous={level}")
+        # The safety level cannot change inside a transaction, so set it just before, when
+        # it differs from what this connection has (kept with the pooled connection).
+        if pooled.info.get(_SYNCHRONOUS) != level:
+            conn.exec_driver_sql(f"PRAGMA synchronous={level}")
+            pooled.info[_SYNCHRONOUS] = level
+        # Through SQLAlchemy, so that "database is locked" arrives as its OperationalError.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 

@@ -100,7 +100,11 @@ class Ticket(Base):
 
 
 class TicketEvent(Base):
-    """One thing that happened to a ticket: created, message added, status changed…"""
+    """One change to a ticket: created, status, merge, later assignment and the like.
+
+    Messages are not repeated here: each is its own row in `messages`, with its time and
+    the threading rule that put it on the ticket; a ticket's history is both, by time.
+    """
 
     __tablename__ = "ticket_events"
 
