@@ -250,8 +250,13 @@ def _find(
     stored: dict[str, int] = {}
     referring: dict[str, tuple[int, str | None]] = {}
     if keys:
-        params = {f"key{n}": key for n, key in enumerate(keys)}
-        for row in conn.execute(_candidates(len(keys)), params):
+        # Statements come in sizes 1, 2, 4, 8...: each size is compiled once per process
+        # (milliseconds each), and the extra branches repeat the last key.
+        size = 1 << (len(keys) - 1).bit_length()
+        params = {f"key{n}": keys[min(n, len(keys) - 1)] for n in range(size)}
+        for row in conn.execute(_candidates(size), params):
+            if row.n >= len(keys):
+                continue
             key = keys[row.n]
             if row.stored_ticket is not None:
                 stored[key] = row.stored_ticket
