@@ -228,13 +228,18 @@ def tickets() -> None:
 
 @tickets.command("list")
 @click.option("--status", metavar="STATUS", help="Only tickets in this status.")
+@click.option(
+    "--needs-triage",
+    is_flag=True,
+    help="Only tickets whose category or priority a person must set.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (every matching ticket).")
 @pass_context
-def tickets_list(obj: Context, status: str | None, as_json: bool) -> None:
+def tickets_list(obj: Context, status: str | None, needs_triage: bool, as_json: bool) -> None:
     """List tickets, newest first."""
     from postdesk.tickets import list_tickets
 
-    rows = list_tickets(obj.database(), status=status)
+    rows = list_tickets(obj.database(), status=status, needs_triage=needs_triage)
     if as_json:
         _print_json(rows)
         return
@@ -244,9 +249,10 @@ def tickets_list(obj: Context, status: str | None, as_json: bool) -> None:
     for row in rows:
         requester = row["requester"]["email"] if row["requester"] else "?"
         created = (row["created_at"] or "")[:16].replace("T", " ")
+        triage = "  [needs triage]" if row["needs_triage"] else ""
         click.echo(
             f"#{row['number']:<6} {row['status']:<8} {created}  {requester:<32} "
-            f"{len(row['message_ids']):>3} msg  {row['subject']}"
+            f"{len(row['message_ids']):>3} msg  {row['subject']}{triage}"
         )
 
 
@@ -265,7 +271,11 @@ def tickets_show(obj: Context, number: int, as_json: bool) -> None:
     requester = data["requester"]["email"] if data["requester"] else "?"
     click.echo(f"Ticket #{data['number']}: {data['subject']}")
     click.echo(f"Status: {data['status']}   Requester: {requester}")
-    click.echo(f"Category: {data['category'] or '-'}   Priority: {data['priority'] or '-'}")
+    click.echo(
+        f"Category: {_triaged(data['category'], data['triage']['category'])}   "
+        f"Priority: {_triaged(data['priority'], data['triage']['priority'])}"
+        + ("   [needs triage]" if data["needs_triage"] else "")
+    )
     for message in data["messages"]:
         sender = message["from"]["email"]
         click.echo("")
@@ -275,6 +285,16 @@ def tickets_show(obj: Context, number: int, as_json: bool) -> None:
         click.echo(message["text"].rstrip())
         for attachment in message["attachments"]:
             click.echo(f"[attachment: {attachment['filename']} {attachment['size']} bytes]")
+
+
+def _triaged(value: str | None, how: dict[str, Any]) -> str:
+    """A category or priority with who set it, e.g. "billing (model 0.93)"."""
+    source, probability = how["source"], how["probability"]
+    if value is None:
+        return f"- (model unsure, {probability:.2f})" if probability is not None else "-"
+    if source == "model" and probability is not None:
+        return f"{value} (model {probability:.2f})"
+    return f"{value} ({source})" if source else value
 
 
 @tickets.command("merge")

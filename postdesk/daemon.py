@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import FrameType
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,7 +28,7 @@ from postdesk.errors import MailboxError
 from postdesk.ingest.fetch import FetchResult, FolderFetcher, record_failure
 from postdesk.ingest.imap import ImapSource
 from postdesk.ingest.lease import make_owner
-from postdesk.ingest.process import Processor, ProcessResult, default_steps
+from postdesk.ingest.process import Processor, ProcessResult, TicketTriage, default_steps
 from postdesk.ingest.sources import ImportedMessage
 from postdesk.ingest.store import IMPORT, Incoming, store_many
 from postdesk.ingest.threader import ThreadOptions
@@ -109,6 +110,10 @@ class Service:
         self._clock = clock
         self._failures: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
+        # Triage: the active model versions last seen, and what was loaded for them.
+        self._triage_key: tuple[tuple[str, str], ...] | None = None
+        self._triage: TicketTriage | None = None
+        self._retrain_failed_at: float | None = None
 
     def stop(self) -> None:
         """Ask the service to finish the message in hand and return."""
@@ -128,8 +133,97 @@ class Service:
                 subject_window=timedelta(days=threading_.subject_window_days),
             ),
             closed_after=timedelta(days=threading_.new_ticket_after_closed_days),
+            triage=self.ticket_triage(),
         )
         return Processor(self.db, steps, should_stop=self.stopping)
+
+    def ticket_triage(self) -> TicketTriage | None:
+        """How new tickets are categorized and prioritized, or None (left unclassified).
+
+        The active models are loaded once and kept while they stay active; a promotion
+        or rollback (`postdesk model ...`) is seen at the next pass, which loads the new
+        ones. scikit-learn is imported only when a model or a priority rule is in use. A
+        model that cannot be loaded is logged once and leaves tickets unclassified.
+        """
+        from postdesk.classify.errors import ModelError
+        from postdesk.classify.store import ModelStore
+
+        triage_settings = self.settings.triage
+        rules = bool(
+            triage_settings.vip_senders or triage_settings.vip_domains or triage_settings.keywords
+        )
+        try:
+            active = ModelStore(self.settings.data_dir).active_versions()
+        except ModelError as exc:
+            active = {}
+            if self._triage_key != (("error", str(exc)),):
+                log.error("triage: %s; new tickets are left unclassified", exc)
+            key: tuple[tuple[str, str], ...] = (("error", str(exc)),)
+        else:
+            key = tuple(sorted(active.items()))
+        if key == self._triage_key:
+            return self._triage
+        self._triage_key, self._triage = key, None
+        if not active and not rules:
+            return None
+
+        from postdesk.classify.labels import triage_changes
+        from postdesk.classify.triage import Triage
+
+        try:
+            loaded = Triage.load(self.settings)
+        except ModelError as exc:
+            log.error(
+                "triage: %s; new tickets are left unclassified until a model is promoted "
+                "or rolled back (postdesk model ...)",
+                exc,
+            )
+            return None
+        if loaded is None:
+            return None
+        log.info("triage: %s", ", ".join(f"{t} {v}" for t, v in loaded.versions.items()) or "rules")
+
+        def classify_ticket(
+            subject: str, body: str, sender_email: str
+        ) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+            return triage_changes(loaded.classify(subject, body, sender_email))
+
+        self._triage = classify_ticket
+        return classify_ticket
+
+    def retrain_if_due(self) -> None:
+        """Scheduled retraining (`[triage] retrain_interval_hours`), between passes.
+
+        Trains on the labels people gave; a new model becomes active only if it is not
+        worse than the active one. A failure is logged and tried again an interval later.
+        """
+        hours = self.settings.triage.retrain_interval_hours
+        if hours <= 0:
+            return
+        if (
+            self._retrain_failed_at is not None
+            and self._clock() - self._retrain_failed_at < hours * 3600
+        ):
+            return
+        from postdesk.classify.promotion import retrain_due, retrain_from_db
+
+        if not retrain_due(self.settings):
+            return
+        log.info("triage: scheduled retraining from the labelled tickets")
+        try:
+            outcomes = retrain_from_db(self.settings, self.db, n_jobs=1)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            self._retrain_failed_at = self._clock()
+            log.error("triage: scheduled retraining failed: %s", " ".join(str(exc).split()))
+            return
+        self._retrain_failed_at = None
+        for outcome in outcomes:
+            if outcome.registration is not None:
+                log.info("triage: %s: %s", outcome.target, outcome.registration.reason)
+            else:
+                log.info("triage: %s not retrained: %s", outcome.target, outcome.skipped)
 
     def fetch_mailbox(self, box: MailboxSettings, mailbox_id: int) -> FetchResult:
         fetcher = FolderFetcher(
@@ -214,6 +308,8 @@ class Service:
             outages = 0
             if on_pass is not None:
                 on_pass(outcome)
+            if not self.stopping():
+                self.retrain_if_due()
             self._stop.wait(interval)
 
 

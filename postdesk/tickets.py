@@ -53,7 +53,27 @@ def _ticket_dict(ticket: Ticket, message_ids: list[str]) -> dict[str, Any]:
         "merged_into": ticket.merged_into_id,
         "category": ticket.category,
         "priority": ticket.priority,
+        "needs_triage": ticket.needs_triage,
+        "triage": {
+            "category": _triage_dict(
+                ticket.category_source, ticket.category_probability, ticket.category_model
+            ),
+            "priority": _triage_dict(
+                ticket.priority_source, ticket.priority_probability, ticket.priority_model
+            ),
+        },
         "message_ids": message_ids,
+    }
+
+
+def _triage_dict(source: str | None, probability: float | None, model: str | None) -> Any:
+    """Who set a ticket's category or priority: "model", "human", "rule:…" or "matrix:…"
+    (None while unset), and the model's probability and version when one was asked —
+    also when it was unsure and the value stayed empty (the ticket then needs triage)."""
+    return {
+        "source": source,
+        "probability": round(probability, 4) if probability is not None else None,
+        "model": model,
     }
 
 
@@ -64,8 +84,11 @@ def check_status(status: str | None) -> None:
         )
 
 
-def list_tickets(db: Database, *, status: str | None = None) -> list[dict[str, Any]]:
-    """Every ticket (with `status` if given), newest number first; no page limit."""
+def list_tickets(
+    db: Database, *, status: str | None = None, needs_triage: bool = False
+) -> list[dict[str, Any]]:
+    """Every ticket (with `status`, or needing triage, if asked), newest number first; no
+    page limit."""
     check_status(status)
     with db.read_session() as session:
         query = (
@@ -79,6 +102,8 @@ def list_tickets(db: Database, *, status: str | None = None) -> list[dict[str, A
         )
         if status is not None:
             query = query.where(Ticket.status == status)
+        if needs_triage:
+            query = query.where(Ticket.needs_triage.is_(True))
         tickets = list(session.execute(query).scalars())
         ids = _message_ids(session, status)
         return [_ticket_dict(t, ids.get(t.id, [])) for t in tickets]

@@ -955,3 +955,24 @@ def test_every_model_command_has_help_text() -> None:
         assert command.help and command.help.strip(), name
         result = CliRunner().invoke(main, ["model", name, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output
+
+
+@pytest.mark.parametrize("ngram_range", [(2, 5), (1, 3), (3, 3)])
+def test_fast_char_wb_ngrams_are_scikit_learns(ngram_range: tuple[int, int]) -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from postdesk.classify.scorer import char_wb_ngrams
+
+    reference = TfidfVectorizer(analyzer="char_wb", ngram_range=ngram_range, lowercase=False)
+    analyse = reference.build_analyzer()
+    texts = [
+        "",
+        "a",
+        "ab cd",
+        "  spaced\t\tout \n\n words\u00a0nbsp ",
+        "invoice charged twice for order 1234!",
+        "سلام، سفارش من خیلی دیر رسید\u200cاست و غذا سرد بود",
+        "x" * 9 + " yy " + "z",
+    ]
+    for text in texts:
+        assert char_wb_ngrams(text, *ngram_range) == analyse(text), text

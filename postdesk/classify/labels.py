@@ -46,28 +46,27 @@ def _check_target(target: str) -> None:
         )
 
 
-def record_triage(
-    session: Session, ticket: Ticket, result: TriageResult, *, at: datetime | None = None
-) -> None:
-    """Store `result` on a new `ticket` and in its event log (in the caller's transaction).
+def triage_changes(result: TriageResult) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    """What `result` does to a ticket no person has labelled yet: the column values and
+    the events (kind, data), for code that writes them itself (the mail pipeline puts the
+    values into the INSERT of the new ticket).
 
-    Targets no model or rule had anything to say about are left untouched, and so is a
-    label a person already set.
+    A target no model or rule had anything to say about is not among the values.
     """
-    when = at or utcnow()
+    values: dict[str, Any] = {"needs_triage": result.needs_triage}
+    events: list[tuple[str, Any]] = []
     category = result.prediction("category")
-    if category is not None and ticket.category_source != HUMAN_SOURCE:
-        ticket.category = result.category
-        ticket.category_source = MODEL_SOURCE if result.category is not None else None
-        ticket.category_probability = result.category_probability
-        ticket.category_model = result.category_model
-        session.add(
-            TicketEvent(
-                ticket_id=ticket.id,
-                at=when,
-                kind="category",
-                actor=SYSTEM_ACTOR,
-                data={
+    if category is not None:
+        values.update(
+            category=result.category,
+            category_source=MODEL_SOURCE if result.category is not None else None,
+            category_probability=result.category_probability,
+            category_model=result.category_model,
+        )
+        events.append(
+            (
+                "category",
+                {
                     "to": result.category,
                     "source": MODEL_SOURCE,
                     "model": category.model,
@@ -78,12 +77,13 @@ def record_triage(
             )
         )
     priority = result.prediction(PRIORITY)
-    decided = result.priority is not None or priority is not None
-    if decided and ticket.priority_source != HUMAN_SOURCE:
-        ticket.priority = result.priority
-        ticket.priority_source = result.priority_source
-        ticket.priority_probability = result.priority_probability
-        ticket.priority_model = result.priority_model
+    if result.priority is not None or priority is not None:
+        values.update(
+            priority=result.priority,
+            priority_source=result.priority_source,
+            priority_probability=result.priority_probability,
+            priority_model=result.priority_model,
+        )
         data: dict[str, Any] = {"to": result.priority, "source": result.priority_source}
         if priority is not None:
             data["model_suggestion"] = {
@@ -92,12 +92,31 @@ def record_triage(
                 "probability": round(priority.probability, 4),
                 "confident": priority.confident,
             }
-        session.add(
-            TicketEvent(
-                ticket_id=ticket.id, at=when, kind="priority", actor=SYSTEM_ACTOR, data=data
+        events.append(("priority", data))
+    return values, events
+
+
+def record_triage(
+    session: Session, ticket: Ticket, result: TriageResult, *, at: datetime | None = None
+) -> None:
+    """Store `result` on `ticket` and in its event log (in the caller's transaction).
+
+    Targets no model or rule had anything to say about are left untouched, and so is a
+    label a person already set.
+    """
+    when = at or utcnow()
+    values, events = triage_changes(result)
+    kept = {
+        target for target in TICKET_TARGETS if getattr(ticket, f"{target}_source") == HUMAN_SOURCE
+    }
+    for name, value in values.items():
+        if name.split("_", 1)[0] not in kept:
+            setattr(ticket, name, value)
+    for kind, data in events:
+        if kind not in kept:
+            session.add(
+                TicketEvent(ticket_id=ticket.id, at=when, kind=kind, actor=SYSTEM_ACTOR, data=data)
             )
-        )
-    ticket.needs_triage = result.needs_triage
 
 
 def record_label(

@@ -14,6 +14,7 @@ pipeline itself (slower, never wrong).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Callable, Hashable
@@ -69,6 +70,37 @@ def _cache_key(column: int, vectorizer: TfidfVectorizer) -> Hashable:
     )
 
 
+def char_wb_ngrams(text: str, min_n: int, max_n: int) -> list[str]:
+    """The n-grams scikit-learn's "char_wb" analyzer gives for `text` (preprocessed), in
+    its order, about twice as fast: each word padded with one space either side, its
+    n-grams for n from `min_n` to `max_n`, and a word no longer than n only once, whole.
+
+    (scikit-learn first turns runs of whitespace into one space and then splits on
+    whitespace, which is what `split()` alone does.)
+    """
+    grams: list[str] = []
+    extend = grams.extend
+    sizes = range(min_n, max_n + 1)
+    for word in text.split():
+        padded = f" {word} "
+        length = len(padded)
+        if length > max_n:  # most words: every size in full, in one comprehension
+            extend([padded[i : i + n] for n in sizes for i in range(length - n + 1)])
+            continue
+        for n in sizes:
+            if n >= length:
+                grams.append(padded)
+                break
+            extend([padded[i : i + n] for i in range(length - n + 1)])
+    return grams
+
+
+def _char_wb_analyze(
+    preprocess: Callable[[str], str], min_n: int, max_n: int, text: str
+) -> list[str]:
+    return char_wb_ngrams(preprocess(text), min_n, max_n)
+
+
 class LinearScorer:
     """Class probabilities for one ticket, as the pipeline would give, without overhead."""
 
@@ -120,10 +152,16 @@ class LinearScorer:
             if vectorizer.norm != "l2" or vectorizer.binary:
                 return None
             span = features.output_indices_[name]
+            analyzer = vectorizer.build_analyzer()
+            if vectorizer.analyzer == "char_wb" and vectorizer.input == "content":
+                low, high = vectorizer.ngram_range
+                analyzer = functools.partial(
+                    _char_wb_analyze, vectorizer.build_preprocessor(), int(low), int(high)
+                )
             blocks.append(
                 _Block(
                     column=column,
-                    analyzer=vectorizer.build_analyzer(),
+                    analyzer=analyzer,
                     cache_key=_cache_key(column, vectorizer),
                     vocabulary=dict(vectorizer.vocabulary_),
                     idf=np.asarray(vectorizer.idf_, dtype=np.float64)

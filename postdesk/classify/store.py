@@ -23,13 +23,16 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import skops.io as sio  # type: ignore[import-untyped]
-from sklearn.pipeline import Pipeline  # type: ignore[import-untyped]
+from typing import TYPE_CHECKING, Any
 
 from postdesk.classify.errors import ModelError
-from postdesk.classify.training import FORMAT, TrainedModel
+
+if TYPE_CHECKING:
+    from postdesk.classify.training import TrainedModel
+
+# skops and scikit-learn are imported by the functions that read and write model files
+# only: listing the store and asking which model is active (what `postdesk run` does on
+# every pass) must not cost the second their import takes.
 
 MODELS_DIR = "models"
 STATE_FILE = "active.json"
@@ -79,6 +82,10 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def save_model_file(model: TrainedModel, path: str | Path) -> Path:
     """Write `model` (pipeline and metadata) to a skops file at `path`."""
+    import skops.io as sio  # type: ignore[import-untyped]
+
+    from postdesk.classify.training import FORMAT
+
     p = Path(path)
     payload = {"format": FORMAT, "metadata": json.dumps(model.metadata), "pipeline": model.pipeline}
     try:
@@ -91,6 +98,11 @@ def save_model_file(model: TrainedModel, path: str | Path) -> Path:
 
 def load_model_file(path: str | Path) -> TrainedModel:
     """Read a model file written by `save_model_file`, trusting only known types."""
+    import skops.io as sio
+    from sklearn.pipeline import Pipeline  # type: ignore[import-untyped]
+
+    from postdesk.classify.training import FORMAT, TrainedModel
+
     p = Path(path)
     try:
         data = p.read_bytes()

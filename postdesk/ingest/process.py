@@ -239,35 +239,65 @@ def _event(ticket_id: int, at: datetime, kind: str, actor: str, data: Any) -> di
     return {"ticket_id": ticket_id, "at": at, "kind": kind, "actor": actor, "data": data}
 
 
+# Triage of a new ticket, as the file step uses it: (subject, visible text of the
+# customer's first message, sender address) -> (ticket column values, events as
+# (kind, data)). Built by the service from the active models (postdesk.classify), so
+# that ingestion does not import scikit-learn when no model is in use.
+TicketTriage = Callable[[str, str, str], tuple[dict[str, Any], list[tuple[str, Any]]]]
+TRIAGE_ACTOR = "postdesk"
+
+
 class FileStep:
     """Open the ticket or append to it: the message row, its attachments, the events."""
 
     name = "file"
 
     def __init__(
-        self, attachments: AttachmentStore, *, closed_after: timedelta = timedelta(days=30)
+        self,
+        attachments: AttachmentStore,
+        *,
+        closed_after: timedelta = timedelta(days=30),
+        triage: TicketTriage | None = None,
     ) -> None:
         self.attachments = attachments
         self.closed_after = closed_after
+        self.triage = triage
 
-    def _open(self, item: WorkItem, sender: Sender, now: datetime, human: bool, reason: str) -> int:
+    def _open(
+        self,
+        item: WorkItem,
+        sender: Sender,
+        now: datetime,
+        human: bool,
+        visible: str,
+        events: list[dict[str, Any]],
+    ) -> int:
         parsed = item.need_parsed()
+        subject = parsed.subject.strip() or NO_SUBJECT
         # Mail nobody has to answer (automatic, bounces, our own) is kept on a ticket that
         # is closed from the start, so it never waits in anyone's queue.
         status = ticket_states.NEW if human else ticket_states.CLOSED
-        ticket_id: int = item.conn.execute(
-            _OPEN_TICKET,
-            {
-                "subject": parsed.subject.strip() or NO_SUBJECT,
-                "status": status,
-                "requester_id": sender.id,
-                "mailbox_id": item.raw.mailbox_id,
-                "created_at": now,
-                "updated_at": now,
-                "last_message_at": now,
-                "closed_at": None if human else now,
-            },
-        ).scalar_one()
+        row: dict[str, Any] = {
+            "subject": subject,
+            "status": status,
+            "requester_id": sender.id,
+            "mailbox_id": item.raw.mailbox_id,
+            "created_at": now,
+            "updated_at": now,
+            "last_message_at": now,
+            "closed_at": None if human else now,
+        }
+        triage_events: list[tuple[str, Any]] = []
+        if human and self.triage is not None:
+            try:
+                values, triage_events = self.triage(subject, visible, sender.email)
+            except Exception as exc:
+                # A model that fails must not keep mail from its ticket: a person sorts it.
+                log.warning("raw %d: triage failed, needs triage: %s", item.raw.id, exc)
+                values, triage_events = {"needs_triage": True}, []
+            row.update(values)
+        ticket_id: int = item.conn.execute(_OPEN_TICKET, row).scalar_one()
+        events.extend(_event(ticket_id, now, k, TRIAGE_ACTOR, d) for k, d in triage_events)
         item.created_ticket = True
         return ticket_id
 
@@ -280,7 +310,10 @@ class FileStep:
         human = kind == HUMAN
         conn = item.conn
         now = arrival_time(item.raw, parsed)
+        visible = visible_text(parsed.text, parsed.html)
         events: list[dict[str, Any]] = []
+        # Triage events follow the "created" event they belong to.
+        opened: list[dict[str, Any]] = []
         if match.ticket_id is not None:
             ticket_id = match.ticket_id
             status, closed_at = conn.execute(
@@ -293,7 +326,7 @@ class FileStep:
             )
             if human and long_closed:
                 old = ticket_id
-                ticket_id = self._open(item, sender, now, human, "follow-up")
+                ticket_id = self._open(item, sender, now, human, visible, opened)
                 events.append(_event(ticket_id, now, "created", sender.email, {"follow_up": old}))
                 conn.execute(
                     _ADD_LINK,
@@ -310,9 +343,10 @@ class FileStep:
                 change = {"from": status, "to": ticket_states.OPEN, "why": "reply"}
                 events.append(_event(ticket_id, now, "status", sender.email, change))
         else:
-            ticket_id = self._open(item, sender, now, human, match.reason)
+            ticket_id = self._open(item, sender, now, human, visible, opened)
             data = {} if human else {"closed": f"{kind} mail: {found.reason if found else ''}"}
             events.append(_event(ticket_id, now, "created", sender.email, data))
+        events.extend(opened)
         item.ticket_id = ticket_id
         if found is not None and found.kind == "bounce" and found.failed_recipients:
             conn.execute(
@@ -345,7 +379,7 @@ class FileStep:
                 "defects": list(parsed.defects),
                 "kind": kind,
                 "kind_reason": found.reason if found else "",
-                "visible_text": visible_text(parsed.text, parsed.html),
+                "visible_text": visible,
             },
         ).scalar_one()
         item.message_pk = message_pk
@@ -405,6 +439,7 @@ def default_steps(
     own_addresses: Collection[str] = (),
     threading: ThreadOptions = DEFAULT_OPTIONS,
     closed_after: timedelta = timedelta(days=30),
+    triage: TicketTriage | None = None,
 ) -> list[Step]:
     """The pipeline every inbound message goes through, in order."""
     return [
@@ -412,7 +447,9 @@ def default_steps(
         ClassifyStep(own_addresses),
         SenderStep(agent_emails),
         ThreadStep(threading),
-        FileStep(AttachmentStore(data_dir / "attachments"), closed_after=closed_after),
+        FileStep(
+            AttachmentStore(data_dir / "attachments"), closed_after=closed_after, triage=triage
+        ),
     ]
 
 

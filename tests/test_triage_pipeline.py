@@ -1,0 +1,277 @@
+"""Triage inside the mail pipeline: a model trained from a CSV with `postdesk model train`
+classifies the tickets that mail fetched over IMAP opens, in the processing transaction.
+
+Real servers only: Dovecot on loopback, SQLite and PostgreSQL, the CLI as a user runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+from support import mailbox_toml, write_config
+from test_classify import CATEGORIES, synthetic, write_csv
+
+from postdesk.cli import main
+from postdesk.config import load_settings
+from postdesk.daemon import Service
+from postdesk.models import TicketEvent
+from postdesk.models.db import Database
+from postdesk.testing.dovecot import Dovecot, MailUser
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI configures the root logger; put it back for the tests that follow."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def cli(config: Path, *args: str) -> str:
+    result = CliRunner().invoke(main, ["-c", str(config), *args], env={"POSTDESK_CONFIG": None})
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.stdout
+
+
+def mail(n: int, sender: str, subject: str, body: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = "support@support.example"
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(datetime(2026, 11, 2, 9, n, tzinfo=UTC))
+    msg["Message-ID"] = f"<triage{n}@customer.example>"
+    msg.set_content(body)
+    return bytes(msg)
+
+
+def tickets_by_sender(config: Path) -> dict[str, dict[str, Any]]:
+    rows = json.loads(cli(config, "tickets", "list", "--json"))
+    return {row["requester"]["email"]: row for row in rows}
+
+
+def test_new_tickets_from_imap_are_classified_or_marked_needs_triage(
+    tmp_path: Path, db_url: str, dovecot_server: Dovecot, mail_user: MailUser
+) -> None:
+    config = write_config(
+        tmp_path,
+        db_url,
+        mailbox_toml(dovecot_server, mail_user),
+        '[triage]\nkeywords = { urgent = ["urgent", "فوری"] }\n',
+    )
+    cli(config, "init")
+    csv_file = write_csv(tmp_path / "history.csv", synthetic(CATEGORIES, n=180, seed=11))
+    trained = cli(
+        config,
+        "model",
+        "train",
+        "--csv",
+        str(csv_file),
+        "--text",
+        "title,body",
+        "--label",
+        "category",
+        "--seed",
+        "1",
+    )
+    assert "category-1" in trained
+    threshold = json.loads(cli(config, "model", "show", "category-1", "--json"))["threshold"]
+    assert 0 < threshold < 1
+
+    dovecot_server.fill(
+        mail_user,
+        [
+            mail(
+                1,
+                "ana@example.com",
+                "Refund for my invoice",
+                "I was charged twice on my card, please refund the payment.\n\nAna",
+            ),
+            mail(
+                2,
+                "bo@example.com",
+                "Login error",
+                "The server shows an error and crashes at login since the update.\n"
+                "-- \nBo, sent from my phone",
+            ),
+            # Nothing in it tells a category: the model must not guess.
+            mail(3, "cy@example.com", "Hello", "hello, question for the team today"),
+            mail(
+                4,
+                "di@example.com",
+                "URGENT: price quote",
+                "please send a quote for the upgrade plan, a demo and the discount",
+            ),
+        ],
+    )
+    cli(config, "run", "--once")
+
+    tickets = tickets_by_sender(config)
+    assert set(tickets) == {"ana@example.com", "bo@example.com", "cy@example.com", "di@example.com"}
+    for email, category in [
+        ("ana@example.com", "billing"),
+        ("bo@example.com", "technical"),
+        ("di@example.com", "sales"),
+    ]:
+        ticket = tickets[email]
+        assert ticket["category"] == category, ticket
+        assert ticket["needs_triage"] is False
+        how = ticket["triage"]["category"]
+        assert how["source"] == "model" and how["model"] == "category-1"
+        assert how["probability"] >= threshold
+    unsure = tickets["cy@example.com"]
+    assert unsure["category"] is None and unsure["needs_triage"] is True
+    assert unsure["triage"]["category"]["model"] == "category-1"
+    assert unsure["triage"]["category"]["probability"] < threshold
+    # The operator's keyword rule set a priority, and says so (no priority model here).
+    assert tickets["di@example.com"]["priority"] == "urgent"
+    assert tickets["di@example.com"]["triage"]["priority"]["source"] == "rule:keyword:urgent"
+    assert tickets["ana@example.com"]["priority"] is None
+
+    listed = json.loads(cli(config, "tickets", "list", "--needs-triage", "--json"))
+    assert [row["number"] for row in listed] == [unsure["number"]]
+    shown = cli(config, "tickets", "show", str(unsure["number"]))
+    assert "needs triage" in shown and "model unsure" in shown
+
+    # The guess and its probability are kept in the event log, by postdesk.
+    db = Database(db_url)
+    try:
+        with db.read_session() as session:
+            events = session.execute(
+                select(TicketEvent.kind, TicketEvent.actor, TicketEvent.data).where(
+                    TicketEvent.ticket_id == unsure["number"], TicketEvent.kind == "category"
+                )
+            ).all()
+    finally:
+        db.dispose()
+    [(_kind, actor, data)] = events
+    assert actor == "postdesk" and data["to"] is None and data["confident"] is False
+    assert data["suggestion"] in CATEGORIES and data["model"] == "category-1"
+
+
+def test_model_is_loaded_once_and_a_promotion_is_picked_up(tmp_path: Path, sqlite_url: str) -> None:
+    config = write_config(tmp_path, sqlite_url)
+    cli(config, "init")
+    settings = load_settings(config)
+    db = Database(sqlite_url)
+    try:
+        service = Service(settings, db)
+        assert service.ticket_triage() is None  # no model, no rule: nothing loaded
+        csv_file = write_csv(tmp_path / "a.csv", synthetic(CATEGORIES, n=120, seed=2))
+        cli(
+            config,
+            "model",
+            "train",
+            "--csv",
+            str(csv_file),
+            "--text",
+            "title,body",
+            "--label",
+            "category",
+        )
+        first = service.ticket_triage()
+        assert first is not None
+        assert service.ticket_triage() is first  # the same loaded model, pass after pass
+        cli(
+            config,
+            "model",
+            "train",
+            "--csv",
+            str(csv_file),
+            "--text",
+            "title,body",
+            "--label",
+            "category",
+            "--force",
+        )
+        second = service.ticket_triage()
+        assert second is not None and second is not first
+        values, _events = second("Refund", "invoice refund payment", "a@example.com")
+        assert values["category_model"] == "category-2"
+    finally:
+        db.dispose()
+
+
+def test_a_broken_model_leaves_tickets_unclassified_not_quarantined(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    config = write_config(tmp_path, sqlite_url)
+    cli(config, "init")
+    csv_file = write_csv(tmp_path / "a.csv", synthetic(CATEGORIES, n=120, seed=2))
+    cli(
+        config,
+        "model",
+        "train",
+        "--csv",
+        str(csv_file),
+        "--text",
+        "title,body",
+        "--label",
+        "category",
+    )
+    model_file = next((tmp_path / "data" / "models").glob("category-1*.skops"))
+    model_file.write_bytes(b"not a model")
+    eml = tmp_path / "in.eml"
+    eml.write_bytes(mail(9, "ed@example.com", "Refund", "invoice refund"))
+    result = CliRunner().invoke(
+        main, ["-c", str(config), "import", str(eml)], env={"POSTDESK_CONFIG": None}
+    )
+    assert result.exit_code == 0, result.output
+    [error] = [line for line in result.stderr.splitlines() if "triage:" in line]
+    assert "category-1" in error and "left unclassified" in error
+    [ticket] = json.loads(cli(config, "tickets", "list", "--json"))
+    assert ticket["category"] is None and ticket["triage"]["category"]["model"] is None
+    assert json.loads(cli(config, "inbound", "list", "--quarantined", "--json")) == []
+
+
+def test_run_retrains_on_schedule_from_peoples_labels(tmp_path: Path, sqlite_url: str) -> None:
+    """`[triage] retrain_interval_hours`: `postdesk run` retrains between passes when due,
+    on the labels people gave, and the next pass classifies with the new model."""
+    config = write_config(tmp_path, sqlite_url, "[triage]\nretrain_interval_hours = 24\n")
+    cli(config, "init")
+    data = synthetic(CATEGORIES, n=45, seed=4)
+    emls = tmp_path / "history"
+    emls.mkdir()
+    for n, (subject, body) in enumerate(zip(data.subjects, data.bodies, strict=True)):
+        (emls / f"{n}.eml").write_bytes(mail(n, f"c{n}@example.com", subject, body))
+    cli(config, "import", str(emls))
+    tickets = tickets_by_sender(config)
+    for n, label in enumerate(data.labels):
+        cli(
+            config,
+            "model",
+            "label",
+            str(tickets[f"c{n}@example.com"]["number"]),
+            "--category",
+            label,
+            "--as",
+            "agent@example.com",
+        )
+
+    db = Database(sqlite_url)
+    try:
+        service = Service(load_settings(config), db)
+        service.retrain_if_due()
+        assert json.loads(cli(config, "model", "show", "category", "--json"))["version"] == (
+            "category-1"
+        )
+        service.retrain_if_due()  # not due again for a day
+        listed = cli(config, "model", "list")
+        assert "category-1" in listed and "category-2" not in listed
+        triage = service.ticket_triage()
+        assert triage is not None
+        values, _ = triage("Refund", "invoice refund payment card", "new@example.com")
+        assert values["category_model"] == "category-1"
+    finally:
+        db.dispose()
