@@ -45,6 +45,12 @@ def cli(config: Path, *args: str) -> str:
     return result.stdout
 
 
+def train(config: Path, csv_file: Path, *extra: str) -> str:
+    """`postdesk model train` of a category model on `csv_file` (title, body, category)."""
+    args = ["--csv", str(csv_file), "--text", "title,body", "--label", "category", *extra]
+    return cli(config, "model", "train", *args)
+
+
 def mail(n: int, sender: str, subject: str, body: str) -> bytes:
     msg = EmailMessage()
     msg["From"] = sender
@@ -72,19 +78,7 @@ def test_new_tickets_from_imap_are_classified_or_marked_needs_triage(
     )
     cli(config, "init")
     csv_file = write_csv(tmp_path / "history.csv", synthetic(CATEGORIES, n=180, seed=11))
-    trained = cli(
-        config,
-        "model",
-        "train",
-        "--csv",
-        str(csv_file),
-        "--text",
-        "title,body",
-        "--label",
-        "category",
-        "--seed",
-        "1",
-    )
+    trained = train(config, csv_file, "--seed", "1")
     assert "category-1" in trained
     threshold = json.loads(cli(config, "model", "show", "category-1", "--json"))["threshold"]
     assert 0 < threshold < 1
@@ -169,32 +163,11 @@ def test_model_is_loaded_once_and_a_promotion_is_picked_up(tmp_path: Path, sqlit
         service = Service(settings, db)
         assert service.ticket_triage() is None  # no model, no rule: nothing loaded
         csv_file = write_csv(tmp_path / "a.csv", synthetic(CATEGORIES, n=120, seed=2))
-        cli(
-            config,
-            "model",
-            "train",
-            "--csv",
-            str(csv_file),
-            "--text",
-            "title,body",
-            "--label",
-            "category",
-        )
+        train(config, csv_file)
         first = service.ticket_triage()
         assert first is not None
         assert service.ticket_triage() is first  # the same loaded model, pass after pass
-        cli(
-            config,
-            "model",
-            "train",
-            "--csv",
-            str(csv_file),
-            "--text",
-            "title,body",
-            "--label",
-            "category",
-            "--force",
-        )
+        train(config, csv_file, "--force")
         second = service.ticket_triage()
         assert second is not None and second is not first
         values, _events = second("Refund", "invoice refund payment", "a@example.com")
@@ -209,17 +182,7 @@ def test_a_broken_model_leaves_tickets_unclassified_not_quarantined(
     config = write_config(tmp_path, sqlite_url)
     cli(config, "init")
     csv_file = write_csv(tmp_path / "a.csv", synthetic(CATEGORIES, n=120, seed=2))
-    cli(
-        config,
-        "model",
-        "train",
-        "--csv",
-        str(csv_file),
-        "--text",
-        "title,body",
-        "--label",
-        "category",
-    )
+    train(config, csv_file)
     model_file = next((tmp_path / "data" / "models").glob("category-1*.skops"))
     model_file.write_bytes(b"not a model")
     eml = tmp_path / "in.eml"
