@@ -3,16 +3,20 @@
 Starts a private Dovecot (IMAP on a loopback port) and an SMTP sink, delivers a handful
 of realistic customer emails in English and Persian over IMAP APPEND, writes a config
 file for them under ./demo-run/, and then runs the real command line: `postdesk init`,
-`postdesk run --once`, `postdesk tickets list`, `postdesk tickets show`, `postdesk
-inbound list --quarantined`, followed by a short KPI summary read from the database.
+`postdesk model train` on a CSV of the team's past tickets (written by the demo, in
+English and Persian), `postdesk run --once`, `postdesk tickets list`, `postdesk tickets
+show`, `postdesk inbound list --quarantined`, followed by a short KPI summary read from
+the database.
 Everything is stopped and the servers' files are removed at the end; the database and
 config stay in ./demo-run/ so you can keep exploring with `postdesk -c demo-run/postdesk.toml`.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -102,7 +106,7 @@ def demo_mail(now: datetime) -> list[bytes]:
         subject="سفارش ۴۵۶۷ هنوز ارسال نشده",
         body=(
             "سلام،\n\nسفارش شماره ۴۵۶۷ را ده روز پیش ثبت کردم ولی هنوز ارسال نشده است.\n"
-            "لطفاً وضعیت آن را بررسی کنید.\n\nبا تشکر،\nمریم\n"
+            "لطفاً فوری وضعیت آن را بررسی کنید.\n\nبا تشکر،\nمریم\n"
         ),
         when=t + timedelta(hours=1),
     )
@@ -124,12 +128,135 @@ def demo_mail(now: datetime) -> list[bytes]:
         body="کد رهگیری پستی هم برای من ارسال نشده است.\n",
         when=t + timedelta(hours=3),
     )
+    # Nothing in it tells which team should answer: triage must not guess.
+    vague = _message(
+        sender="Dan Weber <dan@example.net>",
+        subject="Quick note",
+        body="Hi there, I have a quick note for you. Regards, Dan",
+        when=t + timedelta(hours=4),
+    )
     broken = (
         b"To: " + SUPPORT.encode() + b"\r\nSubject: no sender at all\r\n"
         b"Message-ID: <no-sender-1@demo.invalid>\r\n\r\nThis message has no From header.\r\n"
     )
-    mails = [order, order_reply, invoice, persian, persian_1256, persian_tag]
+    mails = [order, order_reply, invoice, persian, persian_1256, persian_tag, vague]
     return [bytes(m) for m in mails] + [broken]
+
+
+# The team's past tickets, for the triage model: a help desk exports these from its old
+# tool. Phrases per category, English and Persian, combined at random.
+_HISTORY = {
+    "delivery": (
+        [
+            "order",
+            "parcel",
+            "package",
+            "delivery",
+            "shipment",
+            "tracking number",
+            "courier",
+            "arrived damaged",
+            "not delivered",
+            "late",
+            "missing item",
+            "broken in transit",
+        ],
+        [
+            "سفارش",
+            "بسته",
+            "ارسال",
+            "تحویل",
+            "کد رهگیری",
+            "پیک",
+            "آسیب دیده",
+            "نرسیده",
+            "دیر رسید",
+            "کالا کم است",
+            "هنوز ارسال نشده",
+            "پست",
+        ],
+    ),
+    "billing": (
+        [
+            "invoice",
+            "VAT number",
+            "refund",
+            "charged twice",
+            "payment",
+            "receipt",
+            "credit card",
+            "billing address",
+            "price on the bill",
+            "discount code",
+            "bank transfer",
+            "overcharged",
+        ],
+        [
+            "فاکتور",
+            "پرداخت",
+            "بازگشت وجه",
+            "دو بار کسر شد",
+            "رسید",
+            "کارت بانکی",
+            "مبلغ",
+            "مالیات",
+            "تخفیف",
+            "صورتحساب",
+            "واریز",
+            "هزینه اضافه",
+        ],
+    ),
+    "account": (
+        [
+            "login",
+            "password",
+            "account locked",
+            "sign in",
+            "two-factor code",
+            "username",
+            "email address change",
+            "reset link",
+            "profile",
+            "cannot log in",
+            "verification",
+            "delete my account",
+        ],
+        [
+            "ورود",
+            "رمز عبور",
+            "حساب کاربری",
+            "قفل شده",
+            "نام کاربری",
+            "کد تایید",
+            "تغییر ایمیل",
+            "بازیابی رمز",
+            "پروفایل",
+            "نمی‌توانم وارد شوم",
+            "حذف حساب",
+            "احراز هویت",
+        ],
+    ),
+}
+_HISTORY_FILLER = (
+    ["hello", "please", "thanks", "regards", "help", "today", "soon", "again", "my", "the"],
+    ["سلام", "لطفا", "ممنون", "با تشکر", "کمک", "امروز", "دوباره", "من", "شما", "خیلی"],
+)
+
+
+def write_history(path: Path, per_category: int = 70, seed: int = 7) -> Path:
+    """A CSV (subject, body, category) of past tickets, half English and half Persian."""
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["subject", "body", "category"])
+        for n in range(per_category):
+            for category, languages in _HISTORY.items():
+                language = n % 2
+                words, filler = languages[language], _HISTORY_FILLER[language]
+                subject = " ".join(rng.sample(words, 2))
+                body = " ".join(rng.sample(words, 3) + rng.sample(filler, 4))
+                writer.writerow([subject, body, category])
+    return path
 
 
 def _postdesk(config: Path, *args: str, echo: bool = True) -> str:
@@ -172,6 +299,11 @@ security = "none"
 [[agent]]
 email = "sara@{DOMAIN}"
 name = "Sara"
+
+[triage]
+target_precision = 0.9
+[triage.keywords]
+urgent = ["urgent", "asap", "فوری"]
 """,
         encoding="utf-8",
     )
@@ -185,6 +317,10 @@ def _kpis(config: Path) -> None:
     by_status = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
     messages = sum(len(t["message_ids"]) for t in tickets)
     persian = sum(1 for t in tickets if any("\u0600" <= ch <= "\u06ff" for ch in t["subject"]))
+    categories = Counter(t["category"] for t in tickets if t["category"])
+    by_category = ", ".join(f"{n} {c}" for c, n in sorted(categories.items()))
+    unsure = sum(1 for t in tickets if t["needs_triage"])
+    prioritized = sum(1 for t in tickets if t["priority"])
     quarantined = sum(1 for r in raw if r["status"] == "quarantined")
     print()
     print("KPI summary")
@@ -192,6 +328,9 @@ def _kpis(config: Path) -> None:
     print(f"  tickets                    {len(tickets)}  ({by_status})")
     print(f"  messages in tickets        {messages}  (replies threaded: {messages - len(tickets)})")
     print(f"  Persian-language tickets   {persian}")
+    print(f"  categorized by the model   {sum(categories.values())}  ({by_category})")
+    print(f"  needs triage (unsure)      {unsure}")
+    print(f"  priority set by a rule     {prioritized}")
     print(f"  quarantined                {quarantined}")
 
 
@@ -217,6 +356,21 @@ def main() -> None:
             )
             _write_config(config, dovecot, user.email, user.password, sink.port)
             print(_postdesk(config, "init"), end="")
+            history = write_history(workdir / "history.csv")
+            print(
+                _postdesk(
+                    config,
+                    "model",
+                    "train",
+                    "--csv",
+                    str(history),
+                    "--text",
+                    "subject,body",
+                    "--label",
+                    "category",
+                ),
+                end="",
+            )
             print(_postdesk(config, "run", "--once"), end="")
             print(_postdesk(config, "tickets", "list"), end="")
             print(_postdesk(config, "tickets", "show", "1"), end="")

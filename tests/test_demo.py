@@ -1,0 +1,32 @@
+"""`make demo` end to end: the real commands on a private Dovecot, in a scratch directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_threads_triages_and_quarantines(tmp_path: Path, dovecot_binary: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "postdesk.demo"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "5 new ticket(s), 2 added to tickets, 1 quarantined" in out
+    assert "category-1 is now the active category model" in out
+    # Alice's order and Maryam's (Persian) order are deliveries, Bob's VAT question is
+    # billing, Reza's windows-1256 login problem is account; Dan's note is left to a person.
+    assert "categorized by the model   4  (1 account, 1 billing, 2 delivery)" in out
+    assert "needs triage (unsure)      1" in out
+    assert "priority set by a rule     1" in out  # "فوری" in Maryam's mail
+    assert "Category: delivery (model" in out
+    assert "IMAP: 0 left in INBOX, 8 moved to Processed after commit" in out
+    # The servers are gone; the database and config stay for exploring.
+    assert (tmp_path / "demo-run" / "postdesk.db").is_file()
+    assert not (tmp_path / "demo-run" / "dovecot").exists()
