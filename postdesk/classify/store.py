@@ -17,15 +17,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from postdesk.classify.errors import ModelError
+from postdesk.files import write_atomically
 
 if TYPE_CHECKING:
     from postdesk.classify.training import TrainedModel
@@ -64,22 +63,6 @@ def check_target(target: str) -> str:
     return target
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    # Written to a temporary name, flushed and renamed: readers see the old file or the
-    # new one, never half of one.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def save_model_file(model: TrainedModel, path: str | Path) -> Path:
     """Write `model` (pipeline and metadata) to a skops file at `path`."""
     import skops.io as sio  # type: ignore[import-untyped]
@@ -90,7 +73,7 @@ def save_model_file(model: TrainedModel, path: str | Path) -> Path:
     payload = {"format": FORMAT, "metadata": json.dumps(model.metadata), "pipeline": model.pipeline}
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(p, sio.dumps(payload, compression=zipfile.ZIP_DEFLATED))
+        write_atomically(p, sio.dumps(payload, compression=zipfile.ZIP_DEFLATED))
     except OSError as exc:
         raise ModelError(f"cannot write model file {p}: {exc.strerror or exc}") from None
     return p
@@ -182,7 +165,7 @@ class ModelStore:
 
     def _write_state(self, state: dict[str, list[str]]) -> None:
         text = json.dumps(state, indent=2, sort_keys=True) + "\n"
-        _write_atomic(self.root / STATE_FILE, text.encode("utf-8"))
+        write_atomically(self.root / STATE_FILE, text.encode("utf-8"))
 
     # --- versions -----------------------------------------------------------------------
 
@@ -206,7 +189,7 @@ class ModelStore:
             model.metadata["version"] = version
             save_model_file(model, self.model_path(version))
             text = json.dumps(model.metadata, indent=2, ensure_ascii=False) + "\n"
-            _write_atomic(self._meta_path(version), text.encode("utf-8"))
+            write_atomically(self._meta_path(version), text.encode("utf-8"))
         return version
 
     def exists(self, version: str) -> bool:

@@ -9,15 +9,14 @@ drops the rest. `AttachmentStore` keeps each distinct blob once, under
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import mimetypes
-import os
-import tempfile
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from postdesk.files import write_atomically
 
 MAX_FILENAME_BYTES: Final = 200
 # An "extension" longer than this is part of the name ("Minutes.of the meeting with ACME").
@@ -181,35 +180,5 @@ class AttachmentStore:
         target = self.root / digest[:2] / digest / name
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomically(target, data)
+            write_atomically(target, data)
         return StoredAttachment(sha256=digest, size=len(data), relpath=relpath)
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    directory = target.parent
-    fd, temp_name = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # The rename is durable only once the directory entry is on disk.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
