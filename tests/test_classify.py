@@ -288,6 +288,32 @@ def test_fast_scorer_gives_the_pipelines_probabilities(
     assert scorer.agrees_with(category_model.pipeline)
 
 
+def test_shared_vocabularies_give_each_models_own_probabilities(
+    tmp_path: Path, category_model: TrainedModel, priority_model: TrainedModel
+) -> None:
+    settings = settings_for(tmp_path)
+    activate(settings, category_model, priority_model)
+    triage = Triage.load(settings)
+    assert triage is not None
+    scorers = [triage.models[t].scorer for t in ("category", "priority")]
+    assert all(s is not None and any(b.joint is not None for b in s.blocks) for s in scorers)
+    tickets = [
+        *synthetic(CATEGORIES, n=20, seed=9).rows(),
+        *synthetic(PRIORITIES, n=20, seed=9).rows(),
+        ("سفارش دیر رسید", "فوری لطفا پیگیری کنید invoice"),
+        ("", ""),
+        ("zzz unknown words", "nothing any model has seen"),
+    ]
+    for subject, body in tickets:
+        cache: dict[Any, Any] = {}  # one ticket's analysis, shared by both models
+        for model in (category_model, priority_model):
+            scorer = triage.models[model.target].scorer
+            assert scorer is not None
+            expected = model.pipeline.predict_proba(ticket_matrix([subject], [body]))[0]
+            got = scorer.proba(subject, body, cache)
+            np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+
+
 def test_triage_is_none_without_models_or_rules(tmp_path: Path) -> None:
     assert Triage.load(settings_for(tmp_path)) is None
     triage = Triage.load(settings_for(tmp_path, keywords=(("urgent", ("urgent",)),)))

@@ -32,7 +32,9 @@ from sklearn.svm import LinearSVC  # type: ignore[import-untyped]
 
 from postdesk.classify.text import ticket_matrix
 
-AnalysisCache = dict[Hashable, tuple[list[str], NDArray[np.float64]]]
+# Per ticket: a block's analysis (tokens, term counts) by its cache key, and under
+# (cache key, "joint") the tokens' rows in the vocabulary the models share.
+AnalysisCache = dict[Hashable, tuple[list[str], NDArray[Any]]]
 
 PROBES = [
     ("Invoice charged twice", "Hello, my card was charged twice for order 1234. Please refund."),
@@ -52,6 +54,9 @@ class _Block:
     sublinear: bool
     weight: float
     offset: int
+    # Set by share_vocabularies(): one look-up per token for every model reading alike.
+    joint: dict[str, int] | None = None
+    remap: NDArray[np.intp] | None = None
 
 
 def _cache_key(column: int, vectorizer: TfidfVectorizer) -> Hashable:
@@ -99,6 +104,37 @@ def _char_wb_analyze(
     preprocess: Callable[[str], str], min_n: int, max_n: int, text: str
 ) -> list[str]:
     return char_wb_ngrams(preprocess(text), min_n, max_n)
+
+
+def _lookup(vocabulary: dict[str, int], tokens: list[str]) -> NDArray[np.intp]:
+    return np.fromiter(map(vocabulary.get, tokens, repeat(-1)), np.intp, len(tokens))
+
+
+def share_vocabularies(scorers: list[LinearScorer]) -> None:
+    """Let the blocks of several scorers that analyse text alike (same column, analyzer,
+    n-grams, preprocessing) share one vocabulary look-up per token.
+
+    Each token is looked up once in the union of their vocabularies; a small array per
+    block turns that row into the block's own feature index (-1 where the block does not
+    know the token). The probabilities are exactly the same; with a category and a
+    priority model the look-ups, most of a ticket's time, are halved.
+    """
+    groups: dict[Hashable, list[_Block]] = {}
+    for scorer in scorers:
+        for block in scorer.blocks:
+            groups.setdefault(block.cache_key, []).append(block)
+    for blocks in groups.values():
+        if len(blocks) < 2:
+            continue
+        joint: dict[str, int] = {}
+        for block in blocks:
+            for token in block.vocabulary:
+                joint.setdefault(token, len(joint))
+        for block in blocks:
+            remap = np.full(len(joint), -1, dtype=np.intp)
+            rows = np.fromiter(map(joint.__getitem__, block.vocabulary), np.intp)
+            remap[rows] = np.fromiter(block.vocabulary.values(), np.intp, len(rows))
+            block.joint, block.remap = joint, remap
 
 
 class LinearScorer:
@@ -195,7 +231,17 @@ class LinearScorer:
                     cache[block.cache_key] = analysed
             tokens, tf_all = analysed
             # map() keeps the vocabulary look-ups in C: most of the time per ticket.
-            found = np.fromiter(map(block.vocabulary.get, tokens, repeat(-1)), np.intp, len(tokens))
+            if block.joint is not None and block.remap is not None:
+                joint_key = (block.cache_key, "joint")
+                rows = cache.get(joint_key) if cache is not None else None
+                if rows is None:
+                    rows = (tokens, _lookup(block.joint, tokens))
+                    if cache is not None:
+                        cache[joint_key] = rows
+                joint_rows = rows[1]
+                found = np.where(joint_rows >= 0, block.remap[joint_rows], -1)
+            else:
+                found = _lookup(block.vocabulary, tokens)
             known = found >= 0
             if not known.any():
                 continue

@@ -22,7 +22,7 @@ import numpy as np
 
 from postdesk.classify.errors import ModelError
 from postdesk.classify.rules import PriorityRules, RuleHit
-from postdesk.classify.scorer import AnalysisCache, LinearScorer
+from postdesk.classify.scorer import AnalysisCache, LinearScorer, share_vocabularies
 from postdesk.classify.store import ModelStore
 from postdesk.classify.text import ticket_matrix
 from postdesk.classify.training import TrainedModel
@@ -127,6 +127,7 @@ class Triage:
         self.models = models
         self.rules = rules
         self.store = store
+        share_vocabularies([m.scorer for m in models.values() if m.scorer is not None])
 
     @classmethod
     def load(cls, settings: Settings) -> Triage | None:
