@@ -326,10 +326,9 @@ def main() -> int:
         f"{with_models:.2f} s with category and priority models ({extra:.2f} ms more per "
         f"ticket; the triage call in the file step: median {call:.2f} ms)"
     )
-    # The criterion: training under a minute; one ticket's prediction in the pipeline
-    # under 5 ms (the median call, and the average added per ticket end to end). The p99
-    # is printed too: on a shared 2-core machine it moves with the neighbours' load.
-    ok &= seconds < 60 and median < 5 and call < 5 and extra < 5
+    # The criterion: training under a minute; one ticket's prediction under 5 ms, for
+    # the median and the 99th percentile of the calls, and on average in the pipeline.
+    ok &= seconds < 60 and median < 5 and p99 < 5 and call < 5 and extra < 5
     print("all criteria met" if ok else "SOME CRITERION NOT MET")
     return 0 if ok else 1
 
