@@ -172,12 +172,14 @@ class Service:
 
         try:
             loaded = Triage.load(self.settings)
-        except ModelError as exc:
+        except Exception as exc:  # a model that cannot be used must not stop the mail
+            detail = str(exc) if isinstance(exc, ModelError) else f"{type(exc).__name__}: {exc}"
             log.error(
                 "triage: %s; new tickets are left unclassified until a model is promoted "
                 "or rolled back (postdesk model ...)",
-                exc,
+                " ".join(detail.split()),
             )
+            log.debug("triage: traceback", exc_info=True)
             return None
         if loaded is None:
             return None
