@@ -34,8 +34,8 @@ from postdesk.classify.triage import (
 )
 from postdesk.models import Message, Ticket, TicketEvent, utcnow
 from postdesk.models.db import Database
+from postdesk.models.tickets import SYSTEM_ACTOR
 
-SYSTEM_ACTOR = "postdesk"
 _CHUNK = 500
 
 

@@ -63,7 +63,7 @@ from postdesk.models import (
 )
 from postdesk.models import tickets as ticket_states
 from postdesk.models.db import Database
-from postdesk.models.tickets import AGENT, FOLLOW_UP
+from postdesk.models.tickets import AGENT, FOLLOW_UP, SYSTEM_ACTOR
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,6 @@ def _event(ticket_id: int, at: datetime, kind: str, actor: str, data: Any) -> di
 # (kind, data)). Built by the service from the active models (postdesk.classify), so
 # that ingestion does not import scikit-learn when no model is in use.
 TicketTriage = Callable[[str, str, str], tuple[dict[str, Any], list[tuple[str, Any]]]]
-TRIAGE_ACTOR = "postdesk"
 
 
 class FileStep:
@@ -297,7 +296,7 @@ class FileStep:
                 values, triage_events = {"needs_triage": True}, []
             row.update(values)
         ticket_id: int = item.conn.execute(_OPEN_TICKET, row).scalar_one()
-        events.extend(_event(ticket_id, now, k, TRIAGE_ACTOR, d) for k, d in triage_events)
+        events.extend(_event(ticket_id, now, k, SYSTEM_ACTOR, d) for k, d in triage_events)
         item.created_ticket = True
         return ticket_id
 

@@ -24,6 +24,8 @@ from postdesk.models.mail import Mailbox, Message
 
 CUSTOMER = "customer"
 AGENT = "agent"
+# The actor of events postdesk itself causes (triage predictions, rules).
+SYSTEM_ACTOR = "postdesk"
 
 # Ticket lifecycle: new (nobody has acted yet) -> open -> pending (waiting for the
 # customer) -> solved -> closed. A customer reply moves pending/solved back to open.
