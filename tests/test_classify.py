@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import os
 import random
 import zipfile
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -702,18 +700,6 @@ def test_record_triage_and_a_human_label_update_the_ticket(
 
 
 # --- the command line ----------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger for its process; undo that after each test."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
 
 class Cli:

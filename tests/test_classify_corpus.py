@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,17 +23,6 @@ from postdesk.config import DatabaseSettings, Settings, TriageSettings
 TO_ARABIC_SPELLING = str.maketrans(
     {"ی": "ي", "ک": "ك", **{str(d): chr(0x06F0 + d) for d in range(10)}}
 )
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
 
 def test_persian_comments_confident_predictions_reach_the_target_precision(

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
 import mailbox
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -41,21 +39,6 @@ password_env = "POSTDESK_TEST_NEVER_SET"
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger for its process; undo that after each test."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    others = {n: logging.getLogger(n).level for n in ("sqlalchemy", "imapclient", "alembic")}
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        for name, lvl in others.items():
-            logging.getLogger(name).setLevel(lvl)
 
 
 def mail(

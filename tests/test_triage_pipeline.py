@@ -7,15 +7,12 @@ Real servers only: Dovecot on loopback, SQLite and PostgreSQL, the CLI as a user
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 from support import mailbox_toml, write_config
@@ -27,16 +24,6 @@ from postdesk.daemon import Service
 from postdesk.models import TicketEvent
 from postdesk.models.db import Database
 from postdesk.testing.dovecot import Dovecot, MailUser
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger; put it back for the tests that follow."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def cli(config: Path, *args: str) -> str:
