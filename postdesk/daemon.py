@@ -16,26 +16,24 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 from types import FrameType
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from postdesk.classify.step import ActiveTriage, TriageStep
 from postdesk.config import MailboxSettings, Settings
 from postdesk.errors import MailboxError
 from postdesk.ingest.fetch import FetchResult, FolderFetcher, record_failure
 from postdesk.ingest.imap import ImapSource
 from postdesk.ingest.lease import make_owner
-from postdesk.ingest.process import Processor, ProcessResult, TicketTriage, default_steps
+from postdesk.ingest.process import Processor, ProcessResult
 from postdesk.ingest.sources import ImportedMessage
 from postdesk.ingest.store import IMPORT, Incoming, store_many
-from postdesk.ingest.threader import ThreadOptions
-from postdesk.ingest.tokens import ReplyTokens, load_key
 from postdesk.models import PENDING, Contact, Mailbox, RawMessage
 from postdesk.models.db import Database, describe_error
 from postdesk.models.tickets import AGENT
+from postdesk.pipeline import steps
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +80,6 @@ def sync_config(db: Database, settings: Settings) -> dict[str, int]:
     return ids
 
 
-def agent_emails(settings: Settings) -> set[str]:
-    """Addresses whose mail counts as written by us, not by a customer."""
-    emails = {a.email.lower() for a in settings.agents}
-    emails.update(box.address.lower() for box in settings.mailboxes)
-    return emails
-
-
 MAX_BACKOFF = 900.0
 
 
@@ -110,9 +101,8 @@ class Service:
         self._clock = clock
         self._failures: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
-        # Triage: the active model versions last seen, and what was loaded for them.
-        self._triage_key: tuple[tuple[str, str], ...] | None = None
-        self._triage: TicketTriage | None = None
+        # Kept from pass to pass, so that the active models are loaded once.
+        self.triage = TriageStep(ActiveTriage(settings))
         self._retrain_failed_at: float | None = None
 
     def stop(self) -> None:
@@ -123,75 +113,11 @@ class Service:
         return self._stop.is_set()
 
     def processor(self) -> Processor:
-        threading_ = self.settings.threading
-        steps = default_steps(
-            data_dir=self.settings.data_dir,
-            agent_emails=agent_emails(self.settings),
-            own_addresses=[box.address for box in self.settings.mailboxes],
-            threading=ThreadOptions(
-                tokens=ReplyTokens(load_key(self.settings)),
-                subject_window=timedelta(days=threading_.subject_window_days),
-            ),
-            closed_after=timedelta(days=threading_.new_ticket_after_closed_days),
-            triage=self.ticket_triage(),
+        """A processor running the pipeline's steps, with the models active now."""
+        self.triage.refresh()
+        return Processor(
+            self.db, steps(self.settings, triage=self.triage), should_stop=self.stopping
         )
-        return Processor(self.db, steps, should_stop=self.stopping)
-
-    def ticket_triage(self) -> TicketTriage | None:
-        """How new tickets are categorized and prioritized, or None (left unclassified).
-
-        The active models are loaded once and kept while they stay active; a promotion
-        or rollback (`postdesk model ...`) is seen at the next pass, which loads the new
-        ones. scikit-learn is imported only when a model or a priority rule is in use. A
-        model that cannot be loaded is logged once and leaves tickets unclassified.
-        """
-        from postdesk.classify.errors import ModelError
-        from postdesk.classify.store import ModelStore
-
-        triage_settings = self.settings.triage
-        rules = bool(
-            triage_settings.vip_senders or triage_settings.vip_domains or triage_settings.keywords
-        )
-        try:
-            active = ModelStore(self.settings.data_dir).active_versions()
-        except ModelError as exc:
-            active = {}
-            if self._triage_key != (("error", str(exc)),):
-                log.error("triage: %s; new tickets are left unclassified", exc)
-            key: tuple[tuple[str, str], ...] = (("error", str(exc)),)
-        else:
-            key = tuple(sorted(active.items()))
-        if key == self._triage_key:
-            return self._triage
-        self._triage_key, self._triage = key, None
-        if not active and not rules:
-            return None
-
-        from postdesk.classify.labels import triage_changes
-        from postdesk.classify.triage import Triage
-
-        try:
-            loaded = Triage.load(self.settings)
-        except Exception as exc:  # a model that cannot be used must not stop the mail
-            detail = str(exc) if isinstance(exc, ModelError) else f"{type(exc).__name__}: {exc}"
-            log.error(
-                "triage: %s; new tickets are left unclassified until a model is promoted "
-                "or rolled back (postdesk model ...)",
-                " ".join(detail.split()),
-            )
-            log.debug("triage: traceback", exc_info=True)
-            return None
-        if loaded is None:
-            return None
-        log.info("triage: %s", ", ".join(f"{t} {v}" for t, v in loaded.versions.items()) or "rules")
-
-        def classify_ticket(
-            subject: str, body: str, sender_email: str
-        ) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
-            return triage_changes(loaded.classify(subject, body, sender_email))
-
-        self._triage = classify_ticket
-        return classify_ticket
 
     def retrain_if_due(self) -> None:
         """Scheduled retraining (`[triage] retrain_interval_hours`), between passes.

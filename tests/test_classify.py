@@ -609,7 +609,11 @@ def test_from_db_training_uses_human_labels_only(
         ]
         for i, ticket in enumerate(tickets[:60]):
             record_label(
-                session, ticket, "category", categories.labels[i], actor="agent@example.com"
+                session.connection(),
+                ticket.id,
+                "category",
+                categories.labels[i],
+                actor="agent@example.com",
             )
         # Predictions (even confident ones) and rules are never training data.
         confident = TriageResult(
@@ -621,12 +625,15 @@ def test_from_db_training_uses_human_labels_only(
             predictions=(Prediction("category", "billing", 0.99, "category-9", True),),
         )
         for ticket in tickets[60:90]:
-            record_triage(session, ticket, confident)
+            record_triage(session.connection(), ticket.id, confident)
         triage = Triage({"category": _loaded(category_model)}, PriorityRules(TriageSettings()))
         for ticket, body in zip(tickets[90:120], categories.bodies[90:120], strict=True):
-            record_triage(session, ticket, triage.classify(ticket.subject, body, "c@example.org"))
+            result = triage.classify(ticket.subject, body, "c@example.org")
+            record_triage(session.connection(), ticket.id, result)
         # A person clearing a label withdraws the ticket from training.
-        record_label(session, tickets[0], "category", None, actor="agent@example.com")
+        record_label(
+            session.connection(), tickets[0].id, "category", None, actor="agent@example.com"
+        )
     data = training_data_from_db(db, "category")
     assert len(data) == 59
     assert data.labels == categories.labels[1:60]
@@ -659,9 +666,13 @@ def test_record_triage_and_a_human_label_update_the_ticket(
         sure = add_ticket(session, 1, "Refund", "invoice charge refund payment")
         unsure = add_ticket(session, 2, "urgent", "xyzzy plugh")
         record_triage(
-            session, sure, triage.classify(sure.subject, "invoice charge refund payment", "c@x")
+            session.connection(),
+            sure.id,
+            triage.classify(sure.subject, "invoice charge refund payment", "c@x"),
         )
-        record_triage(session, unsure, triage.classify(unsure.subject, "xyzzy plugh", "c@x"))
+        record_triage(
+            session.connection(), unsure.id, triage.classify(unsure.subject, "xyzzy plugh", "c@x")
+        )
     with db.read_session() as session:
         one = session.get_one(Ticket, sure.id)
         assert (one.category, one.category_source, one.category_model) == (
@@ -686,8 +697,9 @@ def test_record_triage_and_a_human_label_update_the_ticket(
         assert events[-1].data["source"] == "model" and events[-1].data["to"] is None
         assert events[-1].data["suggestion"] in CATEGORIES and not events[-1].data["confident"]
     with db.transaction() as session:
-        ticket = session.get_one(Ticket, unsure.id)
-        record_label(session, ticket, "category", "technical", actor="agent@example.com")
+        record_label(
+            session.connection(), unsure.id, "category", "technical", actor="agent@example.com"
+        )
     with db.read_session() as session:
         two = session.get_one(Ticket, unsure.id)
         assert (two.category, two.category_source, two.category_model) == (

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from support import mailbox_toml, write_config
 from test_classify import CATEGORIES, synthetic, write_csv
 
+from postdesk.classify.labels import triage_changes
 from postdesk.cli import main
 from postdesk.config import load_settings
 from postdesk.daemon import Service
@@ -148,16 +149,19 @@ def test_model_is_loaded_once_and_a_promotion_is_picked_up(tmp_path: Path, sqlit
     db = Database(sqlite_url)
     try:
         service = Service(settings, db)
-        assert service.ticket_triage() is None  # no model, no rule: nothing loaded
+        models = service.triage.models
+        assert models.current() is None  # no model, no rule: nothing loaded
         csv_file = write_csv(tmp_path / "a.csv", synthetic(CATEGORIES, n=120, seed=2))
         train(config, csv_file)
-        first = service.ticket_triage()
+        first = models.current()
         assert first is not None
-        assert service.ticket_triage() is first  # the same loaded model, pass after pass
+        assert models.current() is first  # the same loaded model, pass after pass
         train(config, csv_file, "--force")
-        second = service.ticket_triage()
+        second = models.current()
         assert second is not None and second is not first
-        values, _events = second("Refund", "invoice refund payment", "a@example.com")
+        values, _events = triage_changes(
+            second.classify("Refund", "invoice refund payment", "a@example.com")
+        )
         assert values["category_model"] == "category-2"
     finally:
         db.dispose()
@@ -219,9 +223,11 @@ def test_run_retrains_on_schedule_from_peoples_labels(tmp_path: Path, sqlite_url
         service.retrain_if_due()  # not due again for a day
         listed = cli(config, "model", "list")
         assert "category-1" in listed and "category-2" not in listed
-        triage = service.ticket_triage()
+        triage = service.triage.models.current()
         assert triage is not None
-        values, _ = triage("Refund", "invoice refund payment card", "new@example.com")
+        values, _ = triage_changes(
+            triage.classify("Refund", "invoice refund payment card", "new@example.com")
+        )
         assert values["category_model"] == "category-1"
     finally:
         db.dispose()

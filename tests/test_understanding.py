@@ -51,8 +51,8 @@ def message_of(db: Database, mid: str) -> dict[str, object]:
 
 def set_ticket_status(db: Database, number: int, status: str, *, ago: timedelta) -> None:
     with db.transaction() as session:
+        set_status(session.connection(), number, status, actor="sara@support.example", why="test")
         ticket = session.get_one(Ticket, number)
-        set_status(session, ticket, status, actor="sara@support.example", why="test")
         ticket.closed_at = datetime.now(UTC) - ago
 
 

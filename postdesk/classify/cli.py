@@ -548,24 +548,23 @@ def label(
 ) -> None:
     """Set or confirm ticket NUMBER's category/priority: training data for the next model."""
     from postdesk.classify.labels import record_label
-    from postdesk.models import Ticket
+    from postdesk.tickets.views import current_labels
 
     if not (category or priority or confirm):
         raise PostdeskError("give --category, --priority or --confirm")
     with obj.database().transaction() as session:
-        ticket = session.get(Ticket, number)
-        if ticket is None:
-            raise PostdeskError(f"no ticket #{number}")
+        conn = session.connection()
+        current = current_labels(conn, number)
         changes = {"category": category, "priority": priority}
         if confirm:
             for target in changes:
                 if changes[target] is None:
-                    changes[target] = getattr(ticket, target)
+                    changes[target] = current[target]
         done = []
         for target, value in changes.items():
             if value is None:
                 continue
-            record_label(session, ticket, target, value.strip(), actor=actor)
+            record_label(conn, number, target, value.strip(), actor=actor)
             done.append(f"{target} {value.strip()}")
     if not done:
         raise ModelError(f"ticket #{number} has no category or priority to confirm")

@@ -20,21 +20,19 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
 from postdesk.classify.data import LabelledData
 from postdesk.classify.errors import TrainingDataError
 from postdesk.classify.triage import (
-    HUMAN_SOURCE,
     MODEL_SOURCE,
-    PRIORITY,
     TICKET_TARGETS,
     TriageResult,
 )
-from postdesk.models import Message, Ticket, TicketEvent, utcnow
+from postdesk.models import Message, Ticket, TicketEvent
 from postdesk.models.db import Database
-from postdesk.models.tickets import SYSTEM_ACTOR
+from postdesk.tickets.lifecycle import HUMAN_SOURCE, PRIORITY, apply_triage, set_label
 
 _CHUNK = 500
 
@@ -97,67 +95,21 @@ def triage_changes(result: TriageResult) -> tuple[dict[str, Any], list[tuple[str
 
 
 def record_triage(
-    session: Session, ticket: Ticket, result: TriageResult, *, at: datetime | None = None
+    conn: Connection, ticket_id: int, result: TriageResult, *, at: datetime | None = None
 ) -> None:
-    """Store `result` on `ticket` and in its event log (in the caller's transaction).
+    """Store `result` on ticket `ticket_id` and in its event log (in the caller's
+    transaction, through the ticket lifecycle).
 
     Targets no model or rule had anything to say about are left untouched, and so is a
     label a person already set.
     """
-    when = at or utcnow()
     values, events = triage_changes(result)
-    kept = {
-        target for target in TICKET_TARGETS if getattr(ticket, f"{target}_source") == HUMAN_SOURCE
-    }
-    for name, value in values.items():
-        if name.split("_", 1)[0] not in kept:
-            setattr(ticket, name, value)
-    for kind, data in events:
-        if kind not in kept:
-            session.add(
-                TicketEvent(ticket_id=ticket.id, at=when, kind=kind, actor=SYSTEM_ACTOR, data=data)
-            )
+    apply_triage(conn, ticket_id, values, events, at=at)
 
 
-def record_label(
-    session: Session,
-    ticket: Ticket,
-    target: str,
-    value: str | None,
-    *,
-    actor: str,
-    at: datetime | None = None,
-) -> None:
-    """A person set (or, with the current value, confirmed) `target` of `ticket`.
-
-    This is what the next model trains on. `value` None clears the label (and withdraws
-    the ticket from training for that target).
-    """
-    _check_target(target)
-    before = getattr(ticket, target)
-    setattr(ticket, target, value)
-    setattr(ticket, f"{target}_source", HUMAN_SOURCE if value is not None else None)
-    setattr(ticket, f"{target}_probability", None)
-    setattr(ticket, f"{target}_model", None)
-    session.add(
-        TicketEvent(
-            ticket_id=ticket.id,
-            at=at or utcnow(),
-            kind=target,
-            actor=actor,
-            data={
-                "from": before,
-                "to": value,
-                "source": HUMAN_SOURCE,
-                "confirmed": value is not None and before == value,
-            },
-        )
-    )
-    # Still needs triage only while a target a model was unsure about has no label.
-    ticket.needs_triage = any(
-        getattr(ticket, t) is None and getattr(ticket, f"{t}_model") is not None
-        for t in TICKET_TARGETS
-    )
+# A person's label (`postdesk model label`, agents' #category/#priority) is written by
+# the ticket lifecycle; it is what the next model trains on.
+record_label = set_label
 
 
 def human_labels(session: Session, target: str) -> dict[int, str]:

@@ -27,16 +27,15 @@ from postdesk.classify.store import ModelStore
 from postdesk.classify.text import ticket_matrix
 from postdesk.classify.training import TrainedModel
 from postdesk.config import Settings
+from postdesk.tickets.lifecycle import CATEGORY, LABEL_TARGETS, PRIORITY
 
 log = logging.getLogger(__name__)
 
-CATEGORY = "category"
-PRIORITY = "priority"
 IMPACT = "impact"
 URGENCY = "urgency"
-TICKET_TARGETS = (CATEGORY, PRIORITY)
+# A ticket's labels and "a person set it" are the lifecycle's; a model is one more source.
+TICKET_TARGETS = LABEL_TARGETS
 MODEL_SOURCE = "model"
-HUMAN_SOURCE = "human"
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
-"""Turn stored raw messages into tickets: a pipeline of small steps, all or nothing.
+"""Turn stored raw messages into tickets: the pipeline's runner, all or nothing.
 
-The Processor owns the loop and the transactions; each step does one thing to a typed
-work item and either returns or raises. Steps read and write through the item's
-connection with SQLAlchemy Core statements built once, from the models' tables: this path
-runs for every message, and building ORM objects and statements per message used to cost
-most of its time.
+The Processor owns the loop and the transactions; each step (the list is in
+postdesk/pipeline.py) does one thing to a typed work item and either returns or raises.
+Steps read and write through the item's connection with SQLAlchemy Core statements built
+once, from the models' tables: this path runs for every message, and building ORM objects
+and statements per message used to cost most of its time.
 
 Messages are processed in batches (up to 50 messages, 8 MiB or 0.25 s), one transaction
 per batch and one savepoint per message: what one message does is kept or undone as a
@@ -20,54 +20,26 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any, Protocol, overload
+from datetime import datetime
+from typing import Protocol
 
-from sqlalchemy import Connection, bindparam, case, exists, func, insert, select, text, update
+from sqlalchemy import Connection, bindparam, func, select, text, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from postdesk.errors import PostdeskError
-from postdesk.ingest.attachments import AttachmentStore
-from postdesk.ingest.automatic import Classification, classify
-from postdesk.ingest.parse import Address, ParsedMessage, parse_message
-from postdesk.ingest.quotes import visible_text
-from postdesk.ingest.sender import Sender, get_or_create_contact, sender_address
-from postdesk.ingest.store import IMPORT, MESSAGE_ID_WIDTH, table_of
-from postdesk.ingest.threader import (
-    DEFAULT_OPTIONS,
-    HUMAN,
-    NEW,
-    ThreadMatch,
-    ThreadOptions,
-    find_ticket,
-)
-from postdesk.ingest.tokens import may_be_ours
-from postdesk.models import (
-    PENDING,
-    PROCESSED,
-    QUARANTINED,
-    Attachment,
-    Contact,
-    Message,
-    MessageRef,
-    RawMessage,
-    Ticket,
-    TicketEvent,
-    TicketLink,
-    UTCDateTime,
-    utcnow,
-)
-from postdesk.models import tickets as ticket_states
+from postdesk.ingest.automatic import Classification
+from postdesk.ingest.parse import ParsedMessage
+from postdesk.ingest.sender import Sender
+from postdesk.ingest.threader import ThreadMatch
+from postdesk.models import PENDING, PROCESSED, QUARANTINED, RawMessage, UTCDateTime, utcnow
+from postdesk.models.base import table_of
 from postdesk.models.db import Database
-from postdesk.models.tickets import AGENT, FOLLOW_UP, SYSTEM_ACTOR
+from postdesk.tickets.lifecycle import NewTicket
 
 log = logging.getLogger(__name__)
-
-NO_SUBJECT = "(no subject)"
 
 
 @dataclass(frozen=True)
@@ -93,16 +65,23 @@ class WorkItem:
     conn: Connection
     raw: RawInput
     parsed: ParsedMessage | None = None
+    arrived: datetime | None = None  # when it reached the team (see steps.arrival_time)
     sender: Sender | None = None
     classification: Classification | None = None
     match: ThreadMatch | None = None
+    visible: str | None = None  # the text without quoted history and signature
     ticket_id: int | None = None
-    message_pk: int | None = None
     created_ticket: bool = False
+    opened: NewTicket | None = None  # the ticket it opened, if a customer's
+    message_pk: int | None = None
 
     def need_parsed(self) -> ParsedMessage:
         assert self.parsed is not None, "the parse step runs first"
         return self.parsed
+
+    def need_arrived(self) -> datetime:
+        assert self.arrived is not None, "the parse step runs first"
+        return self.arrived
 
     def need_sender(self) -> Sender:
         assert self.sender is not None, "the sender step runs before this one"
@@ -115,341 +94,6 @@ class Step(Protocol):
     name: str
 
     def __call__(self, item: WorkItem) -> None: ...
-
-
-class ParseStep:
-    """Decode the raw bytes into headers, text and attachments."""
-
-    name = "parse"
-
-    def __call__(self, item: WorkItem) -> None:
-        item.parsed = parse_message(item.raw.content)
-
-
-class SenderStep:
-    """Find or create the contact who wrote the message."""
-
-    name = "sender"
-
-    def __init__(self, agent_emails: Collection[str]) -> None:
-        self.agent_emails = frozenset(e.lower() for e in agent_emails)
-
-    def __call__(self, item: WorkItem) -> None:
-        address = sender_address(item.need_parsed())
-        item.sender = get_or_create_contact(item.conn, address, agent_emails=self.agent_emails)
-
-
-_OUR_MESSAGE = select(
-    exists().where(
-        table_of(Message).c.message_id == bindparam("message_id"),
-        table_of(Message).c.direction == "out",
-    )
-)
-
-
-class ClassifyStep:
-    """Tell human mail from automatic replies, bounces and our own mail coming back."""
-
-    name = "classify"
-
-    def __init__(self, own_addresses: Collection[str]) -> None:
-        self.own_addresses = frozenset(a.lower() for a in own_addresses)
-
-    def __call__(self, item: WorkItem) -> None:
-        conn = item.conn
-
-        def ours(message_id: str) -> bool:
-            if not may_be_ours(message_id):
-                return False  # not an id we make: no query (see tokens.new_message_id)
-            return bool(conn.execute(_OUR_MESSAGE, {"message_id": _fit(message_id)}).scalar())
-
-        item.classification = classify(
-            item.need_parsed(), own_message_ids=ours, own_addresses=self.own_addresses
-        )
-
-
-class ThreadStep:
-    """Decide whether the message opens a ticket or continues one."""
-
-    name = "thread"
-
-    def __init__(self, options: ThreadOptions = DEFAULT_OPTIONS) -> None:
-        self.options = options
-
-    def __call__(self, item: WorkItem) -> None:
-        parsed = item.need_parsed()
-        found = item.classification
-        item.match = find_ticket(
-            item.conn,
-            parsed,
-            item.need_sender(),
-            kind=found.kind if found else HUMAN,
-            bounced_id=found.original_message_id if found else None,
-            arrived=arrival_time(item.raw, parsed),
-            options=self.options,
-        )
-
-
-def _addresses(addresses: Sequence[Address]) -> list[dict[str, str]]:
-    return [{"email": a.email, "name": a.name} for a in addresses]
-
-
-_tickets = table_of(Ticket)
-_messages = table_of(Message)
-_events = table_of(TicketEvent)
-_now = bindparam("now", type_=UTCDateTime())
-_OPEN_TICKET = insert(_tickets).returning(_tickets.c.id)
-# A message may arrive out of order (imports): the ticket's clocks only move forward.
-_TOUCH_TICKET = (
-    update(_tickets)
-    .where(_tickets.c.id == bindparam("ticket_id"))
-    .values(
-        updated_at=case((_tickets.c.updated_at < _now, _now), else_=_tickets.c.updated_at),
-        last_message_at=case(
-            (_tickets.c.last_message_at < _now, _now), else_=_tickets.c.last_message_at
-        ),
-    )
-    .returning(_tickets.c.status, _tickets.c.closed_at)
-)
-_REOPENABLE = (ticket_states.PENDING, ticket_states.SOLVED, ticket_states.CLOSED)
-_contacts = table_of(Contact)
-_MARK_BOUNCING = (
-    update(_contacts)
-    .where(_contacts.c.email.in_(bindparam("emails", expanding=True)))
-    .values(bouncing_since=_now, bounce_reason=bindparam("reason"))
-)
-_CLEAR_BOUNCING = (
-    update(_contacts)
-    .where(_contacts.c.id == bindparam("contact_id"), _contacts.c.bouncing_since.is_not(None))
-    .values(bouncing_since=None, bounce_reason=None)
-)
-_ADD_LINK = insert(table_of(TicketLink))
-_REOPEN_TICKET = (
-    update(_tickets)
-    .where(_tickets.c.id == bindparam("ticket_id"))
-    .values(status=ticket_states.OPEN, closed_at=None)
-)
-_ADD_MESSAGE = insert(_messages).returning(_messages.c.id)
-_ADD_REFS = insert(table_of(MessageRef))
-_ADD_ATTACHMENTS = insert(table_of(Attachment))
-_ADD_EVENTS = insert(_events)
-
-
-def _event(ticket_id: int, at: datetime, kind: str, actor: str, data: Any) -> dict[str, Any]:
-    return {"ticket_id": ticket_id, "at": at, "kind": kind, "actor": actor, "data": data}
-
-
-# Triage of a new ticket, as the file step uses it: (subject, visible text of the
-# customer's first message, sender address) -> (ticket column values, events as
-# (kind, data)). Built by the service from the active models (postdesk.classify), so
-# that ingestion does not import scikit-learn when no model is in use.
-TicketTriage = Callable[[str, str, str], tuple[dict[str, Any], list[tuple[str, Any]]]]
-
-
-class FileStep:
-    """Open the ticket or append to it: the message row, its attachments, the events."""
-
-    name = "file"
-
-    def __init__(
-        self,
-        attachments: AttachmentStore,
-        *,
-        closed_after: timedelta = timedelta(days=30),
-        triage: TicketTriage | None = None,
-    ) -> None:
-        self.attachments = attachments
-        self.closed_after = closed_after
-        self.triage = triage
-
-    def _open(
-        self,
-        item: WorkItem,
-        sender: Sender,
-        now: datetime,
-        human: bool,
-        visible: str,
-        events: list[dict[str, Any]],
-    ) -> int:
-        parsed = item.need_parsed()
-        subject = parsed.subject.strip() or NO_SUBJECT
-        # Mail nobody has to answer (automatic, bounces, our own) is kept on a ticket that
-        # is closed from the start, so it never waits in anyone's queue.
-        status = ticket_states.NEW if human else ticket_states.CLOSED
-        row: dict[str, Any] = {
-            "subject": subject,
-            "status": status,
-            "requester_id": sender.id,
-            "mailbox_id": item.raw.mailbox_id,
-            "created_at": now,
-            "updated_at": now,
-            "last_message_at": now,
-            "closed_at": None if human else now,
-        }
-        triage_events: list[tuple[str, Any]] = []
-        if human and self.triage is not None:
-            try:
-                values, triage_events = self.triage(subject, visible, sender.email)
-            except Exception as exc:
-                # A model that fails must not keep mail from its ticket: a person sorts it.
-                log.warning("raw %d: triage failed, needs triage: %s", item.raw.id, exc)
-                values, triage_events = {"needs_triage": True}, []
-            row.update(values)
-        ticket_id: int = item.conn.execute(_OPEN_TICKET, row).scalar_one()
-        events.extend(_event(ticket_id, now, k, SYSTEM_ACTOR, d) for k, d in triage_events)
-        item.created_ticket = True
-        return ticket_id
-
-    def __call__(self, item: WorkItem) -> None:
-        parsed = item.need_parsed()
-        sender = item.need_sender()
-        match = item.match or ThreadMatch(None, NEW, "no rule ran")
-        found = item.classification
-        kind = found.kind if found else HUMAN
-        human = kind == HUMAN
-        conn = item.conn
-        now = arrival_time(item.raw, parsed)
-        visible = visible_text(parsed.text, parsed.html)
-        events: list[dict[str, Any]] = []
-        # Triage events follow the "created" event they belong to.
-        opened: list[dict[str, Any]] = []
-        if match.ticket_id is not None:
-            ticket_id = match.ticket_id
-            status, closed_at = conn.execute(
-                _TOUCH_TICKET, {"ticket_id": ticket_id, "now": now}
-            ).one()
-            long_closed = (
-                status == ticket_states.CLOSED
-                and closed_at is not None
-                and now - closed_at > self.closed_after
-            )
-            if human and long_closed:
-                old = ticket_id
-                ticket_id = self._open(item, sender, now, human, visible, opened)
-                events.append(_event(ticket_id, now, "created", sender.email, {"follow_up": old}))
-                conn.execute(
-                    _ADD_LINK,
-                    {"ticket_id": ticket_id, "other_id": old, "kind": FOLLOW_UP, "created_at": now},
-                )
-                match = ThreadMatch(
-                    None,
-                    match.rule,
-                    f"{match.reason}; ticket {old} was closed on {closed_at:%Y-%m-%d}, "
-                    f"so this opens follow-up ticket {ticket_id}",
-                )
-            elif human and sender.role != AGENT and status in _REOPENABLE:
-                conn.execute(_REOPEN_TICKET, {"ticket_id": ticket_id})
-                change = {"from": status, "to": ticket_states.OPEN, "why": "reply"}
-                events.append(_event(ticket_id, now, "status", sender.email, change))
-        else:
-            ticket_id = self._open(item, sender, now, human, visible, opened)
-            data = {} if human else {"closed": f"{kind} mail: {found.reason if found else ''}"}
-            events.append(_event(ticket_id, now, "created", sender.email, data))
-        events.extend(opened)
-        item.ticket_id = ticket_id
-        if found is not None and found.kind == "bounce" and found.failed_recipients:
-            conn.execute(
-                _MARK_BOUNCING,
-                {"emails": list(found.failed_recipients), "now": now, "reason": found.reason[:500]},
-            )
-        elif human and sender.bouncing:
-            conn.execute(_CLEAR_BOUNCING, {"contact_id": sender.id})
-
-        message_pk: int = conn.execute(
-            _ADD_MESSAGE,
-            {
-                "raw_message_id": item.raw.id,
-                "ticket_id": ticket_id,
-                "contact_id": sender.id,
-                "direction": "in",
-                "message_id": _fit(parsed.message_id),
-                "in_reply_to": " ".join(parsed.in_reply_to) or None,
-                "references": " ".join(parsed.references) or None,
-                "subject": parsed.subject,
-                "from_email": sender.email,
-                "from_name": (parsed.from_.name if parsed.from_ else "") or sender.name,
-                "to": _addresses(parsed.to),
-                "cc": _addresses(parsed.cc),
-                "sent_at": parsed.date,
-                "received_at": item.raw.received_at,
-                "text": parsed.text,
-                "thread_rule": match.rule,
-                "thread_reason": match.reason,
-                "defects": list(parsed.defects),
-                "kind": kind,
-                "kind_reason": found.reason if found else "",
-                "visible_text": visible,
-            },
-        ).scalar_one()
-        item.message_pk = message_pk
-        refs = dict.fromkeys(_fit(r) for r in [*parsed.in_reply_to, *parsed.references])
-        if refs:
-            conn.execute(
-                _ADD_REFS, [{"message_pk": message_pk, "ref_message_id": ref} for ref in refs]
-            )
-        if parsed.attachments:
-            rows = []
-            for attachment in parsed.attachments:
-                stored = self.attachments.save(attachment.data, attachment.filename)
-                rows.append(
-                    {
-                        "message_pk": message_pk,
-                        "filename": attachment.filename,
-                        "content_type": attachment.content_type,
-                        "size": stored.size,
-                        "sha256": stored.sha256,
-                        "relpath": stored.relpath,
-                        "inline": attachment.inline,
-                        "content_id": _fit(attachment.content_id),
-                    }
-                )
-            conn.execute(_ADD_ATTACHMENTS, rows)
-        if events:
-            conn.execute(_ADD_EVENTS, events)
-
-
-@overload
-def _fit(identifier: str) -> str: ...
-@overload
-def _fit(identifier: None) -> None: ...
-def _fit(identifier: str | None) -> str | None:
-    """Cut a Message-ID/Content-ID to the column width (RFC 5322's line limit, 998).
-
-    Longer ones exist only in broken or hostile mail; the cut copy still matches itself.
-    """
-    return identifier[:MESSAGE_ID_WIDTH] if identifier is not None else None
-
-
-def arrival_time(raw: RawInput, parsed: ParsedMessage) -> datetime:
-    """When the message reached the team, the clock tickets and SLAs run on.
-
-    Fetched mail arrived when postdesk stored it. Imported mail is history: its Date
-    header is used, unless missing or in the future (then the import time).
-    """
-    if raw.source == IMPORT and parsed.date is not None and parsed.date <= raw.received_at:
-        return parsed.date
-    return raw.received_at
-
-
-def default_steps(
-    *,
-    data_dir: Path,
-    agent_emails: Collection[str],
-    own_addresses: Collection[str] = (),
-    threading: ThreadOptions = DEFAULT_OPTIONS,
-    closed_after: timedelta = timedelta(days=30),
-    triage: TicketTriage | None = None,
-) -> list[Step]:
-    """The pipeline every inbound message goes through, in order."""
-    return [
-        ParseStep(),
-        ClassifyStep(own_addresses),
-        SenderStep(agent_emails),
-        ThreadStep(threading),
-        FileStep(
-            AttachmentStore(data_dir / "attachments"), closed_after=closed_after, triage=triage
-        ),
-    ]
 
 
 @dataclass
@@ -484,6 +128,7 @@ def _is_database_outage(exc: BaseException) -> bool:
 
 
 _raw = table_of(RawMessage)
+_now = bindparam("now", type_=UTCDateTime())
 _claimable = _raw.alias("claimable")
 # Claim a pending message and mark it processed, in one statement of the message's own
 # transaction. The row lock is taken with SKIP LOCKED, so another instance passes the

@@ -9,8 +9,9 @@ from sqlalchemy import Connection, bindparam, select, update
 
 from postdesk.errors import ParseError
 from postdesk.ingest.parse import Address, ParsedMessage
-from postdesk.ingest.store import InsertIgnoringConflicts, table_of
+from postdesk.ingest.store import InsertIgnoringConflicts
 from postdesk.models import Contact, utcnow
+from postdesk.models.base import table_of
 from postdesk.models.tickets import AGENT, CUSTOMER
 
 

@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 
 from postdesk.ingest.parse import HeaderSummary, header_summary
-from postdesk.models import PENDING, Base, Delivery, MailboxSync, RawMessage, utcnow
+from postdesk.models import PENDING, Delivery, MailboxSync, RawMessage, utcnow
+from postdesk.models.base import table_of
 
 IMAP = "imap"
 IMPORT = "import"
@@ -33,13 +34,6 @@ IMPORT = "import"
 # cutting a longer (broken or hostile) one down to fit keeps every message storable on
 # PostgreSQL, which would otherwise refuse the batch on every pass and block the mailbox.
 MESSAGE_ID_WIDTH = 998
-
-
-def table_of(model: type[Base]) -> Table:
-    """The Core table of a model, for statements built once at import and reused."""
-    table = model.__table__
-    assert isinstance(table, Table)
-    return table
 
 
 class InsertIgnoringConflicts:

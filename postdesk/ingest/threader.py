@@ -53,11 +53,12 @@ from sqlalchemy.sql.selectable import ScalarSelect
 
 from postdesk.ingest.parse import ParsedMessage
 from postdesk.ingest.sender import Sender
-from postdesk.ingest.store import table_of
 from postdesk.ingest.textnorm import is_forward, is_generic_subject, subject_key
 from postdesk.ingest.tokens import ReplyTokens
 from postdesk.models import Message, MessageRef, Ticket
+from postdesk.models.base import table_of
 from postdesk.models.tickets import AGENT, CLOSED, SOLVED
+from postdesk.tickets.lifecycle import resolve_merged
 
 NEW = "new"
 FORWARD = "forward"
@@ -211,7 +212,7 @@ def find_ticket(
     match, merged_into = _find(conn, parsed, sender, kind, bounced_id, arrived, options)
     if match.ticket_id is None or merged_into is None:
         return match
-    target = _follow_merges(conn, merged_into)
+    target = resolve_merged(conn, merged_into)
     if target == match.ticket_id:
         return match
     reason = f"{match.reason}; ticket {match.ticket_id} was merged into {target}"
@@ -342,21 +343,9 @@ _RECENT_OF_REQUESTER = (
     .order_by(_tickets.c.last_message_at.desc())
     .limit(20)
 )
-_MERGED_INTO = select(_tickets.c.merged_into_id).where(_tickets.c.id == bindparam("ticket_id"))
 _ADDRESSEES = select(_messages.c.to, _messages.c.cc).where(
     _messages.c.ticket_id == bindparam("ticket_id")
 )
-
-
-def _follow_merges(conn: Connection, ticket_id: int) -> int:
-    """The end of the merge chain from `ticket_id` (a ticket merged into another)."""
-    seen = {ticket_id}
-    while True:
-        target = conn.execute(_MERGED_INTO, {"ticket_id": ticket_id}).scalar_one_or_none()
-        if target is None or target in seen:
-            return ticket_id
-        seen.add(target)
-        ticket_id = target
 
 
 def _recipients(parsed: ParsedMessage) -> list[str]:

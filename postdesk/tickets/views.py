@@ -11,17 +11,12 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from postdesk.errors import PostdeskError
-from postdesk.models import Attachment, Contact, Message, Ticket, TicketEvent, TicketLink, utcnow
+from postdesk.models import Attachment, Contact, Message, Ticket, TicketLink
 from postdesk.models.db import Database
-from postdesk.models.tickets import CLOSED, MERGED, SOLVED, TICKET_STATUSES
-
-
-class TicketNotFound(PostdeskError):
-    """No ticket has the number asked for."""
+from postdesk.tickets.lifecycle import TicketNotFound, check_status
 
 
 def iso(value: datetime | None) -> str | None:
@@ -75,13 +70,6 @@ def _triage_dict(source: str | None, probability: float | None, model: str | Non
         "probability": round(probability, 4) if probability is not None else None,
         "model": model,
     }
-
-
-def check_status(status: str | None) -> None:
-    if status is not None and status not in TICKET_STATUSES:
-        raise PostdeskError(
-            f"unknown ticket status {status!r}; use one of {', '.join(TICKET_STATUSES)}"
-        )
 
 
 def list_tickets(
@@ -190,86 +178,11 @@ def show_ticket(db: Database, number: int) -> dict[str, Any]:
         return data
 
 
-# --- changing tickets ------------------------------------------------------------------
-
-
-def resolve_merged(session: Session, number: int) -> int:
-    """The ticket that now holds ticket `number`'s conversation (itself unless merged)."""
-    seen = {number}
-    current = number
-    while True:
-        target = session.execute(
-            select(Ticket.merged_into_id).where(Ticket.id == current)
-        ).scalar_one_or_none()
-        if target is None or target in seen:
-            return current
-        seen.add(target)
-        current = target
-
-
-def set_status(session: Session, ticket: Ticket, status: str, *, actor: str, why: str) -> None:
-    """Change a ticket's status, keep `closed_at` right and record the event."""
-    check_status(status)
-    if ticket.status == status:
-        return
-    now = utcnow()
-    session.add(
-        TicketEvent(
-            ticket_id=ticket.id,
-            at=now,
-            kind="status",
-            actor=actor,
-            data={"from": ticket.status, "to": status, "why": why},
-        )
-    )
-    ticket.status = status
-    ticket.updated_at = max(ticket.updated_at, now)
-    ticket.closed_at = now if status in (SOLVED, CLOSED) else None
-
-
-def merge_tickets(db: Database, target: int, source: int, *, actor: str = "cli") -> int:
-    """Merge ticket `source` into `target`: its messages move over, it is closed, and
-    any later reply to it (by headers, subject tag or reply token) lands on `target`.
-
-    Returns how many messages moved.
-    """
-    if target == source:
-        raise PostdeskError(f"cannot merge ticket #{target} into itself")
-    with db.transaction() as session:
-        rows = {
-            t.id: t
-            for t in session.execute(
-                select(Ticket).where(Ticket.id.in_([target, source])).with_for_update()
-            ).scalars()
-        }
-        for number in (target, source):
-            if number not in rows:
-                raise TicketNotFound(f"no ticket #{number}")
-            merged_into = rows[number].merged_into_id
-            if merged_into is not None:
-                raise PostdeskError(
-                    f"ticket #{number} was already merged into #{merged_into}; "
-                    f"use #{merged_into} instead"
-                )
-        into, gone = rows[target], rows[source]
-        moved = session.execute(
-            select(func.count()).select_from(Message).where(Message.ticket_id == source)
-        ).scalar_one()
-        session.execute(update(Message).where(Message.ticket_id == source).values(ticket_id=target))
-        gone.merged_into_id = target
-        set_status(session, gone, CLOSED, actor=actor, why=f"merged into #{target}")
-        now = utcnow()
-        into.updated_at = max(into.updated_at, now)
-        into.last_message_at = max(into.last_message_at, gone.last_message_at)
-        into.created_at = min(into.created_at, gone.created_at)
-        session.add(TicketLink(ticket_id=target, other_id=source, kind=MERGED, created_at=now))
-        session.add(
-            TicketEvent(
-                ticket_id=target,
-                at=now,
-                kind="merged",
-                actor=actor,
-                data={"from": source, "messages": moved},
-            )
-        )
-        return moved
+def current_labels(conn: Connection, number: int) -> dict[str, str | None]:
+    """Ticket `number`'s category and priority as they are now."""
+    row = conn.execute(
+        select(Ticket.category, Ticket.priority).where(Ticket.id == number)
+    ).one_or_none()
+    if row is None:
+        raise TicketNotFound(f"no ticket #{number}")
+    return {"category": row.category, "priority": row.priority}

@@ -1,0 +1,333 @@
+"""The ingest steps of the pipeline: from raw bytes to a message filed on its ticket.
+
+Each step does one thing to the work item (postdesk/ingest/process.py) and either
+returns or raises; `postdesk/pipeline.py` lists them in order. They read and write
+through the item's connection, with Core statements built once (this path runs for every
+message), and change tickets only through the lifecycle (postdesk/tickets/lifecycle.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
+from typing import Any, overload
+
+from sqlalchemy import bindparam, exists, insert, select, update
+
+from postdesk.ingest.attachments import AttachmentStore
+from postdesk.ingest.automatic import classify
+from postdesk.ingest.parse import Address, ParsedMessage, parse_message
+from postdesk.ingest.process import RawInput, WorkItem
+from postdesk.ingest.quotes import visible_text
+from postdesk.ingest.sender import get_or_create_contact, sender_address
+from postdesk.ingest.store import IMPORT, MESSAGE_ID_WIDTH
+from postdesk.ingest.threader import (
+    DEFAULT_OPTIONS,
+    HUMAN,
+    NEW,
+    ThreadMatch,
+    ThreadOptions,
+    find_ticket,
+)
+from postdesk.ingest.tokens import may_be_ours
+from postdesk.models import Attachment, Contact, Message, MessageRef, UTCDateTime
+from postdesk.models.base import table_of
+from postdesk.models.tickets import AGENT, CLOSED
+from postdesk.tickets.lifecycle import (
+    REOPENABLE,
+    NewTicket,
+    message_arrived,
+    open_ticket,
+    reopen,
+)
+
+log = logging.getLogger(__name__)
+
+NO_SUBJECT = "(no subject)"
+
+
+@overload
+def _fit(identifier: str) -> str: ...
+@overload
+def _fit(identifier: None) -> None: ...
+def _fit(identifier: str | None) -> str | None:
+    """Cut a Message-ID/Content-ID to the column width (RFC 5322's line limit, 998).
+
+    Longer ones exist only in broken or hostile mail; the cut copy still matches itself.
+    """
+    return identifier[:MESSAGE_ID_WIDTH] if identifier is not None else None
+
+
+def arrival_time(raw: RawInput, parsed: ParsedMessage) -> datetime:
+    """When the message reached the team, the clock tickets and SLAs run on.
+
+    Fetched mail arrived when postdesk stored it. Imported mail is history: its Date
+    header is used, unless missing or in the future (then the import time).
+    """
+    if raw.source == IMPORT and parsed.date is not None and parsed.date <= raw.received_at:
+        return parsed.date
+    return raw.received_at
+
+
+class ParseStep:
+    """Decode the raw bytes into headers, text and attachments."""
+
+    name = "parse"
+
+    def __call__(self, item: WorkItem) -> None:
+        item.parsed = parse_message(item.raw.content)
+        item.arrived = arrival_time(item.raw, item.parsed)
+
+
+_OUR_MESSAGE = select(
+    exists().where(
+        table_of(Message).c.message_id == bindparam("message_id"),
+        table_of(Message).c.direction == "out",
+    )
+)
+
+
+class ClassifyStep:
+    """Tell human mail from automatic replies, bounces and our own mail coming back."""
+
+    name = "classify"
+
+    def __init__(self, own_addresses: Collection[str]) -> None:
+        self.own_addresses = frozenset(a.lower() for a in own_addresses)
+
+    def __call__(self, item: WorkItem) -> None:
+        conn = item.conn
+
+        def ours(message_id: str) -> bool:
+            if not may_be_ours(message_id):
+                return False  # not an id we make: no query (see tokens.new_message_id)
+            return bool(conn.execute(_OUR_MESSAGE, {"message_id": _fit(message_id)}).scalar())
+
+        item.classification = classify(
+            item.need_parsed(), own_message_ids=ours, own_addresses=self.own_addresses
+        )
+
+
+class SenderStep:
+    """Find or create the contact who wrote the message."""
+
+    name = "sender"
+
+    def __init__(self, agent_emails: Collection[str]) -> None:
+        self.agent_emails = frozenset(e.lower() for e in agent_emails)
+
+    def __call__(self, item: WorkItem) -> None:
+        address = sender_address(item.need_parsed())
+        item.sender = get_or_create_contact(item.conn, address, agent_emails=self.agent_emails)
+
+
+class ThreadStep:
+    """Decide whether the message opens a ticket or continues one, and why."""
+
+    name = "thread"
+
+    def __init__(self, options: ThreadOptions = DEFAULT_OPTIONS) -> None:
+        self.options = options
+
+    def __call__(self, item: WorkItem) -> None:
+        found = item.classification
+        item.match = find_ticket(
+            item.conn,
+            item.need_parsed(),
+            item.need_sender(),
+            kind=found.kind if found else HUMAN,
+            bounced_id=found.original_message_id if found else None,
+            arrived=item.arrived,
+            options=self.options,
+        )
+
+
+class VisibleTextStep:
+    """Find what the sender wrote: the text without quoted history and signature."""
+
+    name = "visible"
+
+    def __call__(self, item: WorkItem) -> None:
+        parsed = item.need_parsed()
+        item.visible = visible_text(parsed.text, parsed.html)
+
+
+class TicketStep:
+    """Open the message's ticket, or add to it: reopen it, or follow up a long-closed one.
+
+    The threader says which ticket a message belongs to; whether a human reply to a
+    ticket closed longer than `closed_after` ago continues it is decided here, because
+    only the write that moves the ticket's clocks learns its status without another query.
+    """
+
+    name = "ticket"
+
+    def __init__(self, closed_after: timedelta = timedelta(days=30)) -> None:
+        self.closed_after = closed_after
+
+    def __call__(self, item: WorkItem) -> None:
+        parsed = item.need_parsed()
+        sender = item.need_sender()
+        match = item.match or ThreadMatch(None, NEW, "no rule ran")
+        found = item.classification
+        kind = found.kind if found else HUMAN
+        human = kind == HUMAN
+        conn = item.conn
+        now = item.need_arrived()
+        follow_up_of: int | None = None
+        closed_at: datetime | None = None
+        if match.ticket_id is not None:
+            was = message_arrived(conn, match.ticket_id, now)
+            closed_at = was.closed_at
+            long_closed = (
+                was.status == CLOSED
+                and closed_at is not None
+                and now - closed_at > self.closed_after
+            )
+            if not (human and long_closed):
+                if human and sender.role != AGENT and was.status in REOPENABLE:
+                    reopen(
+                        conn,
+                        match.ticket_id,
+                        was=was.status,
+                        actor=sender.email,
+                        why="reply",
+                        at=now,
+                    )
+                item.ticket_id = match.ticket_id
+                return
+            follow_up_of = match.ticket_id
+        subject = parsed.subject.strip() or NO_SUBJECT
+        ticket_id = open_ticket(
+            conn,
+            subject=subject,
+            requester_id=sender.id,
+            mailbox_id=item.raw.mailbox_id,
+            at=now,
+            actor=sender.email,
+            closed_why=None if human else f"{kind} mail: {found.reason if found else ''}",
+            follow_up_of=follow_up_of,
+        )
+        if follow_up_of is not None and closed_at is not None:
+            item.match = ThreadMatch(
+                None,
+                match.rule,
+                f"{match.reason}; ticket {follow_up_of} was closed on "
+                f"{closed_at:%Y-%m-%d}, so this opens follow-up ticket {ticket_id}",
+            )
+        item.ticket_id = ticket_id
+        item.created_ticket = True
+        if human:
+            item.opened = NewTicket(ticket_id, subject, item.visible or "", sender.email, now)
+
+
+def _addresses(addresses: Sequence[Address]) -> list[dict[str, str]]:
+    return [{"email": a.email, "name": a.name} for a in addresses]
+
+
+_messages = table_of(Message)
+_ADD_MESSAGE = insert(_messages).returning(_messages.c.id)
+_ADD_REFS = insert(table_of(MessageRef))
+_ADD_ATTACHMENTS = insert(table_of(Attachment))
+
+
+class FileStep:
+    """File the message on its ticket: the message row, its references and attachments."""
+
+    name = "file"
+
+    def __init__(self, attachments: AttachmentStore) -> None:
+        self.attachments = attachments
+
+    def __call__(self, item: WorkItem) -> None:
+        parsed = item.need_parsed()
+        sender = item.need_sender()
+        match = item.match or ThreadMatch(None, NEW, "no rule ran")
+        found = item.classification
+        assert item.ticket_id is not None, "the ticket step runs before this one"
+        conn = item.conn
+        message_pk: int = conn.execute(
+            _ADD_MESSAGE,
+            {
+                "raw_message_id": item.raw.id,
+                "ticket_id": item.ticket_id,
+                "contact_id": sender.id,
+                "direction": "in",
+                "message_id": _fit(parsed.message_id),
+                "in_reply_to": " ".join(parsed.in_reply_to) or None,
+                "references": " ".join(parsed.references) or None,
+                "subject": parsed.subject,
+                "from_email": sender.email,
+                "from_name": (parsed.from_.name if parsed.from_ else "") or sender.name,
+                "to": _addresses(parsed.to),
+                "cc": _addresses(parsed.cc),
+                "sent_at": parsed.date,
+                "received_at": item.raw.received_at,
+                "text": parsed.text,
+                "thread_rule": match.rule,
+                "thread_reason": match.reason,
+                "defects": list(parsed.defects),
+                "kind": found.kind if found else HUMAN,
+                "kind_reason": found.reason if found else "",
+                "visible_text": item.visible,
+            },
+        ).scalar_one()
+        item.message_pk = message_pk
+        refs = dict.fromkeys(_fit(r) for r in [*parsed.in_reply_to, *parsed.references])
+        if refs:
+            conn.execute(
+                _ADD_REFS, [{"message_pk": message_pk, "ref_message_id": ref} for ref in refs]
+            )
+        if parsed.attachments:
+            rows: list[dict[str, Any]] = []
+            for attachment in parsed.attachments:
+                stored = self.attachments.save(attachment.data, attachment.filename)
+                rows.append(
+                    {
+                        "message_pk": message_pk,
+                        "filename": attachment.filename,
+                        "content_type": attachment.content_type,
+                        "size": stored.size,
+                        "sha256": stored.sha256,
+                        "relpath": stored.relpath,
+                        "inline": attachment.inline,
+                        "content_id": _fit(attachment.content_id),
+                    }
+                )
+            conn.execute(_ADD_ATTACHMENTS, rows)
+
+
+_contacts = table_of(Contact)
+_now = bindparam("now", type_=UTCDateTime())
+_MARK_BOUNCING = (
+    update(_contacts)
+    .where(_contacts.c.email.in_(bindparam("emails", expanding=True)))
+    .values(bouncing_since=_now, bounce_reason=bindparam("reason"))
+)
+_CLEAR_BOUNCING = (
+    update(_contacts)
+    .where(_contacts.c.id == bindparam("contact_id"), _contacts.c.bouncing_since.is_not(None))
+    .values(bouncing_since=None, bounce_reason=None)
+)
+
+
+class BounceStep:
+    """Mark the failed recipients of a bounce as bouncing; clear it when they write again."""
+
+    name = "bounce"
+
+    def __call__(self, item: WorkItem) -> None:
+        found = item.classification
+        sender = item.need_sender()
+        if found is not None and found.kind == "bounce" and found.failed_recipients:
+            item.conn.execute(
+                _MARK_BOUNCING,
+                {
+                    "emails": list(found.failed_recipients),
+                    "now": item.need_arrived(),
+                    "reason": found.reason[:500],
+                },
+            )
+        elif (found is None or found.kind == HUMAN) and sender.bouncing:
+            item.conn.execute(_CLEAR_BOUNCING, {"contact_id": sender.id})

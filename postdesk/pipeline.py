@@ -1,0 +1,63 @@
+"""The processing pipeline: every step a stored message goes through, in order.
+
+A step is a small class with a `name` (quarantine reasons read "name: reason"), a one-line
+docstring saying its one job, and `__call__(item)` that changes the work item
+(postdesk/ingest/process.py) or raises. The Processor runs the list below for each
+message inside that message's savepoint, so whatever the steps write is kept or undone
+together. To add a step, write the class beside the feature it belongs to (a step that
+changes a ticket calls postdesk/tickets/lifecycle.py) and add one entry to `steps()`
+where it belongs in the order.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from postdesk.classify.step import TriageStep
+from postdesk.config import Settings
+from postdesk.ingest.attachments import AttachmentStore
+from postdesk.ingest.process import Step
+from postdesk.ingest.steps import (
+    BounceStep,
+    ClassifyStep,
+    FileStep,
+    ParseStep,
+    SenderStep,
+    ThreadStep,
+    TicketStep,
+    VisibleTextStep,
+)
+from postdesk.ingest.threader import ThreadOptions
+from postdesk.ingest.tokens import ReplyTokens, load_key
+
+
+def agent_emails(settings: Settings) -> set[str]:
+    """Addresses whose mail counts as written by us, not by a customer."""
+    emails = {a.email.lower() for a in settings.agents}
+    emails.update(box.address.lower() for box in settings.mailboxes)
+    return emails
+
+
+def steps(settings: Settings, *, triage: TriageStep | None = None) -> list[Step]:
+    """The steps every inbound message goes through, in processing order.
+
+    `triage` is kept by the service from pass to pass, so that models are loaded once.
+    """
+    threading = settings.threading
+    pipeline: list[Step | None] = [
+        ParseStep(),
+        ClassifyStep([box.address for box in settings.mailboxes]),
+        SenderStep(agent_emails(settings)),
+        ThreadStep(
+            ThreadOptions(
+                tokens=ReplyTokens(load_key(settings)),
+                subject_window=timedelta(days=threading.subject_window_days),
+            )
+        ),
+        VisibleTextStep(),
+        TicketStep(closed_after=timedelta(days=threading.new_ticket_after_closed_days)),
+        FileStep(AttachmentStore(settings.data_dir / "attachments")),
+        BounceStep(),
+        triage,
+    ]
+    return [step for step in pipeline if step is not None]
