@@ -3,6 +3,10 @@
 Every expected failure (bad config, unreachable database or server, unknown ticket)
 is a `PostdeskError` and reaches the user as one line on stderr with exit code 1; an
 unexpected one is also a single line (with `-v` adding the traceback) and exit code 2.
+
+Each feature's commands live beside the feature (`classify/cli.py`) and are registered
+at the bottom; what commands share (the context, `--json`, the JSON printer) comes from
+`postdesk.clikit`, never from here, so no command module imports this one.
 """
 
 from __future__ import annotations
