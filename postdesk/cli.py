@@ -3,64 +3,31 @@
 Every expected failure (bad config, unreachable database or server, unknown ticket)
 is a `PostdeskError` and reaches the user as one line on stderr with exit code 1; an
 unexpected one is also a single line (with `-v` adding the traceback) and exit code 2.
+
+Each feature's commands live beside the feature (`classify/cli.py`) and are registered
+at the bottom; what commands share (the context, `--json`, the JSON printer) comes from
+`postdesk.clikit`, never from here, so no command module imports this one.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from postdesk import __version__
 from postdesk.classify.cli import model as model_commands
-from postdesk.config import Settings, config_path, load_settings
-from postdesk.errors import ConfigError, DatabaseError, PostdeskError
-from postdesk.models.db import Database, describe_error, sqlite_file
-from postdesk.models.migrate import require_current, upgrade
+from postdesk.clikit import Context, json_option, pass_context, print_json
+from postdesk.errors import ConfigError, PostdeskError
+from postdesk.models.db import describe_error
+from postdesk.models.migrate import upgrade
 
-F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("postdesk")
-
-
-@dataclass
-class Context:
-    """What every command needs: where the config is and how talkative to be."""
-
-    config: str | None
-    verbose: int
-    _settings: Settings | None = None
-    _db: Database | None = None
-
-    def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = load_settings(config_path(self.config))
-        return self._settings
-
-    def database(self, *, migrated: bool = True) -> Database:
-        if self._db is None:
-            url = self.settings().database.url
-            path = sqlite_file(url)
-            if migrated and path is not None and not path.exists():
-                # Connecting would create an empty file; say what to do instead.
-                raise DatabaseError(f"database file {path} does not exist; run `postdesk init`")
-            db = Database(url)
-            db.check_reachable()
-            if migrated:
-                require_current(db)
-            self._db = db
-        return self._db
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.dispose()
 
 
 def _setup_logging(verbose: int) -> None:
@@ -74,10 +41,6 @@ def _setup_logging(verbose: int) -> None:
         # SQLAlchemy and imapclient are chatty at INFO/DEBUG; -vvv shows them too.
         for name in ("sqlalchemy", "imapclient", "alembic"):
             logging.getLogger(name).setLevel(max(level, logging.WARNING))
-
-
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -129,9 +92,6 @@ def main(ctx: click.Context, config: str | None, verbose: int) -> None:
     """postdesk: an email helpdesk engine."""
     _setup_logging(verbose)
     ctx.obj = Context(config, verbose)
-
-
-pass_context = click.make_pass_decorator(Context)
 
 
 @main.command()
@@ -233,7 +193,7 @@ def tickets() -> None:
     is_flag=True,
     help="Only tickets whose category or priority a person must set.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (every matching ticket).")
+@json_option
 @pass_context
 def tickets_list(obj: Context, status: str | None, needs_triage: bool, as_json: bool) -> None:
     """List tickets, newest first."""
@@ -241,7 +201,7 @@ def tickets_list(obj: Context, status: str | None, needs_triage: bool, as_json: 
 
     rows = list_tickets(obj.database(), status=status, needs_triage=needs_triage)
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     if not rows:
         click.echo("no tickets")
@@ -258,7 +218,7 @@ def tickets_list(obj: Context, status: str | None, needs_triage: bool, as_json: 
 
 @tickets.command("show")
 @click.argument("number", type=int)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @pass_context
 def tickets_show(obj: Context, number: int, as_json: bool) -> None:
     """Show one ticket and its messages."""
@@ -266,7 +226,7 @@ def tickets_show(obj: Context, number: int, as_json: bool) -> None:
 
     data = show_ticket(obj.database(), number)
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     requester = data["requester"]["email"] if data["requester"] else "?"
     click.echo(f"Ticket #{data['number']}: {data['subject']}")
@@ -317,7 +277,7 @@ def inbound() -> None:
 @inbound.command("list")
 @click.option("--quarantined", is_flag=True, help="Only quarantined messages.")
 @click.option("--pending", is_flag=True, help="Only messages waiting to be processed.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @pass_context
 def inbound_list(obj: Context, quarantined: bool, pending: bool, as_json: bool) -> None:
     """List stored inbound messages (the newest first)."""
@@ -326,7 +286,7 @@ def inbound_list(obj: Context, quarantined: bool, pending: bool, as_json: bool) 
     statuses = [s for s, on in (("quarantined", quarantined), ("pending", pending)) if on]
     rows = list_raw(obj.database(), statuses or None)
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     if not rows:
         click.echo("nothing to show")
@@ -363,7 +323,9 @@ def inbound_retry(obj: Context, ids: tuple[int, ...], retry_all: bool) -> None:
         click.echo(f"still quarantined: {raw_id} (see `postdesk inbound list --quarantined`)")
 
 
-main.add_command(model_commands)
+# Each feature's commands live beside the feature and are registered here, in one place.
+for feature_commands in (model_commands,):
+    main.add_command(feature_commands)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

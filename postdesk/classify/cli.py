@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from postdesk.classify.errors import ModelError, TrainingDataError
+from postdesk.clikit import Context, json_option, pass_context, print_json
 from postdesk.config import CONFIG_ENV, DEFAULT_CONFIG, Settings
 from postdesk.errors import PostdeskError
 
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     from postdesk.classify.data import LabelledData
     from postdesk.classify.store import ModelStore
     from postdesk.classify.training import Progress, TrainedModel
-    from postdesk.cli import Context
 
 # scikit-learn and skops take a second to import: every command imports them when it
 # runs, so the rest of postdesk's CLI does not pay for them.
@@ -61,10 +61,6 @@ class _TerminalProgress:
 
 def _progress() -> Progress | None:
     return _TerminalProgress() if sys.stderr.isatty() else None
-
-
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
 
 def _optional_settings(obj: Context) -> Settings | None:
@@ -192,8 +188,8 @@ def model() -> None:
     metavar="P",
     help="Precision confident predictions must reach (default: [triage], else 0.9).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the model's metadata as JSON.")
-@click.pass_obj
+@json_option
+@pass_context
 def train(
     obj: Context,
     csv_path: Path | None,
@@ -238,7 +234,7 @@ def train(
     if out is not None:
         save_model_file(trained, out)
         if as_json:
-            _print_json(trained.metadata)
+            print_json(trained.metadata)
             return
         click.echo(
             f"trained a {name} model on {trained.metadata['data']['rows']} tickets in "
@@ -250,7 +246,7 @@ def train(
 
     registration = register_model(_store(obj), trained, data, force=force, progress=progress)
     if as_json:
-        _print_json({**trained.metadata, "activated": registration.activated})
+        print_json({**trained.metadata, "activated": registration.activated})
         return
     click.echo(
         f"trained {registration.version} on {trained.metadata['data']['rows']} tickets in "
@@ -285,7 +281,7 @@ def _train_from_db(obj: Context, target: str | None, force: bool, seed: int, as_
         progress=_progress(),
     )
     if as_json:
-        _print_json(
+        print_json(
             [
                 {
                     "target": o.target,
@@ -333,8 +329,8 @@ def _train_from_db(obj: Context, target: str | None, force: bool, seed: int, as_
 )
 @click.option("--baseline", is_flag=True, help="With --cv: cross-validate the plain reference.")
 @click.option("--target-precision", type=float, metavar="P", help="With --cv (default 0.9).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.pass_obj
+@json_option
+@pass_context
 def evaluate(
     obj: Context,
     model_ref: str | None,
@@ -377,7 +373,7 @@ def evaluate(
         if trained.version is None:
             result["model"] = model_ref
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     _print_evaluation(result)
 
@@ -416,8 +412,8 @@ def _print_evaluation(result: dict[str, Any]) -> None:
 @click.argument("model_ref", metavar="MODEL")
 @click.argument("text")
 @click.option("--subject", default="", help="The ticket's subject (TEXT is the body).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
+@json_option
+@pass_context
 def predict(obj: Context, model_ref: str, text: str, subject: str, as_json: bool) -> None:
     """Predict the label of one ticket's TEXT with MODEL."""
     from postdesk.classify.text import ticket_matrix
@@ -436,15 +432,15 @@ def predict(obj: Context, model_ref: str, text: str, subject: str, as_json: bool
         "needs_triage": not confident,
     }
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     verdict = "confident" if confident else "unsure: needs-triage"
     click.echo(f"{labels[0]}  (p={probability:.3f}, {verdict}; model {result['model']})")
 
 
 @model.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
+@json_option
+@pass_context
 def list_(obj: Context, as_json: bool) -> None:
     """List the stored models; * marks the active one of each target."""
     store = _store(obj)
@@ -466,7 +462,7 @@ def list_(obj: Context, as_json: bool) -> None:
             }
         )
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     if not rows:
         click.echo(f"no models in {store.root} (train one with `postdesk model train`)")
@@ -482,8 +478,8 @@ def list_(obj: Context, as_json: bool) -> None:
 
 @model.command()
 @click.argument("model_ref", metavar="MODEL")
-@click.option("--json", "as_json", is_flag=True, help="Print the whole metadata as JSON.")
-@click.pass_obj
+@json_option
+@pass_context
 def show(obj: Context, model_ref: str, as_json: bool) -> None:
     """Show a model's metrics, training data, settings and library versions."""
     from postdesk.classify.store import load_model_file
@@ -494,7 +490,7 @@ def show(obj: Context, model_ref: str, as_json: bool) -> None:
         store = _store(obj)
         meta = store.metadata(store.resolve(model_ref))
     if as_json:
-        _print_json(meta)
+        print_json(meta)
         return
     data = meta.get("data", {})
     click.echo(f"model {meta.get('version') or model_ref}: {meta.get('target')}")
@@ -512,7 +508,7 @@ def show(obj: Context, model_ref: str, as_json: bool) -> None:
 
 @model.command()
 @click.argument("version")
-@click.pass_obj
+@pass_context
 def promote(obj: Context, version: str) -> None:
     """Make VERSION the active model of its target."""
     before = _store(obj).promote(version)
@@ -524,7 +520,7 @@ def promote(obj: Context, version: str) -> None:
 
 @model.command()
 @click.argument("target")
-@click.pass_obj
+@pass_context
 def rollback(obj: Context, target: str) -> None:
     """Make the previously active model of TARGET active again."""
     current, previous = _store(obj).rollback(target)
@@ -537,7 +533,7 @@ def rollback(obj: Context, target: str) -> None:
 @click.option("--priority", metavar="NAME", help="Set the priority.")
 @click.option("--confirm", is_flag=True, help="Confirm the current category and priority.")
 @click.option("--as", "actor", metavar="EMAIL", default="cli", help="Who is labelling.")
-@click.pass_obj
+@pass_context
 def label(
     obj: Context,
     number: int,
