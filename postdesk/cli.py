@@ -24,6 +24,7 @@ from postdesk import __version__
 from postdesk.classify.cli import model as model_commands
 from postdesk.clikit import Context, json_option, pass_context, print_json
 from postdesk.errors import ConfigError, PostdeskError
+from postdesk.models import RawStatus
 from postdesk.models.db import describe_error
 from postdesk.models.migrate import upgrade
 
@@ -283,7 +284,9 @@ def inbound_list(obj: Context, quarantined: bool, pending: bool, as_json: bool) 
     """List stored inbound messages (the newest first)."""
     from postdesk.ingest.process import list_raw
 
-    statuses = [s for s, on in (("quarantined", quarantined), ("pending", pending)) if on]
+    statuses = [
+        s for s, on in ((RawStatus.QUARANTINED, quarantined), (RawStatus.PENDING, pending)) if on
+    ]
     rows = list_raw(obj.database(), statuses or None)
     if as_json:
         print_json(rows)

@@ -30,7 +30,7 @@ from postdesk.ingest.lease import make_owner
 from postdesk.ingest.process import Processor, ProcessResult
 from postdesk.ingest.sources import ImportedMessage
 from postdesk.ingest.store import IMPORT, Incoming, store_many
-from postdesk.models import PENDING, Contact, Mailbox, RawMessage
+from postdesk.models import Contact, Mailbox, RawMessage, RawStatus
 from postdesk.models.db import Database, describe_error
 from postdesk.models.tickets import AGENT
 from postdesk.pipeline import steps
@@ -329,7 +329,7 @@ def _in_date_order(db: Database, raw_ids: list[int]) -> list[int]:
     with db.read_session() as session:
         rows = session.execute(
             select(RawMessage.id)
-            .where(RawMessage.status == PENDING)
+            .where(RawMessage.status == RawStatus.PENDING)
             .order_by(func.coalesce(RawMessage.header_date, RawMessage.received_at), RawMessage.id)
         ).scalars()
         return [raw_id for raw_id in rows if raw_id in wanted]

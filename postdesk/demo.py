@@ -26,6 +26,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
+from postdesk.models import RawStatus
 from postdesk.testing.dovecot import Dovecot, DovecotNotInstalled
 from postdesk.testing.smtpsink import SmtpSink
 
@@ -321,7 +322,7 @@ def _kpis(config: Path) -> None:
     by_category = ", ".join(f"{n} {c}" for c, n in sorted(categories.items()))
     unsure = sum(1 for t in tickets if t["needs_triage"])
     prioritized = sum(1 for t in tickets if t["priority"])
-    quarantined = sum(1 for r in raw if r["status"] == "quarantined")
+    quarantined = sum(1 for r in raw if r["status"] == RawStatus.QUARANTINED)
     print()
     print("KPI summary")
     print(f"  mail fetched over IMAP     {len(raw)}")

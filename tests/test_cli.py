@@ -20,7 +20,7 @@ from support import write_config
 
 from postdesk.cli import main
 from postdesk.config import load_settings
-from postdesk.models import QUARANTINED, Mailbox, RawMessage, Ticket
+from postdesk.models import Mailbox, RawMessage, RawStatus, Ticket
 from postdesk.models.db import Database
 
 REPO = Path(__file__).resolve().parents[1]
@@ -516,7 +516,9 @@ def test_retry_of_a_message_quarantined_by_an_old_bug(ready: Cli, tmp_path: Path
         session.execute(text("DELETE FROM ticket_events"))
         session.execute(text("DELETE FROM messages"))
         session.execute(text("DELETE FROM tickets"))
-        session.execute(update(RawMessage).values(status=QUARANTINED, reason="parse: old bug"))
+        session.execute(
+            update(RawMessage).values(status=RawStatus.QUARANTINED, reason="parse: old bug")
+        )
     db.dispose()
     assert ready.json("tickets", "list") == []
     assert "old bug" in ready("inbound", "list", "--quarantined").stdout

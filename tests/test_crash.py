@@ -45,13 +45,11 @@ from sqlalchemy import func, select
 from support import mailbox_toml, write_config
 
 from postdesk.models import (
-    PENDING,
-    PROCESSED,
-    QUARANTINED,
     Delivery,
     MailboxSync,
     Message,
     RawMessage,
+    RawStatus,
 )
 from postdesk.models.db import Database
 from postdesk.testing.dovecot import Dovecot, MailUser
@@ -208,9 +206,9 @@ def progress(url: str) -> Progress:
         db.dispose()
     return Progress(
         stored=sum(statuses.values()),
-        processed=statuses.get(PROCESSED, 0),
-        pending=statuses.get(PENDING, 0),
-        quarantined=statuses.get(QUARANTINED, 0),
+        processed=statuses.get(RawStatus.PROCESSED, 0),
+        pending=statuses.get(RawStatus.PENDING, 0),
+        quarantined=statuses.get(RawStatus.QUARANTINED, 0),
         unflagged=unflagged,
     )
 
@@ -301,7 +299,7 @@ def verify(
         f"has unexpected {sorted(set(raw_ids) - expected)[:5]}"
     )
     assert len(raws) == len({row.dedupe_key for row in raws}) == N_MESSAGES
-    stuck = [(row.id, row.status, row.reason) for row in raws if row.status != PROCESSED]
+    stuck = [(row.id, row.status, row.reason) for row in raws if row.status != RawStatus.PROCESSED]
     assert not stuck, f"{len(stuck)} raw messages not processed, e.g. {stuck[:5]}"
 
     # Filed: each Message-ID in exactly one ticket message row, each raw filed once.

@@ -34,7 +34,7 @@ from postdesk.ingest.automatic import Classification
 from postdesk.ingest.parse import ParsedMessage
 from postdesk.ingest.sender import Sender
 from postdesk.ingest.threader import ThreadMatch
-from postdesk.models import PENDING, PROCESSED, QUARANTINED, RawMessage, UTCDateTime, utcnow
+from postdesk.models import RawMessage, RawStatus, UTCDateTime, utcnow
 from postdesk.models.base import table_of
 from postdesk.models.db import Database
 from postdesk.tickets.lifecycle import NewTicket
@@ -140,11 +140,13 @@ _CLAIM = (
     .where(
         _raw.c.id
         == select(_claimable.c.id)
-        .where(_claimable.c.id == bindparam("raw_id"), _claimable.c.status == PENDING)
+        .where(_claimable.c.id == bindparam("raw_id"), _claimable.c.status == RawStatus.PENDING)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    .values(status=PROCESSED, reason=None, attempts=_raw.c.attempts + 1, processed_at=_now)
+    .values(
+        status=RawStatus.PROCESSED, reason=None, attempts=_raw.c.attempts + 1, processed_at=_now
+    )
     .returning(_raw.c.id, _raw.c.content, _raw.c.mailbox_id, _raw.c.source, _raw.c.received_at)
 )
 # On PostgreSQL the processing connection's commits do not wait for their WAL to reach
@@ -162,30 +164,32 @@ _CLAIM_MANY = (
             select(_claimable.c.id)
             .where(
                 _claimable.c.id.in_(bindparam("ids", expanding=True)),
-                _claimable.c.status == PENDING,
+                _claimable.c.status == RawStatus.PENDING,
             )
             .with_for_update(skip_locked=True)
         )
     )
-    .values(status=PROCESSED, reason=None, attempts=_raw.c.attempts + 1, processed_at=_now)
+    .values(
+        status=RawStatus.PROCESSED, reason=None, attempts=_raw.c.attempts + 1, processed_at=_now
+    )
     .returning(_raw.c.id, _raw.c.content, _raw.c.mailbox_id, _raw.c.source, _raw.c.received_at)
 )
 _UNCLAIM = (
     update(_raw)
     .where(_raw.c.id.in_(bindparam("ids", expanding=True)))
-    .values(status=PENDING, attempts=_raw.c.attempts - 1, processed_at=None)
+    .values(status=RawStatus.PENDING, attempts=_raw.c.attempts - 1, processed_at=None)
 )
 _SIZES = select(_raw.c.id, _raw.c.size).where(_raw.c.id.in_(bindparam("ids", expanding=True)))
 _QUARANTINE_CLAIMED = (
     update(_raw)
     .where(_raw.c.id == bindparam("raw_id"))
-    .values(status=QUARANTINED, reason=bindparam("reason"))
+    .values(status=RawStatus.QUARANTINED, reason=bindparam("reason"))
 )
 _QUARANTINE = (
     update(_raw)
-    .where(_raw.c.id == bindparam("raw_id"), _raw.c.status == PENDING)
+    .where(_raw.c.id == bindparam("raw_id"), _raw.c.status == RawStatus.PENDING)
     .values(
-        status=QUARANTINED,
+        status=RawStatus.QUARANTINED,
         reason=bindparam("reason"),
         attempts=_raw.c.attempts + 1,
         processed_at=_now,
@@ -219,7 +223,7 @@ class Processor:
             return list(
                 session.execute(
                     select(RawMessage.id)
-                    .where(RawMessage.status == PENDING, RawMessage.id > after)
+                    .where(RawMessage.status == RawStatus.PENDING, RawMessage.id > after)
                     .order_by(RawMessage.id)
                     .limit(limit)
                 ).scalars()
@@ -420,12 +424,14 @@ def _driver_sql(conn: Connection, sql: str) -> None:
 def requeue(db: Database, raw_ids: Sequence[int] | None) -> list[int]:
     """Put quarantined messages back to pending (all of them when `raw_ids` is None)."""
     with db.transaction() as session:
-        query = select(RawMessage.id).where(RawMessage.status == QUARANTINED)
+        query = select(RawMessage.id).where(RawMessage.status == RawStatus.QUARANTINED)
         if raw_ids is not None:
             query = query.where(RawMessage.id.in_(list(raw_ids)))
         ids = list(session.execute(query.order_by(RawMessage.id)).scalars())
         if ids:
-            session.execute(update(RawMessage).where(RawMessage.id.in_(ids)).values(status=PENDING))
+            session.execute(
+                update(RawMessage).where(RawMessage.id.in_(ids)).values(status=RawStatus.PENDING)
+            )
         return ids
 
 
@@ -435,7 +441,7 @@ def count_by_status(db: Database) -> dict[str, int]:
         rows = session.execute(
             select(RawMessage.status, func.count()).group_by(RawMessage.status)
         ).all()
-    counts = {PENDING: 0, PROCESSED: 0, QUARANTINED: 0}
+    counts = {status.value: 0 for status in RawStatus}
     counts.update({status: n for status, n in rows})
     return counts
 

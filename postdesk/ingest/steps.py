@@ -33,7 +33,7 @@ from postdesk.ingest.threader import (
 from postdesk.ingest.tokens import may_be_ours
 from postdesk.models import Attachment, Contact, Message, MessageRef, UTCDateTime
 from postdesk.models.base import table_of
-from postdesk.models.tickets import AGENT, CLOSED
+from postdesk.models.tickets import AGENT, TicketStatus
 from postdesk.tickets.lifecycle import (
     REOPENABLE,
     NewTicket,
@@ -181,7 +181,7 @@ class TicketStep:
             was = message_arrived(conn, match.ticket_id, now)
             closed_at = was.closed_at
             long_closed = (
-                was.status == CLOSED
+                was.status == TicketStatus.CLOSED
                 and closed_at is not None
                 and now - closed_at > self.closed_after
             )

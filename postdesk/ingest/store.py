@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 
 from postdesk.ingest.parse import HeaderSummary, header_summary
-from postdesk.models import PENDING, Delivery, MailboxSync, RawMessage, utcnow
+from postdesk.models import Delivery, MailboxSync, RawMessage, RawStatus, utcnow
 from postdesk.models.base import table_of
 
 IMAP = "imap"
@@ -127,7 +127,7 @@ def store_many(
             "source": source,
             "origin": message.origin,
             "received_at": message.received_at or now,
-            "status": PENDING,
+            "status": RawStatus.PENDING,
             "attempts": 0,
         }
     inserted = conn.execute(_INSERT_RAW.on(conn), list(rows.values()))

@@ -57,7 +57,7 @@ from postdesk.ingest.textnorm import is_forward, is_generic_subject, subject_key
 from postdesk.ingest.tokens import ReplyTokens
 from postdesk.models import Message, MessageRef, Ticket
 from postdesk.models.base import table_of
-from postdesk.models.tickets import AGENT, CLOSED, SOLVED
+from postdesk.models.tickets import AGENT, TicketStatus
 from postdesk.tickets.lifecycle import resolve_merged
 
 NEW = "new"
@@ -336,7 +336,7 @@ _RECENT_OF_REQUESTER = (
     select(_tickets.c.id, _tickets.c.subject)
     .where(
         _tickets.c.requester_id == bindparam("requester_id"),
-        _tickets.c.status.not_in([SOLVED, CLOSED]),
+        _tickets.c.status.not_in([TicketStatus.SOLVED, TicketStatus.CLOSED]),
         _tickets.c.merged_into_id.is_(None),
         _tickets.c.last_message_at >= bindparam("since"),
     )

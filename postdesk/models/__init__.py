@@ -2,9 +2,6 @@
 
 from postdesk.models.base import Base, UTCDateTime, utcnow
 from postdesk.models.mail import (
-    PENDING,
-    PROCESSED,
-    QUARANTINED,
     Attachment,
     Delivery,
     Mailbox,
@@ -12,13 +9,11 @@ from postdesk.models.mail import (
     Message,
     MessageRef,
     RawMessage,
+    RawStatus,
 )
-from postdesk.models.tickets import Contact, Ticket, TicketEvent, TicketLink
+from postdesk.models.tickets import Contact, Ticket, TicketEvent, TicketLink, TicketStatus
 
 __all__ = [
-    "PENDING",
-    "PROCESSED",
-    "QUARANTINED",
     "Attachment",
     "Base",
     "Contact",
@@ -28,9 +23,11 @@ __all__ = [
     "Message",
     "MessageRef",
     "RawMessage",
+    "RawStatus",
     "Ticket",
     "TicketEvent",
     "TicketLink",
+    "TicketStatus",
     "UTCDateTime",
     "utcnow",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -24,11 +25,14 @@ from postdesk.models.base import Base, UTCDateTime, utcnow
 if TYPE_CHECKING:
     from postdesk.models.tickets import Contact, Ticket
 
+
 # Status of a raw message in the processing pipeline.
-PENDING = "pending"
-PROCESSED = "processed"
-QUARANTINED = "quarantined"
-RAW_STATUSES = (PENDING, PROCESSED, QUARANTINED)
+class RawStatus(StrEnum):
+    """Where a stored raw message is: waiting for processing, done, or set aside."""
+
+    PENDING = "pending"
+    PROCESSED = "processed"
+    QUARANTINED = "quarantined"  # a step failed; the reason is kept (`inbound retry`)
 
 
 class Mailbox(Base):
@@ -96,7 +100,7 @@ class RawMessage(Base):
     source: Mapped[str] = mapped_column(String(20))
     origin: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    status: Mapped[str] = mapped_column(String(20), default=PENDING)
+    status: Mapped[str] = mapped_column(String(20), default=RawStatus.PENDING)
     reason: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

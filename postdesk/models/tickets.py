@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -27,14 +28,20 @@ AGENT = "agent"
 # The actor of events postdesk itself causes (triage predictions, rules).
 SYSTEM_ACTOR = "postdesk"
 
+
 # Ticket lifecycle: new (nobody has acted yet) -> open -> pending (waiting for the
 # customer) -> solved -> closed. A customer reply moves pending/solved back to open.
-NEW = "new"
-OPEN = "open"
-PENDING = "pending"
-SOLVED = "solved"
-CLOSED = "closed"
-TICKET_STATUSES = (NEW, OPEN, PENDING, SOLVED, CLOSED)
+class TicketStatus(StrEnum):
+    """Where a ticket is in its lifecycle (postdesk/tickets/lifecycle.py changes it)."""
+
+    NEW = "new"
+    OPEN = "open"
+    PENDING = "pending"
+    SOLVED = "solved"
+    CLOSED = "closed"
+
+
+TICKET_STATUSES = tuple(TicketStatus)
 
 
 class Contact(Base):
@@ -61,7 +68,7 @@ class Ticket(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subject: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[str] = mapped_column(String(20), default=NEW)
+    status: Mapped[str] = mapped_column(String(20), default=TicketStatus.NEW)
     requester_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
     mailbox_id: Mapped[int | None] = mapped_column(ForeignKey("mailboxes.id"))

@@ -29,17 +29,7 @@ from postdesk.errors import PostdeskError
 from postdesk.models import Message, Ticket, TicketEvent, TicketLink, UTCDateTime, utcnow
 from postdesk.models.base import table_of
 from postdesk.models.db import Database
-from postdesk.models.tickets import (
-    CLOSED,
-    FOLLOW_UP,
-    MERGED,
-    NEW,
-    OPEN,
-    PENDING,
-    SOLVED,
-    SYSTEM_ACTOR,
-    TICKET_STATUSES,
-)
+from postdesk.models.tickets import FOLLOW_UP, MERGED, SYSTEM_ACTOR, TICKET_STATUSES, TicketStatus
 
 # The labels a ticket carries, and who may set them: a person ("human") or, below them,
 # a model or a rule. Only people's labels train the next model (postdesk.classify).
@@ -48,7 +38,7 @@ PRIORITY = "priority"
 LABEL_TARGETS = (CATEGORY, PRIORITY)
 HUMAN_SOURCE = "human"
 # A customer's reply brings a ticket in one of these back to open.
-REOPENABLE = (PENDING, SOLVED, CLOSED)
+REOPENABLE = (TicketStatus.PENDING, TicketStatus.SOLVED, TicketStatus.CLOSED)
 
 
 class TicketNotFound(PostdeskError):
@@ -108,7 +98,7 @@ def open_ticket(
         _OPEN,
         {
             "subject": subject,
-            "status": NEW if human else CLOSED,
+            "status": TicketStatus.NEW if human else TicketStatus.CLOSED,
             "requester_id": requester_id,
             "mailbox_id": mailbox_id,
             "created_at": at,
@@ -174,7 +164,7 @@ def message_arrived(conn: Connection, ticket_id: int, at: datetime) -> Arrival:
 _REOPEN = (
     update(_tickets)
     .where(_tickets.c.id == bindparam("ticket_id"))
-    .values(status=OPEN, closed_at=None)
+    .values(status=TicketStatus.OPEN, closed_at=None)
 )
 
 
@@ -183,7 +173,7 @@ def reopen(
 ) -> None:
     """Bring a ticket that was `was` (pending, solved, closed) back to open."""
     conn.execute(_REOPEN, {"ticket_id": ticket_id})
-    change = {"from": was, "to": OPEN, "why": why}
+    change = {"from": was, "to": TicketStatus.OPEN, "why": why}
     conn.execute(_ADD_EVENTS, [_event(ticket_id, at, "status", actor, change)])
 
 
@@ -227,7 +217,7 @@ def set_status(
             "ticket_id": ticket_id,
             "status": status,
             "now": now,
-            "closed_at": now if status in (SOLVED, CLOSED) else None,
+            "closed_at": now if status in (TicketStatus.SOLVED, TicketStatus.CLOSED) else None,
         },
     )
     change = {"from": before, "to": status, "why": why}
@@ -405,7 +395,7 @@ def merge(conn: Connection, target: int, source: int, *, actor: str) -> int:
     conn.execute(update(_messages).where(_messages.c.ticket_id == source).values(ticket_id=target))
     conn.execute(update(_tickets).where(_tickets.c.id == source).values(merged_into_id=target))
     now = utcnow()
-    set_status(conn, source, CLOSED, actor=actor, why=f"merged into #{target}", at=now)
+    set_status(conn, source, TicketStatus.CLOSED, actor=actor, why=f"merged into #{target}", at=now)
     conn.execute(
         update(_tickets)
         .where(_tickets.c.id == target)
