@@ -1,14 +1,16 @@
 """Triage: categorize and prioritize tickets with models trained on the team's own history.
 
 - `text`, `data`: how ticket text is prepared; labelled data from CSV, splits.
-- `pipeline`, `training`, `metrics`: the scikit-learn pipelines, tuning and calibration,
+- `estimators`, `training`, `metrics`: the scikit-learn pipelines, tuning and calibration,
   the confidence threshold for a target precision, and the numbers reported.
 - `store`, `promotion`: skops model files under data_dir/models/, which one is active,
   and whether a new model replaces it; retraining from the database.
 - `rules`, `scorer`, `triage`: the run-time side. `Triage.load(settings)` once, then
   `triage.classify(subject, body, sender_email)` per new ticket.
 - `labels`: storing a result on a ticket (`record_triage`), people's labels
-  (`record_label`), and the labelled tickets the next model learns from.
+  (`record_label`), and the labelled tickets the next model learns from; both write
+  through the ticket lifecycle (postdesk/tickets/lifecycle.py).
+- `step`: triage as a step of the mail pipeline, with the active models loaded once.
 - `cli`: `postdesk model ...`.
 
 The names below are imported on first use, so importing this package (as the CLI does

@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 
 from postdesk.classify.data import LabelledData
 from postdesk.classify.errors import ModelError, TrainingDataError
+from postdesk.classify.estimators import Recipe
 from postdesk.classify.labels import training_data_from_db
-from postdesk.classify.pipeline import Recipe
 from postdesk.classify.store import ModelStore
 from postdesk.classify.training import Progress, TrainedModel, cv_macro_f1, train_model
 from postdesk.classify.triage import TICKET_TARGETS

@@ -47,8 +47,7 @@ from sklearn.pipeline import Pipeline  # type: ignore[import-untyped]
 
 from postdesk.classify.data import LabelledData
 from postdesk.classify.errors import TrainingDataError
-from postdesk.classify.metrics import evaluation, threshold_for_precision
-from postdesk.classify.pipeline import (
+from postdesk.classify.estimators import (
     BASELINE,
     POSTDESK,
     SUBJECT_BLOCKS,
@@ -59,6 +58,7 @@ from postdesk.classify.pipeline import (
     svm,
     ticket_features,
 )
+from postdesk.classify.metrics import evaluation, threshold_for_precision
 
 log = logging.getLogger(__name__)
 
