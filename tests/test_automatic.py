@@ -17,8 +17,9 @@ from conftest import require_corpus
 from test_corpus_mime import _cpython_email_data
 
 from postdesk.errors import ParseError
-from postdesk.ingest.automatic import _OOF_PHRASES, Classification, classify
+from postdesk.ingest.automatic import Classification, classify
 from postdesk.ingest.parse import ParsedMessage, parse_message
+from postdesk.lexicon.autoreply import OOF_PHRASES
 
 SUPPORT = "support@example.org"
 
@@ -258,7 +259,7 @@ def test_out_of_office_subjects(subject: str) -> None:
 
 def test_out_of_office_phrases_are_written_case_folded() -> None:
     # The subject is case-folded before matching; a phrase that is not would never match.
-    for phrase in _OOF_PHRASES:
+    for phrase in OOF_PHRASES:
         assert phrase == phrase.casefold(), phrase
 
 

@@ -35,7 +35,8 @@ group added them to a customer's mail.
 The caller decides what each kind means (attach but never open or reopen a ticket,
 never auto-reply, mark bouncing contacts); this module only says what the message is
 and why. It is pure and cheap: headers first, attachments' content types next, and the
-text of a message only when it is already a candidate bounce.
+text of a message only when it is already a candidate bounce. The out-of-office and
+bounce phrases it looks for are in lexicon/autoreply.py and lexicon/bounces.py.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from postdesk.ingest.parse import ParsedMessage, normalize_message_id
+from postdesk.lexicon.autoreply import OOF_PHRASES, OOF_SENTENCES, OOF_UNTIL_WORDS
+from postdesk.lexicon.bounces import DELAY_SUBJECTS, FAILURE_SUBJECTS, RETURNED_MESSAGE_MARKERS
 
 Kind = Literal["human", "automatic", "bounce", "own"]
 
@@ -237,82 +240,11 @@ def _our_list(headers: Mapping[str, tuple[str, ...]], own: set[str]) -> bool:
     return False
 
 
-# Out-of-office subjects: phrases written already case-folded (str.casefold) and put
-# through _FOLD when compiled, as the subject is folded the same way before matching. A
-# phrase counts at the start of the subject (after punctuation or a "[queue #N]" tag) and
-# only when followed by a separator or the end, so "Re: Automatic reply" (a person
+# Out-of-office subjects (lexicon/autoreply.py): phrases written already case-folded and
+# put through _FOLD when compiled, as the subject is folded the same way before matching.
+# A phrase counts at the start of the subject (after punctuation or a "[queue #N]" tag)
+# and only when followed by a separator or the end, so "Re: Automatic reply" (a person
 # answering one) and "Out of office hours support?" stay human.
-_OOF_PHRASES: Final = (
-    # English
-    r"auto(?:matic|mated)?[- ]?(?:reply|response|answer|responder)",
-    r"out[- ]of[- ](?:the[- ])?office(?: (?:auto[- ]?reply|reply|notice|message|notification))?",
-    r"away from (?:the|my) (?:office|desk|mail|e-?mail)",
-    r"vacation (?:auto[- ]?reply|reply|response|notice|message)",
-    # German
-    r"automatische (?:antwort|rückantwort|abwesenheitsnotiz)",
-    r"abwesenheits(?:notiz|nachricht|meldung|benachrichtigung)",
-    r"(?:ich bin )?nicht im (?:büro|buero)",
-    r"(?:ich bin )?ausser (?:haus|hause|dienst)",
-    # French
-    r"r[ée]ponse automatique",
-    r"absente? du bureau",
-    r"absence du bureau",
-    r"message d'absence",
-    # Spanish
-    r"respuesta autom[aá]tica",
-    r"fuera de (?:la )?oficina",
-    r"ausente de la oficina",
-    r"(?:mensaje|respuesta) de ausencia",
-    # Dutch
-    r"automatisch (?:antwoord|bericht)",
-    r"afwezigheids(?:bericht|melding|notitie)",
-    r"niet (?:aanwezig|op kantoor)",
-    r"buiten kantoor",
-    # Italian, Portuguese
-    r"risposta automatica",
-    r"fuori (?:ufficio|sede)",
-    r"resposta autom[aá]tica",
-    r"(?:fora|ausente) do escrit[oó]rio",
-    # Scandinavian, Finnish
-    r"autosvar",
-    r"automatiskt? svar",
-    r"automaattinen vastaus",
-    r"poissa toimistolta",
-    # Polish, Czech, Hungarian, Romanian, Greek
-    r"automatyczna odpowied[źz]",
-    r"poza biurem",
-    r"automatick[áa] odpov[ěe][ďd]",
-    r"mimo kancel[áa][řr]",
-    r"automatikus v[áa]lasz",
-    r"r[ăa]spuns automat",
-    r"αυτόματη απάντηση",
-    # Russian, Ukrainian, Turkish
-    r"автоматический ответ",
-    r"автоответ",
-    r"вне офиса",
-    r"автоматична відповідь",
-    r"otomatik (?:yan[ıi]t|cevap)",
-    r"ofis d[ıi][şs][ıi]nda",
-    # Arabic, Hebrew
-    r"(?:ال)?رد (?:ال)?تلقائي",
-    r"خارج المكتب",
-    r"תשובה אוטומטית",
-    r"מחוץ למשרד",
-    # Persian (after _fold: Persian yeh and kaf, ZWNJ as a space)
-    r"پاسخ (?:خودکار|اتوماتیک)",
-    r"پیام خودکار",
-    r"خارج از (?:دفتر|اداره|محل کار)(?: هستم| هستیم)?",
-    r"عدم حضور در (?:دفتر|اداره|محل کار)",
-    # Chinese, Japanese, Korean
-    r"自动回复",
-    r"自动答复",
-    r"自動回覆",
-    r"自動回復",
-    r"自動応答",
-    r"自動返信",
-    r"자동 ?회신",
-    r"자동 ?응답",
-)
 _FOLD: Final = str.maketrans(
     {
         "ي": "ی",  # Arabic yeh, as windows-1256 and Arabic keyboards write Persian
@@ -324,21 +256,15 @@ _FOLD: Final = str.maketrans(
         "\u00a0": " ",
     }
 )
-_OOF_END: Final = r"(?=$|\s*[:：\-–—(\[|/.,!*»؛،]|\s(?:until|till|bis|jusqu|hasta|tot|fino)\b)"
+_OOF_END: Final = r"(?=$|\s*[:：\-–—(\[|/.,!*»؛،]|\s(?:" + "|".join(OOF_UNTIL_WORDS) + r")\b)"
 _OOF_SUBJECT: Final = re.compile(
     r"^[\W_]*(?:\[[^\]]{0,80}\][\W_]*)?(?:"
-    + "|".join(phrase.translate(_FOLD) for phrase in _OOF_PHRASES)
+    + "|".join(phrase.translate(_FOLD) for phrase in OOF_PHRASES)
     + ")"
     + _OOF_END
 )
 # "Jane Doe is out of the office" (IBM Notes and many vacation scripts).
-_OOF_SENTENCE: Final = re.compile(
-    r"\b(?:(?:is|am) (?:currently )?out of (?:the )?office"
-    r"|ist (?:zurzeit |derzeit )?(?:nicht im (?:büro|buero)|abwesend|ausser haus)"
-    r"|est absente?(?: du bureau)?"
-    r"|está fuera de (?:la )?oficina"
-    r"|is afwezig)" + _OOF_END
-)
+_OOF_SENTENCE: Final = re.compile(r"\b(?:" + "|".join(OOF_SENTENCES) + ")" + _OOF_END)
 
 
 def _fold(subject: str) -> str:
@@ -353,21 +279,8 @@ _DAEMON_SENDER: Final = re.compile(
     r"|\bmicrosoftexchange[0-9a-f]{32}@",
     re.IGNORECASE,
 )
-_BOUNCE_SUBJECT: Final = re.compile(
-    r"undeliver|non[- ]?deliver|delivery (?:status notification|notification|failure|failed"
-    r"|has failed|problem|incomplete|delayed)|returned mail|mail delivery fail|failure notice"
-    r"|could not be delivered|not (?:been )?delivered|unable to deliver|mail system error"
-    r"|returned to sender|delayed mail|still being retried|warning: message .* delayed"
-    r"|unzustellbar|nicht zustellbar|non remis|non distribuable|no se puede entregar"
-    r"|onbestelbaar|impossibile recapitare|não entregue|olevererbar|kan ikke leveres"
-    r"|nie można dostarczyć|недоставлен|не доставлен|غير قابل للتسليم|قابل تحویل نیست"
-    r"|تحویل نشد|تحویل ناموفق|無法傳遞|无法投递|配信不能",
-    re.IGNORECASE,
-)
-_DELAY_SUBJECT: Final = re.compile(
-    r"delay|still being retried|warning: message|verzögert|retard|retrasad|تأخیر",
-    re.IGNORECASE,
-)
+_BOUNCE_SUBJECT: Final = re.compile("|".join(FAILURE_SUBJECTS), re.IGNORECASE)
+_DELAY_SUBJECT: Final = re.compile("|".join(DELAY_SUBJECTS), re.IGNORECASE)
 _SUCCESS_SUBJECT: Final = re.compile(r"\((?:success|relayed|delivered)\)", re.IGNORECASE)
 
 
@@ -551,9 +464,7 @@ def _failed_recipients_header(headers: Mapping[str, tuple[str, ...]]) -> tuple[s
 
 # Where a bounce text stops describing the failure and starts quoting the returned mail.
 _ORIGINAL_MARKER: Final = re.compile(
-    r"^[ \t]*[-=_#*]*[ \t]*(?:original message|this is a copy of the message"
-    r"|below this line is a copy|transcript of session follows|undelivered message"
-    r"|returned message|message headers follow)"
+    r"^[ \t]*[-=_#*]*[ \t]*(?:" + "|".join(RETURNED_MESSAGE_MARKERS) + ")"
     r"|^(?:return-path|received|message-id|dkim-signature|from|date|to|subject):",
     re.IGNORECASE | re.MULTILINE,
 )
