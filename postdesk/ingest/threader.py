@@ -56,6 +56,12 @@ from postdesk.ingest.sender import Sender
 from postdesk.ingest.store import table_of
 from postdesk.ingest.textnorm import is_forward, is_generic_subject, subject_key
 from postdesk.ingest.tokens import ReplyTokens
+from postdesk.lexicon import any_phrase
+from postdesk.lexicon.quoting import (
+    FORWARD_MARKERS,
+    ORIGINAL_MESSAGE_MARKERS,
+    UNFRAMED_FORWARD_MARKERS,
+)
 from postdesk.models import Message, MessageRef, Ticket
 from postdesk.models.tickets import AGENT, CLOSED, SOLVED
 
@@ -63,10 +69,15 @@ NEW = "new"
 FORWARD = "forward"
 HUMAN = "human"
 _RECIPIENT_HEADERS = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to")
+# The line above a message forwarded inline: a forward marker or an original-message
+# separator between rules of dashes ("---------- Forwarded message ---------",
+# "-----Original Message-----", "-------- Wiadomość przekazana dalej --------"), or
+# Apple Mail's unframed "Begin forwarded message:". The phrases are lexicon/quoting.py's;
+# a marker may be only the start of what the client writes, so up to 40 more characters
+# may follow it before the closing dashes.
 _INLINE_FORWARD = re.compile(
-    r"^-{2,} ?(Forwarded message|Original Message|Weitergeleitete Nachricht|"
-    r"Message transféré|Mensaje reenviado|Doorgestuurd bericht|پیام هدایت شده|"
-    r"پیام بازارسال شده) ?-{2,}|^Begin forwarded message:",
+    rf"^-{{2,}} ?{any_phrase((*FORWARD_MARKERS, *ORIGINAL_MESSAGE_MARKERS))}[^\n-]{{0,40}}-{{2,}}"
+    rf"|^{any_phrase(UNFRAMED_FORWARD_MARKERS)}:",
     re.IGNORECASE | re.MULTILINE,
 )
 _DIGITS = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
