@@ -1,7 +1,7 @@
 """Whether an inbound message was written by a person: human, automatic, bounce or own.
 
 A helpdesk that answers machines starts mail loops and opens tickets nobody can close, so
-every parsed message is classified before threading:
+every parsed message gets its kind (`kind_of_mail`, a `MailKind`) before threading:
 
 - ``own``: mail we sent ourselves coming back (our loop header, one of our Message-IDs,
   or From one of our own addresses). Checked first: our auto-replies carry
@@ -46,18 +46,12 @@ import email.policy
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
 
 from postdesk.ingest.parse import ParsedMessage, normalize_message_id
 from postdesk.lexicon.autoreply import OOF_PHRASES, OOF_SENTENCES, OOF_UNTIL_WORDS
 from postdesk.lexicon.bounces import DELAY_SUBJECTS, FAILURE_SUBJECTS, RETURNED_MESSAGE_MARKERS
-
-Kind = Literal["human", "automatic", "bounce", "own"]
-
-HUMAN: Final = "human"
-AUTOMATIC: Final = "automatic"
-BOUNCE: Final = "bounce"
-OWN: Final = "own"
+from postdesk.models.mail import MailKind
 
 # A bounce naming more recipients than this keeps the first ones; a DSN for a mass
 # mailing can list thousands.
@@ -75,10 +69,10 @@ _DSN_BYTES: Final = 131072
 
 
 @dataclass(frozen=True, slots=True)
-class Classification:
-    """What an inbound message is, and the one-line reason that decided it."""
+class KindOfMail:
+    """What kind of mail an inbound message is, and the one-line reason that decided it."""
 
-    kind: Kind
+    kind: MailKind
     reason: str
     # Lower-cased addresses that failed permanently (bounces only), in report order.
     failed_recipients: tuple[str, ...] = ()
@@ -89,20 +83,20 @@ class Classification:
     @property
     def is_human(self) -> bool:
         """Whether the message may open or reopen a ticket and get an automatic reply."""
-        return self.kind == HUMAN
+        return self.kind == MailKind.HUMAN
 
 
-def classify(
+def kind_of_mail(
     parsed: ParsedMessage,
     *,
     own_message_ids: Callable[[str], bool] | None = None,
     loop_header: str = "X-Postdesk-Loop",
     own_addresses: Collection[str] = (),
-) -> Classification:
-    """Classify one parsed message as human, automatic, bounce or own.
+) -> KindOfMail:
+    """Decide whether one parsed message is human, automatic, bounce or own mail.
 
     Raises nothing of its own (only what `own_message_ids` may raise): whatever the
-    parser returned is classified.
+    parser returned gets a kind.
 
     `own_message_ids` answers whether a bare Message-ID (no angle brackets) is one we
     generated; `loop_header` is the header our outbound mail carries; `own_addresses`
@@ -112,10 +106,10 @@ def classify(
     own = {address.lower() for address in own_addresses}
 
     if loop_header.lower() in headers:
-        return Classification(OWN, f"our loop header {loop_header}")
+        return KindOfMail(MailKind.OWN, f"our loop header {loop_header}")
     message_id = parsed.message_id
     if message_id is not None and own_message_ids is not None and own_message_ids(message_id):
-        return Classification(OWN, f"Message-ID <{message_id}> is one we sent")
+        return KindOfMail(MailKind.OWN, f"Message-ID <{message_id}> is one we sent")
 
     bounce = _bounce(parsed, own)
     if bounce is not None:
@@ -123,7 +117,7 @@ def classify(
 
     sender = parsed.from_.email if parsed.from_ is not None else None
     if sender is not None and sender in own:
-        return Classification(OWN, f"From our own address {sender}")
+        return KindOfMail(MailKind.OWN, f"From our own address {sender}")
 
     return _automatic(parsed, own) or _human(headers)
 
@@ -131,10 +125,10 @@ def classify(
 # --- own and human -------------------------------------------------------------------
 
 
-def _human(headers: Mapping[str, tuple[str, ...]]) -> Classification:
+def _human(headers: Mapping[str, tuple[str, ...]]) -> KindOfMail:
     if _first_token(_first(headers, "auto-submitted")) == "no":
-        return Classification(HUMAN, "Auto-Submitted: no")
-    return Classification(HUMAN, "no sign of automatic mail")
+        return KindOfMail(MailKind.HUMAN, "Auto-Submitted: no")
+    return KindOfMail(MailKind.HUMAN, "no sign of automatic mail")
 
 
 # --- automatic -----------------------------------------------------------------------
@@ -164,52 +158,52 @@ _NULL_PATH: Final = re.compile(r"\s*<\s*>\s*")
 _COMMENT: Final = re.compile(r"\([^()]*\)")
 
 
-def _automatic(parsed: ParsedMessage, own: set[str]) -> Classification | None:
+def _automatic(parsed: ParsedMessage, own: set[str]) -> KindOfMail | None:
     headers = parsed.headers
 
     report = _report_reason(parsed)
     if report is not None:
-        return Classification(AUTOMATIC, report, original_message_id=_reported_id(parsed))
+        return KindOfMail(MailKind.AUTOMATIC, report, original_message_id=_reported_id(parsed))
 
     auto_submitted = _first(headers, "auto-submitted")
     token = _first_token(auto_submitted)
     if token and token != "no":
-        return Classification(AUTOMATIC, f"Auto-Submitted: {_short(auto_submitted)}")
+        return KindOfMail(MailKind.AUTOMATIC, f"Auto-Submitted: {_short(auto_submitted)}")
 
     for name in _AUTOREPLY_HEADERS:
         token = _first_token(_first(headers, name))
         if token and token not in _FALSE_VALUES:
-            return Classification(
-                AUTOMATIC, f"{_header_name(name)}: {_short(_first(headers, name))}"
+            return KindOfMail(
+                MailKind.AUTOMATIC, f"{_header_name(name)}: {_short(_first(headers, name))}"
             )
     if _first_token(_first(headers, "x-autogenerated")) == "reply":
-        return Classification(AUTOMATIC, "X-AutoGenerated: Reply")
+        return KindOfMail(MailKind.AUTOMATIC, "X-AutoGenerated: Reply")
 
     for name in ("precedence", "x-precedence"):
         precedence = _first_token(_first(headers, name))
         if precedence in _PRECEDENCE_AUTOMATIC:
             if precedence in ("list", "bulk") and _our_list(headers, own):
                 continue
-            return Classification(AUTOMATIC, f"{_header_name(name)}: {precedence}")
+            return KindOfMail(MailKind.AUTOMATIC, f"{_header_name(name)}: {precedence}")
 
     suppress = _first(headers, "x-auto-response-suppress")
     if suppress is not None:
         tokens = {token.strip().lower() for token in suppress.split(",")}
         if tokens & _SUPPRESS_AUTOMATIC:
-            return Classification(AUTOMATIC, f"X-Auto-Response-Suppress: {_short(suppress)}")
+            return KindOfMail(MailKind.AUTOMATIC, f"X-Auto-Response-Suppress: {_short(suppress)}")
 
     return_path = _first(headers, "return-path")
     if return_path is not None and _NULL_PATH.fullmatch(return_path):
-        return Classification(AUTOMATIC, "null envelope sender (Return-Path: <>)")
+        return KindOfMail(MailKind.AUTOMATIC, "null envelope sender (Return-Path: <>)")
 
     if "list-unsubscribe" in headers and not _our_list(headers, own):
-        return Classification(AUTOMATIC, "List-Unsubscribe: bulk or list mail")
+        return KindOfMail(MailKind.AUTOMATIC, "List-Unsubscribe: bulk or list mail")
 
     subject = _fold(parsed.subject[:_SUBJECT_CHARS])
     if subject:
         match = _OOF_SUBJECT.search(subject) or _OOF_SENTENCE.search(subject)
         if match is not None:
-            return Classification(AUTOMATIC, f"auto-reply subject {_short(parsed.subject)!r}")
+            return KindOfMail(MailKind.AUTOMATIC, f"auto-reply subject {_short(parsed.subject)!r}")
     return None
 
 
@@ -284,7 +278,7 @@ _DELAY_SUBJECT: Final = re.compile("|".join(DELAY_SUBJECTS), re.IGNORECASE)
 _SUCCESS_SUBJECT: Final = re.compile(r"\((?:success|relayed|delivered)\)", re.IGNORECASE)
 
 
-def _bounce(parsed: ParsedMessage, own: set[str]) -> Classification | None:
+def _bounce(parsed: ParsedMessage, own: set[str]) -> KindOfMail | None:
     headers = parsed.headers
     dsn_parts = [a.data for a in parsed.attachments if a.content_type in _DSN_PARTS]
     content_type = (_first(headers, "content-type") or "").lower().lstrip()
@@ -322,15 +316,17 @@ def _bounce(parsed: ParsedMessage, own: set[str]) -> Classification | None:
     recipients = failed_header or _body_recipients(text, own, parsed)
     original = _reported_id(parsed) or _quoted_id(parsed.text, len(text))
     if recipients:
-        return Classification(
-            BOUNCE,
+        return KindOfMail(
+            MailKind.BOUNCE,
             f"{reason}: failed {_list(recipients)}",
             recipients[:MAX_FAILED_RECIPIENTS],
             original,
         )
     if _DELAY_SUBJECT.search(subject):
-        return Classification(BOUNCE, f"{reason}: delivery delayed (warning only)", (), original)
-    return Classification(BOUNCE, f"{reason}: no failed recipient named", (), original)
+        return KindOfMail(
+            MailKind.BOUNCE, f"{reason}: delivery delayed (warning only)", (), original
+        )
+    return KindOfMail(MailKind.BOUNCE, f"{reason}: no failed recipient named", (), original)
 
 
 def _machine_sign(headers: Mapping[str, tuple[str, ...]], sender: str) -> str | None:
@@ -347,7 +343,7 @@ def _machine_sign(headers: Mapping[str, tuple[str, ...]], sender: str) -> str | 
     return None
 
 
-def _from_dsn(parsed: ParsedMessage, parts: list[bytes], where: str) -> Classification:
+def _from_dsn(parsed: ParsedMessage, parts: list[bytes], where: str) -> KindOfMail:
     failed: list[str] = []
     failed_status: list[str] = []
     failed_unnamed = 0
@@ -377,25 +373,27 @@ def _from_dsn(parsed: ParsedMessage, parts: list[bytes], where: str) -> Classifi
         recipients = _unique(failed)
         statuses = sorted({status for status in failed_status if status})
         detail = f" ({', '.join(statuses)})" if statuses else ""
-        return Classification(
-            BOUNCE,
+        return KindOfMail(
+            MailKind.BOUNCE,
             f"DSN {where}: failed {_list(recipients)}{detail}",
             recipients[:MAX_FAILED_RECIPIENTS],
             original,
         )
     if failed_unnamed:
-        return Classification(BOUNCE, f"DSN {where}: failed, no usable recipient", (), original)
+        return KindOfMail(
+            MailKind.BOUNCE, f"DSN {where}: failed, no usable recipient", (), original
+        )
     if delayed:
-        return Classification(
-            BOUNCE,
+        return KindOfMail(
+            MailKind.BOUNCE,
             f"DSN {where}: delayed for {_list(_unique(delayed))} (warning only)",
             (),
             original,
         )
     if other:
         # Delivered, relayed or expanded: a success notice, not a failure.
-        return Classification(AUTOMATIC, f"DSN {where}: {_list(other)}", (), original)
-    return Classification(BOUNCE, f"DSN {where} without recipient fields", (), original)
+        return KindOfMail(MailKind.AUTOMATIC, f"DSN {where}: {_list(other)}", (), original)
+    return KindOfMail(MailKind.BOUNCE, f"DSN {where} without recipient fields", (), original)
 
 
 def _field_blocks(data: bytes) -> Iterable[dict[str, str]]:

@@ -32,14 +32,13 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from postdesk.errors import PostdeskError
 from postdesk.ingest.attachments import AttachmentStore
-from postdesk.ingest.automatic import Classification, classify
+from postdesk.ingest.automatic import KindOfMail, kind_of_mail
 from postdesk.ingest.parse import Address, ParsedMessage, parse_message
 from postdesk.ingest.quotes import visible_text
 from postdesk.ingest.sender import Sender, get_or_create_contact, sender_address
 from postdesk.ingest.store import IMPORT, MESSAGE_ID_WIDTH, table_of
 from postdesk.ingest.threader import (
     DEFAULT_OPTIONS,
-    HUMAN,
     NEW,
     ThreadMatch,
     ThreadOptions,
@@ -52,6 +51,7 @@ from postdesk.models import (
     QUARANTINED,
     Attachment,
     Contact,
+    MailKind,
     Message,
     MessageRef,
     RawMessage,
@@ -94,7 +94,7 @@ class WorkItem:
     raw: RawInput
     parsed: ParsedMessage | None = None
     sender: Sender | None = None
-    classification: Classification | None = None
+    classification: KindOfMail | None = None
     match: ThreadMatch | None = None
     ticket_id: int | None = None
     message_pk: int | None = None
@@ -163,7 +163,7 @@ class ClassifyStep:
                 return False  # not an id we make: no query (see tokens.new_message_id)
             return bool(conn.execute(_OUR_MESSAGE, {"message_id": _fit(message_id)}).scalar())
 
-        item.classification = classify(
+        item.classification = kind_of_mail(
             item.need_parsed(), own_message_ids=ours, own_addresses=self.own_addresses
         )
 
@@ -183,7 +183,7 @@ class ThreadStep:
             item.conn,
             parsed,
             item.need_sender(),
-            kind=found.kind if found else HUMAN,
+            kind=found.kind if found else MailKind.HUMAN,
             bounced_id=found.original_message_id if found else None,
             arrived=arrival_time(item.raw, parsed),
             options=self.options,
@@ -305,8 +305,8 @@ class FileStep:
         sender = item.need_sender()
         match = item.match or ThreadMatch(None, NEW, "no rule ran")
         found = item.classification
-        kind = found.kind if found else HUMAN
-        human = kind == HUMAN
+        kind = found.kind if found else MailKind.HUMAN
+        human = kind == MailKind.HUMAN
         conn = item.conn
         now = arrival_time(item.raw, parsed)
         visible = visible_text(parsed.text, parsed.html)
@@ -347,7 +347,7 @@ class FileStep:
             events.append(_event(ticket_id, now, "created", sender.email, data))
         events.extend(opened)
         item.ticket_id = ticket_id
-        if found is not None and found.kind == "bounce" and found.failed_recipients:
+        if found is not None and found.kind == MailKind.BOUNCE and found.failed_recipients:
             conn.execute(
                 _MARK_BOUNCING,
                 {"emails": list(found.failed_recipients), "now": now, "reason": found.reason[:500]},

@@ -62,12 +62,11 @@ from postdesk.lexicon.quoting import (
     ORIGINAL_MESSAGE_MARKERS,
     UNFRAMED_FORWARD_MARKERS,
 )
-from postdesk.models import Message, MessageRef, Ticket
+from postdesk.models import MailKind, Message, MessageRef, Ticket
 from postdesk.models.tickets import AGENT, CLOSED, SOLVED
 
 NEW = "new"
 FORWARD = "forward"
-HUMAN = "human"
 _RECIPIENT_HEADERS = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to")
 # The line above a message forwarded inline: a forward marker or an original-message
 # separator between rules of dashes ("---------- Forwarded message ---------",
@@ -213,7 +212,7 @@ def find_ticket(
     parsed: ParsedMessage,
     sender: Sender,
     *,
-    kind: str = HUMAN,
+    kind: MailKind = MailKind.HUMAN,
     bounced_id: str | None = None,
     arrived: datetime | None = None,
     options: ThreadOptions = DEFAULT_OPTIONS,
@@ -233,13 +232,13 @@ def _find(
     conn: Connection,
     parsed: ParsedMessage,
     sender: Sender,
-    kind: str,
+    kind: MailKind,
     bounced_id: str | None,
     arrived: datetime | None,
     options: ThreadOptions,
 ) -> tuple[ThreadMatch, int | None]:
     """The match, and the ticket the matched ticket was merged into (None if it was not)."""
-    forward = kind == HUMAN and sender.role != AGENT and _is_customer_forward(parsed)
+    forward = kind == MailKind.HUMAN and sender.role != AGENT and _is_customer_forward(parsed)
     if options.tokens is not None and not forward:
         number = options.tokens.find(_recipients(parsed))
         if number is not None and number <= _MAX_TICKET_ID:
@@ -324,7 +323,7 @@ def _find(
 
     # A contact this message created has no tickets yet: the subject rule cannot match.
     if (
-        kind == HUMAN
+        kind == MailKind.HUMAN
         and arrived is not None
         and not sender.new
         and not is_generic_subject(parsed.subject)
