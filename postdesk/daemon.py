@@ -82,8 +82,8 @@ def sync_config(db: Database, settings: Settings) -> dict[str, int]:
     return ids
 
 
-def agent_emails(settings: Settings) -> set[str]:
-    """Addresses whose mail counts as written by us, not by a customer."""
+def team_addresses(settings: Settings) -> set[str]:
+    """Our agents' and our mailboxes' addresses, lower-case: mail from them is not a customer's."""
     emails = {a.email.lower() for a in settings.agents}
     emails.update(box.address.lower() for box in settings.mailboxes)
     return emails
@@ -126,7 +126,7 @@ class Service:
         threading_ = self.settings.threading
         steps = default_steps(
             data_dir=self.settings.data_dir,
-            agent_emails=agent_emails(self.settings),
+            team_addresses=team_addresses(self.settings),
             own_addresses=[box.address for box in self.settings.mailboxes],
             threading=ThreadOptions(
                 tokens=ReplyTokens(load_key(self.settings)),

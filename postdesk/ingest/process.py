@@ -131,12 +131,12 @@ class SenderStep:
 
     name = "sender"
 
-    def __init__(self, agent_emails: Collection[str]) -> None:
-        self.agent_emails = frozenset(e.lower() for e in agent_emails)
+    def __init__(self, team_addresses: Collection[str]) -> None:
+        self.team_addresses = frozenset(e.lower() for e in team_addresses)
 
     def __call__(self, item: WorkItem) -> None:
         address = sender_address(item.need_parsed())
-        item.sender = get_or_create_contact(item.conn, address, agent_emails=self.agent_emails)
+        item.sender = get_or_create_contact(item.conn, address, team_addresses=self.team_addresses)
 
 
 _OUR_MESSAGE = select(
@@ -434,7 +434,7 @@ def arrival_time(raw: RawInput, parsed: ParsedMessage) -> datetime:
 def default_steps(
     *,
     data_dir: Path,
-    agent_emails: Collection[str],
+    team_addresses: Collection[str],
     own_addresses: Collection[str] = (),
     threading: ThreadOptions = DEFAULT_OPTIONS,
     closed_after: timedelta = timedelta(days=30),
@@ -444,7 +444,7 @@ def default_steps(
     return [
         ParseStep(),
         ClassifyStep(own_addresses),
-        SenderStep(agent_emails),
+        SenderStep(team_addresses),
         ThreadStep(threading),
         FileStep(
             AttachmentStore(data_dir / "attachments"), closed_after=closed_after, triage=triage
