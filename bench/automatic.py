@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from postdesk.errors import ParseError
-from postdesk.ingest.automatic import classify
+from postdesk.ingest.automatic import kind_of_mail
 from postdesk.ingest.parse import ParsedMessage, parse_message
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -80,7 +80,7 @@ def main() -> None:
 
         def classify_all(parsed: list[tuple[str, ParsedMessage]] = parsed) -> None:
             for _, message in parsed:
-                classify(message, own_message_ids=own_ids, own_addresses=OWN)
+                kind_of_mail(message, own_message_ids=own_ids, own_addresses=OWN)
 
         classify_all()  # warm up regex caches and imports
         parse_s = best_of(args.repeat, parse_all)
@@ -97,12 +97,12 @@ def main() -> None:
             f"{classify_s / count * 1e6:16.2f} {classify_s / parse_s:7.2%} "
             f"{slowest[1] * 1e6:8.1f} µs {slowest[0][:16]:>16}"
         )
-        kinds = Counter(classify(m, own_addresses=OWN).kind for _, m in parsed)
+        kinds = Counter(kind_of_mail(m, own_addresses=OWN).kind for _, m in parsed)
         print(f"{'':10} kinds: {', '.join(f'{k} {n}' for k, n in kinds.most_common())}")
 
 
 def _one(message: ParsedMessage) -> None:
-    classify(message, own_message_ids=own_ids, own_addresses=OWN)
+    kind_of_mail(message, own_message_ids=own_ids, own_addresses=OWN)
 
 
 if __name__ == "__main__":

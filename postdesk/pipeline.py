@@ -19,8 +19,8 @@ from postdesk.ingest.attachments import AttachmentStore
 from postdesk.ingest.process import Step
 from postdesk.ingest.steps import (
     BounceStep,
-    ClassifyStep,
     FileStep,
+    KindStep,
     ParseStep,
     SenderStep,
     ThreadStep,
@@ -31,8 +31,9 @@ from postdesk.ingest.threader import ThreadOptions
 from postdesk.ingest.tokens import ReplyTokens, load_key
 
 
-def agent_emails(settings: Settings) -> set[str]:
-    """Addresses whose mail counts as written by us, not by a customer."""
+def team_addresses(settings: Settings) -> set[str]:
+    """Our agents' and our mailboxes' addresses, lower-case: mail from them is not a
+    customer's."""
     emails = {a.email.lower() for a in settings.agents}
     emails.update(box.address.lower() for box in settings.mailboxes)
     return emails
@@ -46,8 +47,8 @@ def steps(settings: Settings, *, triage: TriageStep | None = None) -> list[Step]
     threading = settings.threading
     pipeline: list[Step | None] = [
         ParseStep(),
-        ClassifyStep([box.address for box in settings.mailboxes]),
-        SenderStep(agent_emails(settings)),
+        KindStep([box.address for box in settings.mailboxes]),
+        SenderStep(team_addresses(settings)),
         ThreadStep(
             ThreadOptions(
                 tokens=ReplyTokens(load_key(settings)),

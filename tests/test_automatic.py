@@ -17,8 +17,9 @@ from conftest import require_corpus
 from test_corpus_mime import _cpython_email_data
 
 from postdesk.errors import ParseError
-from postdesk.ingest.automatic import _OOF_PHRASES, Classification, classify
+from postdesk.ingest.automatic import KindOfMail, kind_of_mail
 from postdesk.ingest.parse import ParsedMessage, parse_message
+from postdesk.lexicon.autoreply import OOF_PHRASES
 
 SUPPORT = "support@example.org"
 
@@ -90,8 +91,8 @@ def report(
     ],
 )
 def test_a_person_writing_is_human(subject: str, body: str) -> None:
-    result = classify(mail(subject=subject, body=body), own_addresses=[SUPPORT])
-    assert result == Classification("human", "no sign of automatic mail")
+    result = kind_of_mail(mail(subject=subject, body=body), own_addresses=[SUPPORT])
+    assert result == KindOfMail("human", "no sign of automatic mail")
     assert result.is_human
 
 
@@ -104,18 +105,18 @@ def test_a_person_writing_is_human(subject: str, body: str) -> None:
     ],
 )
 def test_out_of_office_words_in_the_body_are_human(body: str) -> None:
-    assert classify(mail(body=body)).kind == "human"
+    assert kind_of_mail(mail(body=body)).kind == "human"
 
 
 def test_auto_submitted_no_is_human() -> None:
-    result = classify(mail("Auto-Submitted: no"))
+    result = kind_of_mail(mail("Auto-Submitted: no"))
     assert (result.kind, result.reason) == ("human", "Auto-Submitted: no")
 
 
 def test_list_id_alone_is_human() -> None:
     # A list relays people: a customer writing through their team's group is a customer.
     parsed = mail("List-Id: Acme operations team <ops.acme.example.com>")
-    assert classify(parsed).kind == "human"
+    assert kind_of_mail(parsed).kind == "human"
 
 
 @pytest.mark.parametrize(
@@ -133,7 +134,7 @@ def test_list_id_alone_is_human() -> None:
     ],
 )
 def test_subjects_that_only_look_automatic_are_human(subject: str) -> None:
-    assert classify(mail(subject=subject)).kind == "human"
+    assert kind_of_mail(mail(subject=subject)).kind == "human"
 
 
 @pytest.mark.parametrize(
@@ -141,18 +142,18 @@ def test_subjects_that_only_look_automatic_are_human(subject: str) -> None:
     ["X-Autoreply: no", "Precedence: first-class", "X-Auto-Response-Suppress: DR, RN, NRN"],
 )
 def test_headers_that_do_not_mean_automatic(header: str) -> None:
-    assert classify(mail(header)).kind == "human"
+    assert kind_of_mail(mail(header)).kind == "human"
 
 
 def test_noreply_sender_is_human() -> None:
     # Web forms send the customer's request from noreply@ with Reply-To the customer.
     parsed = mail("Reply-To: jane@example.com", sender="Website <noreply@shop.example.com>")
-    assert classify(parsed).kind == "human"
+    assert kind_of_mail(parsed).kind == "human"
 
 
 def test_postmaster_writing_plainly_is_human() -> None:
     parsed = mail(sender="Postmaster <postmaster@example.net>", subject="Your SPF record")
-    assert classify(parsed).kind == "human"
+    assert kind_of_mail(parsed).kind == "human"
 
 
 # --- automatic -----------------------------------------------------------------------
@@ -183,7 +184,7 @@ def test_postmaster_writing_plainly_is_human() -> None:
     ],
 )
 def test_automatic_headers(header: str, reason: str | None) -> None:
-    result = classify(mail(header))
+    result = kind_of_mail(mail(header))
     assert result.kind == "automatic"
     assert result.failed_recipients == ()
     if reason is not None:
@@ -192,7 +193,7 @@ def test_automatic_headers(header: str, reason: str | None) -> None:
 
 def test_auto_submitted_reason_wins_over_weaker_signs() -> None:
     parsed = mail("Precedence: bulk", "Auto-Submitted: auto-replied", subject="Out of office")
-    assert classify(parsed).reason == "Auto-Submitted: auto-replied"
+    assert kind_of_mail(parsed).reason == "Auto-Submitted: auto-replied"
 
 
 @pytest.mark.parametrize("own_addresses", [[SUPPORT], ["SUPPORT@Example.ORG"]])
@@ -204,8 +205,8 @@ def test_our_own_group_list_headers_are_ignored(own_addresses: list[str]) -> Non
         "List-Unsubscribe: <mailto:support+unsubscribe@example.org>",
         "Precedence: list",
     )
-    assert classify(mail(*group), own_addresses=own_addresses).kind == "human"
-    assert classify(mail(*group)).kind == "automatic"
+    assert kind_of_mail(mail(*group), own_addresses=own_addresses).kind == "human"
+    assert kind_of_mail(mail(*group)).kind == "automatic"
 
 
 @pytest.mark.parametrize(
@@ -251,14 +252,14 @@ def test_our_own_group_list_headers_are_ignored(own_addresses: list[str]) -> Non
     ],
 )
 def test_out_of_office_subjects(subject: str) -> None:
-    result = classify(mail(subject=subject))
+    result = kind_of_mail(mail(subject=subject))
     assert result.kind == "automatic", subject
     assert result.reason.startswith("auto-reply subject")
 
 
 def test_out_of_office_phrases_are_written_case_folded() -> None:
     # The subject is case-folded before matching; a phrase that is not would never match.
-    for phrase in _OOF_PHRASES:
+    for phrase in OOF_PHRASES:
         assert phrase == phrase.casefold(), phrase
 
 
@@ -273,7 +274,7 @@ def test_read_receipt_is_automatic_and_names_the_message() -> None:
         sender="Customer <customer@example.net>",
         subject="Read: Re: [#77] Refund",
     )
-    result = classify(parsed)
+    result = kind_of_mail(parsed)
     assert result.kind == "automatic"
     assert "MDN" in result.reason
     assert result.original_message_id == "reply-77.1@example.org"
@@ -287,7 +288,7 @@ def test_abuse_complaint_is_automatic() -> None:
         sender="Feedback Loop <fbl@isp.example.net>",
         subject="Abuse report",
     )
-    result = classify(parsed)
+    result = kind_of_mail(parsed)
     assert (result.kind, result.failed_recipients) == ("automatic", ())
     assert "ARF" in result.reason
 
@@ -300,7 +301,7 @@ def test_success_dsn_is_automatic_not_bounce() -> None:
         "Final-Recipient: rfc822; customer@example.net\nAction: delivered\nStatus: 2.0.0\n",
         subject="Delivery Status Notification (Success)",
     )
-    result = classify(parsed)
+    result = kind_of_mail(parsed)
     assert result.kind == "automatic"
     assert result.reason == "DSN multipart/report: delivered customer@example.net"
 
@@ -320,7 +321,7 @@ def test_dsn_failure_names_the_original_recipient() -> None:
         "Final-Recipient: rfc822; <second@example.net>\nAction: delayed\nStatus: 4.4.1\n\n"
         "Final-Recipient: rfc822; third@example.net\nAction: failed\nStatus: 5.2.2\n",
     )
-    result = classify(parsed, own_addresses=[SUPPORT])
+    result = kind_of_mail(parsed, own_addresses=[SUPPORT])
     assert result.kind == "bounce"
     assert result.failed_recipients == ("customer@example.net", "third@example.net")
     assert result.reason == (
@@ -337,7 +338,7 @@ def test_dsn_delay_is_a_bounce_without_failed_recipients() -> None:
         "Final-Recipient: rfc822; slow@example.net\nAction: delayed\nStatus: 4.4.7\n",
         subject="Delayed Mail (still being retried)",
     )
-    result = classify(parsed)
+    result = kind_of_mail(parsed)
     assert (result.kind, result.failed_recipients) == ("bounce", ())
     assert "delayed for slow@example.net" in result.reason
 
@@ -349,7 +350,7 @@ def test_dsn_without_action_uses_the_status_class() -> None:
         "Reporting-MTA: dns; mx.example.org\n\nFinal-Recipient: rfc822; gone@example.net\n"
         "Status: 5.1.1\n",
     )
-    assert classify(parsed).failed_recipients == ("gone@example.net",)
+    assert kind_of_mail(parsed).failed_recipients == ("gone@example.net",)
 
 
 def test_global_dsn_with_utf8_address() -> None:
@@ -362,7 +363,7 @@ def test_global_dsn_with_utf8_address() -> None:
         notice="پیام شما به نشانی زیر تحویل داده نشد.\n",
         subject="تحویل ناموفق: پیگیری سفارش",
     )
-    result = classify(parsed)
+    result = kind_of_mail(parsed)
     assert result.kind == "bounce"
     assert result.failed_recipients == ("علی@example.ir",)
 
@@ -377,7 +378,7 @@ def test_persian_bounce_with_a_dsn() -> None:
         sender="سامانه تحویل نامه <MAILER-DAEMON@mail.example.ir>",
         subject="پیام قابل تحویل نیست: پیگیری سفارش",
     )
-    result = classify(parsed)
+    result = kind_of_mail(parsed)
     assert (result.kind, result.failed_recipients) == ("bounce", ("reza@example.ir",))
 
 
@@ -389,7 +390,7 @@ def test_persian_bounce_without_a_dsn() -> None:
         subject="پیام قابل تحویل نیست",
         body="نامه شما به maryam@example.ir تحویل داده نشد.\n",
     )
-    result = classify(parsed)
+    result = kind_of_mail(parsed)
     assert (result.kind, result.failed_recipients) == ("bounce", ("maryam@example.ir",))
     assert result.reason.startswith("X-Failed-Recipients")
 
@@ -486,7 +487,7 @@ NON_DSN_BOUNCES = {
 def test_bounce_texts_without_a_dsn(name: str) -> None:
     sender, subject, body, expected = NON_DSN_BOUNCES[name]
     extra = ("Return-Path: <>",) if name == "terse" else ()
-    result = classify(mail(*extra, sender=sender, subject=subject, body=body))
+    result = kind_of_mail(mail(*extra, sender=sender, subject=subject, body=body))
     assert result.kind == "bounce", result
     assert result.failed_recipients == expected
     assert ", ".join(expected) in result.reason
@@ -503,7 +504,7 @@ def test_delay_warning_without_a_dsn_names_nobody() -> None:
         "  slow.server@example.net\n    Connection timed out\n\n"
         "No action is required on your part.\n",
     )
-    result = classify(parsed)
+    result = kind_of_mail(parsed)
     assert (result.kind, result.failed_recipients) == ("bounce", ())
     assert result.reason.endswith("delivery delayed (warning only)")
 
@@ -515,7 +516,7 @@ def test_x_failed_recipients_header() -> None:
         subject="Mail delivery failed: returning message to sender",
         body="A message that you sent could not be delivered.\n",
     )
-    result = classify(parsed)
+    result = kind_of_mail(parsed)
     assert result.failed_recipients == ("one@example.net", "two@example.net")
     assert result.reason == "X-Failed-Recipients: failed one@example.net, two@example.net"
 
@@ -524,7 +525,9 @@ def test_x_failed_recipients_header() -> None:
     "sender", ["MAILER-DAEMON@mx.example.org", "MAILER DAEMON <>", "Mail Delivery System <>"]
 )
 def test_mailer_daemon_sender_alone_is_a_bounce(sender: str) -> None:
-    result = classify(mail(sender=sender, subject="Warning: could not send message for 4 hours"))
+    result = kind_of_mail(
+        mail(sender=sender, subject="Warning: could not send message for 4 hours")
+    )
     assert (result.kind, result.failed_recipients) == ("bounce", ())
 
 
@@ -536,7 +539,7 @@ def test_bounce_scan_never_reports_our_own_or_the_returned_addresses() -> None:
         "To: real.failure@example.net, cc.person@example.net\n"
     )
     parsed = mail(sender="mailer-daemon@googlemail.com", subject="Delivery failure", body=body)
-    assert classify(parsed).failed_recipients == ("real.failure@example.net",)
+    assert kind_of_mail(parsed).failed_recipients == ("real.failure@example.net",)
 
 
 def test_failure_subject_from_a_machine_sender_is_a_bounce() -> None:
@@ -546,7 +549,7 @@ def test_failure_subject_from_a_machine_sender_is_a_bounce() -> None:
         subject="Undeliverable: Re: [#77] Refund",
         body="Your message was not delivered to x@example.net because the mailbox is full.\n",
     )
-    result = classify(parsed)
+    result = kind_of_mail(parsed)
     assert (result.kind, result.failed_recipients) == ("bounce", ("x@example.net",))
 
 
@@ -555,9 +558,9 @@ def test_failure_subject_from_a_machine_sender_is_a_bounce() -> None:
 
 def test_our_loop_header_is_own_even_when_automatic() -> None:
     parsed = mail("Auto-Submitted: auto-replied", "x-postdesk-loop: support@example.org")
-    assert classify(parsed) == Classification("own", "our loop header X-Postdesk-Loop")
+    assert kind_of_mail(parsed) == KindOfMail("own", "our loop header X-Postdesk-Loop")
     other = mail("X-Helpdesk-Loop: 1")
-    assert classify(other, loop_header="X-Helpdesk-Loop").kind == "own"
+    assert kind_of_mail(other, loop_header="X-Helpdesk-Loop").kind == "own"
 
 
 def test_our_message_id_is_own() -> None:
@@ -567,22 +570,22 @@ def test_our_message_id_is_own() -> None:
         seen.append(message_id)
         return message_id.endswith("@mail.example.com")
 
-    result = classify(mail(), own_message_ids=ours)
-    assert result == Classification("own", "Message-ID <c1.4821@mail.example.com> is one we sent")
+    result = kind_of_mail(mail(), own_message_ids=ours)
+    assert result == KindOfMail("own", "Message-ID <c1.4821@mail.example.com> is one we sent")
     assert seen == ["c1.4821@mail.example.com"]
-    assert classify(mail(), own_message_ids=lambda _: False).kind == "human"
+    assert kind_of_mail(mail(), own_message_ids=lambda _: False).kind == "human"
 
 
 def test_from_our_own_address_is_own() -> None:
     parsed = mail(sender="Support <Support@Example.org>")
-    assert classify(parsed, own_addresses=[SUPPORT]).reason == f"From our own address {SUPPORT}"
+    assert kind_of_mail(parsed, own_addresses=[SUPPORT]).reason == f"From our own address {SUPPORT}"
     # An agent writing in is a person: agents are not passed as own addresses.
     agent = mail(sender="Sara <sara@example.org>")
-    assert classify(agent, own_addresses=[SUPPORT]).kind == "human"
+    assert kind_of_mail(agent, own_addresses=[SUPPORT]).kind == "human"
 
 
 def test_classification_is_frozen() -> None:
-    result = classify(mail())
+    result = kind_of_mail(mail())
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.kind = "own"  # type: ignore[misc]
 
@@ -602,21 +605,21 @@ FLANKER_BOUNCES = {
 }
 
 
-def _classified(paths: list[tuple[str, Path]]) -> dict[str, Classification | str]:
+def _classified(paths: list[tuple[str, Path]]) -> dict[str, KindOfMail | str]:
     """Each message's classification, or the ParseError that kept it from being parsed."""
-    results: dict[str, Classification | str] = {}
+    results: dict[str, KindOfMail | str] = {}
     for name, path in paths:
         try:
             parsed = parse_message(path.read_bytes())
         except ParseError as error:
             results[name] = str(error)
             continue
-        results[name] = classify(parsed, own_addresses=[SUPPORT])
+        results[name] = kind_of_mail(parsed, own_addresses=[SUPPORT])
     return results
 
 
 @pytest.fixture(scope="module")
-def flanker() -> dict[str, Classification | str]:
+def flanker() -> dict[str, KindOfMail | str]:
     root = require_corpus("mime-flanker")
     paths = [(str(path.relative_to(root)), path) for path in sorted(root.rglob("*.eml"))]
     assert len(paths) >= 48
@@ -624,30 +627,30 @@ def flanker() -> dict[str, Classification | str]:
 
 
 @pytest.fixture(scope="module")
-def cpython() -> dict[str, Classification | str]:
+def cpython() -> dict[str, KindOfMail | str]:
     data = _cpython_email_data()
     if data is None:
         pytest.skip("CPython's email test data (test.test_email) is not installed")
     return _classified([(path.name, path) for path in sorted(data.glob("msg_*.txt"))])
 
 
-def _kind(result: Classification | str) -> str:
-    return result.kind if isinstance(result, Classification) else "unparsed"
+def _kind(result: KindOfMail | str) -> str:
+    return result.kind if isinstance(result, KindOfMail) else "unparsed"
 
 
-def test_every_flanker_message_is_classified(flanker: dict[str, Classification | str]) -> None:
-    assert all(isinstance(result, Classification) for result in flanker.values())
+def test_every_flanker_message_is_classified(flanker: dict[str, KindOfMail | str]) -> None:
+    assert all(isinstance(result, KindOfMail) for result in flanker.values())
 
 
 @pytest.mark.parametrize("name", sorted(FLANKER_BOUNCES))
-def test_flanker_bounces(flanker: dict[str, Classification | str], name: str) -> None:
+def test_flanker_bounces(flanker: dict[str, KindOfMail | str], name: str) -> None:
     result = flanker[name]
-    assert isinstance(result, Classification)
+    assert isinstance(result, KindOfMail)
     assert result.kind == "bounce", result
     assert result.failed_recipients == FLANKER_BOUNCES[name]
 
 
-def test_flanker_has_no_other_bounces(flanker: dict[str, Classification | str]) -> None:
+def test_flanker_has_no_other_bounces(flanker: dict[str, KindOfMail | str]) -> None:
     bounces = {name for name, result in flanker.items() if _kind(result) == "bounce"}
     assert bounces == set(FLANKER_BOUNCES)
 
@@ -655,29 +658,29 @@ def test_flanker_has_no_other_bounces(flanker: dict[str, Classification | str]) 
 @pytest.mark.parametrize(
     "name", ["complaints/aol.eml", "complaints/yahoo.eml", "disposition-notification.eml"]
 )
-def test_flanker_reports_are_automatic(flanker: dict[str, Classification | str], name: str) -> None:
+def test_flanker_reports_are_automatic(flanker: dict[str, KindOfMail | str], name: str) -> None:
     # ARF abuse complaints and read receipts are machine reports: never a customer's ticket.
     assert _kind(flanker[name]) == "automatic"
 
 
-def test_flanker_ordinary_mail_stays_human(flanker: dict[str, Classification | str]) -> None:
+def test_flanker_ordinary_mail_stays_human(flanker: dict[str, KindOfMail | str]) -> None:
     plain = ["iphone.eml", "text-only.eml", "bilingual-simple.eml", "signed.eml", "torture.eml"]
     assert [_kind(flanker[name]) for name in plain] == ["human"] * len(plain)
 
 
-def test_every_cpython_message_is_classified(cpython: dict[str, Classification | str]) -> None:
+def test_every_cpython_message_is_classified(cpython: dict[str, KindOfMail | str]) -> None:
     unparsed = {name: result for name, result in cpython.items() if isinstance(result, str)}
     # Only messages that are not mail at all may fail to parse (ParseError, never more).
     assert all(reason.startswith("no header block") for reason in unparsed.values()), unparsed
     assert len(cpython) - len(unparsed) >= 45
 
 
-def test_cpython_bounces(cpython: dict[str, Classification | str]) -> None:
+def test_cpython_bounces(cpython: dict[str, KindOfMail | str]) -> None:
     ucla = cpython["msg_16.txt"]
-    assert isinstance(ucla, Classification)
+    assert isinstance(ucla, KindOfMail)
     assert (ucla.kind, ucla.failed_recipients) == ("bounce", ("jangel1@cougar.noc.ucla.edu",))
     banned = cpython["msg_43.txt"]
-    assert isinstance(banned, Classification) and banned.kind == "bounce"
+    assert isinstance(banned, KindOfMail) and banned.kind == "bounce"
     assert banned.failed_recipients[0] == "xxxxxxx@dot.ca.gov"
     bounces = {name for name, result in cpython.items() if _kind(result) == "bounce"}
     assert bounces == {"msg_05.txt", "msg_16.txt", "msg_25.txt", "msg_42.txt", "msg_43.txt"}

@@ -197,6 +197,27 @@ def test_forward_from_customer_opens_a_new_ticket(service: Service, db: Database
     assert rule_of(db, "f2@x") == "forward"
 
 
+@pytest.mark.parametrize(
+    ("subject", "marker"),
+    [
+        # Gmail in Italian and Polish: markers the threader learnt from the quotes lexicon.
+        ("I: Fattura 77", "---------- Messaggio inoltrato ---------"),
+        ("PD: Faktura 77", "---------- Wiadomość przekazana dalej ---------"),
+    ],
+)
+def test_inline_forward_in_other_languages_opens_a_new_ticket(
+    service: Service, db: Database, subject: str, marker: str
+) -> None:
+    ingest(service, mail("i1@x", subject="Invoice 77", date=T0))
+    body = f"Is this right?\n\n{marker}\nFrom: billing@vendor.example\nYour invoice.\n"
+    forward = mail(
+        "i2@x", subject=subject, body=body, reply_to="i1@x", date=T0 + timedelta(hours=1)
+    )
+    ingest(service, forward)
+    assert ticket_of(db, "i2@x") != ticket_of(db, "i1@x")
+    assert rule_of(db, "i2@x") == "forward"
+
+
 # --- reopen and follow-up ----------------------------------------------------------------
 
 

@@ -1,7 +1,7 @@
 """Whether an inbound message was written by a person: human, automatic, bounce or own.
 
 A helpdesk that answers machines starts mail loops and opens tickets nobody can close, so
-every parsed message is classified before threading:
+every parsed message gets its kind (`kind_of_mail`, a `MailKind`) before threading:
 
 - ``own``: mail we sent ourselves coming back (our loop header, one of our Message-IDs,
   or From one of our own addresses). Checked first: our auto-replies carry
@@ -35,7 +35,8 @@ group added them to a customer's mail.
 The caller decides what each kind means (attach but never open or reopen a ticket,
 never auto-reply, mark bouncing contacts); this module only says what the message is
 and why. It is pure and cheap: headers first, attachments' content types next, and the
-text of a message only when it is already a candidate bounce.
+text of a message only when it is already a candidate bounce. The out-of-office and
+bounce phrases it looks for are in lexicon/autoreply.py and lexicon/bounces.py.
 """
 
 from __future__ import annotations
@@ -45,16 +46,12 @@ import email.policy
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
 
 from postdesk.ingest.parse import ParsedMessage, normalize_message_id
-
-Kind = Literal["human", "automatic", "bounce", "own"]
-
-HUMAN: Final = "human"
-AUTOMATIC: Final = "automatic"
-BOUNCE: Final = "bounce"
-OWN: Final = "own"
+from postdesk.lexicon.autoreply import OOF_PHRASES, OOF_SENTENCES, OOF_UNTIL_WORDS
+from postdesk.lexicon.bounces import DELAY_SUBJECTS, FAILURE_SUBJECTS, RETURNED_MESSAGE_MARKERS
+from postdesk.models.mail import MailKind
 
 # A bounce naming more recipients than this keeps the first ones; a DSN for a mass
 # mailing can list thousands.
@@ -72,10 +69,10 @@ _DSN_BYTES: Final = 131072
 
 
 @dataclass(frozen=True, slots=True)
-class Classification:
-    """What an inbound message is, and the one-line reason that decided it."""
+class KindOfMail:
+    """What kind of mail an inbound message is, and the one-line reason that decided it."""
 
-    kind: Kind
+    kind: MailKind
     reason: str
     # Lower-cased addresses that failed permanently (bounces only), in report order.
     failed_recipients: tuple[str, ...] = ()
@@ -86,20 +83,20 @@ class Classification:
     @property
     def is_human(self) -> bool:
         """Whether the message may open or reopen a ticket and get an automatic reply."""
-        return self.kind == HUMAN
+        return self.kind == MailKind.HUMAN
 
 
-def classify(
+def kind_of_mail(
     parsed: ParsedMessage,
     *,
     own_message_ids: Callable[[str], bool] | None = None,
     loop_header: str = "X-Postdesk-Loop",
     own_addresses: Collection[str] = (),
-) -> Classification:
-    """Classify one parsed message as human, automatic, bounce or own.
+) -> KindOfMail:
+    """Decide whether one parsed message is human, automatic, bounce or own mail.
 
     Raises nothing of its own (only what `own_message_ids` may raise): whatever the
-    parser returned is classified.
+    parser returned gets a kind.
 
     `own_message_ids` answers whether a bare Message-ID (no angle brackets) is one we
     generated; `loop_header` is the header our outbound mail carries; `own_addresses`
@@ -109,10 +106,10 @@ def classify(
     own = {address.lower() for address in own_addresses}
 
     if loop_header.lower() in headers:
-        return Classification(OWN, f"our loop header {loop_header}")
+        return KindOfMail(MailKind.OWN, f"our loop header {loop_header}")
     message_id = parsed.message_id
     if message_id is not None and own_message_ids is not None and own_message_ids(message_id):
-        return Classification(OWN, f"Message-ID <{message_id}> is one we sent")
+        return KindOfMail(MailKind.OWN, f"Message-ID <{message_id}> is one we sent")
 
     bounce = _bounce(parsed, own)
     if bounce is not None:
@@ -120,7 +117,7 @@ def classify(
 
     sender = parsed.from_.email if parsed.from_ is not None else None
     if sender is not None and sender in own:
-        return Classification(OWN, f"From our own address {sender}")
+        return KindOfMail(MailKind.OWN, f"From our own address {sender}")
 
     return _automatic(parsed, own) or _human(headers)
 
@@ -128,10 +125,10 @@ def classify(
 # --- own and human -------------------------------------------------------------------
 
 
-def _human(headers: Mapping[str, tuple[str, ...]]) -> Classification:
+def _human(headers: Mapping[str, tuple[str, ...]]) -> KindOfMail:
     if _first_token(_first(headers, "auto-submitted")) == "no":
-        return Classification(HUMAN, "Auto-Submitted: no")
-    return Classification(HUMAN, "no sign of automatic mail")
+        return KindOfMail(MailKind.HUMAN, "Auto-Submitted: no")
+    return KindOfMail(MailKind.HUMAN, "no sign of automatic mail")
 
 
 # --- automatic -----------------------------------------------------------------------
@@ -161,52 +158,52 @@ _NULL_PATH: Final = re.compile(r"\s*<\s*>\s*")
 _COMMENT: Final = re.compile(r"\([^()]*\)")
 
 
-def _automatic(parsed: ParsedMessage, own: set[str]) -> Classification | None:
+def _automatic(parsed: ParsedMessage, own: set[str]) -> KindOfMail | None:
     headers = parsed.headers
 
     report = _report_reason(parsed)
     if report is not None:
-        return Classification(AUTOMATIC, report, original_message_id=_reported_id(parsed))
+        return KindOfMail(MailKind.AUTOMATIC, report, original_message_id=_reported_id(parsed))
 
     auto_submitted = _first(headers, "auto-submitted")
     token = _first_token(auto_submitted)
     if token and token != "no":
-        return Classification(AUTOMATIC, f"Auto-Submitted: {_short(auto_submitted)}")
+        return KindOfMail(MailKind.AUTOMATIC, f"Auto-Submitted: {_short(auto_submitted)}")
 
     for name in _AUTOREPLY_HEADERS:
         token = _first_token(_first(headers, name))
         if token and token not in _FALSE_VALUES:
-            return Classification(
-                AUTOMATIC, f"{_header_name(name)}: {_short(_first(headers, name))}"
+            return KindOfMail(
+                MailKind.AUTOMATIC, f"{_header_name(name)}: {_short(_first(headers, name))}"
             )
     if _first_token(_first(headers, "x-autogenerated")) == "reply":
-        return Classification(AUTOMATIC, "X-AutoGenerated: Reply")
+        return KindOfMail(MailKind.AUTOMATIC, "X-AutoGenerated: Reply")
 
     for name in ("precedence", "x-precedence"):
         precedence = _first_token(_first(headers, name))
         if precedence in _PRECEDENCE_AUTOMATIC:
             if precedence in ("list", "bulk") and _our_list(headers, own):
                 continue
-            return Classification(AUTOMATIC, f"{_header_name(name)}: {precedence}")
+            return KindOfMail(MailKind.AUTOMATIC, f"{_header_name(name)}: {precedence}")
 
     suppress = _first(headers, "x-auto-response-suppress")
     if suppress is not None:
         tokens = {token.strip().lower() for token in suppress.split(",")}
         if tokens & _SUPPRESS_AUTOMATIC:
-            return Classification(AUTOMATIC, f"X-Auto-Response-Suppress: {_short(suppress)}")
+            return KindOfMail(MailKind.AUTOMATIC, f"X-Auto-Response-Suppress: {_short(suppress)}")
 
     return_path = _first(headers, "return-path")
     if return_path is not None and _NULL_PATH.fullmatch(return_path):
-        return Classification(AUTOMATIC, "null envelope sender (Return-Path: <>)")
+        return KindOfMail(MailKind.AUTOMATIC, "null envelope sender (Return-Path: <>)")
 
     if "list-unsubscribe" in headers and not _our_list(headers, own):
-        return Classification(AUTOMATIC, "List-Unsubscribe: bulk or list mail")
+        return KindOfMail(MailKind.AUTOMATIC, "List-Unsubscribe: bulk or list mail")
 
     subject = _fold(parsed.subject[:_SUBJECT_CHARS])
     if subject:
         match = _OOF_SUBJECT.search(subject) or _OOF_SENTENCE.search(subject)
         if match is not None:
-            return Classification(AUTOMATIC, f"auto-reply subject {_short(parsed.subject)!r}")
+            return KindOfMail(MailKind.AUTOMATIC, f"auto-reply subject {_short(parsed.subject)!r}")
     return None
 
 
@@ -237,82 +234,11 @@ def _our_list(headers: Mapping[str, tuple[str, ...]], own: set[str]) -> bool:
     return False
 
 
-# Out-of-office subjects: phrases written already case-folded (str.casefold) and put
-# through _FOLD when compiled, as the subject is folded the same way before matching. A
-# phrase counts at the start of the subject (after punctuation or a "[queue #N]" tag) and
-# only when followed by a separator or the end, so "Re: Automatic reply" (a person
+# Out-of-office subjects (lexicon/autoreply.py): phrases written already case-folded and
+# put through _FOLD when compiled, as the subject is folded the same way before matching.
+# A phrase counts at the start of the subject (after punctuation or a "[queue #N]" tag)
+# and only when followed by a separator or the end, so "Re: Automatic reply" (a person
 # answering one) and "Out of office hours support?" stay human.
-_OOF_PHRASES: Final = (
-    # English
-    r"auto(?:matic|mated)?[- ]?(?:reply|response|answer|responder)",
-    r"out[- ]of[- ](?:the[- ])?office(?: (?:auto[- ]?reply|reply|notice|message|notification))?",
-    r"away from (?:the|my) (?:office|desk|mail|e-?mail)",
-    r"vacation (?:auto[- ]?reply|reply|response|notice|message)",
-    # German
-    r"automatische (?:antwort|rückantwort|abwesenheitsnotiz)",
-    r"abwesenheits(?:notiz|nachricht|meldung|benachrichtigung)",
-    r"(?:ich bin )?nicht im (?:büro|buero)",
-    r"(?:ich bin )?ausser (?:haus|hause|dienst)",
-    # French
-    r"r[ée]ponse automatique",
-    r"absente? du bureau",
-    r"absence du bureau",
-    r"message d'absence",
-    # Spanish
-    r"respuesta autom[aá]tica",
-    r"fuera de (?:la )?oficina",
-    r"ausente de la oficina",
-    r"(?:mensaje|respuesta) de ausencia",
-    # Dutch
-    r"automatisch (?:antwoord|bericht)",
-    r"afwezigheids(?:bericht|melding|notitie)",
-    r"niet (?:aanwezig|op kantoor)",
-    r"buiten kantoor",
-    # Italian, Portuguese
-    r"risposta automatica",
-    r"fuori (?:ufficio|sede)",
-    r"resposta autom[aá]tica",
-    r"(?:fora|ausente) do escrit[oó]rio",
-    # Scandinavian, Finnish
-    r"autosvar",
-    r"automatiskt? svar",
-    r"automaattinen vastaus",
-    r"poissa toimistolta",
-    # Polish, Czech, Hungarian, Romanian, Greek
-    r"automatyczna odpowied[źz]",
-    r"poza biurem",
-    r"automatick[áa] odpov[ěe][ďd]",
-    r"mimo kancel[áa][řr]",
-    r"automatikus v[áa]lasz",
-    r"r[ăa]spuns automat",
-    r"αυτόματη απάντηση",
-    # Russian, Ukrainian, Turkish
-    r"автоматический ответ",
-    r"автоответ",
-    r"вне офиса",
-    r"автоматична відповідь",
-    r"otomatik (?:yan[ıi]t|cevap)",
-    r"ofis d[ıi][şs][ıi]nda",
-    # Arabic, Hebrew
-    r"(?:ال)?رد (?:ال)?تلقائي",
-    r"خارج المكتب",
-    r"תשובה אוטומטית",
-    r"מחוץ למשרד",
-    # Persian (after _fold: Persian yeh and kaf, ZWNJ as a space)
-    r"پاسخ (?:خودکار|اتوماتیک)",
-    r"پیام خودکار",
-    r"خارج از (?:دفتر|اداره|محل کار)(?: هستم| هستیم)?",
-    r"عدم حضور در (?:دفتر|اداره|محل کار)",
-    # Chinese, Japanese, Korean
-    r"自动回复",
-    r"自动答复",
-    r"自動回覆",
-    r"自動回復",
-    r"自動応答",
-    r"自動返信",
-    r"자동 ?회신",
-    r"자동 ?응답",
-)
 _FOLD: Final = str.maketrans(
     {
         "ي": "ی",  # Arabic yeh, as windows-1256 and Arabic keyboards write Persian
@@ -324,21 +250,15 @@ _FOLD: Final = str.maketrans(
         "\u00a0": " ",
     }
 )
-_OOF_END: Final = r"(?=$|\s*[:：\-–—(\[|/.,!*»؛،]|\s(?:until|till|bis|jusqu|hasta|tot|fino)\b)"
+_OOF_END: Final = r"(?=$|\s*[:：\-–—(\[|/.,!*»؛،]|\s(?:" + "|".join(OOF_UNTIL_WORDS) + r")\b)"
 _OOF_SUBJECT: Final = re.compile(
     r"^[\W_]*(?:\[[^\]]{0,80}\][\W_]*)?(?:"
-    + "|".join(phrase.translate(_FOLD) for phrase in _OOF_PHRASES)
+    + "|".join(phrase.translate(_FOLD) for phrase in OOF_PHRASES)
     + ")"
     + _OOF_END
 )
 # "Jane Doe is out of the office" (IBM Notes and many vacation scripts).
-_OOF_SENTENCE: Final = re.compile(
-    r"\b(?:(?:is|am) (?:currently )?out of (?:the )?office"
-    r"|ist (?:zurzeit |derzeit )?(?:nicht im (?:büro|buero)|abwesend|ausser haus)"
-    r"|est absente?(?: du bureau)?"
-    r"|está fuera de (?:la )?oficina"
-    r"|is afwezig)" + _OOF_END
-)
+_OOF_SENTENCE: Final = re.compile(r"\b(?:" + "|".join(OOF_SENTENCES) + ")" + _OOF_END)
 
 
 def _fold(subject: str) -> str:
@@ -353,25 +273,12 @@ _DAEMON_SENDER: Final = re.compile(
     r"|\bmicrosoftexchange[0-9a-f]{32}@",
     re.IGNORECASE,
 )
-_BOUNCE_SUBJECT: Final = re.compile(
-    r"undeliver|non[- ]?deliver|delivery (?:status notification|notification|failure|failed"
-    r"|has failed|problem|incomplete|delayed)|returned mail|mail delivery fail|failure notice"
-    r"|could not be delivered|not (?:been )?delivered|unable to deliver|mail system error"
-    r"|returned to sender|delayed mail|still being retried|warning: message .* delayed"
-    r"|unzustellbar|nicht zustellbar|non remis|non distribuable|no se puede entregar"
-    r"|onbestelbaar|impossibile recapitare|não entregue|olevererbar|kan ikke leveres"
-    r"|nie można dostarczyć|недоставлен|не доставлен|غير قابل للتسليم|قابل تحویل نیست"
-    r"|تحویل نشد|تحویل ناموفق|無法傳遞|无法投递|配信不能",
-    re.IGNORECASE,
-)
-_DELAY_SUBJECT: Final = re.compile(
-    r"delay|still being retried|warning: message|verzögert|retard|retrasad|تأخیر",
-    re.IGNORECASE,
-)
+_BOUNCE_SUBJECT: Final = re.compile("|".join(FAILURE_SUBJECTS), re.IGNORECASE)
+_DELAY_SUBJECT: Final = re.compile("|".join(DELAY_SUBJECTS), re.IGNORECASE)
 _SUCCESS_SUBJECT: Final = re.compile(r"\((?:success|relayed|delivered)\)", re.IGNORECASE)
 
 
-def _bounce(parsed: ParsedMessage, own: set[str]) -> Classification | None:
+def _bounce(parsed: ParsedMessage, own: set[str]) -> KindOfMail | None:
     headers = parsed.headers
     dsn_parts = [a.data for a in parsed.attachments if a.content_type in _DSN_PARTS]
     content_type = (_first(headers, "content-type") or "").lower().lstrip()
@@ -409,15 +316,17 @@ def _bounce(parsed: ParsedMessage, own: set[str]) -> Classification | None:
     recipients = failed_header or _body_recipients(text, own, parsed)
     original = _reported_id(parsed) or _quoted_id(parsed.text, len(text))
     if recipients:
-        return Classification(
-            BOUNCE,
+        return KindOfMail(
+            MailKind.BOUNCE,
             f"{reason}: failed {_list(recipients)}",
             recipients[:MAX_FAILED_RECIPIENTS],
             original,
         )
     if _DELAY_SUBJECT.search(subject):
-        return Classification(BOUNCE, f"{reason}: delivery delayed (warning only)", (), original)
-    return Classification(BOUNCE, f"{reason}: no failed recipient named", (), original)
+        return KindOfMail(
+            MailKind.BOUNCE, f"{reason}: delivery delayed (warning only)", (), original
+        )
+    return KindOfMail(MailKind.BOUNCE, f"{reason}: no failed recipient named", (), original)
 
 
 def _machine_sign(headers: Mapping[str, tuple[str, ...]], sender: str) -> str | None:
@@ -434,7 +343,7 @@ def _machine_sign(headers: Mapping[str, tuple[str, ...]], sender: str) -> str | 
     return None
 
 
-def _from_dsn(parsed: ParsedMessage, parts: list[bytes], where: str) -> Classification:
+def _from_dsn(parsed: ParsedMessage, parts: list[bytes], where: str) -> KindOfMail:
     failed: list[str] = []
     failed_status: list[str] = []
     failed_unnamed = 0
@@ -464,25 +373,27 @@ def _from_dsn(parsed: ParsedMessage, parts: list[bytes], where: str) -> Classifi
         recipients = _unique(failed)
         statuses = sorted({status for status in failed_status if status})
         detail = f" ({', '.join(statuses)})" if statuses else ""
-        return Classification(
-            BOUNCE,
+        return KindOfMail(
+            MailKind.BOUNCE,
             f"DSN {where}: failed {_list(recipients)}{detail}",
             recipients[:MAX_FAILED_RECIPIENTS],
             original,
         )
     if failed_unnamed:
-        return Classification(BOUNCE, f"DSN {where}: failed, no usable recipient", (), original)
+        return KindOfMail(
+            MailKind.BOUNCE, f"DSN {where}: failed, no usable recipient", (), original
+        )
     if delayed:
-        return Classification(
-            BOUNCE,
+        return KindOfMail(
+            MailKind.BOUNCE,
             f"DSN {where}: delayed for {_list(_unique(delayed))} (warning only)",
             (),
             original,
         )
     if other:
         # Delivered, relayed or expanded: a success notice, not a failure.
-        return Classification(AUTOMATIC, f"DSN {where}: {_list(other)}", (), original)
-    return Classification(BOUNCE, f"DSN {where} without recipient fields", (), original)
+        return KindOfMail(MailKind.AUTOMATIC, f"DSN {where}: {_list(other)}", (), original)
+    return KindOfMail(MailKind.BOUNCE, f"DSN {where} without recipient fields", (), original)
 
 
 def _field_blocks(data: bytes) -> Iterable[dict[str, str]]:
@@ -551,9 +462,7 @@ def _failed_recipients_header(headers: Mapping[str, tuple[str, ...]]) -> tuple[s
 
 # Where a bounce text stops describing the failure and starts quoting the returned mail.
 _ORIGINAL_MARKER: Final = re.compile(
-    r"^[ \t]*[-=_#*]*[ \t]*(?:original message|this is a copy of the message"
-    r"|below this line is a copy|transcript of session follows|undelivered message"
-    r"|returned message|message headers follow)"
+    r"^[ \t]*[-=_#*]*[ \t]*(?:" + "|".join(RETURNED_MESSAGE_MARKERS) + ")"
     r"|^(?:return-path|received|message-id|dkim-signature|from|date|to|subject):",
     re.IGNORECASE | re.MULTILINE,
 )

@@ -30,7 +30,7 @@ from sqlalchemy import Connection, bindparam, func, select, text, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from postdesk.errors import PostdeskError
-from postdesk.ingest.automatic import Classification
+from postdesk.ingest.automatic import KindOfMail
 from postdesk.ingest.parse import ParsedMessage
 from postdesk.ingest.sender import Sender
 from postdesk.ingest.threader import ThreadMatch
@@ -67,7 +67,7 @@ class WorkItem:
     parsed: ParsedMessage | None = None
     arrived: datetime | None = None  # when it reached the team (see steps.arrival_time)
     sender: Sender | None = None
-    classification: Classification | None = None
+    kind: KindOfMail | None = None  # human, automatic, bounce or our own
     match: ThreadMatch | None = None
     visible: str | None = None  # the text without quoted history and signature
     ticket_id: int | None = None

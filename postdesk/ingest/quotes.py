@@ -50,6 +50,18 @@ from typing import Any, Final
 import lxml.etree  # type: ignore[import-untyped, unused-ignore]
 import lxml.html  # type: ignore[import-untyped, unused-ignore]
 
+from postdesk.lexicon import any_phrase
+from postdesk.lexicon.quoting import (
+    ATTRIBUTION_OPENERS,
+    ATTRIBUTION_VERBS,
+    ATTRIBUTION_VERBS_UNSPACED,
+    FORWARD_MARKERS,
+    HEADER_FIELDS,
+    INLINE_HEADER_FIELDS,
+    ORIGINAL_MESSAGE_MARKERS,
+)
+from postdesk.lexicon.signatures import MAIL_FOOTER_PHRASES, MOBILE_FOOTERS, SIGN_OFFS
+
 __all__ = ["visible_text"]
 
 # Line kinds.
@@ -63,30 +75,11 @@ _MARKS: Final = "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2
 _STRIP_MARKS: Final = str.maketrans("", "", _MARKS)
 _ANY_MARK: Final = re.compile(f"[{_MARKS}]")
 
-# Attribution verbs: en, de, nl, da/no/sv, es, fr, pl, it, pt, fi, fa, zh.
-_ATTRIBUTION_VERBS: Final = (
-    "wrote",
-    "schrieb",
-    "schreef",
-    "geschreven",
-    "skrev",
-    "escribió",
-    "escribio",
-    "écrit",
-    "ecrit",
-    "napisał",
-    "napisal",
-    "scritto",
-    "scrisse",
-    "escreveu",
-    "kirjoitti",
-    "نوشت",
-)
-# Verbs of scripts without spaces between words, so with no word boundary to check.
-_ATTRIBUTION_VERBS_UNSPACED: Final = ("写道", "寫道")
+# Attribution verbs and openers, separators, header fields and forward markers: see
+# lexicon/quoting.py.
 # How an attribution wrapped over several lines starts: an opener word or a date.
 _ATTRIBUTION_OPENER: Final = re.compile(
-    r"(?:(?:on|am|le|el|op|den|dnia|w\s+dniu|em|il|på|در)\b|\d)", re.IGNORECASE
+    rf"(?:{any_phrase(ATTRIBUTION_OPENERS)}\b|\d)", re.IGNORECASE
 )
 _DIGIT: Final = re.compile(r"\d")
 # The verb may be followed by the author's name and address ("schrieb Jan <j@x>:").
@@ -94,149 +87,41 @@ _VERB_TO_COLON: Final = 160
 _MAX_ATTRIBUTION: Final = 400
 
 _ORIGINAL_MESSAGE: Final = re.compile(
-    r"[\s\-_=*]*(?:original\s+message|ursprüngliche\s+nachricht|originalnachricht"
-    r"|message\s+d['’]origine|mensaje\s+original|oorspronkelijk\s+bericht"
-    r"|oprindelig\s+meddelelse|opprinnelig\s+melding|ursprungligt\s+meddelande"
-    r"|wiadomość\s+oryginalna|oryginalna\s+wiadomość|messaggio\s+originale"
-    r"|mensagem\s+original|پیام\s+اصلی|原始邮件)[\s\-_=*:]*",
-    re.IGNORECASE,
+    rf"[\s\-_=*]*{any_phrase(ORIGINAL_MESSAGE_MARKERS)}[\s\-_=*:]*", re.IGNORECASE
 )
 
-# Header fields of an Outlook-style quoted header block, by what they mean.
-_FIELD_KINDS: Final = {
-    "from": "from",
-    "von": "from",
-    "de": "from",
-    "van": "from",
-    "fra": "from",
-    "från": "from",
-    "od": "from",
-    "da": "from",
-    "از": "from",
-    "sent": "sent",
-    "date": "sent",
-    "gesendet": "sent",
-    "datum": "sent",
-    "envoyé": "sent",
-    "enviado": "sent",
-    "enviada": "sent",
-    "fecha": "sent",
-    "verzonden": "sent",
-    "sendt": "sent",
-    "dato": "sent",
-    "skickat": "sent",
-    "wysłano": "sent",
-    "data": "sent",
-    "inviato": "sent",
-    "ارسال شده": "sent",
-    "ارسال": "sent",
-    "تاریخ": "sent",
-    "to": "to",
-    "an": "to",
-    "à": "to",
-    "a": "to",
-    "para": "to",
-    "aan": "to",
-    "til": "to",
-    "till": "to",
-    "do": "to",
-    "به": "to",
-    "cc": "cc",
-    "kopie": "cc",
-    "رونوشت": "cc",
-    "subject": "subject",
-    "betreff": "subject",
-    "objet": "subject",
-    "asunto": "subject",
-    "onderwerp": "subject",
-    "emne": "subject",
-    "ämne": "subject",
-    "temat": "subject",
-    "oggetto": "subject",
-    "assunto": "subject",
-    "موضوع": "subject",
-}
 _FIELD_NAMES: Final = "|".join(
-    sorted((re.escape(name).replace(r"\ ", r"\s*\u200c?\s*") for name in _FIELD_KINDS), key=len)[
+    sorted((re.escape(name).replace(r"\ ", r"[\s\u200c]*") for name in HEADER_FIELDS), key=len)[
         ::-1
     ]
 )
-_HEADER_FIELD: Final = re.compile(rf"\s*\*?\s*({_FIELD_NAMES})\s*\*?\s*[:：]", re.IGNORECASE)
+# "(?:\*\s*)?" rather than "\*?\s*": two adjacent whitespace runs make a long run of
+# spaces cost quadratic time.
+_HEADER_FIELD: Final = re.compile(
+    rf"\s*(?:\*\s*)?({_FIELD_NAMES})\s*(?:\*\s*)?[:：]", re.IGNORECASE
+)
 # Outlook's one-line variant: "From: A Sent: Monday … To: B Subject: C".
 _INLINE_FIELD: Final = re.compile(
-    r"\s\*?(sent|date|to|subject|gesendet|an|betreff|envoyé|objet|enviado|asunto"
-    r"|verzonden|aan|onderwerp)\*?\s*:",
-    re.IGNORECASE,
+    r"\s\*?(" + "|".join(map(re.escape, INLINE_HEADER_FIELDS)) + r")\*?\s*:", re.IGNORECASE
 )
 _HEADER_LOOKAHEAD: Final = 8
 
-_FORWARD_MARKER: Final = re.compile(
-    r"forwarded\s+message|begin\s+forwarded|weitergeleitete\s+nachricht|message\s+transféré"
-    r"|mensaje\s+reenviado|doorgestuurd\s+bericht|videresendt|vidarebefordrat"
-    r"|wiadomość\s+przekazana|przekazana\s+wiadomość|messaggio\s+inoltrato"
-    r"|mensagem\s+encaminhada|پیام\s*\u200c?\s*(?:هدایت|بازارسال|فوروارد|ارسال\s*\u200c?\s*شده)",
-    re.IGNORECASE,
-)
+_FORWARD_MARKER: Final = re.compile(any_phrase(FORWARD_MARKERS), re.IGNORECASE)
 
 _RULE: Final = re.compile(r"[-_=*~—–]{3,}")
 _SIGNATURE_RULE: Final = re.compile(r"[-_—–]{5,}")
 _SIGNATURE_DELIMITER: Final = re.compile(r"--|-- \S+(?: \S+){0,2}")
 _FOOTER_MAX_LINES: Final = 8
 
-_WORD: Final = r"[\w'’.&+\-]+"
 _FOOTER_MAX_CHARS: Final = 120
 _MOBILE_FOOTER: Final = re.compile(
-    rf"""(?:
-        sent\s+from\s+(?!an?\s)(?:my\s+)?{_WORD}(?:\s+{_WORD}){{0,4}}
-      | sent\s+(?:with|via|using)\s+{_WORD}(?:\s+{_WORD}){{0,4}}
-      | get\s+outlook\s+for\s+(?:ios|android)
-      | (?:von\s+meinem|gesendet\s+von(?:\s+meinem)?|gesendet\s+mit)\s+{_WORD}(?:\s+{_WORD}){{0,3}}
-      | holen\s+sie\s+sich\s+outlook\s+für\s+(?:ios|android)
-      | envoyé\s+(?:de|depuis|avec)\s+(?:mon\s+|ma\s+)?{_WORD}(?:\s+{_WORD}){{0,3}}
-      | obtenir\s+outlook\s+pour\s+(?:ios|android)
-      | enviado\s+(?:desde|con)\s+(?:mi\s+)?{_WORD}(?:\s+{_WORD}){{0,3}}
-      | obtener\s+outlook\s+para\s+(?:ios|android)
-      | (?:verzonden|verstuurd)\s+(?:vanaf|met|van|via)\s+(?:mijn\s+)?{_WORD}(?:\s+{_WORD}){{0,3}}
-      | outlook\s+voor\s+(?:ios|android)\s+downloaden
-      | (?:sendt|skickat)\s+fr(?:a|å)n?\s+(?:min\s+)?{_WORD}(?:\s+{_WORD}){{0,3}}
-      | wysłane\s+z\s+(?:mojego\s+)?{_WORD}(?:\s+{_WORD}){{0,3}}
-      | (?:ارسال|فرستاده)\s*\u200c?\s*شده\s+(?:از|با)\s+[^\n]{{1,40}}
-    )
-    [.!]?
-    (?:\s*<[^<>\s]+>|\s*\[[^\[\]\s]+\])?
-    """,
-    re.IGNORECASE | re.VERBOSE,
+    r"(?:" + "|".join(MOBILE_FOOTERS) + r")[.!]?(?:\s*<[^<>\s]+>|\s*\[[^\[\]\s]+\])?",
+    re.IGNORECASE,
 )
 
-_SIGN_OFFS: Final = (
-    # English
-    "regards|best regards|kind regards|warm regards|warmest regards|best wishes|all the best"
-    "|many thanks|thanks|thank you|thanks again|thanks in advance|thank you in advance|thx"
-    "|cheers|best|sincerely|yours sincerely|sincerely yours|yours truly|yours|respectfully"
-    "|take care|with thanks"
-    # German
-    "|grüße|gruß|viele grüße|liebe grüße|beste grüße|herzliche grüße|schöne grüße"
-    "|freundliche grüße|mit freundlichen grüßen|mit freundlichem gruß|mit besten grüßen"
-    "|vielen dank|danke|lg|vg|mfg"
-    # French
-    "|cordialement|bien cordialement|bien à vous|merci|merci beaucoup|amicalement"
-    "|salutations|sincères salutations|bonne journée"
-    # Spanish
-    "|saludos|un saludo|saludos cordiales|atentamente|cordialmente|gracias|muchas gracias"
-    "|un abrazo"
-    # Dutch
-    "|met vriendelijke groet|met vriendelijke groeten|vriendelijke groet|vriendelijke groeten"
-    "|hartelijke groet|hartelijke groeten|groeten|groet|mvg|bedankt|alvast bedankt"
-    # Danish, Norwegian, Swedish
-    "|med venlig hilsen|venlig hilsen|med vennlig hilsen|vennlig hilsen|hilsen|mvh|vh|kh"
-    "|med vänlig hälsning|vänliga hälsningar|vänlig hälsning|hälsningar|tack"
-    # Polish
-    "|pozdrawiam|serdecznie pozdrawiam|z poważaniem|z powazaniem"
-    # Persian
-    "|با احترام|با سپاس|با تشکر|با سپاس فراوان|با احترام و سپاس|سپاس|سپاسگزارم|ممنون"
-    "|ممنونم|متشکرم|ارادتمند|قربان شما"
+_SIGN_OFF: Final = re.compile(
+    r"(?:" + "|".join(map(re.escape, SIGN_OFFS)) + r")\s*[,.!،:]?", re.IGNORECASE
 )
-_SIGN_OFF: Final = re.compile(rf"(?:{_SIGN_OFFS})\s*[,.!،:]?", re.IGNORECASE)
 _SIGN_OFF_MAX_LINES: Final = 6
 _SIGN_OFF_MAX_CHARS: Final = 32
 _NAME_LINE_MAX_CHARS: Final = 60
@@ -245,12 +130,7 @@ _POSTSCRIPT: Final = re.compile(r"p\.?\s?p?\.?\s?s\b", re.IGNORECASE)
 _DASH_NAME: Final = re.compile(r"[-~/–—]\w[\w.'’\-]*(?:\s+[\w.'’\-]+){0,3}")
 
 # What mail systems add after the quoted history: legal disclaimers, list footers.
-_FOOTER_TEXT: Final = re.compile(
-    r"confidential|intended\s+(?:solely|only|recipient)|privileged|disclaimer|unsubscribe"
-    r"|virus|you\s+are\s+receiving\s+this|reply\s+to\s+this\s+email|view\s+it\s+on"
-    r"|mailing\s+list|vertraulich|confidentiel|confidencial|vertrouwelijk|محرمانه",
-    re.IGNORECASE,
-)
+_FOOTER_TEXT: Final = re.compile("|".join(MAIL_FOOTER_PHRASES), re.IGNORECASE)
 # A gateway's warning above the message ("CAUTION: This email originated from outside…").
 _BANNER: Final = re.compile(
     r"\[?(?:caution|warning|external(?:\s+(?:e-?mail|sender|message))?|attention|notice)\]?"
@@ -497,11 +377,11 @@ def _is_attribution(candidate: str) -> bool:
         return False
     # The verb must be near the end; names and addresses may follow it.
     tail = candidate[-_VERB_TO_COLON - 12 :].lower()
-    for verb in _ATTRIBUTION_VERBS:
+    for verb in ATTRIBUTION_VERBS:
         at = tail.rfind(verb)
         if at >= 0 and (at == 0 or not tail[at - 1].isalpha()):
             return True
-    if any(verb in tail for verb in _ATTRIBUTION_VERBS_UNSPACED):
+    if any(verb in tail for verb in ATTRIBUTION_VERBS_UNSPACED):
         return True
     # No verb (Japanese and some webmail): "<date> <name> <address>:".
     body = candidate[:-1].rstrip()
@@ -545,7 +425,7 @@ def _header_block_end(stripped: list[str], kinds: bytearray, index: int) -> int:
 
 def _field_kind(name: str) -> str:
     key = " ".join(name.replace("\u200c", " ").split()).lower()
-    return _FIELD_KINDS.get(key, "")
+    return HEADER_FIELDS.get(key, "")
 
 
 def _forwarded_above(stripped: list[str], kinds: bytearray, index: int) -> bool:

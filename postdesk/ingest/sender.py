@@ -54,17 +54,18 @@ _NAME = (
 
 
 def get_or_create_contact(
-    conn: Connection, address: Address, *, agent_emails: Collection[str] = ()
+    conn: Connection, address: Address, *, team_addresses: Collection[str] = ()
 ) -> Sender:
     """The contact for `address`, created (race-free) on first sight.
 
     Looked up first, since most mail comes from people already known; a contact that
-    had no name gets the one this message gives.
+    had no name gets the one this message gives. A new contact whose address is one of
+    `team_addresses` (lower-case: agents' and our mailboxes') is an agent.
     """
     email = address.email.lower()
     found = conn.execute(_FIND, {"email": email}).first()
     if found is None:
-        role = AGENT if email in agent_emails else CUSTOMER
+        role = AGENT if email in team_addresses else CUSTOMER
         now = utcnow()
         # Two processes may see a new customer at once; the unique email decides who inserts.
         created = conn.execute(

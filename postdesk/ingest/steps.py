@@ -16,7 +16,7 @@ from typing import Any, overload
 from sqlalchemy import bindparam, exists, insert, select, update
 
 from postdesk.ingest.attachments import AttachmentStore
-from postdesk.ingest.automatic import classify
+from postdesk.ingest.automatic import kind_of_mail
 from postdesk.ingest.parse import Address, ParsedMessage, parse_message
 from postdesk.ingest.process import RawInput, WorkItem
 from postdesk.ingest.quotes import visible_text
@@ -24,14 +24,13 @@ from postdesk.ingest.sender import get_or_create_contact, sender_address
 from postdesk.ingest.store import IMPORT, MESSAGE_ID_WIDTH
 from postdesk.ingest.threader import (
     DEFAULT_OPTIONS,
-    HUMAN,
     NEW,
     ThreadMatch,
     ThreadOptions,
     find_ticket,
 )
 from postdesk.ingest.tokens import may_be_ours
-from postdesk.models import Attachment, Contact, Message, MessageRef, UTCDateTime
+from postdesk.models import Attachment, Contact, MailKind, Message, MessageRef, UTCDateTime
 from postdesk.models.base import table_of
 from postdesk.models.tickets import AGENT, TicketStatus
 from postdesk.tickets.lifecycle import (
@@ -88,10 +87,10 @@ _OUR_MESSAGE = select(
 )
 
 
-class ClassifyStep:
+class KindStep:
     """Tell human mail from automatic replies, bounces and our own mail coming back."""
 
-    name = "classify"
+    name = "kind"
 
     def __init__(self, own_addresses: Collection[str]) -> None:
         self.own_addresses = frozenset(a.lower() for a in own_addresses)
@@ -104,7 +103,7 @@ class ClassifyStep:
                 return False  # not an id we make: no query (see tokens.new_message_id)
             return bool(conn.execute(_OUR_MESSAGE, {"message_id": _fit(message_id)}).scalar())
 
-        item.classification = classify(
+        item.kind = kind_of_mail(
             item.need_parsed(), own_message_ids=ours, own_addresses=self.own_addresses
         )
 
@@ -114,12 +113,12 @@ class SenderStep:
 
     name = "sender"
 
-    def __init__(self, agent_emails: Collection[str]) -> None:
-        self.agent_emails = frozenset(e.lower() for e in agent_emails)
+    def __init__(self, team_addresses: Collection[str]) -> None:
+        self.team_addresses = frozenset(e.lower() for e in team_addresses)
 
     def __call__(self, item: WorkItem) -> None:
         address = sender_address(item.need_parsed())
-        item.sender = get_or_create_contact(item.conn, address, agent_emails=self.agent_emails)
+        item.sender = get_or_create_contact(item.conn, address, team_addresses=self.team_addresses)
 
 
 class ThreadStep:
@@ -131,12 +130,12 @@ class ThreadStep:
         self.options = options
 
     def __call__(self, item: WorkItem) -> None:
-        found = item.classification
+        found = item.kind
         item.match = find_ticket(
             item.conn,
             item.need_parsed(),
             item.need_sender(),
-            kind=found.kind if found else HUMAN,
+            kind=found.kind if found else MailKind.HUMAN,
             bounced_id=found.original_message_id if found else None,
             arrived=item.arrived,
             options=self.options,
@@ -170,9 +169,9 @@ class TicketStep:
         parsed = item.need_parsed()
         sender = item.need_sender()
         match = item.match or ThreadMatch(None, NEW, "no rule ran")
-        found = item.classification
-        kind = found.kind if found else HUMAN
-        human = kind == HUMAN
+        found = item.kind
+        kind = found.kind if found else MailKind.HUMAN
+        human = kind == MailKind.HUMAN
         conn = item.conn
         now = item.need_arrived()
         follow_up_of: int | None = None
@@ -244,7 +243,7 @@ class FileStep:
         parsed = item.need_parsed()
         sender = item.need_sender()
         match = item.match or ThreadMatch(None, NEW, "no rule ran")
-        found = item.classification
+        found = item.kind
         assert item.ticket_id is not None, "the ticket step runs before this one"
         conn = item.conn
         message_pk: int = conn.execute(
@@ -268,7 +267,7 @@ class FileStep:
                 "thread_rule": match.rule,
                 "thread_reason": match.reason,
                 "defects": list(parsed.defects),
-                "kind": found.kind if found else HUMAN,
+                "kind": found.kind if found else MailKind.HUMAN,
                 "kind_reason": found.reason if found else "",
                 "visible_text": item.visible,
             },
@@ -318,9 +317,9 @@ class BounceStep:
     name = "bounce"
 
     def __call__(self, item: WorkItem) -> None:
-        found = item.classification
+        found = item.kind
         sender = item.need_sender()
-        if found is not None and found.kind == "bounce" and found.failed_recipients:
+        if found is not None and found.kind == MailKind.BOUNCE and found.failed_recipients:
             item.conn.execute(
                 _MARK_BOUNCING,
                 {
@@ -329,5 +328,5 @@ class BounceStep:
                     "reason": found.reason[:500],
                 },
             )
-        elif (found is None or found.kind == HUMAN) and sender.bouncing:
+        elif (found is None or found.kind == MailKind.HUMAN) and sender.bouncing:
             item.conn.execute(_CLEAR_BOUNCING, {"contact_id": sender.id})

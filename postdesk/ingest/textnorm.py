@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from postdesk.lexicon.prefixes import FORWARD_PREFIXES, REPLY_PREFIXES
+
 _PERSIAN_MAP = str.maketrans(
     {
         "ي": "ی",  # ARABIC LETTER YEH
@@ -54,75 +56,24 @@ _DIGITS_ONLY = str.maketrans(
     }
 )
 
-# Reply and forward prefixes. Latin ones are matched case-insensitively.
-_REPLY_WORDS = [
-    "re",
-    "aw",
-    "sv",
-    "vs",
-    "r",
-    "rif",
-    "antw",
-    "antwort",
-    "odp",
-    "rv",
-    "ynt",
-    "res",
-    "atb",
-    "vá",
-    "απ",
-    "σχετ",
-    "отв",
-    "回复",
-    "回覆",
-    "答复",
-    "답장",
-    "返信",
-    "پاسخ",
-    "ج",
-    "رد",
-    "جواب",
-]
-_FORWARD_WORDS = [
-    "fwd",
-    "fw",
-    "wg",
-    "tr",
-    "enc",
-    "i",
-    "pd",
-    "doorst",
-    "vl",
-    "vs",
-    "rv",
-    "ynt",
-    "továbbítás",
-    "προώθ",
-    "пересл",
-    "转发",
-    "轉寄",
-    "전달",
-    "転送",
-    "هدایت",
-    "بازارسال",
-    "ارسال مجدد",
-    "فوروارد",
-    "فوروارد شده",
-    "باز ارسال",
-]
-_WORDS = sorted({*_REPLY_WORDS, *_FORWARD_WORDS}, key=len, reverse=True)
+# Reply and forward prefixes (lexicon/prefixes.py). Latin ones are matched case-insensitively.
+# No two whitespace runs are adjacent in these patterns ("\s*\[2\]?\s*" would be), so a
+# subject of spaces costs linear time.
+_WORDS = sorted({*REPLY_PREFIXES, *FORWARD_PREFIXES}, key=len, reverse=True)
 _PREFIX = re.compile(
-    r"^\s*(?:" + "|".join(re.escape(w) for w in _WORDS) + r")\s*(?:\[\d+\]|\(\d+\))?\s*[:：]\s*",
+    r"^\s*(?:"
+    + "|".join(re.escape(w) for w in _WORDS)
+    + r")\s*(?:(?:\[\d+\]|\(\d+\))\s*)?[:：]\s*",
     re.IGNORECASE,
 )
 _FORWARD = re.compile(
     r"^\s*(?:"
-    + "|".join(re.escape(w) for w in sorted(_FORWARD_WORDS, key=len, reverse=True))
-    + r")\s*(?:\[\d+\]|\(\d+\))?\s*[:：]",
+    + "|".join(re.escape(w) for w in sorted(FORWARD_PREFIXES, key=len, reverse=True))
+    + r")\s*(?:(?:\[\d+\]|\(\d+\))\s*)?[:：]",
     re.IGNORECASE,
 )
 # Ticket tags [#12], list tags [support-list], and (fwd)-style trailers.
-_TAGS = re.compile(r"\[\s*#?\s*[\w.\-۰-۹٠-٩ ]{1,40}\]|\(\s*fwd\s*\)", re.IGNORECASE)
+_TAGS = re.compile(r"\[\s*(?:#\s*)?[\w.\-۰-۹٠-٩ ]{1,40}\]|\(\s*fwd\s*\)", re.IGNORECASE)
 _LEADING_TAG = re.compile(r"^\s*\[[^\]]{0,60}\]\s*")
 _SPACE = re.compile(r"\s+")
 

@@ -55,19 +55,29 @@ from postdesk.ingest.parse import ParsedMessage
 from postdesk.ingest.sender import Sender
 from postdesk.ingest.textnorm import is_forward, is_generic_subject, subject_key
 from postdesk.ingest.tokens import ReplyTokens
-from postdesk.models import Message, MessageRef, Ticket
+from postdesk.lexicon import any_phrase
+from postdesk.lexicon.quoting import (
+    FORWARD_MARKERS,
+    ORIGINAL_MESSAGE_MARKERS,
+    UNFRAMED_FORWARD_MARKERS,
+)
+from postdesk.models import MailKind, Message, MessageRef, Ticket
 from postdesk.models.base import table_of
 from postdesk.models.tickets import AGENT, TicketStatus
 from postdesk.tickets.lifecycle import resolve_merged
 
 NEW = "new"
 FORWARD = "forward"
-HUMAN = "human"
 _RECIPIENT_HEADERS = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to")
+# The line above a message forwarded inline: a forward marker or an original-message
+# separator between rules of dashes ("---------- Forwarded message ---------",
+# "-----Original Message-----", "-------- Wiadomość przekazana dalej --------"), or
+# Apple Mail's unframed "Begin forwarded message:". The phrases are lexicon/quoting.py's;
+# a marker may be only the start of what the client writes, so up to 40 more characters
+# may follow it before the closing dashes.
 _INLINE_FORWARD = re.compile(
-    r"^-{2,} ?(Forwarded message|Original Message|Weitergeleitete Nachricht|"
-    r"Message transféré|Mensaje reenviado|Doorgestuurd bericht|پیام هدایت شده|"
-    r"پیام بازارسال شده) ?-{2,}|^Begin forwarded message:",
+    rf"^-{{2,}} ?{any_phrase((*FORWARD_MARKERS, *ORIGINAL_MESSAGE_MARKERS))}[^\n-]{{0,40}}-{{2,}}"
+    rf"|^{any_phrase(UNFRAMED_FORWARD_MARKERS)}:",
     re.IGNORECASE | re.MULTILINE,
 )
 _DIGITS = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
@@ -203,7 +213,7 @@ def find_ticket(
     parsed: ParsedMessage,
     sender: Sender,
     *,
-    kind: str = HUMAN,
+    kind: MailKind = MailKind.HUMAN,
     bounced_id: str | None = None,
     arrived: datetime | None = None,
     options: ThreadOptions = DEFAULT_OPTIONS,
@@ -223,13 +233,13 @@ def _find(
     conn: Connection,
     parsed: ParsedMessage,
     sender: Sender,
-    kind: str,
+    kind: MailKind,
     bounced_id: str | None,
     arrived: datetime | None,
     options: ThreadOptions,
 ) -> tuple[ThreadMatch, int | None]:
     """The match, and the ticket the matched ticket was merged into (None if it was not)."""
-    forward = kind == HUMAN and sender.role != AGENT and _is_customer_forward(parsed)
+    forward = kind == MailKind.HUMAN and sender.role != AGENT and _is_customer_forward(parsed)
     if options.tokens is not None and not forward:
         number = options.tokens.find(_recipients(parsed))
         if number is not None and number <= _MAX_TICKET_ID:
@@ -314,7 +324,7 @@ def _find(
 
     # A contact this message created has no tickets yet: the subject rule cannot match.
     if (
-        kind == HUMAN
+        kind == MailKind.HUMAN
         and arrived is not None
         and not sender.new
         and not is_generic_subject(parsed.subject)

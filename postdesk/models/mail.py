@@ -35,6 +35,18 @@ class RawStatus(StrEnum):
     QUARANTINED = "quarantined"  # a step failed; the reason is kept (`inbound retry`)
 
 
+class MailKind(StrEnum):
+    """Who wrote an inbound message, as ingest/automatic.py decides and Message.kind stores.
+
+    The values are what the database holds; they never change.
+    """
+
+    HUMAN = "human"  # a person: may open or reopen a ticket and get an automatic reply
+    AUTOMATIC = "automatic"  # auto-replies, receipts, list and bulk mail
+    BOUNCE = "bounce"  # a delivery report about mail we sent
+    OWN = "own"  # mail we sent ourselves, coming back
+
+
 class Mailbox(Base):
     """A support mailbox named in the config; rows outlive config edits so history stays."""
 
@@ -155,8 +167,10 @@ class Message(Base):
     thread_rule: Mapped[str] = mapped_column(String(40), default="new")
     thread_reason: Mapped[str] = mapped_column(Text, default="")
     defects: Mapped[list[Any]] = mapped_column(JSON, default=list)
-    # human | automatic | bounce | own (see ingest/automatic.py), and why.
-    kind: Mapped[str] = mapped_column(String(20), default="human", server_default="human")
+    # A MailKind value (see ingest/automatic.py), and why.
+    kind: Mapped[str] = mapped_column(
+        String(20), default=MailKind.HUMAN.value, server_default=MailKind.HUMAN.value
+    )
     kind_reason: Mapped[str | None] = mapped_column(Text, default="")
     # The new text of the message without quoted history and signature (ingest/quotes.py);
     # NULL on messages stored before postdesk computed it.
