@@ -4,17 +4,39 @@ Every problem is reported as a ConfigError naming the file, the key and what is 
 so an operator can fix it without reading a traceback. Secrets (passwords) are referenced
 here but only read when a connection needs them, so commands that never connect (such as
 `postdesk tickets list`) work on a machine where the secret is not available.
+
+Each section is a frozen dataclass and is read by one generic reader: the allowed keys,
+their types and defaults come from the dataclass fields, and unknown keys, wrong types and
+missing keys are reported the same way everywhere. What a type cannot say goes in the
+field's metadata through `option()`: checks (which may look at the keys read before, as
+`siblings`), a TOML key that differs from the field name, a default for a field that
+cannot have one in the dataclass. A `Path` is relative to the config file, a `Literal` is
+a choice, a `Secret` field `password` also accepts `password_file` and `password_env`, a
+`tuple[Section, ...]` is written as `[[key]]`. Adding a section is writing its dataclass
+and registering it on Settings:
+
+    @dataclass(frozen=True)
+    class SlaSettings:
+        \"""How long tickets may wait for an answer.\"""
+
+        first_response_hours: float = field(default=8.0, metadata=option(_positive))
+        clock: Literal["24x7", "office-hours"] = "office-hours"
+
+    # on Settings:
+    sla: SlaSettings = field(default_factory=SlaSettings)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import tomllib
-from collections.abc import Mapping
+import types
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -74,59 +96,262 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class Key:
+    """A place in the config file being read: its name in errors, and what sits beside it."""
+
+    file: str
+    base: Path  # the config file's directory; relative paths in the file start here
+    name: str  # as errors print it: "smtp.port", "mailbox 'support'.port", "agent[0].email"
+    siblings: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def fail(self, problem: str) -> ConfigError:
+        """The error to raise about this key."""
+        return ConfigError(self.file, self.name or None, problem)
+
+    def child(self, key: str, siblings: Mapping[str, Any] | None = None) -> Key:
+        """The key `key` inside this table (siblings: the values read before it there)."""
+        name = f"{self.name}.{key}" if self.name else key
+        return self.renamed(name, siblings)
+
+    def item(self, index: int) -> Key:
+        """Entry `index` of this array."""
+        return self.renamed(f"{self.name}[{index}]")
+
+    def renamed(self, name: str, siblings: Mapping[str, Any] | None = None) -> Key:
+        """The same place under another name in errors."""
+        return Key(self.file, self.base, name, self.siblings if siblings is None else siblings)
+
+    def path(self, raw: str) -> Path:
+        """`raw` as a path, relative to the config file rather than the working directory."""
+        p = Path(raw).expanduser()
+        return p if p.is_absolute() else (self.base / p)
+
+
+# Stands for "no default" in Option: dataclasses.MISSING cannot, as Option is a dataclass.
+_UNSET: Any = object()
+
+Check = Callable[[Any, Key], Any]
+"""Validates or normalizes a value read for a key; returns the value to keep."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """What a section field's type cannot say about reading it (see `option`)."""
+
+    checks: tuple[Check, ...] = ()
+    key: str | None = None
+    default: Any = _UNSET
+    default_from: Callable[[Mapping[str, Any]], Any] | None = None
+    read: Check | None = None
+    names_entry: bool = False
+    in_file: bool = True
+
+
+_OPTION = "postdesk.config"
+
+
+def option(
+    *checks: Check,
+    key: str | None = None,
+    default: Any = _UNSET,
+    default_from: Callable[[Mapping[str, Any]], Any] | None = None,
+    read: Check | None = None,
+    names_entry: bool = False,
+    in_file: bool = True,
+) -> dict[str, Option]:
+    """Field metadata for reading a section field from TOML, as `field(metadata=option(...))`.
+
+    checks run in order on the value, the default included. `key` is the TOML key when it
+    is not the field name. `default` is what a missing key means, written as in the file,
+    for fields that cannot have a dataclass default; `default_from` computes it from the
+    section's other values (it runs after them). `read` replaces the reading the type
+    implies. `names_entry`: errors about the rest of an [[array]] entry name it by this
+    value instead of its index. `in_file=False`: not read from the file at all.
+    """
+    return {
+        _OPTION: Option(checks, key, default, default_from, read, names_entry, in_file),
+    }
+
+
+# --- checks shared by sections ----------------------------------------------------------
+
+
+def _nonempty(value: str, key: Key) -> str:
+    value = value.strip()
+    if not value:
+        raise key.fail("must not be empty")
+    return value
+
+
+def _lowercase(value: str, key: Key) -> str:
+    return value.lower()
+
+
+def _email_address(value: str, key: Key) -> str:
+    if "@" not in value:
+        raise key.fail(f"{value!r} is not an email address")
+    return value
+
+
+def _positive(value: float, key: Key) -> float:
+    if value <= 0:
+        raise key.fail("must be a positive number")
+    return value
+
+
+def _port_number(value: int, key: Key) -> int:
+    if not 0 < value < 65536:
+        raise key.fail(f"got {value}; expected 1-65535")
+    return value
+
+
+def each(*checks: Check) -> Check:
+    """A check that runs `checks` on every item of a tuple, naming the item in errors."""
+
+    def check_items(values: tuple[Any, ...], key: Key) -> tuple[Any, ...]:
+        out = []
+        for i, value in enumerate(values):
+            for check in checks:
+                value = check(value, key.item(i))
+            out.append(value)
+        return tuple(out)
+
+    return check_items
+
+
+def _default_port(ports: Mapping[Security, int]) -> Callable[[Mapping[str, Any]], int]:
+    """The default port: the one that goes with the `security` chosen."""
+    return lambda siblings: ports[siblings["security"]]
+
+
+def _missing_secret(name: str) -> str:
+    return f"is missing; set {name}, {name}_file (a path) or {name}_env"
+
+
+# --- the sections ----------------------------------------------------------------------
+
+
+def _database_url(url: str, key: Key) -> str:
+    url = url.strip()
+    if not url:
+        raise key.fail('must not be empty, e.g. "sqlite:///postdesk.db"')
+    scheme = url.split(":", 1)[0]
+    if scheme == "sqlite" or scheme.startswith("sqlite+"):
+        prefix, _, rest = url.partition(":///")
+        if not rest:
+            raise key.fail('a SQLite URL looks like "sqlite:///path/to/postdesk.db"')
+        if rest.startswith(":memory:"):
+            return url
+        # A relative SQLite path is relative to the config file, not to the
+        # directory the service happened to be started from.
+        return f"{prefix}:///{key.path(rest)}"
+    if scheme in ("postgresql", "postgres"):
+        return _parsable_url("postgresql+psycopg" + url[len(scheme) :], key)
+    if scheme.startswith("postgresql+"):
+        return _parsable_url(url, key)
+    raise key.fail(f"unsupported database {scheme!r}; use sqlite:///FILE or postgresql+psycopg://…")
+
+
+def _parsable_url(url: str, key: Key) -> str:
+    # Caught here so a typo such as a non-numeric port names the key; the URL itself
+    # is not echoed because it may hold a password.
+    try:
+        make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise key.fail(
+            f"is not a valid database URL ({exc}); "
+            "expected postgresql+psycopg://user:password@host:port/dbname"
+        ) from None
+    return url
+
+
+@dataclass(frozen=True)
 class DatabaseSettings:
     """Where tickets live: an SQLAlchemy URL (SQLite by default, or PostgreSQL)."""
 
-    url: str
+    url: str = field(metadata=option(_database_url))
+
+
+def _inbox_if_empty(folder: str, key: Key) -> str:
+    return folder or "INBOX"
+
+
+def _differs_from_folder(processed: str, key: Key) -> str:
+    if processed and processed == key.siblings["folder"]:
+        raise key.fail("must differ from folder (or be empty to keep mail)")
+    return processed
 
 
 @dataclass(frozen=True)
 class MailboxSettings:
     """One support mailbox polled over IMAP."""
 
-    name: str
-    address: str
-    host: str
-    port: int
-    security: Security
-    username: str
+    name: str = field(metadata=option(_nonempty, names_entry=True))
+    address: str = field(metadata=option(_nonempty, _email_address, _lowercase))
+    host: str = field(metadata=option(_nonempty))
+    port: int = field(
+        metadata=option(
+            _port_number, default_from=_default_port({"ssl": 993, "starttls": 143, "none": 143})
+        )
+    )
+    security: Security = field(metadata=option(default="ssl"))
+    username: str = field(metadata=option(_nonempty))
     password: Secret
-    folder: str = "INBOX"
-    processed_folder: str = ""
+    folder: str = field(default="INBOX", metadata=option(_inbox_if_empty))
+    processed_folder: str = field(default="", metadata=option(_differs_from_folder))
     ca_file: Path | None = None
     tls_verify: bool = True
-    batch_size: int = 200
-    batch_bytes: int = 20 * 1024 * 1024
-    timeout: float = 60.0
+    batch_size: int = field(default=200, metadata=option(_positive))
+    batch_bytes: int = field(default=20 * 1024 * 1024, metadata=option(_positive))
+    timeout: float = field(default=60.0, metadata=option(_positive))
+
+
+def _needed_with_username(password: Secret, key: Key) -> Secret:
+    # A relay that takes mail without logging in needs neither; a username needs both.
+    if key.siblings["username"] and password.source == "none":
+        raise key.fail(_missing_secret("password"))
+    return password
 
 
 @dataclass(frozen=True)
 class SmtpSettings:
     """The SMTP relay postdesk sends through."""
 
-    host: str
-    port: int
-    security: Security
+    host: str = field(metadata=option(_nonempty))
+    port: int = field(
+        metadata=option(
+            _port_number, default_from=_default_port({"ssl": 465, "starttls": 587, "none": 25})
+        )
+    )
+    security: Security = field(metadata=option(default="starttls"))
     username: str = ""
-    password: Secret = field(default_factory=lambda: Secret("none"))
+    password: Secret = field(
+        default_factory=lambda: Secret("none"), metadata=option(_needed_with_username)
+    )
     ca_file: Path | None = None
     tls_verify: bool = True
-    timeout: float = 60.0
+    timeout: float = field(default=60.0, metadata=option(_positive))
 
 
 @dataclass(frozen=True)
 class AgentSettings:
     """A person who answers tickets."""
 
-    email: str
-    name: str
+    email: str = field(metadata=option(_nonempty, _lowercase, _email_address))
+    name: str = field(metadata=option(default=""))
+
+
+def _positive_seconds(value: float, key: Key) -> float:
+    if value <= 0:
+        raise key.fail("must be a positive number of seconds")
+    return value
 
 
 @dataclass(frozen=True)
 class RunSettings:
     """How `postdesk run` paces itself."""
 
-    poll_interval: float = 60.0
+    poll_interval: float = field(default=60.0, metadata=option(_positive_seconds))
 
 
 @dataclass(frozen=True)
@@ -139,11 +364,70 @@ class ThreadingSettings:
     """
 
     secret: Secret = field(default_factory=lambda: Secret("none"))
-    subject_window_days: float = 7.0
-    new_ticket_after_closed_days: float = 30.0
+    subject_window_days: float = field(default=7.0, metadata=option(_positive))
+    new_ticket_after_closed_days: float = field(default=30.0, metadata=option(_positive))
 
 
 DEFAULT_PRIORITY_LEVELS = ("low", "normal", "high", "urgent")
+
+
+def _precision(value: float, key: Key) -> float:
+    if not 0.5 <= value < 1.0:
+        raise key.fail("expected a number from 0.5 to below 1")
+    return value
+
+
+def _never_or_positive(value: float, key: Key) -> float:
+    if value < 0:
+        raise key.fail("must be 0 (never) or positive")
+    return value
+
+
+def _priority_levels(levels: tuple[str, ...], key: Key) -> tuple[str, ...]:
+    levels = levels or DEFAULT_PRIORITY_LEVELS  # an empty list means the defaults
+    if len(set(levels)) != len(levels):
+        raise key.fail("lists a priority twice")
+    return levels
+
+
+def _one_of_priority_levels(value: str, key: Key) -> str:
+    levels = key.siblings["priority_levels"]
+    if value not in levels:
+        raise key.fail(f"got {value!r}; expected one of priority_levels ({', '.join(levels)})")
+    return value
+
+
+def _high_or_highest(siblings: Mapping[str, Any]) -> str:
+    levels: tuple[str, ...] = siblings["priority_levels"]
+    return "high" if "high" in levels else levels[-1]
+
+
+def _without_leading_at(domain: str, key: Key) -> str:
+    return domain.lstrip("@")
+
+
+def _read_keywords(raw: Any, key: Key) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`[triage.keywords]`: a table from priority to words, in priority order."""
+    levels: tuple[str, ...] = key.siblings["priority_levels"]
+    table = _read_table(raw, key, set(levels))
+    return tuple(
+        (level, _read_strings(table[level], key.child(level))) for level in levels if level in table
+    )
+
+
+def _read_matrix(raw: Any, key: Key) -> tuple[tuple[str, str, str], ...]:
+    """`[triage.matrix]`: impact = { urgency = priority, ... }, flattened to triples."""
+    matrix: list[tuple[str, str, str]] = []
+    for impact, row in _expect(raw, dict, key).items():
+        row_key = key.child(impact)
+        if not isinstance(row, dict):
+            raise row_key.fail("must be a table mapping urgency to a priority")
+        for urgency, value in row.items():
+            cell = row_key.child(urgency)
+            if not isinstance(value, str):
+                raise cell.fail("expected a priority name (a string)")
+            matrix.append((str(impact), str(urgency), _one_of_priority_levels(value, cell)))
+    return tuple(matrix)
 
 
 @dataclass(frozen=True)
@@ -160,26 +444,49 @@ class TriageSettings:
     for both targets are active.
     """
 
-    target_precision: float = 0.9
-    retrain_interval_hours: float = 0.0
-    priority_levels: tuple[str, ...] = DEFAULT_PRIORITY_LEVELS
-    vip_senders: tuple[str, ...] = ()
-    vip_domains: tuple[str, ...] = ()
-    vip_priority: str = "high"
-    keywords: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    matrix: tuple[tuple[str, str, str], ...] = ()
+    target_precision: float = field(default=0.9, metadata=option(_precision))
+    retrain_interval_hours: float = field(default=0.0, metadata=option(_never_or_positive))
+    priority_levels: tuple[str, ...] = field(
+        default=DEFAULT_PRIORITY_LEVELS, metadata=option(_priority_levels)
+    )
+    vip_senders: tuple[str, ...] = field(
+        default=(), metadata=option(each(_lowercase, _email_address))
+    )
+    vip_domains: tuple[str, ...] = field(
+        default=(), metadata=option(each(_lowercase, _without_leading_at))
+    )
+    vip_priority: str = field(
+        default="high",
+        metadata=option(_one_of_priority_levels, default_from=_high_or_highest),
+    )
+    keywords: tuple[tuple[str, tuple[str, ...]], ...] = field(
+        default=(), metadata=option(read=_read_keywords)
+    )
+    matrix: tuple[tuple[str, str, str], ...] = field(default=(), metadata=option(read=_read_matrix))
+
+
+def _mailbox_names_unique(
+    mailboxes: tuple[MailboxSettings, ...], key: Key
+) -> tuple[MailboxSettings, ...]:
+    names = [m.name for m in mailboxes]
+    for name in names:
+        if names.count(name) > 1:
+            raise key.child("name").fail(f"{name!r} is used twice; mailbox names must be unique")
+    return mailboxes
 
 
 @dataclass(frozen=True)
 class Settings:
     """Everything postdesk reads from its configuration file."""
 
-    path: Path
-    data_dir: Path
+    path: Path = field(metadata=option(in_file=False))
+    data_dir: Path = field(metadata=option(default="postdesk-data"))
     database: DatabaseSettings
-    mailboxes: tuple[MailboxSettings, ...] = ()
+    mailboxes: tuple[MailboxSettings, ...] = field(
+        default=(), metadata=option(_mailbox_names_unique, key="mailbox")
+    )
     smtp: SmtpSettings | None = None
-    agents: tuple[AgentSettings, ...] = ()
+    agents: tuple[AgentSettings, ...] = field(default=(), metadata=option(key="agent"))
     run: RunSettings = field(default_factory=RunSettings)
     threading: ThreadingSettings = field(default_factory=ThreadingSettings)
     triage: TriageSettings = field(default_factory=TriageSettings)
@@ -225,71 +532,11 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
 
 def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
     """Validate an already-decoded TOML document (split out so tests can feed dicts)."""
-    reader = _Reader(str(path), path.resolve().parent)
-    top = reader.table(
-        data,
-        "",
-        {"data_dir", "database", "mailbox", "smtp", "agent", "run", "threading", "triage"},
-    )
+    top = Key(str(path), path.resolve().parent, "")
+    return _read_section(data, Settings, top, given={"path": path})
 
-    db_table = reader.table(reader.required(top, "", "database", dict), "database", {"url"})
-    url = reader.required(db_table, "database", "url", str)
-    database = DatabaseSettings(url=reader.database_url(url))
 
-    data_dir_raw = reader.optional(top, "", "data_dir", str, "postdesk-data")
-    data_dir = reader.path(data_dir_raw)
-
-    mailboxes = tuple(
-        reader.mailbox(entry, i) for i, entry in enumerate(reader.array(top, "mailbox"))
-    )
-    names = [m.name for m in mailboxes]
-    for name in names:
-        if names.count(name) > 1:
-            raise ConfigError(
-                str(path), "mailbox.name", f"{name!r} is used twice; mailbox names must be unique"
-            )
-
-    smtp = reader.smtp(top["smtp"]) if "smtp" in top else None
-    agents = tuple(reader.agent(entry, i) for i, entry in enumerate(reader.array(top, "agent")))
-
-    run_table = reader.table(top.get("run", {}), "run", {"poll_interval"})
-    poll = reader.optional(run_table, "run", "poll_interval", float, 60.0)
-    if poll <= 0:
-        raise ConfigError(str(path), "run.poll_interval", "must be a positive number of seconds")
-
-    threading_table = reader.table(
-        top.get("threading", {}),
-        "threading",
-        {
-            "secret",
-            "secret_file",
-            "secret_env",
-            "subject_window_days",
-            "new_ticket_after_closed_days",
-        },
-    )
-    threading = ThreadingSettings(
-        secret=reader.secret(threading_table, "threading", "secret", required=False),
-        subject_window_days=reader.positive(
-            threading_table, "threading", "subject_window_days", float, 7.0
-        ),
-        new_ticket_after_closed_days=reader.positive(
-            threading_table, "threading", "new_ticket_after_closed_days", float, 30.0
-        ),
-    )
-
-    return Settings(
-        path=path,
-        data_dir=data_dir,
-        database=database,
-        mailboxes=mailboxes,
-        smtp=smtp,
-        agents=agents,
-        run=RunSettings(poll_interval=poll),
-        threading=threading,
-        triage=reader.triage(top.get("triage", {})),
-    )
-
+# --- the generic reader -------------------------------------------------------------------
 
 _TYPE_NAMES: dict[type, str] = {
     str: "a string",
@@ -301,312 +548,238 @@ _TYPE_NAMES: dict[type, str] = {
 }
 
 
-class _Reader:
-    """Typed access to the decoded TOML with errors that name the file and key."""
+@dataclass(frozen=True)
+class _Field:
+    """One field of a section as the reader sees it."""
 
-    def __init__(self, path: str, base: Path) -> None:
-        self.file = path
-        self.base = base
+    name: str
+    key: str
+    hint: Any
+    option: Option
+    read: Check  # turns the TOML value into the field's type
+    default: Callable[[], Any] | None  # the dataclass default, if there is one
 
-    def fail(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(self.file, key or None, problem)
-
-    def table(self, value: Any, where: str, allowed: set[str]) -> Mapping[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(where, "must be a table")
-        for key in value:
-            if key not in allowed:
-                close = difflib.get_close_matches(key, sorted(allowed), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                full = f"{where}.{key}" if where else key
-                raise self.fail(full, f"unknown key{hint} (allowed: {', '.join(sorted(allowed))})")
-        return value
-
-    def array(self, top: Mapping[str, Any], key: str) -> list[Any]:
-        value = top.get(key, [])
-        if not isinstance(value, list):
-            raise self.fail(key, f"must be an array of tables, written [[{key}]]")
-        return value
-
-    def required(self, table: Mapping[str, Any], where: str, key: str, kind: type[T]) -> T:
-        full = f"{where}.{key}" if where else key
-        if key not in table:
-            raise self.fail(full, f"is missing; expected {_TYPE_NAMES.get(kind, kind.__name__)}")
-        return self._check(table[key], full, kind)
-
-    def optional(
-        self, table: Mapping[str, Any], where: str, key: str, kind: type[T], default: T
-    ) -> T:
-        full = f"{where}.{key}" if where else key
-        if key not in table:
-            return default
-        return self._check(table[key], full, kind)
-
-    def _check(self, value: Any, full: str, kind: type[T]) -> T:
-        # TOML integers are acceptable where a float is expected; bools are not ints here.
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(value, bool) and kind is not bool:
-            raise self.fail(full, f"expected {_TYPE_NAMES.get(kind, kind.__name__)}, got a boolean")
-        if not isinstance(value, kind):
-            raise self.fail(
-                full,
-                f"expected {_TYPE_NAMES.get(kind, kind.__name__)}, "
-                f"got {_TYPE_NAMES.get(type(value), type(value).__name__)}",
-            )
-        return value
-
-    def nonempty(self, table: Mapping[str, Any], where: str, key: str) -> str:
-        value = self.required(table, where, key, str).strip()
-        if not value:
-            raise self.fail(f"{where}.{key}", "must not be empty")
-        return value
-
-    def path(self, raw: str) -> Path:
-        p = Path(raw).expanduser()
-        return p if p.is_absolute() else (self.base / p)
-
-    def database_url(self, url: str) -> str:
-        url = url.strip()
-        if not url:
-            raise self.fail("database.url", 'must not be empty, e.g. "sqlite:///postdesk.db"')
-        scheme = url.split(":", 1)[0]
-        if scheme == "sqlite" or scheme.startswith("sqlite+"):
-            prefix, _, rest = url.partition(":///")
-            if not rest:
-                raise self.fail(
-                    "database.url", 'a SQLite URL looks like "sqlite:///path/to/postdesk.db"'
-                )
-            if rest.startswith(":memory:"):
-                return url
-            # A relative SQLite path is relative to the config file, not to the
-            # directory the service happened to be started from.
-            return f"{prefix}:///{self.path(rest)}"
-        if scheme in ("postgresql", "postgres"):
-            return self._parsable("postgresql+psycopg" + url[len(scheme) :])
-        if scheme.startswith("postgresql+"):
-            return self._parsable(url)
-        raise self.fail(
-            "database.url",
-            f"unsupported database {scheme!r}; use sqlite:///FILE or postgresql+psycopg://…",
+    @property
+    def required(self) -> bool:
+        """Whether the file must give this key: there is no default of any kind."""
+        return (
+            self.default is None
+            and self.option.default is _UNSET
+            and self.option.default_from is None
         )
 
-    def _parsable(self, url: str) -> str:
-        # Caught here so a typo such as a non-numeric port names the key; the URL itself
-        # is not echoed because it may hold a password.
-        try:
-            make_url(url)
-        except (ArgumentError, ValueError) as exc:
-            raise self.fail(
-                "database.url",
-                f"is not a valid database URL ({exc}); "
-                "expected postgresql+psycopg://user:password@host:port/dbname",
-            ) from None
-        return url
+    def toml_keys(self) -> tuple[str, ...]:
+        """The TOML keys this field may be written as."""
+        if self.hint is Secret:
+            return (self.key, f"{self.key}_file", f"{self.key}_env")
+        return (self.key,)
 
-    def secret(self, table: Mapping[str, Any], where: str, key: str, required: bool) -> Secret:
-        present = [k for k in (key, f"{key}_file", f"{key}_env") if k in table]
-        if len(present) > 1:
-            raise self.fail(
-                f"{where}.{present[1]}", f"give only one of {key}, {key}_file or {key}_env"
-            )
-        if not present:
-            if required:
-                raise self.fail(
-                    f"{where}.{key}", f"is missing; set {key}, {key}_file (a path) or {key}_env"
-                )
-            return Secret("none")
-        found = present[0]
-        value = self.required(table, where, found, str)
-        full = f"{where}.{key}"
-        if found == key:
-            return Secret("inline", value, self.file, full)
-        if found == f"{key}_file":
-            return Secret("file", str(self.path(value)), self.file, full)
-        return Secret("env", value, self.file, full)
 
-    def security(self, table: Mapping[str, Any], where: str, default: Security) -> Security:
-        value = self.optional(table, where, "security", str, default)
-        for choice in SECURITY_CHOICES:
-            if value == choice:
-                return choice
-        raise self.fail(f"{where}.security", f"got {value!r}; expected one of ssl, starttls, none")
+_PLANS: dict[type, tuple[_Field, ...]] = {}
 
-    def port(self, table: Mapping[str, Any], where: str, default: int) -> int:
-        value = self.optional(table, where, "port", int, default)
-        if not 0 < value < 65536:
-            raise self.fail(f"{where}.port", f"got {value}; expected 1-65535")
-        return value
 
-    def optional_path(self, table: Mapping[str, Any], where: str, key: str) -> Path | None:
-        value = self.optional(table, where, key, str, "")
-        return self.path(value) if value else None
+def _fields(cls: type) -> tuple[_Field, ...]:
+    """How to read each field of the section `cls` (a TypeError names one it cannot read).
 
-    def positive(self, table: Mapping[str, Any], where: str, key: str, kind: type[T], dflt: T) -> T:
-        value = self.optional(table, where, key, kind, dflt)
-        if not isinstance(value, int | float) or value <= 0:
-            raise self.fail(f"{where}.{key}", "must be a positive number")
-        return value
+    Planned once per class, and for the sections inside it too, so a field type the
+    reader cannot handle fails the first load, not only a file that sets that key.
+    """
+    if cls not in _PLANS:
+        _PLANS[cls] = _plan(cls)
+    return _PLANS[cls]
 
-    def mailbox(self, entry: Any, index: int) -> MailboxSettings:
-        allowed = {
-            "name",
-            "address",
-            "host",
-            "port",
-            "security",
-            "username",
-            "password",
-            "password_file",
-            "password_env",
-            "folder",
-            "processed_folder",
-            "ca_file",
-            "tls_verify",
-            "batch_size",
-            "batch_bytes",
-            "timeout",
-        }
-        raw = self.table(entry, f"mailbox[{index}]", allowed)
-        name = self.nonempty(raw, f"mailbox[{index}]", "name")
-        where = f"mailbox {name!r}"
-        security = self.security(raw, where, "ssl")
-        default_port = {"ssl": 993, "starttls": 143, "none": 143}[security]
-        address = self.nonempty(raw, where, "address")
-        if "@" not in address:
-            raise self.fail(f"{where}.address", f"{address!r} is not an email address")
-        folder = self.optional(raw, where, "folder", str, "INBOX") or "INBOX"
-        processed = self.optional(raw, where, "processed_folder", str, "")
-        if processed and processed == folder:
-            raise self.fail(
-                f"{where}.processed_folder", "must differ from folder (or be empty to keep mail)"
-            )
-        return MailboxSettings(
-            name=name,
-            address=address.lower(),
-            host=self.nonempty(raw, where, "host"),
-            port=self.port(raw, where, default_port),
-            security=security,
-            username=self.nonempty(raw, where, "username"),
-            password=self.secret(raw, where, "password", required=True),
-            folder=folder,
-            processed_folder=processed,
-            ca_file=self.optional_path(raw, where, "ca_file"),
-            tls_verify=self.optional(raw, where, "tls_verify", bool, True),
-            batch_size=self.positive(raw, where, "batch_size", int, 200),
-            batch_bytes=self.positive(raw, where, "batch_bytes", int, 20 * 1024 * 1024),
-            timeout=self.positive(raw, where, "timeout", float, 60.0),
+
+def _plan(cls: type) -> tuple[_Field, ...]:
+    """Work out _fields(cls); see there."""
+    hints = get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        opt: Option = f.metadata.get(_OPTION, Option())
+        hint = hints[f.name]
+        if not opt.in_file or hint is Secret:
+            read: Check = _unreadable
+        elif opt.read is not None:
+            read = opt.read
+        else:
+            try:
+                read = _reader_for(hint)
+            except TypeError as exc:
+                raise TypeError(f"{cls.__name__}.{f.name}: {exc}") from None
+        out.append(_Field(f.name, opt.key or f.name, hint, opt, read, _dataclass_default(f)))
+    return tuple(out)
+
+
+def _dataclass_default(f: dataclasses.Field[Any]) -> Callable[[], Any] | None:
+    """The field's own default as a factory, or None when it has none."""
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+        return lambda: value
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory
+    return None
+
+
+def _unreadable(raw: Any, key: Key) -> Any:
+    """Stands in for the reading of fields never read as one value.
+
+    A Secret spans three keys and is read by _read_secret; `in_file=False` fields are given.
+    """
+    raise AssertionError(f"{key.name} is not read as a single value")
+
+
+def _reader_for(hint: Any) -> Check:
+    """How a TOML value is read as `hint`."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint in (str, int, float, bool):
+        return lambda raw, key: _expect(raw, hint, key)
+    if hint is Path:
+        return lambda raw, key: key.path(_expect(raw, str, key))
+    if origin is Literal and all(isinstance(a, str) for a in args):
+        return lambda raw, key: _choice(_expect(raw, str, key), args, key)
+    if origin in (Union, types.UnionType) and len(args) == 2 and type(None) in args:
+        # TOML has no null: None is what a missing key means, or (for a path) an empty string.
+        (inner,) = (a for a in args if a is not type(None))
+        read_inner = _reader_for(inner)
+        if inner is Path:
+            return lambda raw, key: None if raw == "" else read_inner(raw, key)
+        return read_inner
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        item = args[0]
+        if item is str:
+            return _read_strings
+        if isinstance(item, type) and dataclasses.is_dataclass(item):
+            _fields(item)
+            return lambda raw, key: _read_entries(raw, item, key)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        _fields(hint)
+        return lambda raw, key: _read_section(raw, hint, key)
+    raise TypeError(f"no TOML reading for {hint!r}; give it option(read=...)")
+
+
+def _read_section(
+    raw: Any,
+    cls: type[T],
+    key: Key,
+    *,
+    entry_of: Key | None = None,
+    given: Mapping[str, Any] | None = None,
+) -> T:
+    """Read the table `raw` as the section dataclass `cls`."""
+    in_file = [f for f in _fields(cls) if f.option.in_file]
+    table = _read_table(raw, key, {k for f in in_file for k in f.toml_keys()})
+    values: dict[str, Any] = dict(given or {})
+    # A default computed from other fields (a port from `security`) waits for them; the
+    # sort is stable, so everything else is read in field order.
+    for f in sorted(
+        in_file, key=lambda f: f.option.default_from is not None and f.key not in table
+    ):
+        values[f.name] = _read_field(table, f, key.child(f.key, values))
+        if f.option.names_entry and entry_of is not None:
+            key = entry_of.renamed(f"{entry_of.name} {values[f.name]!r}")
+    result: T = cls(**values)
+    return result
+
+
+def _read_field(table: Mapping[str, Any], f: _Field, key: Key) -> Any:
+    """The value of field `f` in `table`: read, or defaulted, then checked."""
+    if f.hint is Secret:
+        value: Any = _read_secret(table, f.key, key, required=f.required)
+    elif f.key in table:
+        raw = table[f.key]
+        if f.required and dataclasses.is_dataclass(f.hint):
+            # A required section written as a plain value gets the wording of any
+            # mistyped key ("expected a table, got a string"), not "must be a table".
+            _expect(raw, dict, key)
+        value = f.read(raw, key)
+    elif f.option.default_from is not None:
+        value = f.read(f.option.default_from(key.siblings), key)
+    elif f.option.default is not _UNSET:
+        value = f.read(f.option.default, key)
+    elif f.default is not None:
+        value = f.default()
+    else:
+        raise key.fail(f"is missing; expected {_expected(f.hint)}")
+    for check in f.option.checks:
+        value = check(value, key)
+    return value
+
+
+def _expected(hint: Any) -> str:
+    """What a value of type `hint` is written as, for "is missing; expected ..."."""
+    if dataclasses.is_dataclass(hint):
+        return "a table"
+    if get_origin(hint) is tuple:
+        return "an array"
+    return _TYPE_NAMES.get(hint, "a string")  # paths and choices are strings
+
+
+def _read_table(raw: Any, key: Key, allowed: set[str]) -> Mapping[str, Any]:
+    """`raw` as a table holding only `allowed` keys; an unknown one gets a suggestion."""
+    if not isinstance(raw, dict):
+        raise key.fail("must be a table")
+    for name in raw:
+        if name not in allowed:
+            close = difflib.get_close_matches(name, sorted(allowed), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise key.child(name).fail(f"unknown key{hint} (allowed: {', '.join(sorted(allowed))})")
+    return raw
+
+
+def _read_entries(raw: Any, cls: type[T], key: Key) -> tuple[T, ...]:
+    """`[[key]]`: an array of tables, each read as the section `cls`."""
+    if not isinstance(raw, list):
+        raise key.fail(f"must be an array of tables, written [[{key.name}]]")
+    return tuple(
+        _read_section(entry, cls, key.item(i), entry_of=key) for i, entry in enumerate(raw)
+    )
+
+
+def _read_strings(raw: Any, key: Key) -> tuple[str, ...]:
+    """An array of non-empty strings, each stripped."""
+    out: list[str] = []
+    for i, item in enumerate(_expect(raw, list, key)):
+        if not isinstance(item, str) or not item.strip():
+            raise key.item(i).fail("expected a non-empty string")
+        out.append(item.strip())
+    return tuple(out)
+
+
+def _read_secret(table: Mapping[str, Any], name: str, key: Key, required: bool) -> Secret:
+    """A password given as `name`, `name_file` (a path) or `name_env` (a variable)."""
+    present = [k for k in (name, f"{name}_file", f"{name}_env") if k in table]
+    if len(present) > 1:
+        raise key.renamed(key.name + present[1][len(name) :]).fail(
+            f"give only one of {name}, {name}_file or {name}_env"
         )
+    if not present:
+        if required:
+            raise key.fail(_missing_secret(name))
+        return Secret("none")
+    found = present[0]
+    value = _expect(table[found], str, key.renamed(key.name + found[len(name) :]))
+    if found == name:
+        return Secret("inline", value, key.file, key.name)
+    if found == f"{name}_file":
+        return Secret("file", str(key.path(value)), key.file, key.name)
+    return Secret("env", value, key.file, key.name)
 
-    def smtp(self, entry: Any) -> SmtpSettings:
-        allowed = {
-            "host",
-            "port",
-            "security",
-            "username",
-            "password",
-            "password_file",
-            "password_env",
-            "ca_file",
-            "tls_verify",
-            "timeout",
-        }
-        raw = self.table(entry, "smtp", allowed)
-        security = self.security(raw, "smtp", "starttls")
-        default_port = {"ssl": 465, "starttls": 587, "none": 25}[security]
-        username = self.optional(raw, "smtp", "username", str, "")
-        return SmtpSettings(
-            host=self.nonempty(raw, "smtp", "host"),
-            port=self.port(raw, "smtp", default_port),
-            security=security,
-            username=username,
-            password=self.secret(raw, "smtp", "password", required=bool(username)),
-            ca_file=self.optional_path(raw, "smtp", "ca_file"),
-            tls_verify=self.optional(raw, "smtp", "tls_verify", bool, True),
-            timeout=self.positive(raw, "smtp", "timeout", float, 60.0),
+
+def _choice(value: str, choices: tuple[str, ...], key: Key) -> str:
+    if value not in choices:
+        raise key.fail(f"got {value!r}; expected one of {', '.join(choices)}")
+    return value
+
+
+def _expect(value: Any, kind: type[T], key: Key) -> T:
+    """`value` if it is a `kind`, else an error saying what it is instead."""
+    # TOML integers are acceptable where a float is expected; bools are not ints here.
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, bool) and kind is not bool:
+        raise key.fail(f"expected {_TYPE_NAMES.get(kind, kind.__name__)}, got a boolean")
+    if not isinstance(value, kind):
+        raise key.fail(
+            f"expected {_TYPE_NAMES.get(kind, kind.__name__)}, "
+            f"got {_TYPE_NAMES.get(type(value), type(value).__name__)}"
         )
-
-    def agent(self, entry: Any, index: int) -> AgentSettings:
-        raw = self.table(entry, f"agent[{index}]", {"email", "name"})
-        email = self.nonempty(raw, f"agent[{index}]", "email").lower()
-        if "@" not in email:
-            raise self.fail(f"agent[{index}].email", f"{email!r} is not an email address")
-        return AgentSettings(
-            email=email, name=self.optional(raw, f"agent[{index}]", "name", str, "")
-        )
-
-    def strings(self, table: Mapping[str, Any], where: str, key: str) -> tuple[str, ...]:
-        """An optional array of non-empty strings (empty when the key is absent)."""
-        value = self.optional(table, where, key, list, [])
-        out: list[str] = []
-        for i, item in enumerate(value):
-            if not isinstance(item, str) or not item.strip():
-                raise self.fail(f"{where}.{key}[{i}]", "expected a non-empty string")
-            out.append(item.strip())
-        return tuple(out)
-
-    def triage(self, entry: Any) -> TriageSettings:
-        allowed = {
-            "target_precision",
-            "retrain_interval_hours",
-            "priority_levels",
-            "vip_senders",
-            "vip_domains",
-            "vip_priority",
-            "keywords",
-            "matrix",
-        }
-        raw = self.table(entry, "triage", allowed)
-        precision = self.optional(raw, "triage", "target_precision", float, 0.9)
-        if not 0.5 <= precision < 1.0:
-            raise self.fail("triage.target_precision", "expected a number from 0.5 to below 1")
-        interval = self.optional(raw, "triage", "retrain_interval_hours", float, 0.0)
-        if interval < 0:
-            raise self.fail("triage.retrain_interval_hours", "must be 0 (never) or positive")
-        levels = self.strings(raw, "triage", "priority_levels") or DEFAULT_PRIORITY_LEVELS
-        if len(set(levels)) != len(levels):
-            raise self.fail("triage.priority_levels", "lists a priority twice")
-        known = f"one of priority_levels ({', '.join(levels)})"
-
-        def level(value: str, key: str) -> str:
-            if value not in levels:
-                raise self.fail(key, f"got {value!r}; expected {known}")
-            return value
-
-        senders = tuple(s.lower() for s in self.strings(raw, "triage", "vip_senders"))
-        for i, sender in enumerate(senders):
-            if "@" not in sender:
-                raise self.fail(f"triage.vip_senders[{i}]", f"{sender!r} is not an email address")
-        domains = tuple(d.lower().lstrip("@") for d in self.strings(raw, "triage", "vip_domains"))
-        vip = level(
-            self.optional(
-                raw, "triage", "vip_priority", str, "high" if "high" in levels else levels[-1]
-            ),
-            "triage.vip_priority",
-        )
-        keywords_table = self.table(raw.get("keywords", {}), "triage.keywords", set(levels))
-        keywords = tuple(
-            (name, self.strings(keywords_table, "triage.keywords", name))
-            for name in levels
-            if name in keywords_table
-        )
-        matrix: list[tuple[str, str, str]] = []
-        matrix_table = self.optional(raw, "triage", "matrix", dict, {})
-        for impact, row in matrix_table.items():
-            where = f"triage.matrix.{impact}"
-            if not isinstance(row, dict):
-                raise self.fail(where, "must be a table mapping urgency to a priority")
-            for urgency, value in row.items():
-                if not isinstance(value, str):
-                    raise self.fail(f"{where}.{urgency}", "expected a priority name (a string)")
-                matrix.append((str(impact), str(urgency), level(value, f"{where}.{urgency}")))
-        return TriageSettings(
-            target_precision=precision,
-            retrain_interval_hours=interval,
-            priority_levels=levels,
-            vip_senders=senders,
-            vip_domains=domains,
-            vip_priority=vip,
-            keywords=keywords,
-            matrix=tuple(matrix),
-        )
+    return value
