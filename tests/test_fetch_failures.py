@@ -19,10 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import test_fetch
 from sqlalchemy import select, update
-from support import mailbox_toml, settings_for, write_config
-from test_fetch import (
+
+import postdesk.ingest.fetch as fetch_module
+from postdesk.config import Settings
+from postdesk.daemon import Service
+from postdesk.ingest import lease
+from postdesk.ingest.imap import ImapSource
+from postdesk.models import Delivery, Mailbox, MailboxSync, Message, RawMessage, utcnow
+from postdesk.models.db import Database
+from postdesk.models.migrate import upgrade
+from postdesk.testing.config import mailbox_toml, settings_for, write_config
+from postdesk.testing.dovecot import Dovecot, MailUser
+from postdesk.testing.fetching import (
     SEEN,
     Spy,
     count,
@@ -33,18 +42,6 @@ from test_fetch import (
     stored_message_ids,
     sync_state,
 )
-
-import postdesk.ingest.fetch as fetch_module
-from postdesk.config import Settings
-from postdesk.daemon import Service
-from postdesk.ingest import lease
-from postdesk.ingest.imap import ImapSource
-from postdesk.models import Delivery, Mailbox, MailboxSync, Message, RawMessage, utcnow
-from postdesk.models.db import Database
-from postdesk.models.migrate import upgrade
-from postdesk.testing.dovecot import Dovecot, MailUser
-
-config = test_fetch.config  # the fixture: settings for mailboxes on the test Dovecot
 
 
 class Crash(BaseException):
