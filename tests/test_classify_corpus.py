@@ -20,6 +20,9 @@ from postdesk.cli import main
 from postdesk.config import DatabaseSettings, Settings, TriageSettings
 from postdesk.testing.corpora import require_corpus
 
+# Training on the real corpora takes minutes: `make test-fast` leaves these out.
+pytestmark = pytest.mark.slow
+
 TO_ARABIC_SPELLING = str.maketrans(
     {"ی": "ي", "ک": "ك", **{str(d): chr(0x06F0 + d) for d in range(10)}}
 )
