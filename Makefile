@@ -34,8 +34,8 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
-# For local runs while working: everything but the tests marked slow (crash loops, whole
-# corpora, model training on them). CI runs `make test`, which leaves nothing out.
+# For local runs while working: everything but the tests marked slow (crash loops, model
+# training on whole corpora, the demo). CI runs `make test`, which leaves nothing out.
 test-fast: PYTEST_ARGS += -m "not slow"
 test-fast: lint typecheck pytest
 

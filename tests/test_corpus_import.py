@@ -24,9 +24,6 @@ from postdesk.testing.config import settings_for, write_config
 from postdesk.testing.corpora import cpython_email_data, require_corpus
 from postdesk.tickets import list_tickets
 
-# Whole corpora through the pipeline on both databases: `make test-fast` leaves these out.
-pytestmark = pytest.mark.slow
-
 
 def _ticket_of(db: Database) -> dict[str, list[int]]:
     where: dict[str, list[int]] = defaultdict(list)

@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from postdesk.testing.config import mailbox_toml, write_config
 from postdesk.testing.dovecot import Dovecot, MailUser
 from postdesk.testing.mailgen import generate
@@ -27,7 +25,6 @@ def _postdesk(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.slow  # a real `postdesk run` process, polled until SIGTERM: ~30 s when busy
 def test_run_polls_until_sigterm_then_exits_cleanly(
     dovecot_server: Dovecot, mail_user: MailUser, tmp_path: Path, sqlite_url: str
 ) -> None:
