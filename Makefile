@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test test-fast lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml scripts/bootstrap-venv
 	PYTHON=$(PYTHON) scripts/bootstrap-venv $(VENV)
@@ -33,6 +33,11 @@ pytest: $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# For local runs while working: everything but the tests marked slow (crash loops, model
+# training on whole corpora, the demo). CI runs `make test`, which leaves nothing out.
+test-fast: PYTEST_ARGS += -m "not slow"
+test-fast: lint typecheck pytest
 
 bench: $(STAMP)
 	scripts/ensure-dovecot

@@ -1,22 +1,28 @@
-"""Fixtures shared by the whole suite: throwaway IMAP and SMTP servers on loopback."""
+"""Fixtures shared by the whole suite: throwaway IMAP and SMTP servers on loopback,
+empty databases, and settings for mailboxes on the test Dovecot.
+
+Helpers that are not fixtures (mail builder, CLI runner, config files) live in
+`postdesk.testing`; test modules never import each other or this file.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
 
+from postdesk.config import Settings
 from postdesk.errors import DatabaseError
 from postdesk.models.db import Database
 from postdesk.models.migrate import upgrade
 from postdesk.testing import dovecot as dovecot_module
+from postdesk.testing.config import mailbox_toml, settings_for
 from postdesk.testing.dovecot import Dovecot, MailUser, TlsFiles, make_tls_files
+from postdesk.testing.postgres import pg_schema_url
 from postdesk.testing.smtpsink import SmtpSink
 
 REQUIRE_DOVECOT_ENV = "POSTDESK_REQUIRE_DOVECOT"
@@ -99,26 +105,6 @@ def pg_base_url() -> str:
     return url
 
 
-def _with_search_path(url: str, schema: str) -> str:
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options=-csearch_path%3D{schema}"
-
-
-@contextmanager
-def pg_schema_url(base_url: str) -> Iterator[str]:
-    """A URL whose connections see only a fresh, private schema; dropped afterwards."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        yield _with_search_path(base_url, schema)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database: a SQLite file, then a private PostgreSQL schema."""
@@ -147,27 +133,18 @@ def db(db_url: str) -> Iterator[Database]:
         database.dispose()
 
 
-# --- public corpora --------------------------------------------------------------------
+@pytest.fixture
+def config(tmp_path: Path, db: Database, dovecot_server: Dovecot) -> Callable[..., Settings]:
+    """Settings for mailboxes on the test Dovecot: config(user, **mailbox_toml options)."""
 
-SHARED_ENV = "POSTDESK_SHARED_DATA"
-REQUIRE_SHARED_ENV = "POSTDESK_REQUIRE_SHARED"
+    def make(*boxes: tuple[MailUser, dict[str, Any]] | MailUser, **options: Any) -> Settings:
+        blocks = []
+        for box in boxes:
+            user, extra = box if isinstance(box, tuple) else (box, options)
+            blocks.append(mailbox_toml(dovecot_server, user, **extra))
+        return settings_for(tmp_path, db.url, *blocks)
 
-
-def shared_data_dir() -> Path:
-    """Where ../shared/data is (override with $POSTDESK_SHARED_DATA)."""
-    env = os.environ.get(SHARED_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def require_corpus(name: str) -> Path:
-    """The corpus folder `name` under ../shared/data, or skip (fail in CI) when absent."""
-    path = shared_data_dir() / name
-    if not path.is_dir():
-        reason = f"corpus {name} not found at {path} (../shared/data is absent)"
-        if _flag(REQUIRE_SHARED_ENV):
-            pytest.fail(f"{reason}, and {REQUIRE_SHARED_ENV}=1 requires it", pytrace=False)
-        pytest.skip(reason)
-    return path
+    return make
 
 
 @pytest.fixture(autouse=True)

@@ -181,8 +181,13 @@ def test_no_import_cycles_beyond_the_known_ones() -> None:
 
 def test_nothing_below_the_entry_point_imports_it() -> None:
     # Feature commands (classify/cli.py, notify/cli.py, qa/cli.py) take what they share
-    # from clikit; only `python -m postdesk` starts the entry point.
-    importers = {module for module, targets in import_graph().items() if "postdesk.cli" in targets}
+    # from clikit; only `python -m postdesk` starts the entry point, and the test harness
+    # in postdesk.testing, which drives the whole program from above as tests do.
+    importers = {
+        module
+        for module, targets in import_graph().items()
+        if "postdesk.cli" in targets and not in_package(module, "postdesk.testing")
+    }
     assert importers <= {"postdesk.__main__"}, importers
 
 
@@ -288,7 +293,7 @@ def ticket_writes(path: Path) -> list[str]:
                 found.append(f"{path.name}:{node.lineno}: {func}() of a ticket table")
             elif func in _TICKET_MODELS:
                 found.append(f"{path.name}:{node.lineno}: a new {func} row")
-            elif func == "setattr":
+            elif isinstance(node.func, ast.Name) and func == "setattr":
                 found.append(f"{path.name}:{node.lineno}: setattr() on a row")
         elif isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]

@@ -9,25 +9,18 @@ failed recipients their reports name.
 from __future__ import annotations
 
 import dataclasses
-import email.header
 from pathlib import Path
 
 import pytest
-from conftest import require_corpus
-from test_corpus_mime import _cpython_email_data
 
 from postdesk.errors import ParseError
 from postdesk.ingest.automatic import KindOfMail, kind_of_mail
 from postdesk.ingest.parse import ParsedMessage, parse_message
 from postdesk.lexicon.autoreply import OOF_PHRASES
+from postdesk.testing.corpora import cpython_email_data, require_corpus
+from postdesk.testing.mail import Mail
 
 SUPPORT = "support@example.org"
-
-
-def _encoded(value: str) -> str:
-    if value.isascii():
-        return value
-    return email.header.Header(value, "utf-8").encode()
 
 
 def mail(
@@ -38,18 +31,18 @@ def mail(
     content_type: str = "text/plain; charset=utf-8",
 ) -> ParsedMessage:
     """A message to the support address with the given extra header lines."""
-    lines = [
-        f"From: {_encoded(sender)}",
-        f"To: Support <{SUPPORT}>",
-        f"Subject: {_encoded(subject)}",
-        "Date: Mon, 4 Mar 2024 10:00:00 +0100",
-        "Message-ID: <c1.4821@mail.example.com>",
-        "MIME-Version: 1.0",
-        f"Content-Type: {content_type}",
-        "Content-Transfer-Encoding: 8bit",
-        *extra,
-    ]
-    return parse_message(("\n".join(lines) + "\n\n" + body).encode())
+    headers = [(name, value) for name, _, value in (line.partition(": ") for line in extra)]
+    built = Mail(
+        sender=sender,
+        to=f"Support <{SUPPORT}>",
+        subject=subject,
+        date="Mon, 04 Mar 2024 10:00:00 +0100",
+        message_id="c1.4821@mail.example.com",
+        headers=headers,
+        body=body,
+        content_type=content_type,
+    )
+    return parse_message(bytes(built))
 
 
 def report(
@@ -628,7 +621,7 @@ def flanker() -> dict[str, KindOfMail | str]:
 
 @pytest.fixture(scope="module")
 def cpython() -> dict[str, KindOfMail | str]:
-    data = _cpython_email_data()
+    data = cpython_email_data()
     if data is None:
         pytest.skip("CPython's email test data (test.test_email) is not installed")
     return _classified([(path.name, path) for path in sorted(data.glob("msg_*.txt"))])

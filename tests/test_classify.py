@@ -7,10 +7,8 @@ second each; the public corpora are in test_classify_corpus.py.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import random
 import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,9 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 import skops.io as sio
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from sqlalchemy import select
-from support import write_config
 
 from postdesk.classify.data import LabelledData, holdout_split, read_csv
 from postdesk.classify.errors import ModelError, TrainingDataError
@@ -44,57 +41,11 @@ from postdesk.config import DatabaseSettings, Settings, TriageSettings, load_set
 from postdesk.errors import ConfigError
 from postdesk.models import Contact, Message, Ticket, TicketEvent
 from postdesk.models.db import Database
+from postdesk.testing.cli import Cli
+from postdesk.testing.config import write_config
+from postdesk.testing.labelled import CATEGORIES, PRIORITIES, synthetic, write_csv
 
-CATEGORIES = {
-    "billing": "invoice charge refund payment card bill paid money receipt vat",
-    "technical": "error crash login password server bug broken timeout install update",
-    "sales": "price quote demo plan upgrade buy offer discount licence trial",
-}
-PRIORITIES = {
-    "low": "whenever someday minor curious suggestion wondering idea later cosmetic typo",
-    "normal": "soon request change question configure setting report export import page",
-    "high": "outage production blocked stopped critical cannot down failing halted lost",
-}
-FILLER = [
-    "hello",
-    "please",
-    "thanks",
-    "regards",
-    "team",
-    "account",
-    "question",
-    "help",
-    "issue",
-    "today",
-]
 LEVELS = ("low", "normal", "high", "urgent")
-
-
-def synthetic(
-    vocab: dict[str, str], n: int = 240, *, noise: float = 0.05, seed: int = 3
-) -> LabelledData:
-    """Tickets whose label is mostly told by its words; `noise` of them by another's."""
-    rng = random.Random(seed)
-    labels = sorted(vocab)
-    subjects, bodies, out = [], [], []
-    for i in range(n):
-        label = labels[i % len(labels)]
-        words = vocab[label if rng.random() > noise else rng.choice(labels)].split()
-        other = vocab[rng.choice(labels)].split()
-        subjects.append(" ".join(rng.sample(words, 2)))
-        bodies.append(
-            " ".join(rng.choices(words, k=4) + rng.choices(FILLER, k=4) + rng.choices(other, k=2))
-        )
-        out.append(label)
-    return LabelledData(tuple(subjects), tuple(bodies), tuple(out), {"kind": "test"})
-
-
-def write_csv(path: Path, data: LabelledData, label: str = "category", sep: str = ",") -> Path:
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, delimiter=sep)
-        writer.writerow(["title", "body", label])
-        writer.writerows(zip(data.subjects, data.bodies, data.labels, strict=True))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -712,22 +663,6 @@ def test_record_triage_and_a_human_label_update_the_ticket(
 
 
 # --- the command line ----------------------------------------------------------------------
-
-
-class Cli:
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        self.runner = CliRunner()
-
-    def __call__(self, *args: str, code: int = 0) -> Result:
-        result = self.runner.invoke(
-            main, ["-c", str(self.config), *args], env={"POSTDESK_CONFIG": None}
-        )
-        assert result.exit_code == code, (result.exit_code, result.output, result.exception)
-        if code == 1:
-            errors = [line for line in result.stderr.splitlines() if line.strip()]
-            assert len(errors) == 1 and errors[0].startswith("postdesk: error: "), result.stderr
-        return result
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import require_corpus
 
 from postdesk.classify.data import holdout_split, read_csv
 from postdesk.classify.store import ModelStore
@@ -19,6 +18,10 @@ from postdesk.classify.training import train_model
 from postdesk.classify.triage import Triage
 from postdesk.cli import main
 from postdesk.config import DatabaseSettings, Settings, TriageSettings
+from postdesk.testing.corpora import require_corpus
+
+# Training on the real corpora takes minutes: `make test-fast` leaves these out.
+pytestmark = pytest.mark.slow
 
 TO_ARABIC_SPELLING = str.maketrans(
     {"ی": "ي", "ک": "ك", **{str(d): chr(0x06F0 + d) for d in range(10)}}

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import mailbox
 import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
-from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from sqlalchemy import select, text, update
-from support import write_config
 
 from postdesk.cli import main
-from postdesk.config import load_settings
 from postdesk.models import Mailbox, RawMessage, RawStatus, Ticket
-from postdesk.models.db import Database
+from postdesk.testing.cli import CLEAN_ENV, Cli, assert_one_line_error
+from postdesk.testing.config import write_config
+from postdesk.testing.mail import Attachment, Mail
 
 REPO = Path(__file__).resolve().parents[1]
 START = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
@@ -51,53 +47,20 @@ def mail(
     with_from: bool = True,
     attachment: bytes | None = None,
 ) -> bytes:
-    msg = EmailMessage()
-    if with_from:
-        msg["From"] = f"Customer {n} <{sender or f'c{n}@example.org'}>"
-    msg["To"] = "support@example.com"
-    msg["Subject"] = subject or f"Question {n}"
-    msg["Message-ID"] = f"<m{n}@example.org>"
-    msg["Date"] = format_datetime(START + timedelta(hours=n if hours is None else hours))
-    if reply_to is not None:
-        msg["In-Reply-To"] = f"<m{reply_to}@example.org>"
-        msg["References"] = f"<m{reply_to}@example.org>"
-    msg.set_content(f"Body of message {n}.\n")
-    if attachment is not None:
-        msg.add_attachment(attachment, maintype="application", subtype="pdf", filename="a.pdf")
-    return bytes(msg)
-
-
-class Cli:
-    """Runs the click command in-process against one config file."""
-
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        self.runner = CliRunner()
-
-    def __call__(self, *args: str, code: int = 0) -> Result:
-        result = self.runner.invoke(main, ["-c", str(self.config), *args], env=_clean_env())
-        assert result.exit_code == code, (result.exit_code, result.output, result.exception)
-        if code == 1:
-            assert_one_line_error(result.stderr)
-        return result
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self(*args, "--json").stdout)
-
-    def database(self) -> Database:
-        return Database(load_settings(self.config).database.url)
-
-
-def _clean_env() -> dict[str, str | None]:
-    return {"POSTDESK_CONFIG": None}
-
-
-def assert_one_line_error(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("postdesk: error: ")]
-    assert len(errors) == 1, stderr
-    assert "Traceback" not in stderr, stderr
-    return errors[0]
+    """Customer n's message <m{n}@example.org>, sent n hours after START unless told."""
+    return bytes(
+        Mail(
+            sender=f"Customer {n} <{sender or f'c{n}@example.org'}>" if with_from else None,
+            to="support@example.com",
+            subject=subject or f"Question {n}",
+            message_id=f"m{n}@example.org",
+            date=START + timedelta(hours=n if hours is None else hours),
+            in_reply_to=None if reply_to is None else f"m{reply_to}@example.org",
+            references=() if reply_to is None else [f"m{reply_to}@example.org"],
+            body=f"Body of message {n}.\n",
+            attachments=() if attachment is None else [Attachment("a.pdf", attachment)],
+        )
+    )
 
 
 @pytest.fixture
@@ -137,7 +100,7 @@ def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_missing_config_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
-    result = CliRunner().invoke(main, ["-c", str(missing), "tickets", "list"], env=_clean_env())
+    result = CliRunner().invoke(main, ["-c", str(missing), "tickets", "list"], env=CLEAN_ENV)
     assert result.exit_code == 1
     line = assert_one_line_error(result.stderr)
     assert f"{missing}: no such file" in line
@@ -155,7 +118,7 @@ def test_default_config_is_postdesk_toml_in_the_cwd(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(main, ["tickets", "list"], env=_clean_env())
+    result = CliRunner().invoke(main, ["tickets", "list"], env=CLEAN_ENV)
     assert result.exit_code == 1
     assert "postdesk.toml: no such file" in assert_one_line_error(result.stderr)
 

@@ -13,15 +13,15 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import require_corpus
 from sqlalchemy import func, select
-from support import settings_for
-from test_corpus_mime import _cpython_email_data
 
 from postdesk.daemon import Service, import_messages
 from postdesk.ingest.sources import ImportedMessage, read_messages
 from postdesk.models import Message, RawMessage
 from postdesk.models.db import Database
+from postdesk.testing.cli import Cli
+from postdesk.testing.config import settings_for, write_config
+from postdesk.testing.corpora import cpython_email_data, require_corpus
 from postdesk.tickets import list_tickets
 
 
@@ -63,19 +63,12 @@ def test_notmuch_corpus_one_ticket_per_thread(
 
 def test_notmuch_default_corpus_through_cli_json(tmp_path: Path, sqlite_url: str) -> None:
     """The acceptance check as a user would run it: import, then `tickets list --json`."""
-    from click.testing import CliRunner
-    from support import write_config
-
-    from postdesk.cli import main
-
     root = require_corpus("threading-notmuch")
     truth = json.loads((root / "threads_ground_truth.json").read_text("utf-8"))["corpora"]
-    config = str(write_config(tmp_path, sqlite_url))
-    runner = CliRunner()
-    assert runner.invoke(main, ["-c", config, "init"]).exit_code == 0
-    imported = runner.invoke(main, ["-c", config, "import", str(root / "default")])
-    assert imported.exit_code == 0, imported.output
-    listed = runner.invoke(main, ["-c", config, "tickets", "list", "--json"])
+    cli = Cli(write_config(tmp_path, sqlite_url))
+    cli("init")
+    cli("import", str(root / "default"))
+    listed = cli("tickets", "list", "--json")
     tickets = json.loads(listed.output)
     expected = {
         frozenset(m["message_id"] for m in thread["messages"])
@@ -87,7 +80,7 @@ def test_notmuch_default_corpus_through_cli_json(tmp_path: Path, sqlite_url: str
 def _hostile_messages() -> list[ImportedMessage]:
     flanker = require_corpus("mime-flanker")
     found = [ImportedMessage(str(p), p.read_bytes()) for p in sorted(flanker.rglob("*.eml"))]
-    cpython = _cpython_email_data()
+    cpython = cpython_email_data()
     if cpython is None:
         pytest.skip("CPython's email test data (test.test_email) is not installed")
     # All 65 files, the images and sounds beside the msg_*.txt messages included: a file

@@ -8,8 +8,6 @@ are checked too. The counts of ParseError and their reasons are printed for the 
 from __future__ import annotations
 
 import collections
-import importlib
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -21,23 +19,13 @@ import pytest
 
 from postdesk.errors import ParseError
 from postdesk.ingest.parse import ParsedMessage, header_summary, parse_message
+from postdesk.testing.corpora import cpython_email_data
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FLANKER = SHARED_DATA / "mime-flanker"
 # Generous: the largest corpus message parses in well under a second. This catches hangs,
 # it is not a benchmark (bench/parse_speed.py is).
 PER_MESSAGE_SECONDS = 10
-
-
-def _cpython_email_data() -> Path | None:
-    try:
-        module = importlib.import_module("test.test_email")
-    except ImportError:
-        return None
-    if module.__file__ is None:
-        return None
-    path = Path(os.path.dirname(module.__file__)) / "data"
-    return path if path.is_dir() else None
 
 
 @dataclass
@@ -96,7 +84,7 @@ def _messages(kind: str) -> list[tuple[str, bytes]]:
             pytest.skip(f"mime-flanker corpus not found at {FLANKER} (../shared/data is absent)")
         paths = sorted(FLANKER.rglob("*.eml"))
         return [(str(path.relative_to(FLANKER)), path.read_bytes()) for path in paths]
-    data = _cpython_email_data()
+    data = cpython_email_data()
     if data is None:
         pytest.skip("CPython's email test data (test.test_email) is not installed")
     return [(f"cpython/{path.name}", path.read_bytes()) for path in sorted(data.glob("msg_*.txt"))]

@@ -40,9 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import pg_schema_url
 from sqlalchemy import func, select
-from support import mailbox_toml, write_config
 
 from postdesk.models import (
     Delivery,
@@ -52,8 +50,10 @@ from postdesk.models import (
     RawStatus,
 )
 from postdesk.models.db import Database
+from postdesk.testing.config import mailbox_toml, write_config
 from postdesk.testing.dovecot import Dovecot, MailUser
 from postdesk.testing.mailgen import GeneratedMail, generate
+from postdesk.testing.postgres import pg_schema_url
 
 N_MESSAGES = 2000
 BATCH_SIZE = 50

@@ -10,8 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from support import mailbox_toml, write_config
-
+from postdesk.testing.config import mailbox_toml, write_config
 from postdesk.testing.dovecot import Dovecot, MailUser
 from postdesk.testing.mailgen import generate
 

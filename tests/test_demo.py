@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow  # the whole `make demo` run in a subprocess, ~15 s
 def test_demo_threads_triages_and_quarantines(tmp_path: Path, dovecot_binary: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "postdesk.demo"],

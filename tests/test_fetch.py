@@ -12,86 +12,38 @@ from __future__ import annotations
 import glob
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from support import mailbox_toml, settings_for
 
 import postdesk.ingest.fetch as fetch_module
 from postdesk.config import Settings
-from postdesk.daemon import PassResult, Service
 from postdesk.ingest.imap import ImapSource
-from postdesk.models import Delivery, MailboxSync, Message, RawMessage, Ticket
+from postdesk.models import Delivery, Message, RawMessage, Ticket
 from postdesk.models.db import Database
 from postdesk.testing.dovecot import Dovecot, MailUser
-from postdesk.testing.mailgen import GeneratedMail, generate
-
-SEEN = b"\\Seen"
-
+from postdesk.testing.fetching import (
+    SEEN,
+    Spy,
+    count,
+    mails,
+    one_pass,
+    put,
+    server_flags,
+    stored_message_ids,
+    sync_state,
+)
+from postdesk.testing.mailgen import GeneratedMail
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def mails(n: int, seed: int = 7) -> list[GeneratedMail]:
-    return list(generate(n, seed=seed))
-
-
-def put(
-    dovecot: Dovecot, user: MailUser, items: Sequence[GeneratedMail | bytes], **kw: Any
-) -> list[int]:
-    """APPEND each message; the UIDs Dovecot gave them."""
-    return [
-        dovecot.append(user, item.raw if isinstance(item, GeneratedMail) else item, **kw)
-        for item in items
-    ]
-
-
-def one_pass(settings: Settings, db: Database) -> PassResult:
-    result = Service(settings, db).run_once()
-    assert not result.errors, result.errors
-    return result
-
-
-def count(db: Database, model: Any) -> int:
-    with db.read_session() as session:
-        return int(session.execute(select(func.count()).select_from(model)).scalar_one())
-
-
-def stored_message_ids(db: Database) -> list[str]:
-    with db.read_session() as session:
-        return sorted(
-            mid for mid in session.execute(select(RawMessage.message_id)).scalars() if mid
-        )
 
 
 def ticket_message_ids(db: Database) -> list[str]:
     with db.read_session() as session:
         return sorted(mid for mid in session.execute(select(Message.message_id)).scalars() if mid)
-
-
-def sync_state(db: Database, folder: str = "INBOX") -> MailboxSync:
-    with db.read_session() as session:
-        rows = list(
-            session.execute(select(MailboxSync).where(MailboxSync.folder == folder)).scalars()
-        )
-    assert len(rows) == 1
-    return rows[0]
-
-
-def server_flags(dovecot: Dovecot, user: MailUser, folder: str = "INBOX") -> dict[int, set[bytes]]:
-    """UID -> flags of every message in `folder`, read without changing anything."""
-    conn = dovecot.client(user)
-    try:
-        conn.select_folder(folder, readonly=True)
-        uids = conn.search(["ALL"])
-        found = conn.get_flags(uids).items()
-    finally:
-        conn.logout()
-    # \Recent is the server's session bookkeeping, not something postdesk sets.
-    return {int(uid): set(flags) - {b"\\Recent"} for uid, flags in found}
 
 
 def set_unseen(dovecot: Dovecot, user: MailUser, folder: str = "INBOX") -> None:
@@ -119,46 +71,6 @@ def logins_since(dovecot: Dovecot, user: MailUser, offset: int) -> list[str]:
         if (started and len(ended) >= len(started)) or time.monotonic() > deadline:
             return started
         time.sleep(0.05)
-
-
-class Spy:
-    """Records calls to one ImapSource method and then makes the real call to Dovecot.
-
-    `before` runs ahead of the real call with the source and the arguments, so a test can
-    make something happen on the server at that exact instant.
-    """
-
-    def __init__(
-        self,
-        monkeypatch: pytest.MonkeyPatch,
-        name: str,
-        before: Callable[..., None] | None = None,
-    ) -> None:
-        self.calls: list[tuple[Any, ...]] = []
-        real = getattr(ImapSource, name)
-        spy = self
-
-        def wrapper(source: ImapSource, *args: Any, **kwargs: Any) -> Any:
-            spy.calls.append(args)
-            if before is not None:
-                before(source, *args, **kwargs)
-            return real(source, *args, **kwargs)
-
-        monkeypatch.setattr(ImapSource, name, wrapper)
-
-
-@pytest.fixture
-def config(tmp_path: Path, db: Database, dovecot_server: Dovecot) -> Callable[..., Settings]:
-    """Settings for mailboxes on the test Dovecot: config(user, **mailbox_toml options)."""
-
-    def make(*boxes: tuple[MailUser, dict[str, Any]] | MailUser, **options: Any) -> Settings:
-        blocks = []
-        for box in boxes:
-            user, extra = box if isinstance(box, tuple) else (box, options)
-            blocks.append(mailbox_toml(dovecot_server, user, **extra))
-        return settings_for(tmp_path, db.url, *blocks)
-
-    return make
 
 
 # -- connection security ------------------------------------------------------------------

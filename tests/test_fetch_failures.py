@@ -19,10 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import test_fetch
 from sqlalchemy import select, update
-from support import mailbox_toml, settings_for, write_config
-from test_fetch import (
+
+import postdesk.ingest.fetch as fetch_module
+from postdesk.config import Settings
+from postdesk.daemon import Service
+from postdesk.ingest import lease
+from postdesk.ingest.imap import ImapSource
+from postdesk.models import Delivery, Mailbox, MailboxSync, Message, RawMessage, utcnow
+from postdesk.models.db import Database
+from postdesk.models.migrate import upgrade
+from postdesk.testing.config import mailbox_toml, settings_for, write_config
+from postdesk.testing.dovecot import Dovecot, MailUser
+from postdesk.testing.fetching import (
     SEEN,
     Spy,
     count,
@@ -33,18 +42,6 @@ from test_fetch import (
     stored_message_ids,
     sync_state,
 )
-
-import postdesk.ingest.fetch as fetch_module
-from postdesk.config import Settings
-from postdesk.daemon import Service
-from postdesk.ingest import lease
-from postdesk.ingest.imap import ImapSource
-from postdesk.models import Delivery, Mailbox, MailboxSync, Message, RawMessage, utcnow
-from postdesk.models.db import Database
-from postdesk.models.migrate import upgrade
-from postdesk.testing.dovecot import Dovecot, MailUser
-
-config = test_fetch.config  # the fixture: settings for mailboxes on the test Dovecot
 
 
 class Crash(BaseException):
@@ -331,70 +328,51 @@ def test_crash_after_move_before_it_is_recorded(
         assert set(session.execute(select(Delivery.server_done)).scalars()) == {True}
 
 
-def test_crash_in_a_later_batch_keeps_the_committed_ones(
+@pytest.mark.parametrize("interruption", ["crash", "connection-lost"])
+def test_interrupted_second_batch_keeps_the_first_and_resumes(
     dovecot_server: Dovecot,
     mail_user: MailUser,
     db: Database,
     config: Callable[..., Settings],
     monkeypatch: pytest.MonkeyPatch,
+    interruption: str,
 ) -> None:
-    sent = mails(5)
+    # The process dies, or the server connection drops, as the second batch is fetched.
+    crashed = interruption == "crash"
+    sent = mails(5 if crashed else 4)
     uids = put(dovecot_server, mail_user, sent)
     settings = config(mail_user, batch_size=2)
     calls = 0
 
-    def crash_on_second(source: ImapSource, *args: Any) -> None:
+    def interrupt_second(source: ImapSource, *args: Any) -> None:
         nonlocal calls
         calls += 1
         if calls == 2:
-            raise Crash
+            if crashed:
+                raise Crash
+            source.client.socket().shutdown(socket.SHUT_RDWR)
 
-    Spy(monkeypatch, "fetch", before=crash_on_second)
-    with pytest.raises(Crash):
-        Service(settings, db).run_once()
+    Spy(monkeypatch, "fetch", before=interrupt_second)
+    if crashed:
+        with pytest.raises(Crash):
+            Service(settings, db).run_once()
+    else:
+        error = Service(settings, db).run_once().errors["support"]
+        assert "fetching 2 messages failed" in error and "\n" not in error
+        assert sync_state(db).last_error == error
     monkeypatch.undo()
 
+    # The first batch is committed and flagged; nothing after it was taken.
     assert sync_state(db).last_uid == uids[1]
     assert count(db, RawMessage) == 2
     flags = server_flags(dovecot_server, mail_user)
-    assert [SEEN in flags[uid] for uid in uids] == [True, True, False, False, False]
-
-    result = one_pass(settings, db)
-    assert (result.fetches[0].fetched, result.fetches[0].stored) == (3, 3)
-    assert stored_message_ids(db) == sorted(m.message_id for m in sent)
-    assert count(db, Delivery) == 5
-
-
-def test_connection_lost_mid_pass(
-    dovecot_server: Dovecot,
-    mail_user: MailUser,
-    db: Database,
-    config: Callable[..., Settings],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    sent = mails(4)
-    uids = put(dovecot_server, mail_user, sent)
-    settings = config(mail_user, batch_size=2)
-    calls = 0
-
-    def drop_connection(source: ImapSource, *args: Any) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            source.client.socket().shutdown(socket.SHUT_RDWR)
-
-    Spy(monkeypatch, "fetch", before=drop_connection)
-    result = Service(settings, db).run_once()
-    monkeypatch.undo()
-
-    error = result.errors["support"]
-    assert "fetching 2 messages failed" in error and "\n" not in error
-    assert sync_state(db).last_error == error
-    assert sync_state(db).last_uid == uids[1]
+    assert [SEEN in flags[uid] for uid in uids] == [True, True] + [False] * (len(uids) - 2)
 
     again = one_pass(settings, db)
-    assert again.fetches[0].stored == 2
+    rest = len(sent) - 2
+    assert (again.fetches[0].fetched, again.fetches[0].stored) == (rest, rest)
     assert stored_message_ids(db) == sorted(m.message_id for m in sent)
+    assert count(db, Delivery) == len(sent)
     assert sync_state(db).last_error is None
 
 

@@ -5,75 +5,26 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, insert, select
-from support import settings_for
 
-from postdesk.daemon import ImportResult, Service, import_messages
+from postdesk.daemon import Service
 from postdesk.ingest.process import Processor, WorkItem, list_raw, requeue
-from postdesk.ingest.sources import ImportedMessage
 from postdesk.ingest.store import Incoming, store_many
 from postdesk.models import Attachment, Contact, Message, RawMessage, Ticket, TicketEvent
 from postdesk.models.db import Database
+from postdesk.testing.config import settings_for
+from postdesk.testing.inbox import ingest, mail, rule_of, ticket_of
 from postdesk.tickets import list_tickets, show_ticket
 
 AGENT_BLOCK = '[[agent]]\nemail = "sara@support.example"\nname = "Sara"\n'
 
 
-def mail(
-    mid: str,
-    *,
-    sender: str = "Alice <alice@example.com>",
-    subject: str = "Help",
-    body: str = "Hello",
-    reply_to: str | None = None,
-    references: list[str] | None = None,
-    date: datetime | None = None,
-    attachment: tuple[str, bytes] | None = None,
-) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = "support@support.example"
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(date or datetime(2026, 3, 1, 9, 0, tzinfo=UTC))
-    msg["Message-ID"] = f"<{mid}>"
-    if reply_to:
-        msg["In-Reply-To"] = f"<{reply_to}>"
-    if references:
-        msg["References"] = " ".join(f"<{r}>" for r in references)
-    msg.set_content(body)
-    if attachment:
-        msg.add_attachment(
-            attachment[1], maintype="application", subtype="pdf", filename=attachment[0]
-        )
-    return bytes(msg)
-
-
 @pytest.fixture
 def service(db: Database, db_url: str, tmp_path: Path) -> Service:
     return Service(settings_for(tmp_path, db_url, AGENT_BLOCK), db)
-
-
-def ingest(service: Service, *raws: bytes) -> ImportResult:
-    items = [ImportedMessage(f"test #{i}", raw) for i, raw in enumerate(raws)]
-    return import_messages(service, items)
-
-
-def ticket_of(db: Database, mid: str) -> int:
-    with db.read_session() as session:
-        return session.execute(
-            select(Message.ticket_id).where(Message.message_id == mid)
-        ).scalar_one()
-
-
-def rule_of(db: Database, mid: str) -> str:
-    with db.read_session() as session:
-        return session.execute(
-            select(Message.thread_rule).where(Message.message_id == mid)
-        ).scalar_one()
 
 
 def test_new_mail_opens_ticket_with_requester(service: Service, db: Database) -> None:

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import require_corpus
 
 from postdesk.ingest.htmltext import html_to_text
 from postdesk.ingest.quotes import visible_text
+from postdesk.testing.corpora import require_corpus
 
 # --- the public fixtures -------------------------------------------------------------------
 

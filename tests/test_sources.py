@@ -10,17 +10,18 @@ import pytest
 
 from postdesk.errors import ImportSourceError
 from postdesk.ingest.sources import ImportedMessage, looks_like_message, read_messages
+from postdesk.testing.mail import Mail
 
 
 def make_message(n: int, *, subject: str | None = None) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = f"Customer {n} <c{n}@example.org>"
-    msg["To"] = "support@example.com"
-    msg["Subject"] = subject or f"Question {n}"
-    msg["Message-ID"] = f"<m{n}@example.org>"
-    msg["Date"] = "Mon, 01 Jan 2024 10:00:00 +0000"
-    msg.set_content(f"Body of message {n}\n")
-    return msg
+    return Mail(
+        sender=f"Customer {n} <c{n}@example.org>",
+        to="support@example.com",
+        subject=subject or f"Question {n}",
+        message_id=f"m{n}@example.org",
+        date="Mon, 01 Jan 2024 10:00:00 +0000",
+        body=f"Body of message {n}\n",
+    ).message()
 
 
 def write_eml(path: Path, n: int) -> Path:

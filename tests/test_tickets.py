@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support import settings_for
-from test_process import ingest, mail, ticket_of
 
 from postdesk.daemon import Service
 from postdesk.errors import PostdeskError
 from postdesk.models import Ticket
 from postdesk.models.db import Database
+from postdesk.testing.config import settings_for
+from postdesk.testing.inbox import ingest, mail, ticket_of
 from postdesk.tickets import (
     TicketNotFound,
     merge_tickets,

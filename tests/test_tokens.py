@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
-from support import settings_for
 
 from postdesk.errors import ConfigError
 from postdesk.ingest.tokens import KEY_FILE, ReplyTokens, load_key
+from postdesk.testing.config import settings_for
 
 
 def test_token_round_trip_and_tamper_resistance() -> None:

@@ -8,29 +8,25 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from email.message import EmailMessage
-from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
-from click.testing import CliRunner
 from sqlalchemy import select
-from support import mailbox_toml, write_config
-from test_classify import CATEGORIES, synthetic, write_csv
 
 from postdesk.classify.labels import triage_changes
-from postdesk.cli import main
 from postdesk.config import load_settings
 from postdesk.daemon import Service
 from postdesk.models import TicketEvent
 from postdesk.models.db import Database
+from postdesk.testing.cli import Cli
+from postdesk.testing.config import mailbox_toml, write_config
 from postdesk.testing.dovecot import Dovecot, MailUser
+from postdesk.testing.labelled import CATEGORIES, synthetic, write_csv
+from postdesk.testing.mail import Mail
 
 
 def cli(config: Path, *args: str) -> str:
-    result = CliRunner().invoke(main, ["-c", str(config), *args], env={"POSTDESK_CONFIG": None})
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result.stdout
+    return Cli(config)(*args).stdout
 
 
 def train(config: Path, csv_file: Path, *extra: str) -> str:
@@ -40,14 +36,16 @@ def train(config: Path, csv_file: Path, *extra: str) -> str:
 
 
 def mail(n: int, sender: str, subject: str, body: str) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = "support@support.example"
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(datetime(2026, 11, 2, 9, n, tzinfo=UTC))
-    msg["Message-ID"] = f"<triage{n}@customer.example>"
-    msg.set_content(body)
-    return bytes(msg)
+    return bytes(
+        Mail(
+            sender=sender,
+            to="support@support.example",
+            subject=subject,
+            date=datetime(2026, 11, 2, 9, n, tzinfo=UTC),
+            message_id=f"triage{n}@customer.example",
+            body=body,
+        )
+    )
 
 
 def tickets_by_sender(config: Path) -> dict[str, dict[str, Any]]:
@@ -178,10 +176,7 @@ def test_a_broken_model_leaves_tickets_unclassified_not_quarantined(
     model_file.write_bytes(b"not a model")
     eml = tmp_path / "in.eml"
     eml.write_bytes(mail(9, "ed@example.com", "Refund", "invoice refund"))
-    result = CliRunner().invoke(
-        main, ["-c", str(config), "import", str(eml)], env={"POSTDESK_CONFIG": None}
-    )
-    assert result.exit_code == 0, result.output
+    result = Cli(config)("import", str(eml))
     [error] = [line for line in result.stderr.splitlines() if "triage:" in line]
     assert "category-1" in error and "left unclassified" in error
     [ticket] = json.loads(cli(config, "tickets", "list", "--json"))

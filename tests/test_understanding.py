@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from support import settings_for
-from test_process import ingest, mail, rule_of, ticket_of
 
 from postdesk.daemon import Service
 from postdesk.ingest.tokens import ReplyTokens, load_key, new_message_id
 from postdesk.models import Contact, Message, Ticket
 from postdesk.models.db import Database
+from postdesk.testing.config import settings_for
+from postdesk.testing.inbox import ingest, mail, rule_of, ticket_of
 from postdesk.tickets import merge_tickets, set_status, show_ticket
 
 SUPPORT = "support@support.example"

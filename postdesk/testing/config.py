@@ -1,4 +1,4 @@
-"""Helpers for tests: config files pointing at the test servers and databases."""
+"""Config files for tests: postdesk.toml pointing at the test servers and databases."""
 
 from __future__ import annotations
 
