@@ -3,7 +3,8 @@
 Every change to a ticket goes through a function here, whoever makes it: the mail
 pipeline (a message opens a ticket, joins one, reopens it, or opens a follow-up to a
 long-closed one), triage (predictions), people at the command line (status, labels,
-merge), and next agents' `#commands`, SLA clocks and QA. Each function works on a
+merge), and next agents' `#commands` (status, assignment, labels, internal notes), SLA
+clocks and QA. Each function works on a
 Connection inside the caller's transaction, writes the change and its event together, and
 never commits. Statements are Core and built once: the pipeline calls these for every
 message. No other module INSERTs or UPDATEs the `tickets` and `ticket_events` tables
@@ -223,6 +224,55 @@ def set_status(
     change = {"from": before, "to": status, "why": why}
     conn.execute(_ADD_EVENTS, [_event(ticket_id, now, "status", actor, change)])
     return True
+
+
+# --- assignment and notes ---------------------------------------------------------------
+
+_ASSIGNEE_OF = select(_tickets.c.assignee_id).where(_tickets.c.id == bindparam("ticket_id"))
+_ASSIGN = (
+    update(_tickets)
+    .where(_tickets.c.id == bindparam("ticket_id"))
+    .values(assignee_id=bindparam("assignee_id"), updated_at=_later(_tickets.c.updated_at))
+)
+_TOUCH = (
+    update(_tickets)
+    .where(_tickets.c.id == bindparam("ticket_id"))
+    .values(updated_at=_later(_tickets.c.updated_at))
+)
+
+
+def assign(
+    conn: Connection,
+    ticket_id: int,
+    assignee_id: int | None,
+    *,
+    actor: str,
+    at: datetime | None = None,
+) -> bool:
+    """Give the ticket to the agent with contact id `assignee_id` (None: to nobody).
+
+    Returns whether anything changed; the event records both contact ids.
+    """
+    found = conn.execute(_ASSIGNEE_OF, {"ticket_id": ticket_id}).one_or_none()
+    if found is None:
+        raise TicketNotFound(f"no ticket #{ticket_id}")
+    if found.assignee_id == assignee_id:
+        return False
+    now = at or utcnow()
+    conn.execute(_ASSIGN, {"ticket_id": ticket_id, "assignee_id": assignee_id, "now": now})
+    change = {"from": found.assignee_id, "to": assignee_id}
+    conn.execute(_ADD_EVENTS, [_event(ticket_id, now, "assigned", actor, change)])
+    return True
+
+
+def add_note(
+    conn: Connection, ticket_id: int, text: str, *, actor: str, at: datetime | None = None
+) -> None:
+    """Record an internal note on the ticket: for the team's eyes, never sent to anyone."""
+    now = at or utcnow()
+    if conn.execute(_TOUCH, {"ticket_id": ticket_id, "now": now}).rowcount == 0:
+        raise TicketNotFound(f"no ticket #{ticket_id}")
+    conn.execute(_ADD_EVENTS, [_event(ticket_id, now, "note", actor, {"text": text})])
 
 
 # --- labels: people and triage ----------------------------------------------------------
