@@ -1,0 +1,1 @@
+"""Mail out: templates (English and Persian), composing, the outbox and SMTP sending."""
