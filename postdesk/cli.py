@@ -27,6 +27,7 @@ from postdesk.errors import ConfigError, PostdeskError
 from postdesk.models import RawStatus
 from postdesk.models.db import describe_error
 from postdesk.models.migrate import upgrade
+from postdesk.notify.cli import outbox as outbox_commands
 
 log = logging.getLogger("postdesk")
 
@@ -123,10 +124,12 @@ def init(obj: Context) -> None:
 
 
 @main.command()
-@click.option("--once", is_flag=True, help="One pass over every mailbox, then exit.")
+@click.option(
+    "--once", is_flag=True, help="One pass: fetch, process, send the outbox once, then exit."
+)
 @pass_context
 def run(obj: Context, once: bool) -> None:
-    """Fetch mail from every mailbox and turn it into tickets."""
+    """Fetch mail from every mailbox, turn it into tickets, and send the outbox."""
     from postdesk.daemon import PassResult, Service, signals_stop
 
     settings = obj.settings()
@@ -144,6 +147,12 @@ def run(obj: Context, once: bool) -> None:
         if outcome.errors:
             failed = ", ".join(sorted(outcome.errors))
             click.echo(f"{len(outcome.errors)} mailbox(es) failed: {failed} (see the log above)")
+        sent = outcome.outbox
+        if sent is not None and (sent.sent or sent.retrying or sent.failed or sent.unconfirmed):
+            click.echo(
+                f"outbox: {sent.sent} sent, {sent.retrying} to retry, {sent.failed} failed"
+                + (f", {sent.unconfirmed} unconfirmed" if sent.unconfirmed else "")
+            )
 
     with signals_stop(service):
         if once:
@@ -327,7 +336,7 @@ def inbound_retry(obj: Context, ids: tuple[int, ...], retry_all: bool) -> None:
 
 
 # Each feature's commands live beside the feature and are registered here, in one place.
-for feature_commands in (model_commands,):
+for feature_commands in (model_commands, outbox_commands):
     main.add_command(feature_commands)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -355,6 +355,16 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class OutboxSettings:
+    """How the outbox is sent (postdesk/notify/smtp.py)."""
+
+    # How long a mail the server keeps deferring (4xx, unreachable) is retried, counted
+    # from when it was queued; then it is marked failed.
+    retry_hours: float = field(default=48.0, metadata=option(_positive))
+    batch_size: int = field(default=50, metadata=option(_positive))
+
+
+@dataclass(frozen=True)
 class ThreadingSettings:
     """How inbound mail is matched to tickets beyond its headers.
 
@@ -488,6 +498,7 @@ class Settings:
     smtp: SmtpSettings | None = None
     agents: tuple[AgentSettings, ...] = field(default=(), metadata=option(key="agent"))
     run: RunSettings = field(default_factory=RunSettings)
+    outbox: OutboxSettings = field(default_factory=OutboxSettings)
     threading: ThreadingSettings = field(default_factory=ThreadingSettings)
     triage: TriageSettings = field(default_factory=TriageSettings)
 

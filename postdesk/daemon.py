@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import FrameType
 
 from sqlalchemy import func, select
@@ -23,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from postdesk.classify.step import ActiveTriage, TriageStep
 from postdesk.config import MailboxSettings, Settings
-from postdesk.errors import MailboxError
+from postdesk.errors import ConfigError, MailboxError
 from postdesk.ingest.fetch import FetchResult, FolderFetcher, record_failure
 from postdesk.ingest.imap import ImapSource
 from postdesk.ingest.lease import make_owner
@@ -33,6 +34,7 @@ from postdesk.ingest.store import IMPORT, Incoming, store_many
 from postdesk.models import Contact, Mailbox, RawMessage, RawStatus
 from postdesk.models.db import Database, describe_error
 from postdesk.models.tickets import AGENT
+from postdesk.notify.smtp import DrainResult, OutboxSender
 from postdesk.pipeline import steps
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ class PassResult:
     fetches: list[FetchResult] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     processed: ProcessResult = field(default_factory=ProcessResult)
+    outbox: DrainResult | None = None  # None when no [smtp] is configured
 
 
 def sync_config(db: Database, settings: Settings) -> dict[str, int]:
@@ -195,7 +198,23 @@ class Service:
                     fetched.duplicates,
                 )
         result.processed = self.processor().run()
+        if self.settings.smtp is not None and not self.stopping():
+            result.outbox = self.outbox_sender().drain()
         return result
+
+    def outbox_sender(self) -> OutboxSender:
+        """The sender that drains the outbox through the configured SMTP relay."""
+        if self.settings.smtp is None:
+            raise ConfigError(str(self.settings.path), "smtp", "is needed to send mail; add [smtp]")
+        outbox = self.settings.outbox
+        return OutboxSender(
+            self.db,
+            self.settings.smtp,
+            owner=self.owner,
+            retry_for=timedelta(hours=outbox.retry_hours),
+            batch_size=outbox.batch_size,
+            should_stop=self.stopping,
+        )
 
     def _mailbox_failed(
         self, box: MailboxSettings, mailbox_id: int, message: str, result: PassResult

@@ -11,65 +11,17 @@ mistaken for the crashed one.
 
 from __future__ import annotations
 
-import os
-import socket
-import uuid
 from datetime import timedelta
-from pathlib import Path
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from postdesk.models import MailboxSync, utcnow
+from postdesk.owner import make_owner, owner_is_dead
+
+__all__ = ["LEASE_SECONDS", "acquire", "make_owner", "release"]
 
 LEASE_SECONDS = 300
-
-
-def _start_time(pid: int) -> str | None:
-    """When process `pid` started (clock ticks since boot, from /proc), if it can be read.
-
-    A pid is reused; the pair (pid, start time) is not. Containers make reuse the rule:
-    a service restarted in the same container is pid 1 again, on the same host name.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses; what follows the last
-    # ")" are fixed fields, starting with field 3, so field 22 (starttime) is index 19.
-    fields = stat.rpartition(")")[2].split()
-    return fields[19] if len(fields) > 19 else None
-
-
-def make_owner() -> str:
-    """An owner name unique to this process: host, pid, process start time, a random part."""
-    pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '-'}:{uuid.uuid4().hex[:8]}"
-
-
-def _owner_is_dead(owner: str) -> bool:
-    parts = owner.split(":")
-    if len(parts) < 3:
-        return False
-    host, pid_text = parts[0], parts[1]
-    # Owners written before the start time was recorded have three parts.
-    started = parts[2] if len(parts) >= 4 and parts[2] != "-" else None
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if started is not None:
-        now = _start_time(pid)
-        if now is not None and now != started:
-            return True  # the pid belongs to another process now: the owner is gone
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def acquire(session: Session, sync_id: int, owner: str, seconds: int = LEASE_SECONDS) -> str | None:
@@ -94,7 +46,7 @@ def acquire(session: Session, sync_id: int, owner: str, seconds: int = LEASE_SEC
     holder = session.execute(
         select(MailboxSync.lease_owner).where(MailboxSync.id == sync_id)
     ).scalar_one_or_none()
-    if holder and _owner_is_dead(holder):
+    if holder and owner_is_dead(holder):
         taken = session.execute(
             update(MailboxSync)
             .where(MailboxSync.id == sync_id, MailboxSync.lease_owner == holder)

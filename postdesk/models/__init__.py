@@ -12,6 +12,7 @@ from postdesk.models.mail import (
     RawMessage,
     RawStatus,
 )
+from postdesk.models.outbox import OutboxMail, OutboxState
 from postdesk.models.tickets import Contact, Ticket, TicketEvent, TicketLink, TicketStatus
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "MailboxSync",
     "Message",
     "MessageRef",
+    "OutboxMail",
+    "OutboxState",
     "RawMessage",
     "RawStatus",
     "Ticket",

@@ -1,1 +1,3 @@
-"""Mail out: templates (English and Persian), composing, the outbox and SMTP sending."""
+"""Outgoing mail: the outbox (outbox.py), sending it over SMTP (smtp.py, the only module
+that speaks SMTP), the mail templates in English and Persian (templates.py) and the
+`postdesk outbox` commands (cli.py)."""
