@@ -745,3 +745,32 @@ def test_html_only_replies(html: str, reply: str) -> None:
     ]
     # visible_text finds the same history.
     assert "refund?" not in visible_text("", html) and "کجاست" not in visible_text("", html)
+
+
+# --- hostile input -------------------------------------------------------------------------
+
+HOSTILE_SIZE = 200_000
+HOSTILE = {
+    "spaces": " " * HOSTILE_SIZE,
+    "from-lines": "From: x\n" * (HOSTILE_SIZE // 8),
+    "hotmail-date-lines": "Date: 1\nSubject: x\n" * (HOSTILE_SIZE // 19),
+    "написал-line": "написал" * (HOSTILE_SIZE // 7),
+    "attribution-lines": "1 пользователь написал:\n" * (HOSTILE_SIZE // 24),
+    "footers-between-quotes": "confidential\n> q\n" * (HOSTILE_SIZE // 17),
+    "delimiters-and-blanks": ("--\n" + "\n" * 20) * (HOSTILE_SIZE // 23),
+    "inline-header-words": "From: a Sent: b To: c " * (HOSTILE_SIZE // 22),
+    "footer-links": ("Sent from Mail<" + "x" * 100 + "> for Windows\n") * (HOSTILE_SIZE // 130),
+    "html-yahoo": '<div class="ydpyahoo_quoted"><div id="appendonsend">' * (HOSTILE_SIZE // 50),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_input_completes(name: str) -> None:
+    # A support address receives anything. The patterns are linear by construction
+    # (anchored, bounded repeats, no overlapping alternatives under a repeat) and the line
+    # loops look back or ahead a bounded number of lines; bench/quotes.py times these
+    # inputs. Here they only have to finish and give text.
+    text = HOSTILE[name]
+    html = text if name.startswith("html") else None
+    assert isinstance(reply_text(text, html), str)
+    assert isinstance(visible_text(text, html), str)
