@@ -1,4 +1,4 @@
-"""The visible reply of an inbound message: what its author wrote, without history or signature.
+"""The visible reply of an inbound message, and an agent's reply to relay: new text, no history.
 
 Mail clients append the conversation so far to a reply, and people sign their mail; an
 agent reading a ticket, and anything that classifies it, wants only the new text. This
@@ -12,11 +12,12 @@ How it decides, in order:
 
 1. History that runs to the end of the message is cut off at its first line: an
    "-----Original Message-----" separator (Outlook, Android), a "From: … Sent: … To: …"
-   header block (Outlook desktop, web and mobile; localized), or an attribution line
-   ("On … wrote:", "Am … schrieb …:", "Le … a écrit :", "El … escribió:", "Op … schreef …:",
-   "در تاریخ … نوشت:" and others, wrapped over up to three lines) that is not followed by
-   '>'-quoted lines. A cut with no new text above it is not made: that is a forwarded or
-   pasted message, and it is the content.
+   header block (Outlook desktop, web and mobile, Windows Mail; localized) or Hotmail's
+   "Date: … Subject: … From: … To: …", or an attribution line ("On … wrote:", "Am …
+   schrieb …:", "Le … a écrit :", "El … escribió:", "Op … schreef …:", "… пользователь …
+   написал:", "… şunu yazdı:", "… كتب …:", "در تاریخ … نوشت:" and others, wrapped over up
+   to three lines) that is not followed by '>'-quoted lines. A cut with no new text above
+   it is not made: that is a forwarded or pasted message, and it is the content.
 2. '>'-quoted lines, with the attribution line that introduces them, are quoted history.
 3. From the end, quoted lines, '-- ' signatures, "Sent from my …" and "Get Outlook for …"
    footers, mailing-list footers under a rule, "-Name" closings and a sign-off ("Regards,",
@@ -29,6 +30,11 @@ How it decides, in order:
 
 Forwarded messages ("---------- Forwarded message ---------", "Begin forwarded message:")
 are kept: what a customer forwards to support is the request.
+
+`reply_text` reads an agent's reply the same way but, since its text goes to the customer
+verbatim, keeps the sign-off and closing name and removes only a "-- " signature, device
+footers and trailing rules in step 3; it cuts history with nothing above it, and returns
+"" when nothing is left.
 
 No library is used for the plain-text rules. Measured on the upstream-asserted fixtures of
 ../shared/data/reply-* (see tests/test_quotes.py and bench/quotes.py): email-reply-parser
