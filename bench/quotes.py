@@ -1,4 +1,4 @@
-"""Benchmark: visible_text (postdesk.ingest.quotes) per message, against baselines in one run.
+"""Benchmark: visible_text and reply_text (postdesk.ingest.quotes), against baselines in one run.
 
 visible_text runs on every inbound message, so it is timed in microseconds per message
 and set against, in the same run:
@@ -11,8 +11,11 @@ and set against, in the same run:
 - for HTML-only mail, postdesk's own html_to_text, which the parse step already runs.
 
 Messages: the plain-text fixtures of ../shared/data/reply-email-reply-parser and
-reply-mail-parser-reply (the 767 KB email_long_quote.txt timed on its own), and generated
-support replies in the layout of common clients, in English and Persian.
+reply-mail-parser-reply (the 767 KB email_long_quote.txt timed on its own), generated
+support replies in the layout of common clients, in English and Persian, and hostile
+input: 200 KB texts built to make quadratic code show (a long run of spaces, 25,000
+"From:" lines, a 200,000-character line of "написал", …), each timed alone and at a
+tenth of the size, so that a ratio far above 10 points at something non-linear.
 
     .venv/bin/python bench/quotes.py [--repeat N]
 """
@@ -27,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from postdesk.ingest.htmltext import html_to_text
-from postdesk.ingest.quotes import visible_text
+from postdesk.ingest.quotes import reply_text, visible_text
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LONG_QUOTE = "email_long_quote.txt"
@@ -40,6 +43,38 @@ def floor(text: str) -> str:
 
 def ours(text: str) -> str:
     return visible_text(text)
+
+
+def hostile(size: int) -> dict[str, str]:
+    """Texts of about `size` characters that a careless line reader or pattern chokes on."""
+    return {
+        "spaces": " " * size,
+        "From: lines": "From: x\n" * (size // 8),
+        "Date:/Subject: lines": "Date: 1\nSubject: x\n" * (size // 19),
+        "one line of написал": "написал" * (size // 7),
+        "attribution lines": "1 пользователь написал:\n" * (size // 24),
+        "footers between quotes": "confidential\n> q\n" * (size // 17),
+        "delimiters and blanks": ("--\n" + "\n" * 20) * (size // 23),
+        "inline header words": "From: a Sent: b To: c " * (size // 22),
+        "footer links": ("Sent from Mail<" + "x" * 100 + "> for Windows\n") * (size // 130),
+    }
+
+
+def report_hostile(size: int) -> None:
+    """Milliseconds per hostile text for both readers, with the ratio to a tenth the size."""
+    print(f"\nhostile input, {size:,} characters each (ratio: time / time at a tenth the size)")
+    small = hostile(size // 10)
+    for name, text in hostile(size).items():
+        cells = []
+        for reader in (visible_text, reply_text):
+            timings = []
+            for sample in (small[name], text):
+                start = time.perf_counter()
+                reader(sample)
+                timings.append(time.perf_counter() - start)
+            ratio = timings[1] / max(timings[0], 1e-9)
+            cells.append(f"{timings[1] * 1e3:8.1f} ms ({ratio:5.1f}x)")
+        print(f"  {name:24} visible_text {cells[0]}   reply_text {cells[1]}")
 
 
 def libraries() -> dict[str, Callable[[str], object]]:
@@ -160,6 +195,7 @@ def main() -> None:
     plain, html = generated()
     runners: dict[str, Callable[[str], object]] = {
         "postdesk visible_text": ours,
+        "postdesk reply_text": reply_text,
         "floor (split and join lines)": floor,
         **found,
     }
@@ -175,6 +211,7 @@ def main() -> None:
         "html_to_text alone": html_to_text,
     }
     report("generated HTML-only replies (html_to_text + visible_text)", html, html_runners, 20)
+    report_hostile(200_000)
 
 
 if __name__ == "__main__":

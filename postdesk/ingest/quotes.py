@@ -1,4 +1,4 @@
-"""The visible reply of an inbound message: what its author wrote, without history or signature.
+"""The visible reply of an inbound message, and an agent's reply to relay: new text, no history.
 
 Mail clients append the conversation so far to a reply, and people sign their mail; an
 agent reading a ticket, and anything that classifies it, wants only the new text. This
@@ -12,11 +12,12 @@ How it decides, in order:
 
 1. History that runs to the end of the message is cut off at its first line: an
    "-----Original Message-----" separator (Outlook, Android), a "From: … Sent: … To: …"
-   header block (Outlook desktop, web and mobile; localized), or an attribution line
-   ("On … wrote:", "Am … schrieb …:", "Le … a écrit :", "El … escribió:", "Op … schreef …:",
-   "در تاریخ … نوشت:" and others, wrapped over up to three lines) that is not followed by
-   '>'-quoted lines. A cut with no new text above it is not made: that is a forwarded or
-   pasted message, and it is the content.
+   header block (Outlook desktop, web and mobile, Windows Mail; localized) or Hotmail's
+   "Date: … Subject: … From: … To: …", or an attribution line ("On … wrote:", "Am …
+   schrieb …:", "Le … a écrit :", "El … escribió:", "Op … schreef …:", "… пользователь …
+   написал:", "… şunu yazdı:", "… كتب …:", "در تاریخ … نوشت:" and others, wrapped over up
+   to three lines) that is not followed by '>'-quoted lines. A cut with no new text above
+   it is not made: that is a forwarded or pasted message, and it is the content.
 2. '>'-quoted lines, with the attribution line that introduces them, are quoted history.
 3. From the end, quoted lines, '-- ' signatures, "Sent from my …" and "Get Outlook for …"
    footers, mailing-list footers under a rule, "-Name" closings and a sign-off ("Regards,",
@@ -29,6 +30,11 @@ How it decides, in order:
 
 Forwarded messages ("---------- Forwarded message ---------", "Begin forwarded message:")
 are kept: what a customer forwards to support is the request.
+
+`reply_text` reads an agent's reply the same way but, since its text goes to the customer
+verbatim, keeps the sign-off and closing name and removes only a "-- " signature, device
+footers and trailing rules in step 3; it cuts history with nothing above it, and returns
+"" when nothing is left.
 
 No library is used for the plain-text rules. Measured on the upstream-asserted fixtures of
 ../shared/data/reply-* (see tests/test_quotes.py and bench/quotes.py): email-reply-parser
@@ -62,7 +68,7 @@ from postdesk.lexicon.quoting import (
 )
 from postdesk.lexicon.signatures import MAIL_FOOTER_PHRASES, MOBILE_FOOTERS, SIGN_OFFS
 
-__all__ = ["visible_text"]
+__all__ = ["reply_text", "visible_text"]
 
 # Line kinds.
 _TEXT: Final = 0
@@ -105,6 +111,7 @@ _INLINE_FIELD: Final = re.compile(
     r"\s\*?(" + "|".join(map(re.escape, INLINE_HEADER_FIELDS)) + r")\*?\s*:", re.IGNORECASE
 )
 _HEADER_LOOKAHEAD: Final = 8
+_BLOCK_STARTS: Final = frozenset({"from", "sent", "subject"})
 
 _FORWARD_MARKER: Final = re.compile(any_phrase(FORWARD_MARKERS), re.IGNORECASE)
 
@@ -114,6 +121,9 @@ _SIGNATURE_DELIMITER: Final = re.compile(r"--|-- \S+(?: \S+){0,2}")
 _FOOTER_MAX_LINES: Final = 8
 
 _FOOTER_MAX_CHARS: Final = 120
+# Windows Mail writes its footer with the link inside: "Sent from Mail<https://…> for
+# Windows 10"; the link is dropped before the footer is matched.
+_FOOTER_LINK: Final = re.compile(r"<[^<>\s]{1,2000}>")
 _MOBILE_FOOTER: Final = re.compile(
     r"(?:" + "|".join(MOBILE_FOOTERS) + r")[.!]?(?:\s*<[^<>\s]+>|\s*\[[^\[\]\s]+\])?",
     re.IGNORECASE,
@@ -146,7 +156,7 @@ _DELIMITER_WINDOW: Final = 30
 _HTML_HINT: Final = re.compile(
     r"<blockquote|gmail_quote|divRplyFwdMsg|yahoo_quoted|moz-cite-prefix|OutlookMessageHeader"
     r"|OLK_SRC_BODY_SECTION|border-top:\s*solid\s*#(?:E1E1E1|B5C4DF)|gmail_signature"
-    r"|moz-signature",
+    r"|moz-signature|appendonsend",
     re.IGNORECASE,
 )
 _BLOCKQUOTE: Final = re.compile(r"<blockquote", re.IGNORECASE)
@@ -195,10 +205,14 @@ _HTML_BLOCKS: Final = frozenset(
     }
 )
 _HTML_PARAGRAPHS: Final = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"})
-_HTML_QUOTE_CLASSES: Final = frozenset({"yahoo_quoted"})
+# Yahoo's quote container, whose class and id Yahoo (and webmail showing Yahoo mail)
+# prefix with a per-message token: "ydp98e98598yahoo_quoted".
+_HTML_QUOTE_CLASS_SUFFIX: Final = "yahoo_quoted"
 _HTML_SIGNATURE_CLASSES: Final = frozenset({"gmail_signature", "moz-signature"})
 _HTML_SIGNATURE_IDS: Final = frozenset({"signature", "ms-outlook-mobile-signature"})
-_HTML_HEADER_IDS: Final = frozenset({"divrplyfwdmsg", "olk_src_body_section"})
+# Outlook on the web and new Outlook put an empty <div id="appendonsend"> where the quoted
+# message starts, above the rule and the divRplyFwdMsg header.
+_HTML_HEADER_IDS: Final = frozenset({"divrplyfwdmsg", "olk_src_body_section", "appendonsend"})
 _HTML_HEADER_CLASSES: Final = frozenset({"outlookmessageheader"})
 _XML_DECLARATION: Final = re.compile(r"^\s*<\?xml[^>]*>")
 
@@ -213,7 +227,33 @@ def visible_text(text: str, html: str | None = None) -> str:
     inline reply from top-posting). Line endings become "\\n", trailing spaces are
     dropped, and the result has no leading or trailing blank lines.
     """
-    reply, quoted, marked = _extract(text)
+    return _read(text, html, relay=False)
+
+
+def reply_text(text: str, html: str | None = None) -> str:
+    """What an agent wrote in a reply by mail, to relay to the customer as it is.
+
+    The quoted history is found as by `visible_text` (plain text first, the HTML when the
+    plain text cannot show it), but of what follows the agent's text only this is
+    removed: a signature under a "-- " delimiter (RFC 3676; also "--" without the space),
+    "Sent from my …", "Get Outlook for …" and other device footers, and rules and quoted
+    lines left at the end. The sign-off ("Thanks, Sara", "Best regards,\nSara",
+    "با سپاس، سارا") and a "-Name" closing stay: the customer is meant to read them,
+    where `visible_text` drops them as noise for reading and classifying.
+
+    Two more differences, because relaying something the agent did not write is worse
+    than relaying nothing: history is cut even when nothing was written above it
+    (`visible_text` keeps it as forwarded or pasted content), and when nothing is left
+    the result is "" rather than the whole text. A reply of only a signature or only
+    history thus relays nothing; the caller decides what to do then. An inline reply
+    (answers between quotes) is returned whole, quotes included, as by `visible_text`.
+    """
+    return _read(text, html, relay=True)
+
+
+def _read(text: str, html: str | None, relay: bool) -> str:
+    """The reply in the plain text, or in the HTML when the plain text cannot show it."""
+    reply, quoted, marked = _extract(text, relay)
     if html and (
         not reply
         or (not quoted and _HTML_HINT.search(html))
@@ -221,14 +261,17 @@ def visible_text(text: str, html: str | None = None) -> str:
         # top-posting there; the HTML's <blockquote>s can tell.
         or (not marked and _BLOCKQUOTE.search(html))
     ):
-        from_html, html_quoted, _ = _extract(_html_lines(html))
+        from_html, html_quoted, _ = _extract(_html_lines(html), relay)
         if from_html and (html_quoted or not reply):
             return from_html
     return reply
 
 
-def _extract(text: str) -> tuple[str, bool, bool]:
-    """The visible reply in `text`, whether it had quoted history, whether '>' lines."""
+def _extract(text: str, relay: bool = False) -> tuple[str, bool, bool]:
+    """The reply in `text`, whether it had quoted history, whether '>' lines.
+
+    `relay` selects reply_text's reading (see there) over visible_text's.
+    """
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
@@ -257,16 +300,23 @@ def _extract(text: str) -> tuple[str, bool, bool]:
                 kinds[index] = _QUOTED
 
     _drop_banner(stripped, kinds)
-    cut = _find_cut(stripped, kinds)
+    cut = _find_cut(stripped, kinds, relay)
     quoted = cut < count or _QUOTED in kinds[:cut]
-    end = _trim_tail(stripped, kinds, cut)
+    trim = _trim_relay_tail if relay else _trim_tail
+    end = trim(stripped, kinds, cut)
     blocks = _text_blocks(kinds, end)
     while len(blocks) > 1 and _is_footer(stripped, *blocks[-1]):
         # A disclaimer or list footer below the quoted history is not an inline answer.
-        end = _trim_tail(stripped, kinds, blocks[-1][0])
-        blocks = _text_blocks(kinds, end)
+        end = trim(stripped, kinds, blocks[-1][0])
+        # Trimming only shortens from the end, so the blocks before `end` stay as they
+        # were; recounting them each time would make many footers cost quadratic time.
+        blocks.pop()
+        while blocks and blocks[-1][0] >= end:
+            blocks.pop()
+        if blocks and blocks[-1][1] > end:
+            blocks[-1] = (blocks[-1][0], end)
     if not blocks:
-        return _join(lines, 0, count), quoted, marked
+        return ("" if relay else _join(lines, 0, count)), quoted, marked
     if len(blocks) == 1:
         start, stop = blocks[0]
         return _join(lines, start, stop), quoted, marked
@@ -294,8 +344,11 @@ def _is_footer(stripped: list[str], start: int, stop: int) -> bool:
     return any(_FOOTER_TEXT.search(stripped[line], 0, 2000) for line in range(start, stop))
 
 
-def _find_cut(stripped: list[str], kinds: bytearray) -> int:
-    """Where history that runs to the end starts; marks attributions of quotes as quoted."""
+def _find_cut(stripped: list[str], kinds: bytearray, relay: bool = False) -> int:
+    """Where history that runs to the end starts; marks attributions of quotes as quoted.
+
+    With `relay`, history with nothing above it is cut too (see reply_text).
+    """
     count = len(stripped)
     first_text = -1  # the first line of new text, not counting skipped history headers
     index = 0
@@ -335,7 +388,7 @@ def _find_cut(stripped: list[str], kinds: bytearray) -> int:
                 first_text = index
             index += 1
             continue
-        if 0 <= first_text < start:
+        if relay or 0 <= first_text < start:
             return start
         # Nothing new above it: a forwarded or pasted message, which is the content.
         index = block_end + 1
@@ -398,13 +451,17 @@ def _next_is_quoted(kinds: bytearray, index: int) -> bool:
 def _header_block_end(stripped: list[str], kinds: bytearray, index: int) -> int:
     """Last line of an Outlook-style "From: / Sent: / To: / Subject:" block at `index`."""
     match = _HEADER_FIELD.match(stripped[index])
-    if match is None or _field_kind(match.group(1)) != "from":
+    if match is None:
         return -1
-    if _forwarded_above(stripped, kinds, index):
+    first = _field_kind(match.group(1))
+    # Outlook starts with From:; Hotmail and Windows Live Mail with Date: or Subject:
+    # ("Date: … / Subject: … / From: … / To: …").
+    if first not in _BLOCK_STARTS or _forwarded_above(stripped, kinds, index):
         return -1
-    inline = {_field_kind(found.group(1)) for found in _INLINE_FIELD.finditer(stripped[index])}
-    if len(inline - {"from"}) >= 2:
-        return index
+    if first == "from":
+        inline = {_field_kind(found.group(1)) for found in _INLINE_FIELD.finditer(stripped[index])}
+        if len(inline - {"from"}) >= 2:
+            return index
     seen: set[str] = set()
     last = index
     count = len(stripped)
@@ -414,10 +471,15 @@ def _header_block_end(stripped: list[str], kinds: bytearray, index: int) -> int:
         field = _HEADER_FIELD.match(stripped[line])
         if field is not None:
             kind = _field_kind(field.group(1))
-            if kind == "from":
-                break
+            if kind == first:
+                break  # the next block starts
             seen.add(kind)
             last = line
+    if first != "from":
+        # Without From: first, a block must still name the sender, and one more field.
+        if "from" not in seen:
+            return -1
+        seen.discard("from")
     if len(seen) >= 2 or (seen and _next_is_quoted(kinds, last + 1)):
         return last
     return -1
@@ -445,7 +507,7 @@ def _trim_tail(stripped: list[str], kinds: bytearray, end: int) -> int:
         last = stripped[end - 1]
         if (
             (last[0] in "-_=*~—–" and _RULE.fullmatch(last))
-            or (len(last) <= _FOOTER_MAX_CHARS and _MOBILE_FOOTER.fullmatch(last))
+            or _is_mobile_footer(last)
             # A sign-off left waiting for the name that a rule or footer cut away.
             or (last[-1] in ",،" and end > 1 and _SIGN_OFF.fullmatch(last))
         ):
@@ -455,6 +517,56 @@ def _trim_tail(stripped: list[str], kinds: bytearray, end: int) -> int:
         if start is None:
             return end
         end = start
+
+
+def _is_mobile_footer(line: str) -> bool:
+    """Whether `line` is a "Sent from my …" or "Get Outlook for …" footer."""
+    if len(line) > _FOOTER_MAX_CHARS * 4:
+        return False
+    if "<" in line:
+        line = _FOOTER_LINK.sub("", line)
+    return len(line) <= _FOOTER_MAX_CHARS and _MOBILE_FOOTER.fullmatch(line) is not None
+
+
+def _trim_relay_tail(stripped: list[str], kinds: bytearray, end: int) -> int:
+    """reply_text's _trim_tail: drop quotes, rules, device footers and a '-- ' signature.
+
+    Sign-offs, names and "-Name" closings are the agent's and stay.
+    """
+    while True:
+        while end > 0 and kinds[end - 1] != _TEXT:
+            end -= 1
+        if end == 0:
+            return 0
+        last = stripped[end - 1]
+        if (last[0] in "-_=*~—–" and _RULE.fullmatch(last)) or _is_mobile_footer(last):
+            end -= 1
+            continue
+        start = _delimiter_start(stripped, kinds, end)
+        if start is None:
+            return end
+        end = start
+
+
+def _delimiter_start(stripped: list[str], kinds: bytearray, end: int) -> int | None:
+    """The first "-- " signature delimiter among the last lines before `end`, or None.
+
+    The first, not the nearest: under RFC 3676 everything below the delimiter is
+    signature, "--" lines inside it included.
+    """
+    found = None
+    nonblank = 0
+    line = end - 1
+    while line >= 0 and nonblank < _DELIMITER_WINDOW:
+        kind = kinds[line]
+        if kind == _QUOTED:
+            break
+        if kind == _TEXT:
+            nonblank += 1
+            if stripped[line] == "--":
+                found = line
+        line -= 1
+    return found
 
 
 def _signature_start(stripped: list[str], kinds: bytearray, end: int) -> int | None:
@@ -595,7 +707,7 @@ def _html_open(out: _HtmlText, element: Any, tag: str) -> None:
         return
     if tag in _HTML_BLOCKS:
         out.newline()
-    if tag in _HTML_PARAGRAPHS:
+    if tag in _HTML_PARAGRAPHS and not _is_word_line(element):
         out.blank()
     if (
         ident in _HTML_HEADER_IDS
@@ -607,7 +719,7 @@ def _html_open(out: _HtmlText, element: Any, tag: str) -> None:
     if classes & _HTML_SIGNATURE_CLASSES or ident in _HTML_SIGNATURE_IDS:
         out.newline()
         out.line("-- ")
-    if tag == "blockquote" or classes & _HTML_QUOTE_CLASSES:
+    if tag == "blockquote" or any(name.endswith(_HTML_QUOTE_CLASS_SUFFIX) for name in classes):
         out.newline()
         out.depth += 1
         element.set("data-postdesk-quote", "1")
@@ -618,13 +730,22 @@ def _html_open(out: _HtmlText, element: Any, tag: str) -> None:
 def _html_close(out: _HtmlText, element: Any, tag: str) -> None:
     if tag in _HTML_BLOCKS:
         out.newline()
-    if tag in _HTML_PARAGRAPHS:
+    if tag in _HTML_PARAGRAPHS and not _is_word_line(element):
         out.blank()
     if element.get("data-postdesk-quote"):
         out.newline()
         out.depth -= 1
     if tag == "pre":
         out.pre -= 1
+
+
+def _is_word_line(element: Any) -> bool:
+    """Whether `element` is one of Outlook desktop's <p class=MsoNormal>, one per line.
+
+    Word's MsoNormal paragraph has no margin: each is a line, as Outlook's own plain
+    text shows it, not a paragraph with a blank line around it.
+    """
+    return "msonormal" in (element.get("class") or "").lower().split()
 
 
 class _HtmlText:
@@ -652,6 +773,9 @@ class _HtmlText:
         content = joined.rstrip() if self.pre else " ".join(joined.split())
         if content or force:
             self.line(content)
+        elif "\xa0" in joined:
+            # A line of only &nbsp; is how Outlook and Word write an empty line.
+            self.blank()
 
     def blank(self) -> None:
         if self.lines and self.lines[-1].strip(" >"):

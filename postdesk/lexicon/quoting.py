@@ -40,6 +40,16 @@ ATTRIBUTION_VERBS: Final[tuple[str, ...]] = (
     "kirjoitti",
     # Persian
     "نوشت",
+    # Russian ("написал:", "написал(а):", Thunderbird's "пишет:")
+    "написал",
+    "написала",
+    "пишет",
+    # Turkish ("şunu yazdı:"; "yazdi" is how str.lower() reads "YAZDI")
+    "yazdı",
+    "yazdi",
+    # Arabic ("كتب Name <addr>:"; Gmail's "تمت كتابة ما يلي بواسطة Name <addr>:")
+    "كتب",
+    "تمت كتابة",
 )
 # Attribution verbs of scripts without spaces between words, so no word boundary applies.
 ATTRIBUTION_VERBS_UNSPACED: Final[tuple[str, ...]] = (
@@ -71,6 +81,16 @@ ATTRIBUTION_OPENERS: Final[tuple[str, ...]] = (
     "il",
     # Persian
     "در",
+    # Arabic
+    "في",
+    # Russian weekdays, with which Gmail's Russian attribution starts ("пн, 4 мар. 2024 г.")
+    "пн",
+    "вт",
+    "ср",
+    "чт",
+    "пт",
+    "сб",
+    "вс",
 )
 
 # The separator line above a quoted message: "-----Original Message-----" (Outlook,
@@ -104,6 +124,13 @@ ORIGINAL_MESSAGE_MARKERS: Final[tuple[str, ...]] = (
     "پیام اصلی",
     # Chinese
     "原始邮件",
+    # Russian
+    "исходное сообщение",
+    # Turkish
+    "özgün ileti",
+    "orijinal mesaj",
+    # Arabic
+    "الرسالة الأصلية",
 )
 
 # What a client writes above a forwarded message ("---------- Forwarded message ---------",
@@ -206,6 +233,28 @@ HEADER_FIELDS: Final[Mapping[str, str]] = {
     "به": "to",
     "رونوشت": "cc",
     "موضوع": "subject",
+    # Russian (Outlook: От:, Отправлено:, Кому:, Копия:, Тема:)
+    "от": "from",
+    "отправлено": "sent",
+    "дата": "sent",
+    "кому": "to",
+    "копия": "cc",
+    "тема": "subject",
+    # Turkish (Outlook: Kimden:, Gönderildi:, Kime:, Bilgi:, Konu:)
+    "kimden": "from",
+    "gönderildi": "sent",
+    "gönderilen": "sent",
+    "tarih": "sent",
+    "kime": "to",
+    "bilgi": "cc",
+    "konu": "subject",
+    # Arabic (Outlook: من:, تم الإرسال:, إلى:, نسخة:, الموضوع:)
+    "من": "from",
+    "تم الإرسال": "sent",
+    "التاريخ": "sent",
+    "إلى": "to",
+    "نسخة": "cc",
+    "الموضوع": "subject",
 }
 # The fields Outlook's one-line header variant is recognised by, after its "From: A":
 # "From: A Sent: Monday … To: B Subject: C".

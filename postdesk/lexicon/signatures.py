@@ -118,6 +118,26 @@ SIGN_OFFS: Final[tuple[str, ...]] = (
     "متشکرم",
     "ارادتمند",
     "قربان شما",
+    # Russian
+    "с уважением",
+    "с наилучшими пожеланиями",
+    "всего доброго",
+    "всего хорошего",
+    "спасибо",
+    "заранее спасибо",
+    # Turkish
+    "saygılarımla",
+    "saygılar",
+    "teşekkürler",
+    "teşekkür ederim",
+    "iyi çalışmalar",
+    # Arabic
+    "مع التحية",
+    "مع خالص التحية",
+    "تحياتي",
+    "شكرا",
+    "شكراً",
+    "مع الشكر",
 )
 
 # A word of a device or app name: "iPhone", "Samsung Galaxy S21", "Outlook.com".
@@ -150,8 +170,18 @@ MOBILE_FOOTERS: Final[tuple[str, ...]] = (
     rf"(?:sendt|skickat)\s+fr(?:a|å)n?\s+(?:min\s+)?{_words(4)}",
     # Polish
     rf"wysłane\s+z\s+(?:mojego\s+)?{_words(4)}",
-    # Persian ("ارسال شده از آیفون من")
+    # Persian ("ارسال شده از آیفون من"; Outlook's "دریافت Outlook برای Android")
     r"(?:ارسال|فرستاده)[\s\u200c]*شده\s+(?:از|با)\s+[^\n]{1,40}",
+    r"دریافت\s+outlook\s+برای\s+(?:ios|android)",
+    # Russian ("Отправлено с iPhone", "Отправлено из мобильной Почты Mail.ru")
+    rf"отправлено\s+(?:с|со|из)\s+{_words(4)}",
+    r"получить\s+outlook\s+для\s+(?:ios|android)",
+    # Turkish ("iPhone'umdan gönderildi", "Samsung cihazımdan gönderildi"): the word before
+    # the verb says "from my …", so "Paketiniz gönderildi" (your parcel was sent) is no footer.
+    rf"(?:{_WORD}\s+){{0,3}}[\w'’]*m(?:dan|den)\s+gönderildi",
+    # Arabic (iOS: "أُرسلت من الـ iPhone الخاص بي"); only with the device named, because
+    # "أرسلت من …" is also how a sentence starts.
+    r"(?:أُرسلت|أرسلت)\s+من\s+(?:الـ\s*)?(?:iphone|ipad)[^\n]{0,30}",
 )
 
 # Words of what mail systems add below a message: legal disclaimers, list footers.
