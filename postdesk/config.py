@@ -304,6 +304,10 @@ class MailboxSettings:
     batch_size: int = field(default=200, metadata=option(_positive))
     batch_bytes: int = field(default=20 * 1024 * 1024, metadata=option(_positive))
     timeout: float = field(default=60.0, metadata=option(_positive))
+    # Customers who open a ticket here get an acknowledgement with its number (when
+    # [smtp] is configured), signed and sent as `team` <address>.
+    acknowledge: bool = True
+    team: str = field(default="Support", metadata=option(_nonempty))
 
 
 def _needed_with_username(password: Secret, key: Key) -> Secret:
@@ -362,6 +366,18 @@ class OutboxSettings:
     # from when it was queued; then it is marked failed.
     retry_hours: float = field(default=48.0, metadata=option(_positive))
     batch_size: int = field(default=50, metadata=option(_positive))
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """The mail postdesk writes: its templates, and how much automatic mail anyone gets."""
+
+    # A folder of templates that replace the packaged ones file by file (see the README).
+    templates_dir: Path | None = None
+    # At most this many automatic mails (acknowledgements, surveys, ...) to one address
+    # within the window; two auto-responders facing each other stop here.
+    auto_reply_limit: int = field(default=10, metadata=option(_positive))
+    auto_reply_window_hours: float = field(default=3.0, metadata=option(_positive))
 
 
 @dataclass(frozen=True)
@@ -499,6 +515,7 @@ class Settings:
     agents: tuple[AgentSettings, ...] = field(default=(), metadata=option(key="agent"))
     run: RunSettings = field(default_factory=RunSettings)
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
     threading: ThreadingSettings = field(default_factory=ThreadingSettings)
     triage: TriageSettings = field(default_factory=TriageSettings)
 

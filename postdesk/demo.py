@@ -316,7 +316,10 @@ def _kpis(config: Path) -> None:
     raw = json.loads(_postdesk(config, "inbound", "list", "--json", echo=False))
     statuses = Counter(t["status"] for t in tickets)
     by_status = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
-    messages = sum(len(t["message_ids"]) for t in tickets)
+    outbox = json.loads(_postdesk(config, "outbox", "list", "--json", echo=False))
+    ours = {row["message_id"] for row in outbox}
+    # Customers' messages only: what postdesk sent is on the tickets too, so replies thread.
+    messages = sum(1 for t in tickets for mid in t["message_ids"] if mid not in ours)
     persian = sum(1 for t in tickets if any("\u0600" <= ch <= "\u06ff" for ch in t["subject"]))
     categories = Counter(t["category"] for t in tickets if t["category"])
     by_category = ", ".join(f"{n} {c}" for c, n in sorted(categories.items()))
@@ -327,7 +330,8 @@ def _kpis(config: Path) -> None:
     print("KPI summary")
     print(f"  mail fetched over IMAP     {len(raw)}")
     print(f"  tickets                    {len(tickets)}  ({by_status})")
-    print(f"  messages in tickets        {messages}  (replies threaded: {messages - len(tickets)})")
+    print(f"  customer messages          {messages}  (replies threaded: {messages - len(tickets)})")
+    print(f"  mail queued by postdesk    {len(outbox)}")
     print(f"  Persian-language tickets   {persian}")
     print(f"  categorized by the model   {sum(categories.values())}  ({by_category})")
     print(f"  needs triage (unsure)      {unsure}")
@@ -382,7 +386,7 @@ def main() -> None:
             _kpis(config)
             print(
                 f"  SMTP sink received         {len(sink.messages)}"
-                " (agent notifications are not built yet)"
+                " (acknowledgements to customers; agent notifications come next)"
             )
     finally:
         dovecot.stop()

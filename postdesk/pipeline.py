@@ -29,6 +29,8 @@ from postdesk.ingest.steps import (
 )
 from postdesk.ingest.threader import ThreadOptions
 from postdesk.ingest.tokens import ReplyTokens, load_key
+from postdesk.notify.acknowledge import AcknowledgeStep, AutoReplyLimit
+from postdesk.notify.templates import Templates
 
 
 def team_addresses(settings: Settings) -> set[str]:
@@ -60,5 +62,24 @@ def steps(settings: Settings, *, triage: TriageStep | None = None) -> list[Step]
         FileStep(AttachmentStore(settings.data_dir / "attachments")),
         BounceStep(),
         triage,
+        acknowledge_step(settings),
     ]
     return [step for step in pipeline if step is not None]
+
+
+def acknowledge_step(settings: Settings) -> AcknowledgeStep | None:
+    """The acknowledgement step, when there is an SMTP relay to send it through."""
+    if settings.smtp is None:
+        return None
+    notify = settings.notify
+    templates = Templates(notify.templates_dir)
+    templates.check()  # a broken override stops the service with one line, not a mail later
+    return AcknowledgeStep(
+        templates,
+        ReplyTokens(load_key(settings)),
+        {box.name: box.team for box in settings.mailboxes if box.acknowledge},
+        limit=AutoReplyLimit(
+            count=notify.auto_reply_limit,
+            window=timedelta(hours=notify.auto_reply_window_hours),
+        ),
+    )

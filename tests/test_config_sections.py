@@ -186,12 +186,12 @@ def test_a_field_type_without_a_reading_fails_the_first_load(
 def test_every_section_lists_its_keys_from_the_dataclass(tmp_path: Path) -> None:
     err = error({**DB, "mailbox": [{"nmae": "x"}]}, tmp_path)
     assert err.problem == (
-        "unknown key; did you mean 'name'? (allowed: address, batch_bytes, batch_size, "
-        "ca_file, folder, host, name, password, password_env, password_file, port, "
-        "processed_folder, security, timeout, tls_verify, username)"
+        "unknown key; did you mean 'name'? (allowed: acknowledge, address, batch_bytes, "
+        "batch_size, ca_file, folder, host, name, password, password_env, password_file, "
+        "port, processed_folder, security, team, timeout, tls_verify, username)"
     )
     top = error({**DB, "x": 1}, tmp_path)
     assert top.problem == (
-        "unknown key (allowed: agent, data_dir, database, mailbox, outbox, run, smtp, threading, "
-        "triage)"
+        "unknown key (allowed: agent, data_dir, database, mailbox, notify, outbox, run, smtp, "
+        "threading, triage)"
     )

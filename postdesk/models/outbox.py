@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from postdesk.models.base import Base, UTCDateTime, utcnow
@@ -32,7 +32,10 @@ class OutboxMail(Base):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index(None, "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index(None, "state", "next_attempt_at"),
+        Index(None, "recipient", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
@@ -40,6 +43,10 @@ class OutboxMail(Base):
     message_id: Mapped[str] = mapped_column(String(998), unique=True)
     mail_from: Mapped[str] = mapped_column(String(320))
     recipients: Mapped[list[str]] = mapped_column(JSON)
+    # The first recipient, lower-case, and whether no person wrote the mail: what the
+    # limit on automatic mail per recipient counts.
+    recipient: Mapped[str] = mapped_column(String(320), default="")
+    automatic: Mapped[bool] = mapped_column(Boolean, default=False)
     subject: Mapped[str] = mapped_column(Text, default="")
     content: Mapped[bytes] = mapped_column(LargeBinary)
     state: Mapped[str] = mapped_column(String(20), default=OutboxState.QUEUED)

@@ -30,12 +30,13 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from postdesk.errors import PostdeskError
-from postdesk.models import OutboxMail, OutboxState, UTCDateTime, utcnow
+from postdesk.models import MailKind, Message, OutboxMail, OutboxState, UTCDateTime, utcnow
 from postdesk.models.base import table_of
 from postdesk.models.db import Database
 from postdesk.owner import owner_is_dead
 
 _outbox = table_of(OutboxMail)
+_messages = table_of(Message)
 _now = bindparam("now", type_=UTCDateTime())
 HISTORY_KEPT = 20  # attempts remembered per row; a mail retried for days keeps the last
 
@@ -50,13 +51,17 @@ def enqueue(
     *,
     kind: str,
     ticket_id: int | None = None,
+    automatic: bool = False,
+    text: str = "",
     at: datetime | None = None,
 ) -> int:
     """Queue `message` for sending, in the caller's transaction; the row's id.
 
     The message must be complete: From, To (and Cc/Bcc), Subject and a Message-ID, which
     the row keeps as its identity. Envelope sender and recipients are taken from it; Bcc
-    is removed from the stored bytes.
+    is removed from the stored bytes. `automatic`: no person wrote it (it counts towards
+    the limit per recipient). With a `ticket_id` the mail is also kept on the ticket as
+    an outgoing message (`text` is what it said), so that replies to it thread there.
     """
     message_id = (message.get("Message-ID") or "").strip().strip("<>")
     if not message_id:
@@ -77,6 +82,8 @@ def enqueue(
             "message_id": message_id,
             "mail_from": senders[0],
             "recipients": recipients,
+            "recipient": recipients[0].lower(),
+            "automatic": automatic,
             "subject": str(message.get("Subject", "")),
             "content": message.as_bytes(),
             "state": OutboxState.QUEUED,
@@ -86,7 +93,60 @@ def enqueue(
             "history": [],
         },
     ).scalar_one()
+    if ticket_id is not None:
+        conn.execute(
+            insert(_messages),
+            {
+                "raw_message_id": None,
+                "ticket_id": ticket_id,
+                "contact_id": None,
+                "direction": "out",
+                "message_id": message_id,
+                "in_reply_to": _bare(message.get("In-Reply-To")),
+                "references": _bare(message.get("References")),
+                "subject": str(message.get("Subject", "")),
+                "from_email": senders[0],
+                "from_name": _display_name(message),
+                "to": [{"email": r, "name": ""} for r in recipients],
+                "cc": [],
+                "sent_at": now,
+                "received_at": now,
+                "text": text,
+                "thread_rule": "sent",
+                "thread_reason": f"{kind} sent by postdesk",
+                "defects": [],
+                "kind": MailKind.OWN,
+                "kind_reason": kind,
+                "visible_text": text,
+            },
+        )
     return row_id
+
+
+def _bare(value: object) -> str | None:
+    ids = [part.strip("<>") for part in str(value or "").split()]
+    return " ".join(i for i in ids if i) or None
+
+
+def _display_name(message: EmailMessage) -> str:
+    value = message.get("From")
+    addresses = getattr(value, "addresses", ())
+    return str(addresses[0].display_name) if addresses else ""
+
+
+def automatic_mail_since(conn: Connection, recipient: str, since: datetime) -> int:
+    """How many automatic mails to `recipient` were queued since `since` (any state)."""
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(_outbox)
+            .where(
+                _outbox.c.recipient == recipient.lower(),
+                _outbox.c.automatic.is_(True),
+                _outbox.c.created_at >= since,
+            )
+        ).scalar_one()
+    )
 
 
 def _addresses(message: EmailMessage, *headers: str) -> list[str]:

@@ -29,6 +29,8 @@ def upgrade() -> None:
         sa.Column("message_id", sa.String(length=998), nullable=False),
         sa.Column("mail_from", sa.String(length=320), nullable=False),
         sa.Column("recipients", sa.JSON(), nullable=False),
+        sa.Column("recipient", sa.String(length=320), nullable=False),
+        sa.Column("automatic", sa.Boolean(), nullable=False),
         sa.Column("subject", sa.Text(), nullable=False),
         sa.Column("content", sa.LargeBinary(), nullable=False),
         sa.Column("state", sa.String(length=20), nullable=False),
@@ -55,10 +57,14 @@ def upgrade() -> None:
             unique=False,
         )
         batch_op.create_index(batch_op.f("ix_outbox_ticket_id"), ["ticket_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_outbox_recipient_created_at"), ["recipient", "created_at"], unique=False
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_outbox_recipient_created_at"))
         batch_op.drop_index(batch_op.f("ix_outbox_ticket_id"))
         batch_op.drop_index(batch_op.f("ix_outbox_state_next_attempt_at"))
 
