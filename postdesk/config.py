@@ -343,6 +343,10 @@ class AgentSettings:
 
     email: str = field(metadata=option(_nonempty, _lowercase, _email_address))
     name: str = field(metadata=option(default=""))
+    # The mailboxes (by name) whose tickets this agent is told about; empty: all of them.
+    queues: tuple[str, ...] = ()
+    # The language of the notifications this agent gets.
+    language: Literal["en", "fa"] = "en"
 
 
 def _positive_seconds(value: float, key: Key) -> float:
@@ -501,6 +505,22 @@ def _mailbox_names_unique(
     return mailboxes
 
 
+def _queues_known(agents: tuple[AgentSettings, ...], key: Key) -> tuple[AgentSettings, ...]:
+    names = {m.name for m in key.siblings.get("mailboxes", ())}
+    for index, agent in enumerate(agents):
+        for queue in agent.queues:
+            if queue not in names:
+                close = difflib.get_close_matches(queue, sorted(names), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                known = ", ".join(sorted(names)) or "none"
+                raise (
+                    key.item(index)
+                    .child("queues")
+                    .fail(f"no mailbox named {queue!r}{hint} (mailboxes: {known})")
+                )
+    return agents
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything postdesk reads from its configuration file."""
@@ -512,7 +532,9 @@ class Settings:
         default=(), metadata=option(_mailbox_names_unique, key="mailbox")
     )
     smtp: SmtpSettings | None = None
-    agents: tuple[AgentSettings, ...] = field(default=(), metadata=option(key="agent"))
+    agents: tuple[AgentSettings, ...] = field(
+        default=(), metadata=option(_queues_known, key="agent")
+    )
     run: RunSettings = field(default_factory=RunSettings)
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)

@@ -30,6 +30,7 @@ from postdesk.ingest.steps import (
 from postdesk.ingest.threader import ThreadOptions
 from postdesk.ingest.tokens import ReplyTokens, load_key
 from postdesk.notify.acknowledge import AcknowledgeStep, AutoReplyLimit
+from postdesk.notify.notification import Agent, NotifyAgentsStep
 from postdesk.notify.templates import Templates
 
 
@@ -62,24 +63,31 @@ def steps(settings: Settings, *, triage: TriageStep | None = None) -> list[Step]
         FileStep(AttachmentStore(settings.data_dir / "attachments")),
         BounceStep(),
         triage,
-        acknowledge_step(settings),
+        *notify_steps(settings),
     ]
     return [step for step in pipeline if step is not None]
 
 
-def acknowledge_step(settings: Settings) -> AcknowledgeStep | None:
-    """The acknowledgement step, when there is an SMTP relay to send it through."""
+def notify_steps(settings: Settings) -> list[Step]:
+    """The steps that write mail (acknowledgement, agent notifications), when there is an
+    SMTP relay to send it through."""
     if settings.smtp is None:
-        return None
+        return []
     notify = settings.notify
     templates = Templates(notify.templates_dir)
     templates.check()  # a broken override stops the service with one line, not a mail later
-    return AcknowledgeStep(
-        templates,
-        ReplyTokens(load_key(settings)),
-        {box.name: box.team for box in settings.mailboxes if box.acknowledge},
-        limit=AutoReplyLimit(
-            count=notify.auto_reply_limit,
-            window=timedelta(hours=notify.auto_reply_window_hours),
+    tokens = ReplyTokens(load_key(settings))
+    teams = {box.name: box.team for box in settings.mailboxes}
+    agents = [Agent(a.email, a.name, a.queues, a.language) for a in settings.agents]
+    return [
+        AcknowledgeStep(
+            templates,
+            tokens,
+            {box.name: box.team for box in settings.mailboxes if box.acknowledge},
+            limit=AutoReplyLimit(
+                count=notify.auto_reply_limit,
+                window=timedelta(hours=notify.auto_reply_window_hours),
+            ),
         ),
-    )
+        NotifyAgentsStep(templates, tokens, agents, teams),
+    ]

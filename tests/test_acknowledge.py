@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from postdesk.daemon import Service, sync_config
-from postdesk.ingest.store import Incoming, store_many
+from postdesk.daemon import Service
 from postdesk.ingest.tokens import ReplyTokens, load_key
 from postdesk.models.db import Database
+from postdesk.testing import inbox
 from postdesk.testing.config import settings_for
 from postdesk.testing.inbox import ingest, ticket_of
 from postdesk.testing.mail import Mail
@@ -63,16 +63,7 @@ def customer_mail(
 
 
 def fetched(service: Service, *raws: bytes) -> None:
-    """Store `raws` as mail fetched from the shop mailbox, then run a pass without IMAP."""
-    ids = sync_config(service.db, service.settings)
-    with service.db.transaction() as session:
-        store_many(
-            session,
-            [Incoming(raw, f"test {i}") for i, raw in enumerate(raws)],
-            source="imap",
-            mailbox_id=ids["shop"],
-        )
-    service.run_once(fetch=False)
+    inbox.fetched(service, "shop", *raws)
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Signed reply tokens: the surest way to know which ticket a reply belongs to.
 
 Every mail postdesk sends about ticket N carries a Reply-To of the form
-``support+t<N>-<signature>@example.com``. Whatever the customer's client does to the
+``support+t<N>-<signature>@example.com`` (to an agent: ``support+t<N>a<A>-<signature>``,
+bound to agent A as well). Whatever the customer's client does to the
 threading headers, the reply comes back to that address, and the token names the
 ticket. The signature is an HMAC-SHA256 of the ticket number under a secret key, cut
 to 12 base32 characters (60 bits): a token cannot be guessed or edited into another
@@ -31,6 +32,9 @@ from postdesk.errors import ConfigError
 KEY_FILE = "reply-token.key"
 _SIGNATURE_CHARS = 12
 _TOKEN = re.compile(r"\+t(\d{1,12})-([a-z2-7]{12})@", re.IGNORECASE)
+# An agent's token names the ticket and the agent (their contact id): only that agent's
+# reply, from one of that agent's addresses, may act on the ticket (the relay checks).
+_AGENT_TOKEN = re.compile(r"\+t(\d{1,12})a(\d{1,12})-([a-z2-7]{12})@", re.IGNORECASE)
 
 
 class ReplyTokens:
@@ -41,8 +45,9 @@ class ReplyTokens:
             raise ValueError("a reply-token key needs at least 16 bytes")
         self._key = key
 
-    def _signature(self, number: int) -> str:
-        mac = hmac.new(self._key, f"ticket:{number}".encode(), hashlib.sha256).digest()
+    def _signature(self, number: int, agent: int | None = None) -> str:
+        what = f"ticket:{number}" if agent is None else f"ticket:{number}:agent:{agent}"
+        mac = hmac.new(self._key, what.encode(), hashlib.sha256).digest()
         return base64.b32encode(mac).decode("ascii").lower()[:_SIGNATURE_CHARS]
 
     def token(self, number: int) -> str:
@@ -54,6 +59,24 @@ class ReplyTokens:
         local, _, domain = mailbox_address.partition("@")
         local = local.split("+", 1)[0]
         return f"{local}+{self.token(number)}@{domain}"
+
+    def agent_address(self, mailbox_address: str, number: int, agent: int) -> str:
+        """`mailbox_address` with a token of ticket `number` for agent `agent` (contact id),
+        e.g. ``support+t1234a7-abcdefghijkl@example.com``: the Reply-To of notifications."""
+        local, _, domain = mailbox_address.partition("@")
+        local = local.split("+", 1)[0]
+        return f"{local}+t{number}a{agent}-{self._signature(number, agent)}@{domain}"
+
+    def find_agent(self, addresses: Iterable[str]) -> tuple[int, int] | None:
+        """(ticket, agent contact id) of the first validly signed agent token in `addresses`."""
+        for address in addresses:
+            match = _AGENT_TOKEN.search(address)
+            if match is None:
+                continue
+            number, agent = int(match.group(1)), int(match.group(2))
+            if hmac.compare_digest(self._signature(number, agent), match.group(3).lower()):
+                return number, agent
+        return None
 
     def find(self, addresses: Iterable[str]) -> int | None:
         """The ticket named by the first validly signed token among `addresses`."""

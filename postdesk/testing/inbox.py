@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from postdesk.daemon import ImportResult, Service, import_messages
+from postdesk.daemon import ImportResult, Service, import_messages, sync_config
 from postdesk.ingest.sources import ImportedMessage
+from postdesk.ingest.store import Incoming, store_many
 from postdesk.models import Message
 from postdesk.models.db import Database
 from postdesk.testing.mail import Attachment, Mail
@@ -51,6 +52,20 @@ def ingest(service: Service, *raws: bytes) -> ImportResult:
     """Import `raws` as `postdesk import` would, each named "test #<index>"."""
     items = [ImportedMessage(f"test #{i}", raw) for i, raw in enumerate(raws)]
     return import_messages(service, items)
+
+
+def fetched(service: Service, mailbox: str, *raws: bytes) -> None:
+    """Store `raws` as mail fetched from `mailbox` (no IMAP server involved), then run a
+    pass of `service` without fetching: processing, and sending the outbox if any."""
+    ids = sync_config(service.db, service.settings)
+    with service.db.transaction() as session:
+        store_many(
+            session,
+            [Incoming(raw, f"test {i}") for i, raw in enumerate(raws)],
+            source="imap",
+            mailbox_id=ids[mailbox],
+        )
+    service.run_once(fetch=False)
 
 
 def ticket_of(db: Database, mid: str) -> int:
