@@ -193,7 +193,7 @@ def import_(obj: Context, path: Path, mailbox: str | None) -> None:
 
 @main.group()
 def tickets() -> None:
-    """List and read tickets."""
+    """List, read and work on tickets: notes, status, labels, assignment, replies."""
 
 
 @tickets.command("list")
@@ -240,7 +240,8 @@ def tickets_show(obj: Context, number: int, as_json: bool) -> None:
         return
     requester = data["requester"]["email"] if data["requester"] else "?"
     click.echo(f"Ticket #{data['number']}: {data['subject']}")
-    click.echo(f"Status: {data['status']}   Requester: {requester}")
+    assignee = data["assignee"]["email"] if data["assignee"] else "-"
+    click.echo(f"Status: {data['status']}   Requester: {requester}   Assignee: {assignee}")
     click.echo(
         f"Category: {_triaged(data['category'], data['triage']['category'])}   "
         f"Priority: {_triaged(data['priority'], data['triage']['priority'])}"
@@ -255,6 +256,11 @@ def tickets_show(obj: Context, number: int, as_json: bool) -> None:
         click.echo(message["text"].rstrip())
         for attachment in message["attachments"]:
             click.echo(f"[attachment: {attachment['filename']} {attachment['size']} bytes]")
+    notes = [e for e in data["events"] if e["kind"] == "note"]
+    for note in notes:
+        click.echo("")
+        click.echo(f"--- note {note['at']}  {note['actor']}")
+        click.echo(note["data"]["text"].rstrip())
 
 
 def _triaged(value: str | None, how: dict[str, Any]) -> str:
@@ -277,6 +283,205 @@ def tickets_merge(obj: Context, target: int, source: int) -> None:
 
     moved = merge_tickets(obj.database(), target, source)
     click.echo(f"merged #{source} into #{target} ({moved} message(s) moved); #{source} is closed")
+
+
+def _text_of(text: str | None, file: Path | None) -> str:
+    """The text a command was given: the argument, the file, or stdin; read as UTF-8.
+
+    Empty (or only white space) is refused: nothing is recorded or sent.
+    """
+    if text is not None and file is not None:
+        raise PostdeskError("give the text or --file, not both")
+    if text is None:
+        if file is not None and str(file) != "-":
+            try:
+                data = file.read_bytes()
+            except OSError as exc:
+                raise PostdeskError(f"{file}: cannot read it ({exc.strerror or exc})") from None
+            where = str(file)
+        else:
+            if file is None and sys.stdin.isatty():
+                raise PostdeskError("give the text, --file F, or pipe it on stdin")
+            data = sys.stdin.buffer.read()
+            where = "stdin"
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PostdeskError(f"{where}: is not UTF-8 text") from None
+    if not text.strip():
+        raise PostdeskError("the text is empty; nothing was done")
+    return text.strip()
+
+
+def _acting_agent(obj: Context, as_: str | None) -> str:
+    """Who a ticket command acts as: --as, else the first configured [[agent]]."""
+    if as_:
+        return as_.strip().lower()
+    agents = obj.settings().agents
+    if not agents:
+        raise PostdeskError("say who is acting with --as EMAIL (no [[agent]] is configured)")
+    return agents[0].email
+
+
+_as_option = click.option(
+    "--as",
+    "as_",
+    metavar="EMAIL",
+    help="Who is acting, recorded with the change (default: the first configured [[agent]]).",
+)
+_text_argument = click.argument("text", required=False)
+_file_option = click.option(
+    "--file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Read the text from this UTF-8 file ('-' for stdin) instead of the TEXT argument.",
+)
+
+
+@tickets.command("note")
+@click.argument("number", type=int)
+@_text_argument
+@_file_option
+@_as_option
+@pass_context
+def tickets_note(
+    obj: Context, number: int, text: str | None, file: Path | None, as_: str | None
+) -> None:
+    """Add an internal note to ticket NUMBER: for the team, never sent to anyone.
+
+    The note is TEXT, the content of --file, or stdin when neither is given.
+    """
+    from postdesk.tickets import add_note
+
+    body = _text_of(text, file)
+    actor = _acting_agent(obj, as_)
+    with obj.database().transaction() as session:
+        add_note(session.connection(), number, body, actor=actor)
+    click.echo(f"noted on #{number} by {actor}")
+
+
+@tickets.command("set")
+@click.argument("number", type=int)
+@click.option("--status", metavar="STATUS", help="New status: new, open, pending, solved, closed.")
+@click.option(
+    "--priority", metavar="LEVEL", help="Priority, one of [triage] priority_levels (a person's)."
+)
+@click.option("--category", metavar="NAME", help="Category (a person's label; trains the model).")
+@click.option(
+    "--assign",
+    metavar="EMAIL",
+    help="Give the ticket to this agent ([[agent]] or an agent contact); 'none' unassigns.",
+)
+@_as_option
+@pass_context
+def tickets_set(
+    obj: Context,
+    number: int,
+    status: str | None,
+    priority: str | None,
+    category: str | None,
+    assign: str | None,
+    as_: str | None,
+) -> None:
+    """Change ticket NUMBER's status, priority, category or assignee, all at once.
+
+    Everything is checked first and applied in one transaction: an unknown status,
+    priority or agent changes nothing. Priority and category set here are a person's
+    labels, which the next model learns from.
+    """
+    from postdesk.tickets import assign as assign_ticket
+    from postdesk.tickets import check_status, set_status
+    from postdesk.tickets.lifecycle import CATEGORY, PRIORITY, set_label
+    from postdesk.tickets.views import current_labels, find_agent
+
+    if status is None and priority is None and category is None and assign is None:
+        raise PostdeskError("nothing to set; give --status, --priority, --category or --assign")
+    settings = obj.settings()
+    check_status(status)
+    levels = settings.triage.priority_levels
+    if priority is not None and priority not in levels:
+        raise PostdeskError(f"unknown priority {priority!r}; use one of {', '.join(levels)}")
+    if category is not None and not category.strip():
+        raise PostdeskError("the category is empty")
+    actor = _acting_agent(obj, as_)
+    db = obj.database()
+    if assign is not None and assign.strip().lower() != "none":
+        from postdesk.daemon import sync_config
+
+        # A newly configured agent gets their contact row here, as `init` would make it.
+        sync_config(db, settings)
+    done: list[str] = []
+    with db.transaction() as session:
+        conn = session.connection()
+        current_labels(conn, number)  # an unknown ticket: one line, nothing else
+        assignee: int | None = None
+        if assign is not None and assign.strip().lower() != "none":
+            agent = find_agent(conn, settings.agents, assign)
+            if agent is None or agent.contact_id is None:
+                raise PostdeskError(
+                    f"{assign.strip()} is not an agent; add an [[agent]] to the config "
+                    "or use one of theirs"
+                )
+            assignee = agent.contact_id
+        if status is not None and set_status(conn, number, status, actor=actor, why="set by hand"):
+            done.append(f"status {status}")
+        if priority is not None:
+            set_label(conn, number, PRIORITY, priority, actor=actor)
+            done.append(f"priority {priority}")
+        if category is not None:
+            set_label(conn, number, CATEGORY, category.strip(), actor=actor)
+            done.append(f"category {category.strip()}")
+        if assign is not None and assign_ticket(conn, number, assignee, actor=actor):
+            done.append(f"assigned to {assign.strip().lower()}" if assignee else "unassigned")
+    click.echo(f"#{number}: {', '.join(done)}" if done else f"#{number}: nothing changed")
+
+
+@tickets.command("reply")
+@click.argument("number", type=int)
+@_text_argument
+@_file_option
+@_as_option
+@click.option(
+    "--status",
+    metavar="STATUS",
+    help="Status after the reply (default: a new or open ticket becomes pending).",
+)
+@pass_context
+def tickets_reply(
+    obj: Context,
+    number: int,
+    text: str | None,
+    file: Path | None,
+    as_: str | None,
+    status: str | None,
+) -> None:
+    """Reply to ticket NUMBER's customer, by mail through the outbox.
+
+    The reply is TEXT, the content of --file, or stdin when neither is given. It is
+    sent in the ticket's language and thread from the ticket's mailbox, signed
+    "<agent> via <team>"; the agent's own address is not in the mail. A new or open
+    ticket becomes pending (waiting for the customer) unless --status says otherwise.
+    `postdesk run` (or `run --once`) sends the outbox.
+    """
+    from postdesk.daemon import sync_config
+    from postdesk.notify.reply import queue_reply
+    from postdesk.tickets.views import find_agent
+
+    body = _text_of(text, file)
+    settings = obj.settings()
+    if settings.smtp is None:
+        raise ConfigError(str(settings.path), "smtp", "is needed to send a reply; add [smtp]")
+    email = _acting_agent(obj, as_)
+    db = obj.database()
+    sync_config(db, settings)
+    with db.transaction() as session:
+        conn = session.connection()
+        agent = find_agent(conn, settings.agents, email)
+        if agent is None:
+            raise PostdeskError(
+                f"{email} is not an agent; replies go out signed by an [[agent]] of the config"
+            )
+        row_id = queue_reply(conn, settings, number, body, agent, status=status)
+    click.echo(f"queued reply #{row_id} on ticket #{number}; `postdesk run --once` sends it")
 
 
 @main.group()

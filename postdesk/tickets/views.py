@@ -8,14 +8,18 @@ Date header, falling back to when postdesk received them, then by arrival.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from postdesk.models import Attachment, Contact, Message, Ticket, TicketLink
+from postdesk.config import AgentSettings
+from postdesk.models import Attachment, Contact, Message, Ticket, TicketEvent, TicketLink
 from postdesk.models.db import Database
+from postdesk.models.tickets import AGENT
 from postdesk.tickets.lifecycle import TicketNotFound, check_status
 
 
@@ -175,6 +179,14 @@ def show_ticket(db: Database, number: int) -> dict[str, Any]:
         data["links"] = [
             {"ticket": link.ticket_id, "kind": link.kind, "other": link.other_id} for link in links
         ]
+        events = session.execute(
+            select(TicketEvent)
+            .where(TicketEvent.ticket_id == number)
+            .order_by(TicketEvent.at, TicketEvent.id)
+        ).scalars()
+        data["events"] = [
+            {"at": iso(e.at), "kind": e.kind, "actor": e.actor, "data": e.data} for e in events
+        ]
         return data
 
 
@@ -186,3 +198,28 @@ def current_labels(conn: Connection, number: int) -> dict[str, str | None]:
     if row is None:
         raise TicketNotFound(f"no ticket #{number}")
     return {"category": row.category, "priority": row.priority}
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A person who answers tickets, as a command acting for them needs them."""
+
+    contact_id: int | None  # None: configured, but no contact row yet (`postdesk init`)
+    email: str
+    name: str  # "" when neither the config nor the contact has one
+
+
+def find_agent(conn: Connection, configured: Sequence[AgentSettings], email: str) -> Agent | None:
+    """The agent with address `email`: a configured [[agent]], else a contact whose role
+    is agent; None for anyone else (a customer, a typo)."""
+    address = email.strip().lower()
+    contact = conn.execute(
+        select(Contact.id, Contact.name, Contact.role).where(Contact.email == address)
+    ).one_or_none()
+    for agent in configured:
+        if agent.email == address:
+            name = agent.name or (contact.name if contact is not None else "")
+            return Agent(contact.id if contact is not None else None, address, name)
+    if contact is not None and contact.role == AGENT:
+        return Agent(contact.id, address, contact.name)
+    return None
