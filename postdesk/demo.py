@@ -311,7 +311,7 @@ urgent = ["urgent", "asap", "فوری"]
     os.environ["POSTDESK_DEMO_PASSWORD"] = password
 
 
-def _kpis(config: Path) -> None:
+def _kpis(config: Path) -> Counter[str]:
     tickets = json.loads(_postdesk(config, "tickets", "list", "--json", echo=False))
     raw = json.loads(_postdesk(config, "inbound", "list", "--json", echo=False))
     statuses = Counter(t["status"] for t in tickets)
@@ -337,6 +337,7 @@ def _kpis(config: Path) -> None:
     print(f"  needs triage (unsure)      {unsure}")
     print(f"  priority set by a rule     {prioritized}")
     print(f"  quarantined                {quarantined}")
+    return Counter(row["kind"] for row in outbox)
 
 
 def main() -> None:
@@ -383,10 +384,11 @@ def main() -> None:
             left = dovecot.message_count(user)
             moved = dovecot.message_count(user, "Processed")
             print(f"IMAP: {left} left in INBOX, {moved} moved to Processed after commit")
-            _kpis(config)
+            kinds = _kpis(config)
             print(
                 f"  SMTP sink received         {len(sink.messages)}"
-                " (acknowledgements to customers; agent notifications come next)"
+                f" ({kinds.get('acknowledgement', 0)} acknowledgements to customers,"
+                f" {kinds.get('notification', 0)} notifications to agents)"
             )
     finally:
         dovecot.stop()

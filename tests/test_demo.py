@@ -30,8 +30,9 @@ def test_demo_threads_triages_and_quarantines(tmp_path: Path, dovecot_binary: Pa
     assert "priority set by a rule     1" in out  # "فوری" in Maryam's mail
     assert "Category: delivery (model" in out
     assert "IMAP: 0 left in INBOX, 8 moved to Processed after commit" in out
-    # Every customer who opened a ticket got its number, through the outbox and SMTP.
-    assert "SMTP sink received         5 (acknowledgements" in out
+    # Every customer who opened a ticket got its number, and Sara heard of every
+    # customer message, through the outbox and SMTP.
+    assert "SMTP sink received         12 (5 acknowledgements to customers, 7 notif" in out
     # The servers are gone; the database and config stay for exploring.
     assert (tmp_path / "demo-run" / "postdesk.db").is_file()
     assert not (tmp_path / "demo-run" / "dovecot").exists()
