@@ -203,8 +203,9 @@ def test_a_sender_killed_at_random_moments_sends_nothing_twice(
     # A sender killed after the `completing` mark leaves exactly that row unconfirmed.
     assert len(unconfirmed) == kills["after the mark"]
     # An unconfirmed row arrived once (the end of data was out) or not at all: the
-    # sender died between the durable mark and writing the end-of-data line, so the
-    # server discarded the transaction. At most one such row per kill.
+    # sender died in the window between the durable `completing` mark and writing the
+    # end-of-data line (for a large message, also flushing the part of it still in its
+    # buffer), so the server discarded the transaction. At most one such row per kill.
     assert len(never_arrived) <= sum(kills[k] for k in ("before the mark", "after the mark"))
     # The kills must have hit senders with mail in flight, or this proves nothing.
     assert kills["before the mark"] + kills["after the mark"] >= 1, "\n".join(log)
