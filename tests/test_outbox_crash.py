@@ -45,7 +45,7 @@ from postdesk.testing.outgoing import message_id, queue, reply
 from postdesk.testing.smtpsink import ReceivedMail, SmtpSink
 
 DOWN_ROWS = 200
-ROUNDS = 10  # sender processes killed per backend
+ROUNDS = 16  # sender processes killed per backend
 ROWS_PER_ROUND = 25
 CRASH_BATCH = 10  # rows a sender claims at once; several batches per drain
 KILL_DELAY = (0.005, 0.3)  # seconds after the sender says it is ready
