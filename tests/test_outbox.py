@@ -239,3 +239,33 @@ def test_outbox_cli_lists_and_retries(tmp_path: Path, sqlite_url: str, sink: Smt
     cli("outbox", "retry", str(row_id))
     assert "is queued" in cli("outbox", "retry", str(row_id), code=1).stderr
     assert cli.json("outbox", "list", "--state", "queued")[0]["id"] == row_id
+
+
+def test_retry_by_a_person_starts_a_fresh_retry_window(db: Database) -> None:
+    """A mail that failed after days of deferrals and is queued again by `outbox retry`
+    is retried for `retry_for` again, not failed at its first deferral."""
+    with db.transaction() as session:
+        row_id = enqueue(
+            session.connection(),
+            message(17),
+            kind="reply",
+            at=datetime.now(UTC) - timedelta(days=3),
+        )
+    smtp = SmtpSettings(host="127.0.0.1", port=_closed_port(), security="none", timeout=5.0)
+    assert sender(db, smtp).drain().failed == 1
+    retry(db, [row_id])
+    again = sender(db, smtp).drain()
+    assert (again.failed, again.retrying) == (0, 1)
+    assert row(db, row_id)["state"] == "queued"
+
+
+def test_a_large_mail_is_sent_whole(db: Database, sink: SmtpSink) -> None:
+    """The data is flushed before the `completing` mark; a mail of several megabytes
+    still arrives once and whole."""
+    body = ("0123456789 abcdefghij " * 40 + "\n") * 4000  # about 3.5 MB
+    [row_id] = queue(db, message(18, body=body))
+    assert sender(db, settings_for(sink)).drain().sent == 1
+    [mail] = sink.wait_for(1)
+    received = email.message_from_bytes(mail.data, policy=email.policy.default)
+    assert received.get_content().replace("\r\n", "\n") == body  # type: ignore[attr-defined]
+    assert row(db, row_id)["state"] == "sent"

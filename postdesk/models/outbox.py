@@ -52,6 +52,9 @@ class OutboxMail(Base):
     state: Mapped[str] = mapped_column(String(20), default=OutboxState.QUEUED)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Since when it is being tried: queued, or queued again by a person (`outbox retry`);
+    # transient failures give up `[outbox] retry_hours` after this.
+    retry_since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # The process sending it now (see postdesk/owner.py) and since when.
     claimed_by: Mapped[str | None] = mapped_column(String(200))

@@ -14,9 +14,10 @@ sender died is queued again: the server had not received the end of data, so per
 RFC 5321 it discarded the transaction, and sending again cannot duplicate it. A row in
 `completing` whose sender died becomes `unconfirmed` and is never sent again on its
 own: the end of data may have reached the server, which then delivered it. That is the
-one at-most-once window, from the durable `completing` mark to reading the server's
-answer (one round trip); `postdesk outbox retry ID` sends such a mail again when a
-person knows it did not arrive. Every other path delivers each row exactly once.
+one at-most-once window, from the durable `completing` mark (written once the data has
+left postdesk's buffers) to reading the server's answer: about one round trip, plus
+what the kernel still holds of a large mail. `postdesk outbox retry ID` sends such a
+mail again when a person knows it did not arrive. Every other path delivers each row exactly once.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def enqueue(
             "state": OutboxState.QUEUED,
             "created_at": now,
             "next_attempt_at": now,
+            "retry_since": now,
             "attempts": 0,
             "history": [],
         },
@@ -169,7 +171,7 @@ class Claimed:
     recipients: tuple[str, ...]
     content: bytes
     attempts: int
-    created_at: datetime
+    retry_since: datetime  # transient failures give up retry_for after this
 
 
 _claimable = _outbox.alias("claimable")
@@ -202,7 +204,7 @@ _CLAIM = (
         _outbox.c.recipients,
         _outbox.c.content,
         _outbox.c.attempts,
-        _outbox.c.created_at,
+        _outbox.c.retry_since,
     )
 )
 
@@ -221,7 +223,7 @@ def claim(db: Database, owner: str, limit: int, *, now: datetime | None = None) 
                 tuple(r.recipients),
                 r.content,
                 r.attempts,
-                r.created_at,
+                r.retry_since,
             )
             for r in rows
         ]
@@ -385,6 +387,7 @@ def retry(db: Database, row_ids: Sequence[int]) -> list[int]:
                 select(_outbox.c.id, _outbox.c.state).where(_outbox.c.id.in_(list(row_ids)))
             ).all()
         )
+        now = utcnow()
         missing = [i for i in row_ids if i not in found]
         if missing:
             raise OutboxError(f"no outbox mail {', '.join(f'#{i}' for i in missing)}")
@@ -395,7 +398,12 @@ def retry(db: Database, row_ids: Sequence[int]) -> list[int]:
         conn.execute(
             update(_outbox)
             .where(_outbox.c.id.in_(list(row_ids)))
-            .values(state=OutboxState.QUEUED, next_attempt_at=utcnow(), last_error=None)
+            .values(
+                state=OutboxState.QUEUED,
+                next_attempt_at=now,
+                retry_since=now,  # a person asked: a fresh retry window
+                last_error=None,
+            )
         )
     return list(row_ids)
 

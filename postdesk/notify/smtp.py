@@ -187,6 +187,10 @@ class OutboxSender:
             if protocol is None:
                 raise aiosmtplib.SMTPServerDisconnected("connection lost")
             protocol.write(data_lines(row.content))
+            # The mark must follow the data out of our buffers: written while a large mail
+            # is still queued in the transport, a crash during its sending would leave a
+            # row `unconfirmed` that the server never got.
+            await _flushed(client, self.smtp.timeout)
             if not completing(self.db, row.id, self.owner):
                 # Taken over meanwhile (this sender was thought dead): leave the data
                 # unfinished, so the server discards it, and let the new holder send it.
@@ -223,7 +227,7 @@ class OutboxSender:
         self, row: Claimed, reason: str, state: OutboxState, result: DrainResult
     ) -> None:
         now = self.clock()
-        if now - row.created_at >= self.retry_for:
+        if now - row.retry_since >= self.retry_for:
             why = (
                 f"not delivered within {_span(self.retry_for)} ({row.attempts} attempts): {reason}"
             )
@@ -243,6 +247,21 @@ async def _step(call: object) -> None:
         await call  # type: ignore[misc]
     except aiosmtplib.SMTPResponseException as exc:
         raise _Refused(exc.code, exc.message) from None
+
+
+async def _flushed(client: aiosmtplib.SMTP, timeout: float) -> None:
+    """Wait until the transport has handed everything written to the operating system."""
+    transport = client.transport
+    if not isinstance(transport, asyncio.WriteTransport):
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while transport.get_write_buffer_size() > 0:
+        if transport.is_closing():
+            raise aiosmtplib.SMTPServerDisconnected("connection lost while sending data")
+        if loop.time() > deadline:
+            raise aiosmtplib.SMTPTimeoutError("timed out sending the message data")
+        await asyncio.sleep(0.005)
 
 
 async def _reset(client: aiosmtplib.SMTP) -> bool:

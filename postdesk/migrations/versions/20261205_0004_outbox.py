@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column(
             "next_attempt_at", postdesk.models.base.UTCDateTime(timezone=True), nullable=False
         ),
+        sa.Column("retry_since", postdesk.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("claimed_by", sa.String(length=200), nullable=True),
         sa.Column("claimed_at", postdesk.models.base.UTCDateTime(timezone=True), nullable=True),
