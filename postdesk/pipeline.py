@@ -31,6 +31,7 @@ from postdesk.ingest.threader import ThreadOptions
 from postdesk.ingest.tokens import ReplyTokens, load_key
 from postdesk.notify.acknowledge import AcknowledgeStep, AutoReplyLimit
 from postdesk.notify.notification import Agent, NotifyAgentsStep
+from postdesk.notify.relay import RelayStep
 from postdesk.notify.templates import Templates
 
 
@@ -69,8 +70,8 @@ def steps(settings: Settings, *, triage: TriageStep | None = None) -> list[Step]
 
 
 def notify_steps(settings: Settings) -> list[Step]:
-    """The steps that write mail (acknowledgement, agent notifications), when there is an
-    SMTP relay to send it through."""
+    """The steps that act on agents' replies and write mail (relay, acknowledgement, agent
+    notifications), when there is an SMTP relay to send it through."""
     if settings.smtp is None:
         return []
     notify = settings.notify
@@ -80,6 +81,7 @@ def notify_steps(settings: Settings) -> list[Step]:
     teams = {box.name: box.team for box in settings.mailboxes}
     agents = [Agent(a.email, a.name, a.queues, a.language) for a in settings.agents]
     return [
+        RelayStep(settings, templates, tokens),
         AcknowledgeStep(
             templates,
             tokens,

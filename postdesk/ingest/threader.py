@@ -241,7 +241,7 @@ def _find(
     """The match, and the ticket the matched ticket was merged into (None if it was not)."""
     forward = kind == MailKind.HUMAN and sender.role != AGENT and _is_customer_forward(parsed)
     if options.tokens is not None and not forward:
-        number = options.tokens.find(_recipients(parsed))
+        number = options.tokens.find(recipients(parsed))
         if number is not None and number <= _MAX_TICKET_ID:
             tagged = conn.execute(_TAGGED_TICKET, {"ticket_id": number}).first()
             if tagged is not None:
@@ -358,7 +358,8 @@ _ADDRESSEES = select(_messages.c.to, _messages.c.cc).where(
 )
 
 
-def _recipients(parsed: ParsedMessage) -> list[str]:
+def recipients(parsed: ParsedMessage) -> list[str]:
+    """Every address the message was sent to: To, Cc and the delivery headers."""
     found = [a.email for a in (*parsed.to, *parsed.cc)]
     for name in _RECIPIENT_HEADERS:
         found.extend(parsed.headers.get(name, ()))

@@ -275,6 +275,19 @@ def add_note(
     conn.execute(_ADD_EVENTS, [_event(ticket_id, now, "note", actor, {"text": text})])
 
 
+def agent_mail(
+    conn: Connection,
+    ticket_id: int,
+    data: dict[str, Any],
+    *,
+    actor: str,
+    at: datetime | None = None,
+) -> None:
+    """Record what became of an agent's emailed reply (commands applied, text relayed,
+    or why nothing was done)."""
+    conn.execute(_ADD_EVENTS, [_event(ticket_id, at or utcnow(), "agent-mail", actor, dict(data))])
+
+
 # --- labels: people and triage ----------------------------------------------------------
 
 
