@@ -424,6 +424,11 @@ def tickets_set(
             assignee = agent.contact_id
         if status is not None and set_status(conn, number, status, actor=actor, why="set by hand"):
             done.append(f"status {status}")
+            if status == "solved" and settings.smtp is not None:
+                from postdesk.notify.survey import queue_survey
+
+                if queue_survey(conn, settings, number) is not None:
+                    done.append("satisfaction survey queued")
         if priority is not None:
             set_label(conn, number, PRIORITY, priority, actor=actor)
             done.append(f"priority {priority}")
@@ -481,7 +486,13 @@ def tickets_reply(
                 f"{email} is not an agent; replies go out signed by an [[agent]] of the config"
             )
         row_id = queue_reply(conn, settings, number, body, agent, status=status)
-    click.echo(f"queued reply #{row_id} on ticket #{number}; `postdesk run --once` sends it")
+        survey = None
+        if status == "solved":
+            from postdesk.notify.survey import queue_survey
+
+            survey = queue_survey(conn, settings, number)
+    more = " and the satisfaction survey" if survey is not None else ""
+    click.echo(f"queued reply #{row_id}{more} on ticket #{number}; `postdesk run --once` sends it")
 
 
 @main.group()

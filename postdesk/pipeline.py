@@ -32,6 +32,7 @@ from postdesk.ingest.tokens import ReplyTokens, load_key
 from postdesk.notify.acknowledge import AcknowledgeStep, AutoReplyLimit
 from postdesk.notify.notification import Agent, NotifyAgentsStep
 from postdesk.notify.relay import RelayStep
+from postdesk.notify.survey import SurveyAnswerStep
 from postdesk.notify.templates import Templates
 
 
@@ -60,6 +61,7 @@ def steps(settings: Settings, *, triage: TriageStep | None = None) -> list[Step]
             )
         ),
         VisibleTextStep(),
+        SurveyAnswerStep(),
         TicketStep(closed_after=timedelta(days=threading.new_ticket_after_closed_days)),
         FileStep(AttachmentStore(settings.data_dir / "attachments")),
         BounceStep(),

@@ -129,10 +129,11 @@ def test_commands_only_change_the_ticket_and_send_nothing(
 ) -> None:
     service = Service(settings_for(tmp_path, db_url, *blocks(sink)), db)
     number, told = open_ticket(service, sink)
-    fetched(service, "shop", agent_reply(told[SARA], "#solve\n#assign me", mid="s2@shop.example"))
+    reply = agent_reply(told[SARA], "#pending\n#assign me", mid="s2@shop.example")
+    fetched(service, "shop", reply)
     assert sink.messages == []
     shown = show_ticket(db, number)
-    assert shown["status"] == "solved" and shown["assignee"]["email"] == SARA
+    assert shown["status"] == "pending" and shown["assignee"]["email"] == SARA
 
 
 def test_a_note_is_kept_and_never_sent(
@@ -192,3 +193,41 @@ def test_spoofed_or_misdirected_replies_execute_nothing(
     assert show_ticket(db, number)["status"] == "new"
     [refused] = events(db, number, "agent-mail")
     assert refused.data["done"] == "nothing" and "another agent" in refused.data["why"]
+
+
+def customer_answer(number: int, body: str, mid: str, *, after: str) -> bytes:
+    return bytes(
+        Mail(
+            sender="Alice <alice@example.com>",
+            to=SHOP,
+            subject=f"Re: [#{number}] How did we do?",
+            body=f"{body}\n\nOn Fri, 5 Dec 2026 at 10:00, Shop Support <{SHOP}> wrote:\n"
+            "> How did we do?\n",
+            date=datetime.now(UTC),
+            message_id=mid,
+            in_reply_to=after,
+        )
+    )
+
+
+@pytest.mark.parametrize(("answer", "comment"), [("4 thanks", "thanks"), ("۴ ممنون", "ممنون")])
+def test_solve_sends_only_the_survey_and_a_digit_answers_it(
+    tmp_path: Path, db: Database, db_url: str, sink: SmtpSink, answer: str, comment: str
+) -> None:
+    service = Service(settings_for(tmp_path, db_url, *blocks(sink)), db)
+    number, told = open_ticket(service, sink)
+    fetched(service, "shop", agent_reply(told[SARA], "#solve", mid="solve@shop.example"))
+    [survey] = sink.messages
+    assert survey.rcpt_tos == ("alice@example.com",)
+    survey_id = str(parsed(survey.data)["Message-ID"]).strip("<>")
+    assert show_ticket(db, number)["status"] == "solved"
+    sink.clear()
+    fetched(service, "shop", customer_answer(number, answer, "csat@example.com", after=survey_id))
+    shown = show_ticket(db, number)
+    assert shown["status"] == "solved"  # an answer to the survey is not a new question
+    assert shown["csat"] == {"score": 4, "comment": comment}
+    assert sink.messages == []  # and nobody is notified of it
+    # Anything else from the customer reopens the ticket, as always.
+    reopen = customer_answer(number, "It broke again", "again@example.com", after=survey_id)
+    fetched(service, "shop", reopen)
+    assert show_ticket(db, number)["status"] == "open"

@@ -297,4 +297,7 @@ def test_reply_status_and_assignment_choices(cli: Cli, tmp_path: Path, sink: Smt
     assert "unassigned" in cli("tickets", "set", str(second), "--assign", "none").stdout
     assert cli.json("tickets", "show", str(second))["assignee"] is None
     send_outbox(cli)
-    assert len(sink.messages) == 2
+    # The two replies, and the survey asked when the first reply solved the ticket.
+    assert len(sink.messages) == 3
+    kinds = [row["kind"] for row in cli.json("outbox", "list")]
+    assert sorted(kinds) == ["reply", "reply", "survey"]

@@ -73,6 +73,7 @@ class WorkItem:
     ticket_id: int | None = None
     created_ticket: bool = False
     opened: NewTicket | None = None  # the ticket it opened, if a customer's
+    survey_answer: bool = False  # it answered the satisfaction survey: no reopening
     message_pk: int | None = None
 
     def need_parsed(self) -> ParsedMessage:

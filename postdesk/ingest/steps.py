@@ -185,7 +185,8 @@ class TicketStep:
                 and now - closed_at > self.closed_after
             )
             if not (human and long_closed):
-                if human and sender.role != AGENT and was.status in REOPENABLE:
+                reopens = human and sender.role != AGENT and not item.survey_answer
+                if reopens and was.status in REOPENABLE:
                     reopen(
                         conn,
                         match.ticket_id,

@@ -91,6 +91,9 @@ class Ticket(Base):
     last_message_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # When the ticket last became solved or closed (None while open).
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The customer's answer to the satisfaction survey: 1-5, and what they added.
+    csat_score: Mapped[int | None] = mapped_column(Integer)
+    csat_comment: Mapped[str | None] = mapped_column(Text)
     # Set on a ticket merged into another; replies to it land on that one.
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
 

@@ -84,6 +84,8 @@ class NotifyAgentsStep:
         sender, found = item.sender, item.kind
         if item.ticket_id is None or sender is None or item.raw.source == IMPORT:
             return
+        if item.survey_answer:
+            return  # a score for the survey, not a question: recorded, nobody to tell
         if sender.role == AGENT or (found is not None and found.kind != MailKind.HUMAN):
             return
         conn = item.conn

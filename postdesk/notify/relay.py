@@ -24,11 +24,12 @@ from postdesk.ingest.quotes import reply_text
 from postdesk.ingest.store import IMPORT
 from postdesk.ingest.threader import recipients
 from postdesk.ingest.tokens import ReplyTokens, new_message_id
-from postdesk.models import MailKind
+from postdesk.models import MailKind, TicketStatus
 from postdesk.notify.commands import Command, parse_reply
 from postdesk.notify.compose import Envelope, compose
 from postdesk.notify.outbox import enqueue
 from postdesk.notify.reply import ReplyError, queue_reply
+from postdesk.notify.survey import queue_survey
 from postdesk.notify.templates import Templates
 from postdesk.tickets.lifecycle import (
     add_note,
@@ -97,6 +98,8 @@ class RelayStep:
             elif command.name == "assign":
                 assign(conn, ticket_id, assignees[command.value], actor=agent.email, at=at)
         record["commands"] = [c.line for c in reply.commands]
+        if status == TicketStatus.SOLVED:
+            queue_survey(conn, self.settings, ticket_id, templates=self.templates, at=at)
         if reply.note:
             if reply.text.strip():
                 add_note(conn, ticket_id, reply.text, actor=agent.email, at=at)

@@ -43,7 +43,7 @@ class ReplyError(PostdeskError):
 
 
 @dataclass(frozen=True)
-class _Thread:
+class TicketThread:
     """What a reply on one ticket needs to know of it."""
 
     subject: str
@@ -58,7 +58,7 @@ class _Thread:
     references: tuple[str, ...]
 
 
-def _thread(conn: Connection, ticket_id: int) -> _Thread:
+def ticket_thread(conn: Connection, ticket_id: int) -> TicketThread:
     ticket = conn.execute(
         select(
             Ticket.subject,
@@ -94,7 +94,7 @@ def _thread(conn: Connection, ticket_id: int) -> _Thread:
     ).one_or_none()
     # Same text as the acknowledgement looked at, so both mails speak the same language.
     first_text = f"{ticket.subject}\n{first.visible_text or ''}" if first else ticket.subject
-    return _Thread(
+    return TicketThread(
         subject=ticket.subject,
         status=ticket.status,
         merged_into=ticket.merged_into_id,
@@ -137,13 +137,13 @@ def queue_reply(
     if not body:
         raise ReplyError(f"ticket #{ticket_id}: the reply is empty; nothing was queued")
     check_status(status)
-    thread = _thread(conn, ticket_id)
+    thread = ticket_thread(conn, ticket_id)
     if thread.merged_into is not None:
         raise ReplyError(
             f"ticket #{ticket_id} was merged into #{thread.merged_into}; "
             f"reply on #{thread.merged_into}"
         )
-    mailbox_address, team = _sender(settings, ticket_id, thread)
+    mailbox_address, team = sender_of(settings, ticket_id, thread)
     now = at or utcnow()
     agent_name = agent_display_name(agent)
     rendered = (templates or Templates(settings.notify.templates_dir)).render(
@@ -175,7 +175,7 @@ def queue_reply(
     return row_id
 
 
-def _sender(settings: Settings, ticket_id: int, thread: _Thread) -> tuple[str, str]:
+def sender_of(settings: Settings, ticket_id: int, thread: TicketThread) -> tuple[str, str]:
     """The address a reply goes out from, and the team that signs it.
 
     The ticket's own mailbox; a ticket imported without `--mailbox` has none, and then

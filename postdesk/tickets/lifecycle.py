@@ -275,6 +275,35 @@ def add_note(
     conn.execute(_ADD_EVENTS, [_event(ticket_id, now, "note", actor, {"text": text})])
 
 
+def record_csat(
+    conn: Connection,
+    ticket_id: int,
+    score: int,
+    comment: str,
+    *,
+    actor: str,
+    at: datetime | None = None,
+) -> None:
+    """The customer answered the satisfaction survey: `score` 1-5 and their comment.
+
+    The ticket's status is left as it is: an answer to the survey is not a new question.
+    A later answer replaces an earlier one (both stay in the event log).
+    """
+    if not 1 <= score <= 5:
+        raise PostdeskError(f"a satisfaction score is 1 to 5, not {score}")
+    now = at or utcnow()
+    conn.execute(
+        update(_tickets)
+        .where(_tickets.c.id == ticket_id)
+        .values(
+            csat_score=score, csat_comment=comment or None, updated_at=_later(_tickets.c.updated_at)
+        ),
+        {"now": now},
+    )
+    data = {"score": score, "comment": comment}
+    conn.execute(_ADD_EVENTS, [_event(ticket_id, now, "csat", actor, data)])
+
+
 def agent_mail(
     conn: Connection,
     ticket_id: int,

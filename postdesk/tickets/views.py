@@ -53,6 +53,11 @@ def _ticket_dict(ticket: Ticket, message_ids: list[str]) -> dict[str, Any]:
         "category": ticket.category,
         "priority": ticket.priority,
         "needs_triage": ticket.needs_triage,
+        "csat": (
+            {"score": ticket.csat_score, "comment": ticket.csat_comment or ""}
+            if ticket.csat_score is not None
+            else None
+        ),
         "triage": {
             "category": _triage_dict(
                 ticket.category_source, ticket.category_probability, ticket.category_model
