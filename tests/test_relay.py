@@ -231,3 +231,17 @@ def test_solve_sends_only_the_survey_and_a_digit_answers_it(
     reopen = customer_answer(number, "It broke again", "again@example.com", after=survey_id)
     fetched(service, "shop", reopen)
     assert show_ticket(db, number)["status"] == "open"
+
+
+def test_a_solving_reply_goes_out_before_the_survey(
+    tmp_path: Path, db: Database, db_url: str, sink: SmtpSink
+) -> None:
+    service = Service(settings_for(tmp_path, db_url, *blocks(sink)), db)
+    _number, told = open_ticket(service, sink)
+    body = "#solve\nThe refund is done.\n\nBest,\nSara"
+    fetched(service, "shop", agent_reply(told[SARA], body, mid="solve2@shop.example"))
+    subjects = [str(parsed(m.data)["Subject"]) for m in sink.messages]
+    assert len(subjects) == 2 and "Broken lid" in subjects[0]
+    bodies = [parsed(m.data).get_body(("plain",)) for m in sink.messages]
+    assert "The refund is done." in bodies[0].get_content()  # type: ignore[union-attr]
+    assert "single digit" in bodies[1].get_content()  # type: ignore[union-attr]

@@ -98,8 +98,6 @@ class RelayStep:
             elif command.name == "assign":
                 assign(conn, ticket_id, assignees[command.value], actor=agent.email, at=at)
         record["commands"] = [c.line for c in reply.commands]
-        if status == TicketStatus.SOLVED:
-            queue_survey(conn, self.settings, ticket_id, templates=self.templates, at=at)
         if reply.note:
             if reply.text.strip():
                 add_note(conn, ticket_id, reply.text, actor=agent.email, at=at)
@@ -122,6 +120,9 @@ class RelayStep:
                 record["done"] = "relayed"
         else:
             record["done"] = "commands only"
+        if status == TicketStatus.SOLVED:
+            # After the reply: the customer reads the answer before being asked about it.
+            queue_survey(conn, self.settings, ticket_id, templates=self.templates, at=at)
         agent_mail(conn, ticket_id, record, actor=agent.email, at=at)
 
     def _assignees(
