@@ -26,9 +26,9 @@ from postdesk.ingest.tokens import ReplyTokens, new_message_id
 from postdesk.models import Mailbox
 from postdesk.models.base import table_of
 from postdesk.models.tickets import AGENT
-from postdesk.notify.compose import Envelope, compose
+from postdesk.notify.compose import Envelope, queue_mail
 from postdesk.notify.language import language_of
-from postdesk.notify.outbox import automatic_mail_since, enqueue
+from postdesk.notify.outbox import automatic_mail_since
 from postdesk.notify.templates import Templates
 
 log = logging.getLogger(__name__)
@@ -111,13 +111,13 @@ class AcknowledgeStep:
             in_reply_to=parsed.message_id or None,
             references=parsed.references,
         )
-        message = compose(rendered, envelope, automatic=True, language=language, date=opened.at)
-        enqueue(
+        queue_mail(
             conn,
-            message,
+            rendered,
+            envelope,
             kind="acknowledgement",
             ticket_id=opened.ticket_id,
-            automatic=True,
-            text=rendered.text,
+            language=language,
             at=opened.at,
+            automatic=True,
         )

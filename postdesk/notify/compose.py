@@ -19,6 +19,9 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 
+from sqlalchemy import Connection
+
+from postdesk.notify.outbox import enqueue
 from postdesk.notify.templates import Rendered
 
 LOOP_HEADER = "X-Postdesk-Loop"  # what ingest/automatic.py recognises as our own mail
@@ -73,3 +76,34 @@ def compose(
     # After the content: setting it clears every Content-* header.
     message["Content-Language"] = language
     return message
+
+
+def queue_mail(
+    conn: Connection,
+    rendered: Rendered,
+    envelope: Envelope,
+    *,
+    kind: str,
+    ticket_id: int,
+    language: str,
+    at: datetime,
+    automatic: bool,
+    limited: bool | None = None,
+) -> int:
+    """Compose `rendered` for `envelope` and queue it on ticket `ticket_id`, in the
+    caller's transaction; the outbox row's id.
+
+    `automatic`: no person wrote it (RFC 3834 headers). `limited`: it counts towards the
+    limit on automatic mail per recipient (by default when automatic; notifications to
+    agents are automatic but never limited).
+    """
+    message = compose(rendered, envelope, automatic=automatic, language=language, date=at)
+    return enqueue(
+        conn,
+        message,
+        kind=kind,
+        ticket_id=ticket_id,
+        automatic=automatic if limited is None else limited,
+        text=rendered.text,
+        at=at,
+    )

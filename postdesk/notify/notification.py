@@ -26,8 +26,7 @@ from postdesk.ingest.tokens import ReplyTokens, new_message_id
 from postdesk.models import Contact, Mailbox, MailKind, Ticket
 from postdesk.models.base import table_of
 from postdesk.models.tickets import AGENT
-from postdesk.notify.compose import Envelope, compose
-from postdesk.notify.outbox import enqueue
+from postdesk.notify.compose import Envelope, queue_mail
 from postdesk.notify.templates import Templates
 
 _tickets = table_of(Ticket)
@@ -140,15 +139,16 @@ class NotifyAgentsStep:
                 in_reply_to=parsed.message_id or None,
                 references=parsed.references,
             )
-            message = compose(rendered, envelope, automatic=True, language=agent.language, date=at)
             # Not counted towards the limit on automatic mail: that protects customers and
             # stops loops; an agent must hear of every customer message.
-            enqueue(
+            queue_mail(
                 conn,
-                message,
+                rendered,
+                envelope,
                 kind="notification",
                 ticket_id=item.ticket_id,
-                automatic=False,
-                text=rendered.text,
+                language=agent.language,
                 at=at,
+                automatic=True,
+                limited=False,
             )

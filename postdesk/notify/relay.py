@@ -26,8 +26,7 @@ from postdesk.ingest.threader import recipients
 from postdesk.ingest.tokens import ReplyTokens, new_message_id
 from postdesk.models import MailKind, TicketStatus
 from postdesk.notify.commands import Command, parse_reply
-from postdesk.notify.compose import Envelope, compose
-from postdesk.notify.outbox import enqueue
+from postdesk.notify.compose import Envelope, queue_mail
 from postdesk.notify.reply import ReplyError, queue_reply
 from postdesk.notify.survey import queue_survey
 from postdesk.notify.templates import Templates
@@ -179,17 +178,15 @@ class RelayStep:
             in_reply_to=parsed.message_id or None,
             references=parsed.references,
         )
-        message = compose(
-            rendered, envelope, automatic=True, language="en", date=item.need_arrived()
-        )
-        enqueue(
+        queue_mail(
             item.conn,
-            message,
+            rendered,
+            envelope,
             kind="command_error",
             ticket_id=ticket_id,
-            automatic=True,
-            text=rendered.text,
+            language="en",
             at=item.need_arrived(),
+            automatic=True,
         )
 
 

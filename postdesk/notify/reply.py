@@ -27,9 +27,8 @@ from postdesk.config import Settings
 from postdesk.errors import PostdeskError
 from postdesk.ingest.tokens import ReplyTokens, load_key, new_message_id
 from postdesk.models import Contact, Mailbox, Message, Ticket, TicketStatus, utcnow
-from postdesk.notify.compose import Envelope, compose
+from postdesk.notify.compose import Envelope, queue_mail
 from postdesk.notify.language import language_of
-from postdesk.notify.outbox import enqueue
 from postdesk.notify.templates import Templates
 from postdesk.tickets.lifecycle import TicketNotFound, check_status, set_status
 from postdesk.tickets.views import Agent
@@ -167,8 +166,16 @@ def queue_reply(
         in_reply_to=thread.in_reply_to,
         references=thread.references,
     )
-    message = compose(rendered, envelope, automatic=False, language=thread.language, date=now)
-    row_id = enqueue(conn, message, kind="reply", ticket_id=ticket_id, text=rendered.text, at=now)
+    row_id = queue_mail(
+        conn,
+        rendered,
+        envelope,
+        kind="reply",
+        ticket_id=ticket_id,
+        language=thread.language,
+        at=now,
+        automatic=False,
+    )
     target = status or (TicketStatus.PENDING if thread.status in AWAITING_AGENT else None)
     if target is not None:
         set_status(conn, ticket_id, target, actor=agent.email, why="replied", at=now)

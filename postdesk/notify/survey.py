@@ -22,8 +22,7 @@ from postdesk.ingest.tokens import ReplyTokens, load_key, new_message_id
 from postdesk.models import MailKind, OutboxMail, Ticket, TicketStatus, UTCDateTime, utcnow
 from postdesk.models.base import table_of
 from postdesk.models.tickets import AGENT
-from postdesk.notify.compose import Envelope, compose
-from postdesk.notify.outbox import enqueue
+from postdesk.notify.compose import Envelope, queue_mail
 from postdesk.notify.reply import ReplyError, sender_of, ticket_thread
 from postdesk.notify.templates import Templates
 from postdesk.tickets.lifecycle import record_csat
@@ -103,17 +102,15 @@ def queue_survey(
         in_reply_to=thread.in_reply_to,
         references=thread.references,
     )
-    message = compose(
-        rendered, envelope, automatic=True, language=thread.language, date=at or utcnow()
-    )
-    return enqueue(
+    return queue_mail(
         conn,
-        message,
+        rendered,
+        envelope,
         kind="survey",
         ticket_id=ticket_id,
-        automatic=True,
-        text=rendered.text,
+        language=thread.language,
         at=when,
+        automatic=True,
     )
 
 
