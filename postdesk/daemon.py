@@ -28,14 +28,14 @@ from postdesk.errors import ConfigError, MailboxError
 from postdesk.ingest.fetch import FetchResult, FolderFetcher, record_failure
 from postdesk.ingest.imap import ImapSource
 from postdesk.ingest.lease import make_owner
-from postdesk.ingest.process import Processor, ProcessResult
+from postdesk.ingest.process import Processor, ProcessResult, Step
 from postdesk.ingest.sources import ImportedMessage
 from postdesk.ingest.store import IMPORT, Incoming, store_many
 from postdesk.models import Contact, Mailbox, RawMessage, RawStatus
 from postdesk.models.db import Database, describe_error
 from postdesk.models.tickets import AGENT
 from postdesk.notify.smtp import DrainResult, OutboxSender
-from postdesk.pipeline import steps
+from postdesk.pipeline import notify_steps, steps
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ class Service:
         self._retry_at: dict[str, float] = {}
         # Kept from pass to pass, so that the active models are loaded once.
         self.triage = TriageStep(ActiveTriage(settings))
+        self._notify: list[Step] | None = None  # the steps that write mail, once built
         self._retrain_failed_at: float | None = None
 
     def stop(self) -> None:
@@ -118,9 +119,12 @@ class Service:
     def processor(self) -> Processor:
         """A processor running the pipeline's steps, with the models active now."""
         self.triage.refresh()
-        return Processor(
-            self.db, steps(self.settings, triage=self.triage), should_stop=self.stopping
-        )
+        if self._notify is None:
+            # Built at the first pass, not with the service: commands that never
+            # process mail must not fail on a broken template override.
+            self._notify = notify_steps(self.settings)
+        pipeline = steps(self.settings, triage=self.triage, notify=self._notify)
+        return Processor(self.db, pipeline, should_stop=self.stopping)
 
     def retrain_if_due(self) -> None:
         """Scheduled retraining (`[triage] retrain_interval_hours`), between passes.

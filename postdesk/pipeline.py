@@ -11,6 +11,7 @@ where it belongs in the order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from postdesk.classify.step import TriageStep
@@ -44,10 +45,16 @@ def team_addresses(settings: Settings) -> set[str]:
     return emails
 
 
-def steps(settings: Settings, *, triage: TriageStep | None = None) -> list[Step]:
+def steps(
+    settings: Settings,
+    *,
+    triage: TriageStep | None = None,
+    notify: Sequence[Step] | None = None,
+) -> list[Step]:
     """The steps every inbound message goes through, in processing order.
 
-    `triage` is kept by the service from pass to pass, so that models are loaded once.
+    `triage` and `notify` (from `notify_steps`) are kept by the service from pass to
+    pass, so that models are loaded and templates read and checked once.
     """
     threading = settings.threading
     pipeline: list[Step | None] = [
@@ -66,7 +73,7 @@ def steps(settings: Settings, *, triage: TriageStep | None = None) -> list[Step]
         FileStep(AttachmentStore(settings.data_dir / "attachments")),
         BounceStep(),
         triage,
-        *notify_steps(settings),
+        *(notify_steps(settings) if notify is None else notify),
     ]
     return [step for step in pipeline if step is not None]
 
