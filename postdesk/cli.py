@@ -247,20 +247,32 @@ def tickets_show(obj: Context, number: int, as_json: bool) -> None:
         f"Priority: {_triaged(data['priority'], data['triage']['priority'])}"
         + ("   [needs triage]" if data["needs_triage"] else "")
     )
+    click.echo(
+        f"Queue: {data['queue'] or '-'}   First response: {data['first_response_at'] or '-'}   "
+        f"Solved: {data['solved_at'] or '-'}"
+        + (f"   CSAT: {data['csat']['score']}" if data["csat"] else "")
+    )
     for message in data["messages"]:
         sender = message["from"]["email"]
+        when = message["date"] or message["received_at"]
         click.echo("")
-        click.echo(
-            f"--- {message['date'] or message['received_at']}  {sender}  [{message['thread_rule']}]"
-        )
+        if message["direction"] == "note":
+            click.echo(f"--- note {when}  {sender}  (internal, never sent)")
+        elif message["direction"] == "out":
+            outbox = message.get("outbox") or {}
+            state = f"{outbox.get('kind', 'mail')}, {outbox.get('state', '?')}"
+            click.echo(f"--- sent {when}  to {_recipients(message)}  [{state}]")
+        else:
+            click.echo(f"--- {when}  {sender}  [{message['thread_rule']}]")
         click.echo(message["text"].rstrip())
+        if message.get("agent_check"):
+            click.echo(f"[agent check: {message['agent_check']}]")
         for attachment in message["attachments"]:
             click.echo(f"[attachment: {attachment['filename']} {attachment['size']} bytes]")
-    notes = [e for e in data["events"] if e["kind"] == "note"]
-    for note in notes:
-        click.echo("")
-        click.echo(f"--- note {note['at']}  {note['actor']}")
-        click.echo(note["data"]["text"].rstrip())
+
+
+def _recipients(message: dict[str, Any]) -> str:
+    return ", ".join(str(r.get("email", "")) for r in message["to"]) or "?"
 
 
 def _triaged(value: str | None, how: dict[str, Any]) -> str:

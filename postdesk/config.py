@@ -384,6 +384,29 @@ class NotifySettings:
     auto_reply_window_hours: float = field(default=3.0, metadata=option(_positive))
 
 
+def _read_one_or_more(raw: Any, key: Key) -> tuple[str, ...]:
+    """A non-empty string, or an array of them; lower-case."""
+    if isinstance(raw, str):
+        raw = [raw]
+    elif not isinstance(raw, list):
+        raise key.fail(f"expected a string or an array of strings, got {raw!r}")
+    return tuple(value.lower() for value in _read_strings(raw, key))
+
+
+@dataclass(frozen=True)
+class AuthenticationSettings:
+    """Which `Authentication-Results` headers (RFC 8601) to believe about agents' mail.
+
+    `authserv_id`: the id (or ids) the receiving mail server writes at the start of the
+    header it adds, e.g. "mx.example.com". Only the topmost header with one of these ids
+    is read; any other, and every such header when none is configured, could have been
+    written by the sender. Unset, nothing proves who sent a mail, so mail from an agent's
+    address counts as the agent's only with a valid reply token (postdesk/ingest/author.py).
+    """
+
+    authserv_id: tuple[str, ...] = field(default=(), metadata=option(read=_read_one_or_more))
+
+
 @dataclass(frozen=True)
 class ThreadingSettings:
     """How inbound mail is matched to tickets beyond its headers.
@@ -539,6 +562,7 @@ class Settings:
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     threading: ThreadingSettings = field(default_factory=ThreadingSettings)
+    authentication: AuthenticationSettings = field(default_factory=AuthenticationSettings)
     triage: TriageSettings = field(default_factory=TriageSettings)
 
     def mailbox(self, name: str) -> MailboxSettings:

@@ -17,6 +17,7 @@ from datetime import timedelta
 from postdesk.classify.step import TriageStep
 from postdesk.config import Settings
 from postdesk.ingest.attachments import AttachmentStore
+from postdesk.ingest.author import AuthorStep
 from postdesk.ingest.process import Step
 from postdesk.ingest.steps import (
     BounceStep,
@@ -57,13 +58,15 @@ def steps(
     pass, so that models are loaded and templates read and checked once.
     """
     threading = settings.threading
+    tokens = ReplyTokens(load_key(settings))
     pipeline: list[Step | None] = [
         ParseStep(),
         KindStep([box.address for box in settings.mailboxes]),
         SenderStep(team_addresses(settings)),
+        AuthorStep(tokens, settings.authentication.authserv_id),
         ThreadStep(
             ThreadOptions(
-                tokens=ReplyTokens(load_key(settings)),
+                tokens=tokens,
                 subject_window=timedelta(days=threading.subject_window_days),
             )
         ),

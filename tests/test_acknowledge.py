@@ -135,7 +135,11 @@ def test_no_acknowledgement_for_automatic_mail_imports_agents_or_when_switched_o
         customer_mail("agent@example.com", sender="Sara <sara@shop.example>"),
     )
     ingest(service, customer_mail("imported@example.com"))  # history: nobody is told
-    assert sink.messages == []
+    # Sara's address without proof is customer mail (ingest/author.py): the team is told,
+    # with a warning, but no acknowledgement goes to a team address.
+    [told] = sink.messages
+    assert told.rcpt_tos == ("sara@shop.example",) and b"Careful: nothing proves" in told.data
+    sink.clear()
     off = tmp_path / "off"
     off.mkdir()
     quiet = settings_for(off, db_url, *config_blocks(sink, mailbox_extra="acknowledge = false"))

@@ -534,3 +534,30 @@ def test_threading_section(tmp_path: Path) -> None:
     assert settings.threading.new_ticket_after_closed_days == 30.0
     with pytest.raises(ConfigError, match=r"threading\.subject_window_days: must be a positive"):
         load_settings(write(tmp_path, DB + "[threading]\nsubject_window_days = 0\n"))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('"MX.Example.com"', ("mx.example.com",)),
+        ('["a.example", "b.example"]', ("a.example", "b.example")),
+    ],
+)
+def test_authserv_id_is_one_id_or_a_list(
+    tmp_path: Path, value: str, expected: tuple[str, ...]
+) -> None:
+    path = tmp_path / "postdesk.toml"
+    path.write_text(DB + f"[authentication]\nauthserv_id = {value}\n")
+    assert load_settings(path).authentication.authserv_id == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "key", "expected"),
+    [
+        ("5", "authentication.authserv_id", "a string or an array of strings"),
+        ('[""]', "authentication.authserv_id[0]", "non-empty string"),
+    ],
+)
+def test_bad_authserv_ids(tmp_path: Path, value: str, key: str, expected: str) -> None:
+    error = config_error(tmp_path, DB + f"[authentication]\nauthserv_id = {value}\n")
+    assert_names(error, key, expected)

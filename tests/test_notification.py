@@ -129,12 +129,15 @@ def test_a_follow_up_goes_to_the_assignee_only_once_assigned(
 def test_nobody_is_told_of_automatic_mail_agents_mail_or_history(
     tmp_path: Path, db: Database, db_url: str, sink: SmtpSink
 ) -> None:
-    service = Service(settings_for(tmp_path, db_url, *blocks(sink)), db)
+    trust = '[authentication]\nauthserv_id = "mx.shop.example"\n'
+    service = Service(settings_for(tmp_path, db_url, *blocks(sink), trust), db)
+    proven = [("Authentication-Results", "mx.shop.example; dmarc=pass header.from=shop.example")]
     fetched(
         service,
         "shop",
         customer("a1@example.com", headers=[("Auto-Submitted", "auto-replied")]),
-        customer("a2@example.com", sender="Sara <sara@shop.example>"),
+        # Sara's own mail, proven by our server: the team's, nobody to tell.
+        customer("a2@example.com", sender="Sara <sara@shop.example>", headers=proven),
     )
     ingest(service, customer("a3@example.com"))
     assert sink.messages == []

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import email
 import email.policy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from postdesk.daemon import Service
-from postdesk.models import TicketEvent
+from postdesk.models import OutboxMail, TicketEvent
 from postdesk.models.db import Database
 from postdesk.testing.config import settings_for
 from postdesk.testing.inbox import fetched, ticket_of
@@ -162,37 +162,173 @@ def test_a_wrong_command_applies_nothing_and_tells_the_agent(
     assert shown["status"] == "new" and shown["priority"] is None
 
 
-def test_spoofed_or_misdirected_replies_execute_nothing(
-    tmp_path: Path, db: Database, db_url: str, sink: SmtpSink
+def _shown_message(db: Database, number: int, mid: str) -> dict[str, object]:
+    """Message `mid` as `tickets show --json` has it, wherever it was filed."""
+    shown = show_ticket(db, ticket_of(db, mid))
+    return next(m for m in shown["messages"] if m["message_id"] == mid)
+
+
+def _no_token(number: int, mid: str, *, to: str = SHOP) -> bytes:
+    """Sara's address writing to `to` (no agent token), as if answering the ticket."""
+    return bytes(
+        Mail(
+            sender=f"Sara <{SARA}>",
+            to=to,
+            subject=f"Re: [#{number}] Broken lid",
+            body="#close\nHi Alice, all done.",
+            date=datetime.now(UTC),
+            message_id=mid,
+        )
+    )
+
+
+def _customer_token(db: Database, number: int) -> str:
+    """The customer-facing reply token of ticket `number` (the acknowledgement's Reply-To)."""
+    shown = show_ticket(db, number)
+    [ack] = [
+        m for m in shown["messages"] if (m.get("outbox") or {}).get("kind") == "acknowledgement"
+    ]
+    with db.read_session() as session:
+        content = session.execute(
+            select(OutboxMail.content).where(OutboxMail.message_id == ack["message_id"])
+        ).scalar_one()
+    return str(parsed(content)["Reply-To"])
+
+
+Spoof = Callable[[Database, int, dict[str, EmailMessage]], bytes]
+SPOOFS: dict[str, tuple[Spoof, str]] = {
+    # Sara's notification token, but the mail is from Reza.
+    "another agent's token": (
+        lambda db, n, told: agent_reply(
+            told[SARA], "#close\nHi", sender=f"Reza <{REZA}>", mid="spoof@shop.example"
+        ),
+        "another agent's",
+    ),
+    # Sara's address, written to the plain support address: anyone can write that From.
+    "agent address without a token": (
+        lambda db, n, told: _no_token(n, "spoof@shop.example"),
+        "without a reply token",
+    ),
+    # Sara's own token with the ticket number edited: the signature no longer matches.
+    "edited token": (
+        lambda db, n, told: agent_reply(told[SARA], "#close\nHi", mid="spoof@shop.example").replace(
+            f"+t{n}a".encode(), f"+t{n + 1}a".encode()
+        ),
+        "without a reply token",
+    ),
+    # Sara's address answering the customer-facing token (a token for the customer,
+    # not for her): a customer's token proves nothing about an agent.
+    "the customer's token": (
+        lambda db, n, told: _no_token(n, "spoof@shop.example", to=_customer_token(db, n)),
+        "without a reply token",
+    ),
+    # A stranger who got hold of Sara's notification (forwarded to them).
+    "a customer writing to an agent's token": (
+        lambda db, n, told: agent_reply(
+            told[SARA],
+            "#close\nHi",
+            sender="Mallory <mallory@example.net>",
+            mid="spoof@shop.example",
+        ),
+        "not an agent's",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SPOOFS))
+def test_each_spoofing_case_executes_and_relays_nothing_and_says_why(
+    tmp_path: Path, db: Database, db_url: str, sink: SmtpSink, case: str
 ) -> None:
     service = Service(settings_for(tmp_path, db_url, *blocks(sink)), db)
     number, told = open_ticket(service, sink)
-    # Sara's token, but the mail is from Reza: another agent's token.
-    fetched(
-        service,
-        "shop",
-        agent_reply(told[SARA], "#close\nHi", sender=f"Reza <{REZA}>", mid="x1@shop.example"),
+    make, reason = SPOOFS[case]
+    fetched(service, "shop", make(db, number, told))
+    assert [m for m in sink.messages if m.rcpt_tos != (SARA,) and m.rcpt_tos != (REZA,)] == []
+    shown = show_ticket(db, number)
+    assert shown["status"] == "new" and shown["first_response_at"] is None
+    assert events(db, number, "status") == [] and events(db, number, "note") == []
+    check = _shown_message(db, number, "spoof@shop.example")["agent_check"]
+    assert isinstance(check, str) and reason in check
+    # The team hears of it as customer mail, with the warning: Sara learns her address
+    # was used, and nobody is told to trust it.
+    for mail in sink.messages:
+        body = parsed(mail.data).get_body(("plain",))
+        assert body is not None and "Careful: nothing proves" in body.get_content()
+
+
+def _with_results(raw: bytes, value: str) -> bytes:
+    return f"Authentication-Results: {value}\r\n".encode() + raw
+
+
+OURS = "mx.shop.example; "
+PASSING = "spf=pass smtp.mailfrom=shop.example; dkim=pass header.d=shop.example; "
+
+
+@pytest.mark.parametrize(
+    ("results", "relayed"),
+    [
+        (OURS + PASSING + "dmarc=pass header.from=shop.example", True),
+        (OURS + PASSING + "dmarc=fail header.from=shop.example", False),
+        (OURS + "spf=fail smtp.mailfrom=shop.example; dkim=pass header.d=evil.example", False),
+        (OURS + "spf=softfail; dkim=pass (good signature) header.d=mail.shop.example", True),
+        # Only a header under another id (the sender's own claim): nothing proves anything.
+        (None, False),
+    ],
+)
+def test_authentication_results_from_our_server_gate_the_relay(
+    tmp_path: Path, db: Database, db_url: str, sink: SmtpSink, results: str | None, relayed: bool
+) -> None:
+    settings = settings_for(
+        tmp_path, db_url, *blocks(sink), '[authentication]\nauthserv_id = "mx.shop.example"\n'
     )
-    # Sara's address without any token (written to the plain support address).
-    no_token = bytes(
+    service = Service(settings, db)
+    number, told = open_ticket(service, sink)
+    raw = agent_reply(told[SARA], "#priority high\nHello Alice, done.\n\nSara", mid="auth@s.e")
+    # The sender's own claims sit below our server's header, as they would on the way in.
+    raw = _with_results(raw, "mx.shop.example; dmarc=pass header.from=shop.example")
+    raw = _with_results(raw, "mx.evil.example; dmarc=pass header.from=shop.example")
+    if results is not None:
+        raw = _with_results(raw, results)
+    else:
+        raw = raw.replace(b"Authentication-Results: mx.shop", b"Authentication-Results: mx.evil")
+    fetched(service, "shop", raw)
+    to_alice = [m for m in sink.messages if m.rcpt_tos == ("alice@example.com",)]
+    assert len(to_alice) == (1 if relayed else 0)
+    assert (show_ticket(db, number)["priority"] == "high") is relayed
+    check = _shown_message(db, number, "auth@s.e")["agent_check"]
+    assert isinstance(check, str)
+    assert check.startswith("the agent's reply") is relayed
+
+
+def test_an_agents_own_mail_counts_as_a_response_only_when_our_server_vouches(
+    tmp_path: Path, db: Database, db_url: str, sink: SmtpSink
+) -> None:
+    """Sara answers Alice directly and Bcc's support: without a token it runs no command,
+    but proven by the receiving server it is her answer (first response, no reopening)."""
+    settings = settings_for(
+        tmp_path, db_url, *blocks(sink), '[authentication]\nauthserv_id = ["mx.shop.example"]\n'
+    )
+    service = Service(settings, db)
+    number, _told = open_ticket(service, sink)
+    passing = "mx.shop.example; dkim=pass header.d=shop.example"
+    raw = bytes(
         Mail(
             sender=f"Sara <{SARA}>",
-            to=SHOP,
-            subject=f"Re: [#{number}] Broken lid",
-            body="#close\nHi Alice",
+            to="alice@example.com",
+            subject="Re: Broken lid",
+            body="#close\nHi Alice, a new lid is on its way.",
             date=datetime.now(UTC),
-            message_id="x2@shop.example",
+            message_id="bcc@shop.example",
+            in_reply_to="alice1@example.com",
         )
     )
-    # An edited token: Sara's, pointing at another ticket number.
-    edited = agent_reply(told[SARA], "#close\nHi", mid="x3@shop.example").replace(
-        f"+t{number}a".encode(), f"+t{number + 1}a".encode()
-    )
-    fetched(service, "shop", no_token, edited)
-    assert sink.messages == []
-    assert show_ticket(db, number)["status"] == "new"
-    [refused] = events(db, number, "agent-mail")
-    assert refused.data["done"] == "nothing" and "another agent" in refused.data["why"]
+    fetched(service, "shop", _with_results(raw, passing))
+    shown = show_ticket(db, number)
+    assert shown["first_response_at"] is not None
+    assert shown["status"] == "new"  # "#close" without a token is only text
+    check = _shown_message(db, number, "bcc@shop.example")["agent_check"]
+    assert isinstance(check, str) and check.startswith("the agent's own mail")
+    assert sink.messages == []  # nobody is notified of the team's own answer
 
 
 def customer_answer(number: int, body: str, mid: str, *, after: str) -> bytes:

@@ -171,8 +171,15 @@ def test_a_lead_works_a_ticket_from_note_to_reply(cli: Cli, tmp_path: Path, sink
 
     shown = cli.json("tickets", "show", str(number))
     assert shown["status"] == "pending"  # answered: waiting for the customer
-    assert [m["direction"] for m in shown["messages"]] == ["in", "out"]
-    assert shown["messages"][1]["message_id"] == str(mail["Message-ID"]).strip("<>")
+    assert shown["queue"] == "support" and shown["solved_at"] is None
+    # The note reads with the conversation, in time order, marked as never sent.
+    assert [m["direction"] for m in shown["messages"]] == ["in", "note", "out"]
+    assert shown["messages"][1]["text"] == "Customer called too; VIP."
+    sent = shown["messages"][2]
+    assert sent["message_id"] == str(mail["Message-ID"]).strip("<>")
+    assert sent["outbox"]["kind"] == "reply" and sent["outbox"]["state"] == "sent"
+    # The first response is when the reply was written, not when the outbox sent it.
+    assert shown["first_response_at"] == sent["received_at"]
     assert events(cli, number)[-1][:2] == ("status", SARA)
     assert "Customer called too; VIP." in cli("tickets", "show", str(number)).stdout
 
@@ -286,10 +293,21 @@ def test_reply_status_and_assignment_choices(cli: Cli, tmp_path: Path, sink: Smt
         customer_mail("c2@example.com", sender="bob@example.com", subject="Refund"),
     )
     cli("tickets", "reply", str(first), "Done, refunded.", "--status", "solved")
-    assert cli.json("tickets", "show", str(first))["status"] == "solved"
-    # A last word on a solved ticket does not unsolve it.
+    solved = cli.json("tickets", "show", str(first))
+    assert solved["status"] == "solved" and solved["solved_at"] is not None
+    # A last word on a solved ticket does not unsolve it, nor move the first response.
     cli("tickets", "reply", str(first), "PS: the receipt follows.")
-    assert cli.json("tickets", "show", str(first))["status"] == "solved"
+    again = cli.json("tickets", "show", str(first))
+    assert again["status"] == "solved" and again["solved_at"] == solved["solved_at"]
+    assert again["first_response_at"] == solved["first_response_at"] is not None
+    # Closing keeps when it was solved; reopening clears it.
+    cli("tickets", "set", str(first), "--status", "closed")
+    assert cli.json("tickets", "show", str(first))["solved_at"] == solved["solved_at"]
+    cli("tickets", "set", str(first), "--status", "open")
+    assert cli.json("tickets", "show", str(first))["solved_at"] is None
+    cli("tickets", "set", str(first), "--status", "closed")
+    closed = cli.json("tickets", "show", str(first))
+    assert closed["solved_at"] == closed["closed_at"] is not None  # closed unsolved: now
 
     cli("tickets", "set", str(second), "--assign", SARA.upper())
     assert cli.json("tickets", "show", str(second))["assignee"]["email"] == SARA
@@ -301,3 +319,23 @@ def test_reply_status_and_assignment_choices(cli: Cli, tmp_path: Path, sink: Smt
     assert len(sink.messages) == 3
     kinds = [row["kind"] for row in cli.json("outbox", "list")]
     assert sorted(kinds) == ["reply", "reply", "survey"]
+
+
+def test_imported_agent_mail_is_the_first_response(cli: Cli, tmp_path: Path) -> None:
+    """History written by an agent (imported, so taken as written) answers the customer:
+    its Date is the ticket's first response, the earliest one even when imported later."""
+    question = customer_mail("c1@example.com", minute=0)
+    late = customer_mail(
+        "a2@example.com", sender=f"Sara <{SARA}>", in_reply_to="c1@example.com", minute=40
+    )
+    early = customer_mail(
+        "a1@example.com", sender=f"Reza <{REZA}>", in_reply_to="c1@example.com", minute=25
+    )
+    [number] = imported(cli, tmp_path, question, late)
+    shown = cli.json("tickets", "show", str(number))
+    assert shown["first_response_at"] == "2026-03-01T09:40:00+00:00"
+    assert shown["status"] == "new"  # an agent's mail does not reopen or move it
+    imported(cli, tmp_path, early)
+    assert cli.json("tickets", "show", str(number))["first_response_at"] == (
+        "2026-03-01T09:25:00+00:00"
+    )

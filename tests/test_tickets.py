@@ -123,7 +123,11 @@ def test_a_note_is_an_event_and_changes_nothing_else(service: Service, db: Datab
         with pytest.raises(TicketNotFound):
             add_note(session.connection(), 99999, "lost", actor="x")
     after = show_ticket(db, number)
-    assert after["status"] == before["status"] and after["messages"] == before["messages"]
+    assert after["status"] == before["status"]
+    # It reads with the conversation as a note, never as mail.
+    assert [m for m in after["messages"] if m["direction"] != "note"] == before["messages"]
+    [shown] = [m for m in after["messages"] if m["direction"] == "note"]
+    assert shown["text"] == "customer is a VIP" and shown["message_id"] is None
     [note] = _events(db, number, "note")
     assert (note.actor, note.data) == ("sara@support.example", {"text": "customer is a VIP"})
 

@@ -74,6 +74,12 @@ class WorkItem:
     created_ticket: bool = False
     opened: NewTicket | None = None  # the ticket it opened, if a customer's
     survey_answer: bool = False  # it answered the satisfaction survey: no reopening
+    # A reply proven to be the agent's (ingest/author.py): (ticket, agent contact id) of
+    # its token; the relay acts only on these. `refused_token`: a token that was not
+    # honoured. `agent_check`: what was decided about an agent's address, and why.
+    agent_token: tuple[int, int] | None = None
+    refused_token: tuple[int, int] | None = None
+    agent_check: str | None = None
     message_pk: int | None = None
 
     def need_parsed(self) -> ParsedMessage:

@@ -25,6 +25,9 @@ class Sender:
     role: str  # customer | agent
     bouncing: bool = False  # mail to them bounced for good (cleared when they write)
     new: bool = False  # created by this message: nothing in the database is theirs yet
+    # An agent's address whose mail is treated as a customer's (ingest/author.py): no
+    # automatic answers go to it, it is ours.
+    unproven_agent: bool = False
 
 
 def sender_address(parsed: ParsedMessage) -> Address:

@@ -24,13 +24,22 @@ from postdesk.ingest.sender import get_or_create_contact, sender_address
 from postdesk.ingest.store import IMPORT, MESSAGE_ID_WIDTH
 from postdesk.ingest.threader import (
     DEFAULT_OPTIONS,
+    MAX_TICKET_ID,
     NEW,
     ThreadMatch,
     ThreadOptions,
     find_ticket,
 )
 from postdesk.ingest.tokens import may_be_ours
-from postdesk.models import Attachment, Contact, MailKind, Message, MessageRef, UTCDateTime
+from postdesk.models import (
+    Attachment,
+    Contact,
+    MailKind,
+    Message,
+    MessageRef,
+    Ticket,
+    UTCDateTime,
+)
 from postdesk.models.base import table_of
 from postdesk.models.tickets import AGENT, TicketStatus
 from postdesk.tickets.lifecycle import (
@@ -39,6 +48,8 @@ from postdesk.tickets.lifecycle import (
     message_arrived,
     open_ticket,
     reopen,
+    resolve_merged,
+    responded,
 )
 
 log = logging.getLogger(__name__)
@@ -121,6 +132,9 @@ class SenderStep:
         item.sender = get_or_create_contact(item.conn, address, team_addresses=self.team_addresses)
 
 
+_EXISTS = select(exists().where(table_of(Ticket).c.id == bindparam("id")))
+
+
 class ThreadStep:
     """Decide whether the message opens a ticket or continues one, and why."""
 
@@ -131,6 +145,16 @@ class ThreadStep:
 
     def __call__(self, item: WorkItem) -> None:
         found = item.kind
+        if item.agent_token is not None:
+            # The agent's proven reply (ingest/author.py) joins the ticket of its token.
+            number = item.agent_token[0]
+            if number <= MAX_TICKET_ID and item.conn.execute(_EXISTS, {"id": number}).scalar():
+                ticket_id = resolve_merged(item.conn, number)
+                reason = f"the agent's signed reply token of ticket {number}"
+                if ticket_id != number:
+                    reason += f"; ticket {number} was merged into {ticket_id}"
+                item.match = ThreadMatch(ticket_id, "agent-token", reason)
+                return
         item.match = find_ticket(
             item.conn,
             item.need_parsed(),
@@ -178,6 +202,10 @@ class TicketStep:
         closed_at: datetime | None = None
         if match.ticket_id is not None:
             was = message_arrived(conn, match.ticket_id, now)
+            if human and sender.role == AGENT and item.agent_token is None:
+                # An agent's own mail (imported history, or proven by the receiving
+                # server) answers the customer; a token reply counts when it is relayed.
+                responded(conn, match.ticket_id, at=now)
             closed_at = was.closed_at
             long_closed = (
                 was.status == TicketStatus.CLOSED
@@ -271,6 +299,7 @@ class FileStep:
                 "kind": found.kind if found else MailKind.HUMAN,
                 "kind_reason": found.reason if found else "",
                 "visible_text": item.visible,
+                "agent_check": item.agent_check,
             },
         ).scalar_one()
         item.message_pk = message_pk

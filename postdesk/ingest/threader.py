@@ -82,7 +82,7 @@ _INLINE_FORWARD = re.compile(
 )
 _DIGITS = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
 _TAG = re.compile(r"\[#\s*([0-9۰-۹٠-٩]{1,12})\s*\]")
-_MAX_TICKET_ID = 2**31 - 1  # the id column's range; a larger tag names no ticket
+MAX_TICKET_ID = 2**31 - 1  # the id column's range; a larger tag names no ticket
 
 
 @dataclass(frozen=True)
@@ -242,7 +242,7 @@ def _find(
     forward = kind == MailKind.HUMAN and sender.role != AGENT and _is_customer_forward(parsed)
     if options.tokens is not None and not forward:
         number = options.tokens.find(recipients(parsed))
-        if number is not None and number <= _MAX_TICKET_ID:
+        if number is not None and number <= MAX_TICKET_ID:
             tagged = conn.execute(_TAGGED_TICKET, {"ticket_id": number}).first()
             if tagged is not None:
                 reason = f"signed reply token of ticket {number}"
@@ -313,7 +313,7 @@ def _find(
         )
 
     for number in subject_tags(parsed.subject):
-        if number > _MAX_TICKET_ID:
+        if number > MAX_TICKET_ID:
             continue
         tagged = conn.execute(_TAGGED_TICKET, {"ticket_id": number}).first()
         if tagged is None:

@@ -175,6 +175,9 @@ class Message(Base):
     # The new text of the message without quoted history and signature (ingest/quotes.py);
     # NULL on messages stored before postdesk computed it.
     visible_text: Mapped[str | None] = mapped_column(Text, default="")
+    # For mail from an agent's address or to an agent's reply token: whether it was taken
+    # as that agent's and why (postdesk/ingest/author.py); None for everyone else's mail.
+    agent_check: Mapped[str | None] = mapped_column(Text)
 
     ticket: Mapped[Ticket] = relationship(back_populates="messages")
     contact: Mapped[Contact | None] = relationship()

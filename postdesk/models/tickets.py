@@ -91,6 +91,11 @@ class Ticket(Base):
     last_message_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # When the ticket last became solved or closed (None while open).
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When an agent first answered the customer (a relayed reply, `tickets reply`, or
+    # an agent's own mail on the ticket), and when the ticket was last solved (cleared
+    # when it is reopened; kept when a solved ticket is closed): the SLA clocks' ends.
+    first_response_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    solved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The customer's answer to the satisfaction survey: 1-5, and what they added.
     csat_score: Mapped[int | None] = mapped_column(Integer)
     csat_comment: Mapped[str | None] = mapped_column(Text)

@@ -71,7 +71,9 @@ class AcknowledgeStep:
         opened, sender = item.opened, item.sender
         if opened is None or sender is None or item.raw.source == IMPORT:
             return
-        if sender.role == AGENT or sender.bouncing or item.raw.mailbox_id is None:
+        if sender.role == AGENT or sender.unproven_agent or sender.bouncing:
+            return
+        if item.raw.mailbox_id is None:
             return
         conn = item.conn
         mailbox = conn.execute(_MAILBOX, {"mailbox_id": item.raw.mailbox_id}).first()

@@ -128,6 +128,7 @@ class NotifyAgentsStep:
                 category=ticket.category,
                 priority=ticket.priority,
                 text=item.visible or "",
+                warning=item.agent_check or "",
             )
             envelope = Envelope(
                 from_name=team,

@@ -7,10 +7,12 @@ lifecycle and its text (quotes and signature removed, sign-off kept:
 `ingest.quotes.reply_text`) is sent to the customer as "Agent via Team"
 (notify/reply.py); after `#note` the text is an internal note instead, never sent. All
 commands are checked first: one that is wrong gets the agent a short error mail, and
-nothing is applied or sent. Anything else (no token, an edited token, another agent's
-token, a spoofed agent address) executes nothing; when it carried an agent token, why
-is recorded on the ticket. Whatever happens, the agent's mail itself stays on the
-ticket, as the file step stored it.
+nothing is applied or sent. Whether a mail is that reply is decided before threading
+(ingest/author.py, which also checks Authentication-Results): anything else (no token,
+an edited token, another agent's token, a spoofed agent address, a failing DMARC) is
+customer mail and executes nothing; when it carried an agent token, why is also
+recorded on the ticket the token names. Whatever happens, the agent's mail itself stays
+on the ticket, as the file step stored it (with `agent_check` saying what was decided).
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy import Connection, bindparam, exists, select
+
 from postdesk.config import Settings
 from postdesk.ingest.process import WorkItem
 from postdesk.ingest.quotes import reply_text
 from postdesk.ingest.store import IMPORT
-from postdesk.ingest.threader import recipients
+from postdesk.ingest.threader import MAX_TICKET_ID, recipients
 from postdesk.ingest.tokens import ReplyTokens, new_message_id
-from postdesk.models import MailKind, TicketStatus
+from postdesk.models import MailKind, Ticket, TicketStatus
+from postdesk.models.base import table_of
 from postdesk.notify.commands import Command, parse_reply
 from postdesk.notify.compose import Envelope, queue_mail
 from postdesk.notify.reply import ReplyError, queue_reply
@@ -60,19 +65,19 @@ class RelayStep:
         if found is not None and found.kind != MailKind.HUMAN:
             return
         parsed = item.need_parsed()
-        token = self.tokens.find_agent(recipients(parsed))
-        if token is None:
-            return  # no agent token: customer mail, or an agent writing as anyone else
         conn = item.conn
-        ticket_id = resolve_merged(conn, token[0])
-        record: dict[str, Any] = {"message_id": parsed.message_id}
         at = item.need_arrived()
-        if sender.id != token[1]:
-            record["done"] = "nothing"
-            record["why"] = f"the token is for another agent, not for {sender.email}"
-            agent_mail(conn, ticket_id, record, actor=sender.email, at=at)
-            log.warning("ticket %d: %s", ticket_id, record["why"])
-            return
+        record: dict[str, Any] = {"message_id": parsed.message_id}
+        if item.agent_token is None:
+            refused = item.refused_token
+            if refused is not None and _exists(conn, refused[0]):
+                # Someone used an agent's token and was not that agent: say so on the
+                # ticket the token names (the mail itself went where a customer's goes).
+                record.update(done="nothing", why=item.agent_check or "")
+                target = resolve_merged(conn, refused[0])
+                agent_mail(conn, target, record, actor=sender.email, at=at)
+            return  # not an agent's proven reply: customer mail, nothing to carry out
+        ticket_id = item.ticket_id
         agent = find_agent(conn, self.settings.agents, sender.email)
         if agent is None:
             agent = Agent(sender.id, sender.email, sender.name)
@@ -159,7 +164,7 @@ class RelayStep:
             return
         rendered = self.templates.render(
             "command_error",
-            "en",
+            agent.language,
             ticket_number=ticket_id,
             subject=item.need_parsed().subject,
             team=mailbox.team,
@@ -184,10 +189,17 @@ class RelayStep:
             envelope,
             kind="command_error",
             ticket_id=ticket_id,
-            language="en",
+            language=agent.language,
             at=item.need_arrived(),
             automatic=True,
         )
+
+
+_EXISTS = select(exists().where(table_of(Ticket).c.id == bindparam("id")))
+
+
+def _exists(conn: Connection, number: int) -> bool:
+    return number <= MAX_TICKET_ID and bool(conn.execute(_EXISTS, {"id": number}).scalar())
 
 
 def recipients_lower(item: WorkItem) -> set[str]:

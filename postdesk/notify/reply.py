@@ -11,7 +11,8 @@ mailbox address as "<Agent> via <team>", in the thread of the customer's latest 
 with the ticket's signed reply token as Reply-To. The agent's own address is never in
 the mail: customers answer the team, and an agent's private address stays private.
 
-Status: an answered ticket waits for the customer, so a reply moves `new` and `open` to
+The first reply on a ticket is its first response (`first_response_at`, an SLA clock's
+end). Status: an answered ticket waits for the customer, so a reply moves `new` and `open` to
 `pending` unless the caller names another status; `pending`, `solved` and `closed`
 tickets keep theirs (a last word on a solved ticket does not unsolve it).
 """
@@ -30,7 +31,7 @@ from postdesk.models import Contact, Mailbox, Message, Ticket, TicketStatus, utc
 from postdesk.notify.compose import Envelope, queue_mail
 from postdesk.notify.language import language_of
 from postdesk.notify.templates import Templates
-from postdesk.tickets.lifecycle import TicketNotFound, check_status, set_status
+from postdesk.tickets.lifecycle import TicketNotFound, check_status, responded, set_status
 from postdesk.tickets.views import Agent
 
 # A reply hands the ticket to the customer: these statuses become pending.
@@ -176,6 +177,7 @@ def queue_reply(
         at=now,
         automatic=False,
     )
+    responded(conn, ticket_id, at=now)
     target = status or (TicketStatus.PENDING if thread.status in AWAITING_AGENT else None)
     if target is not None:
         set_status(conn, ticket_id, target, actor=agent.email, why="replied", at=now)

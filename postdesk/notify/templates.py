@@ -32,7 +32,9 @@ gateway); Persian bodies show numbers with the `persian_digits` filter. Each kin
     acknowledgement  customer_name: str ("" when the mail had no display name)
     notification     follow_up: bool (False: a new ticket); requester: str ("Name <addr>");
                      category: str | None; priority: str | None (low, normal, high,
-                     urgent); text: str (what the customer wrote, quotes removed)
+                     urgent); text: str (what the customer wrote, quotes removed);
+                     warning: str ("", or why mail from an agent's address was taken
+                     as a customer's: see ingest/author.py)
     reply            customer_name: str; agent_name: str; text: str (the agent's reply)
     survey           customer_name: str
     command_error    agent_name: str; command: str (the line as the agent wrote it);
@@ -80,6 +82,7 @@ SAMPLES: Final[Mapping[str, Mapping[str, Any]]] = {
         "category": "hardware",
         "priority": "high",
         "text": "Since this morning the printer on floor 2 prints nothing.\nIt says: ready.",
+        "warning": "",
     },
     "reply": {
         "ticket_number": 1234,

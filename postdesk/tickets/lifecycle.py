@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Update, bindparam, case, func, insert, select, update
+from sqlalchemy import Boolean, Connection, Update, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from postdesk.errors import PostdeskError
@@ -165,7 +165,7 @@ def message_arrived(conn: Connection, ticket_id: int, at: datetime) -> Arrival:
 _REOPEN = (
     update(_tickets)
     .where(_tickets.c.id == bindparam("ticket_id"))
-    .values(status=TicketStatus.OPEN, closed_at=None)
+    .values(status=TicketStatus.OPEN, closed_at=None, solved_at=None)
 )
 
 
@@ -188,6 +188,12 @@ _SET_STATUS = (
         status=bindparam("status"),
         updated_at=_later(_tickets.c.updated_at),
         closed_at=bindparam("closed_at", type_=UTCDateTime()),
+        # Solved now; closing keeps the time it was solved (or is the solve, if it was
+        # never solved); any other status means it is not solved any more.
+        solved_at=func.coalesce(
+            case((bindparam("keep_solved", type_=Boolean()), _tickets.c.solved_at), else_=None),
+            bindparam("solved_at", type_=UTCDateTime()),
+        ),
     )
 )
 
@@ -219,11 +225,37 @@ def set_status(
             "status": status,
             "now": now,
             "closed_at": now if status in (TicketStatus.SOLVED, TicketStatus.CLOSED) else None,
+            "keep_solved": status == TicketStatus.CLOSED,
+            "solved_at": now if status in (TicketStatus.SOLVED, TicketStatus.CLOSED) else None,
         },
     )
     change = {"from": before, "to": status, "why": why}
     conn.execute(_ADD_EVENTS, [_event(ticket_id, now, "status", actor, change)])
     return True
+
+
+# --- responses --------------------------------------------------------------------------
+
+# The earliest answer counts, also when history is imported out of order.
+_RESPONDED = (
+    update(_tickets)
+    .where(_tickets.c.id == bindparam("ticket_id"))
+    .values(
+        first_response_at=case(
+            (_tickets.c.first_response_at.is_(None), _now),
+            (_tickets.c.first_response_at > _now, _now),
+            else_=_tickets.c.first_response_at,
+        ),
+        updated_at=_later(_tickets.c.updated_at),
+    )
+)
+
+
+def responded(conn: Connection, ticket_id: int, *, at: datetime) -> None:
+    """An agent answered the customer `at` (a relayed or command-line reply, or the
+    agent's own mail on the ticket): the first such time is the ticket's first response."""
+    if conn.execute(_RESPONDED, {"ticket_id": ticket_id, "now": at}).rowcount == 0:
+        raise TicketNotFound(f"no ticket #{ticket_id}")
 
 
 # --- assignment and notes ---------------------------------------------------------------

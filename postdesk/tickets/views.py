@@ -17,7 +17,15 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from postdesk.config import AgentSettings
-from postdesk.models import Attachment, Contact, Message, Ticket, TicketEvent, TicketLink
+from postdesk.models import (
+    Attachment,
+    Contact,
+    Message,
+    OutboxMail,
+    Ticket,
+    TicketEvent,
+    TicketLink,
+)
 from postdesk.models.db import Database
 from postdesk.models.tickets import AGENT
 from postdesk.tickets.lifecycle import TicketNotFound, check_status
@@ -45,10 +53,14 @@ def _ticket_dict(ticket: Ticket, message_ids: list[str]) -> dict[str, Any]:
         "requester": _contact(ticket.requester),
         "assignee": _contact(ticket.assignee),
         "mailbox": ticket.mailbox.name if ticket.mailbox is not None else None,
+        # Agents serve queues; a queue is a mailbox (see the README's "Agents").
+        "queue": ticket.mailbox.name if ticket.mailbox is not None else None,
         "created_at": iso(ticket.created_at),
         "updated_at": iso(ticket.updated_at),
         "last_message_at": iso(ticket.last_message_at),
         "closed_at": iso(ticket.closed_at),
+        "first_response_at": iso(ticket.first_response_at),
+        "solved_at": iso(ticket.solved_at),
         "merged_into": ticket.merged_into_id,
         "category": ticket.category,
         "priority": ticket.priority,
@@ -149,6 +161,7 @@ def _message_dict(message: Message) -> dict[str, Any]:
         "visible_text": message.visible_text if message.visible_text is not None else message.text,
         "attachments": [_attachment_dict(a) for a in message.attachments],
         "defects": message.defects,
+        "agent_check": message.agent_check,
     }
 
 
@@ -175,7 +188,32 @@ def show_ticket(db: Database, number: int) -> dict[str, Any]:
             ).scalars()
         )
         data = _ticket_dict(ticket, [m.message_id for m in messages if m.message_id])
-        data["messages"] = [_message_dict(m) for m in messages]
+        outgoing = [m.message_id for m in messages if m.direction == "out" and m.message_id]
+        sent = {
+            row.message_id: {
+                "id": row.id,
+                "kind": row.kind,
+                "state": row.state,
+                "attempts": row.attempts,
+                "last_error": row.last_error,
+            }
+            for row in session.execute(
+                select(
+                    OutboxMail.id,
+                    OutboxMail.message_id,
+                    OutboxMail.kind,
+                    OutboxMail.state,
+                    OutboxMail.attempts,
+                    OutboxMail.last_error,
+                ).where(OutboxMail.message_id.in_(outgoing))
+            )
+        }
+        entries = []
+        for message in messages:
+            entry = _message_dict(message)
+            if message.direction == "out":
+                entry["outbox"] = sent.get(message.message_id or "")
+            entries.append(entry)
         links = session.execute(
             select(TicketLink).where(
                 (TicketLink.ticket_id == number) | (TicketLink.other_id == number)
@@ -192,7 +230,38 @@ def show_ticket(db: Database, number: int) -> dict[str, Any]:
         data["events"] = [
             {"at": iso(e.at), "kind": e.kind, "actor": e.actor, "data": e.data} for e in events
         ]
+        # Internal notes read with the conversation, in time order: direction "note".
+        notes = [_note_dict(e) for e in data["events"] if e["kind"] == "note"]
+        data["messages"] = sorted(
+            [*entries, *notes], key=lambda m: m["date"] or m["received_at"] or ""
+        )
         return data
+
+
+def _note_dict(event: dict[str, Any]) -> dict[str, Any]:
+    """An internal note as an entry among the messages (never sent to anyone)."""
+    text = str(event["data"].get("text", ""))
+    return {
+        "id": None,
+        "message_id": None,
+        "direction": "note",
+        "from": {"email": event["actor"], "name": ""},
+        "to": [],
+        "cc": [],
+        "subject": "",
+        "date": event["at"],
+        "received_at": event["at"],
+        "in_reply_to": None,
+        "kind": "note",
+        "kind_reason": "",
+        "thread_rule": "",
+        "thread_reason": "",
+        "text": text,
+        "visible_text": text,
+        "attachments": [],
+        "defects": [],
+        "agent_check": None,
+    }
 
 
 def current_labels(conn: Connection, number: int) -> dict[str, str | None]:
@@ -212,6 +281,7 @@ class Agent:
     contact_id: int | None  # None: configured, but no contact row yet (`postdesk init`)
     email: str
     name: str  # "" when neither the config nor the contact has one
+    language: str = "en"  # of the mail postdesk writes to them ([[agent]] language)
 
 
 def find_agent(conn: Connection, configured: Sequence[AgentSettings], email: str) -> Agent | None:
@@ -224,7 +294,8 @@ def find_agent(conn: Connection, configured: Sequence[AgentSettings], email: str
     for agent in configured:
         if agent.email == address:
             name = agent.name or (contact.name if contact is not None else "")
-            return Agent(contact.id if contact is not None else None, address, name)
+            contact_id = contact.id if contact is not None else None
+            return Agent(contact_id, address, name, agent.language)
     if contact is not None and contact.role == AGENT:
         return Agent(contact.id, address, contact.name)
     return None
