@@ -180,15 +180,22 @@ def thunderbird(notification: EmailMessage, agent: MailUser, reply: AgentReply) 
     )
 
 
+OUTLOOK_LABELS = ("From", "Sent", "To", "Subject")
+OUTLOOK_LABELS_FA = ("از", "ارسال شده", "به", "موضوع")
+
+
 def outlook(notification: EmailMessage, agent: MailUser, reply: AgentReply) -> bytes:
     """Outlook desktop: nothing quoted with '>'; a rule, then a From/Sent/To/Subject block
     and the notification as it was, in the plain text and (styled) in the HTML."""
     name, addr = _sender_display(notification)
-    sent = "Tuesday, May 12, 2026 10:04 AM"
-    block = (
-        f"From: {name} <{addr}>\nSent: {sent}\nTo: Sara <{agent.email}>\n"
-        f"Subject: {notification['Subject']}"
-    )
+    if reply.language == "fa":  # Outlook with a Persian user interface
+        labels = OUTLOOK_LABELS_FA
+        sent = "سه‌شنبه، ۱۲ مه ۲۰۲۶ ۱۰:۰۴"
+    else:
+        labels = OUTLOOK_LABELS
+        sent = "Tuesday, May 12, 2026 10:04 AM"
+    fields = [f"{name} <{addr}>", sent, f"Sara <{agent.email}>", str(notification["Subject"])]
+    block = "\n".join(f"{label}: {value}" for label, value in zip(labels, fields, strict=True))
     original = plain_text(notification)
     rule = "_" * 32
     text = f"{reply.body}\n\n-- \n{SIGNATURE}\n\n{rule}\n{block}\n\n{original}\n"
@@ -209,10 +216,11 @@ def outlook(notification: EmailMessage, agent: MailUser, reply: AgentReply) -> b
         '<hr style="display:inline-block;width:98%" tabindex="-1">\n'
         '<div id="divRplyFwdMsg" dir="ltr"><font face="Calibri, sans-serif" '
         'style="font-size:11pt" color="#000000">'
-        f"<b>From:</b> {html.escape(name)} &lt;{html.escape(addr)}&gt;<br>\n"
-        f"<b>Sent:</b> {sent}<br>\n"
-        f"<b>To:</b> Sara &lt;{html.escape(agent.email)}&gt;<br>\n"
-        f"<b>Subject:</b> {html.escape(str(notification['Subject']))}</font>"
+        + "<br>\n".join(
+            f"<b>{label}:</b> {html.escape(value)}"
+            for label, value in zip(labels, fields, strict=True)
+        )
+        + "</font>"
         "<div>&nbsp;</div></div>\n"
         f'<div class="BodyFragment"><font size="2"><span style="font-size:11pt;">'
         f'<div class="PlainText">{lines_html(original)}</div></span></font></div>\n'
@@ -393,6 +401,7 @@ def assert_relayed(
         assert "wrote:" not in part and "نوشت:" not in part  # an attribution line
         assert "Sent:" not in part and "________" not in part  # Outlook's header block
         assert "Subject:" not in part
+        assert "ارسال شده:" not in part and "موضوع:" not in part
         assert script.question not in part  # the history quoted in the agent's mail
         for line in plain_text(notification).splitlines():
             if len(line.strip()) > 25:
@@ -458,7 +467,6 @@ def full_flow(desk: Desk, script: Script) -> None:
             agent_mail=reply,
         )
         assert desk.status(number) == "pending"
-    sara_seen = len(mail.messages(desk.sara))
 
     # 4. #close from Sara's own address but without her token, to the plain support
     # address: it changes nothing and nobody hears of it.
@@ -490,7 +498,9 @@ def full_flow(desk: Desk, script: Script) -> None:
     assert address(survey["From"]) == support
     assert desk.sara.email.encode() not in mail.inbox(customer)[-1].lower()
 
-    # 6. The customer answers the survey from their mail client: CSAT 4, still solved.
+    # 6. The customer answers the survey from their mail client: CSAT 4, still solved,
+    # and nobody is told (an answer to the survey is not a new question).
+    sara_seen = len(mail.messages(desk.sara))
     answer = customer_mail(
         script,
         customer,
