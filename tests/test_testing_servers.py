@@ -26,7 +26,7 @@ from postdesk.testing.dovecot import (
     MailUser,
     TlsFiles,
 )
-from postdesk.testing.smtpsink import SmtpSink
+from postdesk.testing.smtpsink import ReceivedMail, SmtpSink
 
 
 def message(subject: str, index: int = 0) -> bytes:
@@ -368,6 +368,29 @@ def test_fail_next_refuses_then_accepts(smtp_sink: SmtpSink, code: int) -> None:
     (accepted,) = smtp_sink.wait_for(1)
     assert b"attempt 2" in accepted.data
     assert [b"attempt 0" in mail.data for mail in smtp_sink.refused] == [True, False]
+
+
+def test_sink_refuses_unknown_recipients_and_failed_deliveries() -> None:
+    delivered: list[bytes] = []
+
+    def deliver(mail: ReceivedMail) -> None:
+        if b"Subject: Broken" in mail.data:
+            raise OSError("disk full")
+        delivered.append(mail.data)
+
+    with SmtpSink(accepts=lambda rcpt: rcpt.endswith("@example.org"), deliver=deliver) as sink:
+        send(sink, email("Kept"))
+        with pytest.raises(aiosmtplib.SMTPDataError) as failed:
+            send(sink, email("Broken"))
+        assert failed.value.code == 451 and "disk full" in failed.value.message
+        stranger = email("Nobody")
+        stranger.replace_header("To", "nobody@example.net")
+        with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as refused:
+            send(sink, stranger)
+        assert refused.value.recipients[0].code == 550
+        (kept,) = sink.wait_for(1)
+    assert b"Subject: Kept" in kept.data and delivered == [kept.data]
+    assert [b"Subject: Broken" in mail.data for mail in sink.refused] == [True]
 
 
 def test_fail_next_validates_its_arguments(smtp_sink: SmtpSink) -> None:

@@ -41,6 +41,11 @@ class SmtpSink:
     ``starttls`` offers STARTTLS with the given certificate and key; ``auth`` requires AUTH
     PLAIN or LOGIN with that user and password (allowed without TLS, it is loopback).
     ``fail_next`` makes it refuse coming messages, to exercise a sender's retry logic.
+
+    ``accepts`` decides at RCPT TO which recipients exist (the others get 550 5.1.1), and
+    ``deliver`` is called with every message before it is accepted, on the sink's thread:
+    if it raises, the message is refused with 451 and kept in ``refused``. Together they
+    turn the sink into a mail server that delivers (see testing/delivery.py).
     """
 
     def __init__(
@@ -52,6 +57,8 @@ class SmtpSink:
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
         auth: tuple[str, str] | None = None,
+        accepts: Callable[[str], bool] | None = None,
+        deliver: Callable[[ReceivedMail], None] | None = None,
     ) -> None:
         if starttls and (tls_cert is None or tls_key is None):
             raise ValueError("starttls=True needs tls_cert and tls_key")
@@ -62,6 +69,8 @@ class SmtpSink:
         self.tls_cert = tls_cert
         self.tls_key = tls_key
         self.auth = auth
+        self.accepts = accepts
+        self.deliver = deliver
         self._changed = threading.Condition()
         self._messages: list[ReceivedMail] = []
         self._refused: list[ReceivedMail] = []
@@ -241,6 +250,15 @@ class SmtpSink:
                 self._refused.append(mail)
                 code = self._fail_code
                 return f"{code} {code // 100}.0.0 Refused on request (SmtpSink.fail_next)"
+        if self.deliver is not None:
+            try:
+                self.deliver(mail)
+            except Exception as exc:
+                with self._changed:
+                    self._refused.append(mail)
+                detail = " ".join(str(exc).split())[:200]
+                return f"451 4.3.0 Delivery failed: {type(exc).__name__}: {detail}"
+        with self._changed:
             self._messages.append(mail)
             self._changed.notify_all()
         return "250 2.0.0 Accepted by SmtpSink"
@@ -251,6 +269,16 @@ class _Handler:
 
     def __init__(self, sink: SmtpSink) -> None:
         self._sink = sink
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        accepts = self._sink.accepts
+        if accepts is not None and not accepts(address):
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         return self._sink._receive(session, envelope)
