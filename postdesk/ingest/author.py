@@ -16,8 +16,9 @@ something proves it:
   when the trusted Authentication-Results show the domain passing. It never runs commands.
 * Anything else from an agent's address (no token and nothing to prove the sender, an
   edited token, another agent's or another ticket's token, a failing DMARC) is taken as
-  customer mail, as the issue of spoofing asks: it is threaded, reopens and notifies
-  like any customer's, and executes nothing.
+  customer mail: threaded like a customer's (no agent privileges), kept on the ticket,
+  and shown to the team with a warning, but it changes nothing: no commands, no relay,
+  no reopening, no acknowledgement to the team address.
 
 Whatever is decided is recorded on the message (`messages.agent_check`), with the reason.
 Imported mail is history and keeps the roles it was written with; automatic mail (an

@@ -213,7 +213,13 @@ class TicketStep:
                 and now - closed_at > self.closed_after
             )
             if not (human and long_closed):
-                reopens = human and sender.role != AGENT and not item.survey_answer
+                # Unproven mail from an agent's address (ingest/author.py) changes nothing.
+                reopens = (
+                    human
+                    and sender.role != AGENT
+                    and not sender.unproven_agent
+                    and not item.survey_answer
+                )
                 if reopens and was.status in REOPENABLE:
                     reopen(
                         conn,
