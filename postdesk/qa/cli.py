@@ -52,10 +52,16 @@ _DATE = click.DateTime(formats=["%Y-%m-%d"])
     help="Scorecard the sample is for: a TOML file, or a stored name (default: postdesk's).",
 )
 @click.option(
-    "--since", type=_DATE, help="Tickets solved or closed on or after this day (default: 7 days)."
+    "--since",
+    type=_DATE,
+    metavar="DATE",
+    help="Tickets solved or closed from this day on (default: 7 days before --until).",
 )
 @click.option(
-    "--until", type=_DATE, help="... and up to the end of this day, UTC (default: today)."
+    "--until",
+    type=_DATE,
+    metavar="DATE",
+    help="... and up to the end of this day, UTC (default: today).",
 )
 @click.option("--queue", metavar="MAILBOX", help="Only tickets of this mailbox (by its name).")
 @click.option("--agent", metavar="EMAIL", help="Only tickets assigned to this agent.")
