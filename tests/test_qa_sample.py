@@ -44,16 +44,18 @@ def test_the_frame_is_solved_tickets_of_the_period_queue_and_agent(cli: Cli, db:
             SolvedTicket(agent=SARA, queue="billing", day=3),
             SolvedTicket(agent=SARA, day=40),  # solved in December
             SolvedTicket(agent=None, day=4),
+            SolvedTicket(agent=OMID, day=5, closed_day=45),  # solved in November
         ],
     )
     everything = sample(cli, "--n", "100", "--dry-run")
-    assert everything["frame_size"] == 4
-    assert sorted(drawn(everything)) == [numbers[0], numbers[1], numbers[2], numbers[4]]
+    assert everything["frame_size"] == 5
+    assert sorted(drawn(everything)) == [numbers[i] for i in (0, 1, 2, 4, 5)]
     assert all(t["inclusion_probability"] == 1.0 for t in everything["tickets"])
     assert everything["saved"] is False and everything["sample"] is None
     assert drawn(sample(cli, "--n", "9", "--queue", "billing", "--dry-run")) == [numbers[2]]
     assert drawn(sample(cli, "--n", "9", "--agent", "Omid@Example.com", "--dry-run")) == [
-        numbers[1]
+        numbers[1],
+        numbers[5],
     ]
     december = cli.json(
         "qa", "sample", "--n", "9", "--since", "2026-12-01", "--until", "2026-12-31"

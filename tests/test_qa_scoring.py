@@ -172,7 +172,7 @@ def test_risk_weight_counts_each_factor_and_never_drops_below_one() -> None:
         queue="support",
         agent=None,
         created_at=opened,
-        closed_at=opened + timedelta(hours=1),
+        resolved_at=opened + timedelta(hours=1),
         messages=2,
         reopened=0,
         csat=5,
@@ -184,7 +184,7 @@ def test_risk_weight_counts_each_factor_and_never_drops_below_one() -> None:
     stormy = TicketFacts(
         **{
             **calm.__dict__,
-            "closed_at": opened + timedelta(days=5),
+            "resolved_at": opened + timedelta(days=5),
             "messages": 9,
             "reopened": 1,
             "csat": 1,

@@ -1,9 +1,10 @@
 """The sampling frame: the tickets a QA sample may draw, with what risk weighting reads.
 
 Read-only queries on the ticket tables (QA never writes ticket state). A ticket is
-eligible when it is solved or closed with `closed_at` in the period, a customer wrote it
-(at least one human inbound message: mail nobody had to answer is closed at once and has
-nothing to review), it was not merged into another, and it has not been sampled or
+eligible when it is solved or closed and was resolved in the period (`solved_at`, when it
+was last solved, else `closed_at` for a ticket closed without being solved), a customer
+wrote it (at least one human inbound message: mail nobody had to answer is closed at once
+and has nothing to review), it was not merged into another, and it has not been sampled or
 reviewed with the same scorecard (any version of that name) before.
 """
 
@@ -33,7 +34,7 @@ from postdesk.qa.risk import TicketFacts
 
 @dataclass(frozen=True)
 class Period:
-    """Tickets closed at or after `since` and before `until` (UTC)."""
+    """Tickets resolved at or after `since` and before `until` (UTC)."""
 
     since: datetime
     until: datetime
@@ -49,6 +50,7 @@ def eligible_tickets(
 ) -> list[TicketFacts]:
     """The frame, ordered by ticket number (so a seed always means the same draw)."""
     assignee = aliased(Contact)
+    resolved_at = func.coalesce(Ticket.solved_at, Ticket.closed_at)
     messages = (
         select(func.count(Message.id)).where(Message.ticket_id == Ticket.id).scalar_subquery()
     )
@@ -86,7 +88,7 @@ def eligible_tickets(
             Mailbox.name,
             assignee.email,
             Ticket.created_at,
-            Ticket.closed_at,
+            resolved_at,
             messages,
             reopened,
             Ticket.csat_score,
@@ -98,7 +100,7 @@ def eligible_tickets(
         .outerjoin(assignee, assignee.id == Ticket.assignee_id)
         .where(
             Ticket.status.in_([TicketStatus.SOLVED.value, TicketStatus.CLOSED.value]),
-            and_(Ticket.closed_at >= period.since, Ticket.closed_at < period.until),
+            and_(resolved_at >= period.since, resolved_at < period.until),
             Ticket.merged_into_id.is_(None),
             customer_wrote,
             ~reviewed,
@@ -116,7 +118,7 @@ def eligible_tickets(
             queue=row[1],
             agent=row[2],
             created_at=row[3],
-            closed_at=row[4],
+            resolved_at=row[4],
             messages=row[5],
             reopened=row[6],
             csat=row[7],

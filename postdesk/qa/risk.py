@@ -26,7 +26,7 @@ class TicketFacts:
     queue: str | None  # the mailbox's name
     agent: str | None  # the assignee's email
     created_at: datetime
-    closed_at: datetime
+    resolved_at: datetime  # when last solved (or closed, if never solved)
     messages: int
     reopened: int  # times it went from solved or closed back to open
     csat: int | None
@@ -68,7 +68,7 @@ RISK_FACTORS: tuple[RiskFactor, ...] = (
     RiskFactor(
         "long-resolution",
         1.0,
-        lambda t: t.closed_at - t.created_at > LONG_RESOLUTION,
+        lambda t: t.resolved_at - t.created_at > LONG_RESOLUTION,
         "open for more than 3 days",
     ),
     RiskFactor(

@@ -41,6 +41,7 @@ class SolvedTicket:
     csat: int | None = None
     reopened: bool = False
     status: str = "solved"
+    closed_day: int | None = None  # closed this many days after BASE, after being solved
 
 
 def _contact(conn: Connection, email: str, role: str = "customer") -> int:
@@ -106,6 +107,9 @@ def add_solved_tickets(db: Database, specs: Sequence[SolvedTicket]) -> list[int]
             set_status(conn, number, spec.status, actor="agent", why="test", at=solved)
             if spec.csat is not None:
                 record_csat(conn, number, spec.csat, "", actor="customer", at=solved)
+            if spec.closed_day is not None:
+                closed = BASE + timedelta(days=spec.closed_day, minutes=i)
+                set_status(conn, number, "closed", actor="postdesk", why="test", at=closed)
             numbers.append(number)
     return numbers
 
