@@ -28,6 +28,7 @@ from postdesk.models import RawStatus
 from postdesk.models.db import describe_error
 from postdesk.models.migrate import upgrade
 from postdesk.notify.cli import outbox as outbox_commands
+from postdesk.qa.cli import qa as qa_commands
 
 log = logging.getLogger("postdesk")
 
@@ -564,7 +565,7 @@ def inbound_retry(obj: Context, ids: tuple[int, ...], retry_all: bool) -> None:
 
 
 # Each feature's commands live beside the feature and are registered here, in one place.
-for feature_commands in (model_commands, outbox_commands):
+for feature_commands in (model_commands, outbox_commands, qa_commands):
     main.add_command(feature_commands)
 
 if __name__ == "__main__":  # pragma: no cover

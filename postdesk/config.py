@@ -587,27 +587,40 @@ def config_path(explicit: str | os.PathLike[str] | None) -> Path:
 def load_settings(path: str | os.PathLike[str]) -> Settings:
     """Read and validate the TOML file at `path`."""
     p = Path(path)
+    missing = "no such file; write one (see README 'Configuration') or pass --config"
+    return parse_settings(read_toml(p, missing=missing), p)
+
+
+def read_toml(path: Path, *, missing: str = "no such file") -> dict[str, Any]:
+    """The TOML document at `path`; a missing, unreadable or invalid file is a ConfigError
+    naming it (`missing` says what to do when there is no such file)."""
     try:
-        text = p.read_bytes()
+        text = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(
-            str(p), None, "no such file; write one (see README 'Configuration') or pass --config"
-        ) from None
+        raise ConfigError(str(path), None, missing) from None
     except OSError as exc:
-        raise ConfigError(str(p), None, f"cannot read it ({exc.strerror or exc})") from None
+        raise ConfigError(str(path), None, f"cannot read it ({exc.strerror or exc})") from None
     try:
-        data = tomllib.loads(text.decode("utf-8"))
+        return tomllib.loads(text.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ConfigError(str(p), None, "is not UTF-8 text") from None
+        raise ConfigError(str(path), None, "is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(p), None, f"is not valid TOML: {exc}") from None
-    return parse_settings(data, p)
+        raise ConfigError(str(path), None, f"is not valid TOML: {exc}") from None
 
 
 def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
     """Validate an already-decoded TOML document (split out so tests can feed dicts)."""
+    return parse_document(data, Settings, path, given={"path": path})
+
+
+def parse_document(
+    data: Mapping[str, Any], cls: type[T], path: Path, *, given: Mapping[str, Any] | None = None
+) -> T:
+    """Read a decoded TOML document as the section dataclass `cls`, with the same reader,
+    checks and one-line errors as the config file (other TOML files postdesk reads, such
+    as QA scorecards, are described this way too). `given` fills `in_file=False` fields."""
     top = Key(str(path), path.resolve().parent, "")
-    return _read_section(data, Settings, top, given={"path": path})
+    return _read_section(data, cls, top, given=given)
 
 
 # --- the generic reader -------------------------------------------------------------------

@@ -13,6 +13,14 @@ from postdesk.models.mail import (
     RawStatus,
 )
 from postdesk.models.outbox import OutboxMail, OutboxState
+from postdesk.models.qa import (
+    QaAssignment,
+    QaRating,
+    QaReview,
+    QaSample,
+    QaSampledTicket,
+    QaScorecard,
+)
 from postdesk.models.tickets import Contact, Ticket, TicketEvent, TicketLink, TicketStatus
 
 __all__ = [
@@ -27,6 +35,12 @@ __all__ = [
     "MessageRef",
     "OutboxMail",
     "OutboxState",
+    "QaAssignment",
+    "QaRating",
+    "QaReview",
+    "QaSample",
+    "QaSampledTicket",
+    "QaScorecard",
     "RawMessage",
     "RawStatus",
     "Ticket",

@@ -1,0 +1,18 @@
+"""QA: sampling solved tickets, scorecards, reviews, reviewer agreement (later: the
+scoring session, reports and KPIs).
+
+A layer beside ingest, classify and notify: it reads tickets (postdesk.models,
+postdesk.tickets) and writes only its own tables (postdesk/models/qa.py); it never
+imports ingest, classify or notify.
+
+- `scorecard`: scorecard TOML files, their versions (content hash), the default scorecard.
+- `scoring`: criterion and review scores, the IQS (Hájek-weighted, with its interval).
+- `sampling`: sampling designs with exact inclusion probabilities (pure).
+- `risk`: the risk factors of risk-weighted samples.
+- `frame`: which tickets a sample may draw.
+- `samples`: `qa sample`: draw, assign reviewers, store.
+- `store`: the QA tables: scorecard versions, samples, reviews one answer at a time.
+- `imports`: `qa import-reviews` (CSV).
+- `agreement`: `qa agreement`: percent agreement, Krippendorff's alpha, Cohen's kappa.
+- `cli`: the `postdesk qa` commands.
+"""

@@ -1,0 +1,283 @@
+"""`postdesk qa ...`: samples of solved tickets, reviews made elsewhere, reviewer agreement."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy import Connection
+
+from postdesk.clikit import Context, json_option, pass_context, print_json
+from postdesk.errors import PostdeskError
+from postdesk.qa.scorecard import DEFAULT_NAME, Scorecard, default_scorecard, load_scorecard
+from postdesk.qa.store import StoredScorecard, register_scorecard, stored_scorecard
+
+
+@click.group()
+def qa() -> None:
+    """Quality assurance: sample solved tickets, import reviews, check reviewer agreement."""
+
+
+def _warn(scorecard: Scorecard) -> None:
+    for warning in scorecard.warnings():
+        click.echo(f"postdesk: warning: {warning}", err=True)
+
+
+def _scorecard(conn: Connection, spec: str | None) -> StoredScorecard:
+    """--scorecard: a TOML file (stored as a new version when it changed), or the name of
+    a stored scorecard (its latest version); by default postdesk's own scorecard."""
+    if spec is not None and (spec.endswith(".toml") or Path(spec).is_file()):
+        scorecard = load_scorecard(spec)
+        _warn(scorecard)
+        return register_scorecard(conn, scorecard)
+    name = spec or DEFAULT_NAME
+    if name == DEFAULT_NAME:
+        return register_scorecard(conn, default_scorecard())
+    return stored_scorecard(conn, name)
+
+
+def _day(value: datetime | None, default: datetime) -> datetime:
+    return default if value is None else value.replace(tzinfo=UTC)
+
+
+_DATE = click.DateTime(formats=["%Y-%m-%d"])
+
+
+@qa.command("sample")
+@click.option(
+    "--scorecard",
+    metavar="FILE.toml|NAME",
+    help="Scorecard the sample is for: a TOML file, or a stored name (default: postdesk's).",
+)
+@click.option(
+    "--since",
+    type=_DATE,
+    metavar="DATE",
+    help="Tickets solved or closed from this day on (default: 7 days before --until).",
+)
+@click.option(
+    "--until",
+    type=_DATE,
+    metavar="DATE",
+    help="... and up to the end of this day, UTC (default: today).",
+)
+@click.option("--queue", metavar="MAILBOX", help="Only tickets of this mailbox (by its name).")
+@click.option("--agent", metavar="EMAIL", help="Only tickets assigned to this agent.")
+@click.option("--n", "n", type=int, metavar="N", help="Draw N tickets in all.")
+@click.option("--per-agent", type=int, metavar="N", help="Draw N tickets per agent (stratified).")
+@click.option(
+    "--risk",
+    is_flag=True,
+    help="Risk-weighted: low CSAT, reopened, long, unsure triage, many messages weigh more.",
+)
+@click.option("--seed", type=int, help="Random seed; the same seed redraws the same sample.")
+@click.option(
+    "--reviewer",
+    "reviewers",
+    multiple=True,
+    metavar="NAME",
+    help="Assign the tickets to this reviewer; repeat it to split them evenly.",
+)
+@click.option(
+    "--overlap",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Share of tickets also given, blind, to a second reviewer (calibration).",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be drawn; store nothing.")
+@json_option
+@pass_context
+def qa_sample(
+    obj: Context,
+    scorecard: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    queue: str | None,
+    agent: str | None,
+    n: int | None,
+    per_agent: int | None,
+    risk: bool,
+    seed: int | None,
+    reviewers: tuple[str, ...],
+    overlap: float,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Draw solved or closed tickets for QA review, and assign them to reviewers.
+
+    Give --n N for N tickets (simple random) or --per-agent N for N per agent
+    (stratified); add --risk to favour risky tickets (with unequal probabilities).
+    Each ticket's inclusion probability is stored with it, so the quality score
+    estimates all tickets, not only the drawn ones. A ticket already sampled or
+    reviewed with the same scorecard is not drawn again. The seed is printed: the same
+    seed on the same tickets draws the same sample (try it with --dry-run).
+    """
+    from postdesk.qa.frame import Period
+    from postdesk.qa.samples import SampleRequest, draw_sample
+
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    end = _day(until, today) + timedelta(days=1)
+    start = _day(since, end - timedelta(days=7))
+    request = SampleRequest(
+        period=Period(start, end),
+        n=n,
+        per_agent=per_agent,
+        risk=risk,
+        queue=queue,
+        agent=agent,
+        seed=seed,
+        reviewers=[r.strip().lower() for r in reviewers if r.strip()],
+        overlap=overlap,
+    )
+    request.check()
+    if queue is not None:
+        obj.settings().mailbox(queue)  # an unknown queue: one line naming the known ones
+    with obj.database().transaction() as session:
+        conn = session.connection()
+        stored = _scorecard(conn, scorecard)
+        result = draw_sample(conn, stored, request, save=not dry_run)
+    if as_json:
+        print_json(result.as_json())
+        return
+    what = "would draw" if dry_run else f"sample #{result.saved.id}:" if result.saved else "drew"
+    click.echo(
+        f"{what} {len(result.tickets)} of {result.frame_size} eligible ticket(s), "
+        f"design {request.design}, seed {result.seed}, scorecard {stored.label}"
+    )
+    for t in result.tickets:
+        reviewers_text = ", ".join(t.reviewers) or "-"
+        risk_text = (
+            f"  risk {t.risk_weight:g} ({', '.join(t.risk_reasons)})" if t.risk_reasons else ""
+        )
+        stratum = f"  {t.stratum}" if t.stratum else ""
+        click.echo(
+            f"#{t.ticket:<6} p={t.inclusion_probability:.3f}{stratum}  reviewer: {reviewers_text}"
+            + (" (blind double)" if t.blind else "")
+            + risk_text
+        )
+
+
+@qa.command("import-reviews")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--scorecard",
+    "scorecard_file",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The scorecard TOML file the reviews were made with.",
+)
+@pass_context
+def qa_import_reviews(obj: Context, file: Path, scorecard_file: Path) -> None:
+    """Import reviews made elsewhere from a CSV file.
+
+    Columns (header row): ticket,reviewer,criterion,rating and optionally comment; one
+    row per answer. rating is a number on the criterion's scale (pass-fail: 1 or 0) or
+    NA. Every row is checked first: with any bad row nothing is imported, and the error
+    names each bad line and why.
+    """
+    from postdesk.qa.imports import import_reviews, read_reviews
+
+    scorecard = load_scorecard(scorecard_file)
+    _warn(scorecard)
+    reviews = read_reviews(file, scorecard)
+    with obj.database().transaction() as session:
+        conn = session.connection()
+        stored = register_scorecard(conn, scorecard)
+        result = import_reviews(conn, file, stored, reviews)
+    click.echo(
+        f"imported {result.reviews} review(s) ({result.ratings} ratings) of "
+        f"{result.tickets} ticket(s) by {result.reviewers} reviewer(s), scorecard {stored.label}"
+        + (" (new version)" if stored.new else "")
+    )
+    if result.incomplete:
+        click.echo(
+            f"{result.incomplete} review(s) answer only some criteria; the others count as "
+            "not rated"
+        )
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+@qa.command("agreement")
+@click.option(
+    "--scorecard",
+    metavar="NAME",
+    help="Scorecard whose reviews to compare (default: the only one with reviews).",
+)
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(100, 100_000),
+    default=1000,
+    show_default=True,
+    help="Resamples for the 95% interval of alpha.",
+)
+@json_option
+@pass_context
+def qa_agreement(obj: Context, scorecard: str | None, bootstrap: int, as_json: bool) -> None:
+    """How well reviewers agree, per criterion and overall, on tickets two or more rated.
+
+    Shows percent agreement, Krippendorff's alpha (ordinal for rating scales, nominal
+    for pass-fail; any number of reviewers, missing ratings allowed) with a bootstrap
+    95% interval, and Cohen's kappa (linearly weighted for rating scales) where exactly
+    two reviewers rated. Alpha below 0.667 is flagged unreliable.
+
+    QA ratings are mostly "pass", so kappa and alpha can be low while percent agreement
+    is high: chance agreement is high when nearly everything passes. Read both; a low
+    alpha with high agreement means reviewers disagree on the rare failures.
+    """
+    from postdesk.qa.agreement import RELIABLE, agreement_report, collect
+    from postdesk.qa.store import scorecard_names
+
+    with obj.database().read_session() as session:
+        conn = session.connection()
+        if scorecard is None:
+            names = [n for n in scorecard_names(conn) if _has_reviews(conn, n)]
+            if len(names) != 1:
+                listed = ", ".join(names) if names else "none has finished reviews yet"
+                raise PostdeskError(f"name the scorecard with --scorecard NAME ({listed})")
+            scorecard = names[0]
+        latest = stored_scorecard(conn, scorecard)
+        collected = collect(conn, latest)
+    report = agreement_report(collected, resamples=bootstrap)
+    report["scorecard"] = {"name": latest.name, "versions": collected.versions}
+    report["reliable_alpha"] = RELIABLE
+    if as_json:
+        print_json(report)
+        return
+    click.echo(f"scorecard {latest.name} (versions {collected.versions or '-'})")
+    click.echo(
+        f"{'criterion':<16} {'items':>5} {'agree':>6} {'alpha':>6} {'95% CI':>15} {'kappa':>6}"
+    )
+    rows: list[tuple[str, dict[str, Any]]] = [
+        *report["per_criterion"].items(),
+        ("overall", report["overall"]),
+    ]
+    for key, r in rows:
+        ci = r["alpha_ci"]
+        ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-"
+        flag = "  unreliable" if r["unreliable"] and r["n_items"] else ""
+        click.echo(
+            f"{key:<16} {r['n_items']:>5} {_number(r['percent_agreement'], 2):>6} "
+            f"{_number(r['krippendorff_alpha']):>6} {ci_text:>15} "
+            f"{_number(r['cohen_kappa']):>6}{flag}"
+        )
+
+
+def _has_reviews(conn: Connection, name: str) -> bool:
+    from sqlalchemy import exists, select
+
+    from postdesk.models import QaReview, QaScorecard
+
+    query = select(
+        exists().where(
+            QaReview.scorecard_id == QaScorecard.id,
+            QaScorecard.name == name,
+            QaReview.finished_at.is_not(None),
+        )
+    )
+    return bool(conn.execute(query).scalar())

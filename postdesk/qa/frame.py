@@ -1,0 +1,132 @@
+"""The sampling frame: the tickets a QA sample may draw, with what risk weighting reads.
+
+Read-only queries on the ticket tables (QA never writes ticket state). A ticket is
+eligible when it is solved or closed and was resolved in the period (`solved_at`, when it
+was last solved, else `closed_at` for a ticket closed without being solved), a customer
+wrote it (at least one human inbound message: mail nobody had to answer is closed at once
+and has nothing to review), it was not merged into another, and it has not been sampled or
+reviewed with the same scorecard (any version of that name) before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, and_, exists, func, select
+from sqlalchemy.orm import aliased
+
+from postdesk.models import (
+    Contact,
+    Mailbox,
+    MailKind,
+    Message,
+    QaReview,
+    QaSample,
+    QaSampledTicket,
+    QaScorecard,
+    Ticket,
+    TicketEvent,
+    TicketStatus,
+)
+from postdesk.qa.risk import TicketFacts
+
+
+@dataclass(frozen=True)
+class Period:
+    """Tickets resolved at or after `since` and before `until` (UTC)."""
+
+    since: datetime
+    until: datetime
+
+
+def eligible_tickets(
+    conn: Connection,
+    period: Period,
+    *,
+    scorecard: str,
+    queue: str | None = None,
+    agent: str | None = None,
+) -> list[TicketFacts]:
+    """The frame, ordered by ticket number (so a seed always means the same draw)."""
+    assignee = aliased(Contact)
+    resolved_at = func.coalesce(Ticket.solved_at, Ticket.closed_at)
+    messages = (
+        select(func.count(Message.id)).where(Message.ticket_id == Ticket.id).scalar_subquery()
+    )
+    reopened = (
+        select(func.count(TicketEvent.id))
+        .where(
+            TicketEvent.ticket_id == Ticket.id,
+            TicketEvent.kind == "status",
+            TicketEvent.data["to"].as_string() == TicketStatus.OPEN.value,
+            TicketEvent.data["from"]
+            .as_string()
+            .in_([TicketStatus.SOLVED.value, TicketStatus.CLOSED.value]),
+        )
+        .scalar_subquery()
+    )
+    customer_wrote = exists().where(
+        Message.ticket_id == Ticket.id,
+        Message.direction == "in",
+        Message.kind == MailKind.HUMAN.value,
+    )
+    reviewed = exists().where(
+        QaReview.ticket_id == Ticket.id,
+        QaReview.scorecard_id == QaScorecard.id,
+        QaScorecard.name == scorecard,
+    )
+    sampled = exists().where(
+        QaSampledTicket.ticket_id == Ticket.id,
+        QaSampledTicket.sample_id == QaSample.id,
+        QaSample.scorecard_id == QaScorecard.id,
+        QaScorecard.name == scorecard,
+    )
+    query = (
+        select(
+            Ticket.id,
+            Mailbox.name,
+            assignee.email,
+            Ticket.created_at,
+            resolved_at,
+            messages,
+            reopened,
+            Ticket.csat_score,
+            Ticket.category_probability,
+            Ticket.category_source,
+            Ticket.needs_triage,
+        )
+        .outerjoin(Mailbox, Mailbox.id == Ticket.mailbox_id)
+        .outerjoin(assignee, assignee.id == Ticket.assignee_id)
+        .where(
+            Ticket.status.in_([TicketStatus.SOLVED.value, TicketStatus.CLOSED.value]),
+            and_(resolved_at >= period.since, resolved_at < period.until),
+            Ticket.merged_into_id.is_(None),
+            customer_wrote,
+            ~reviewed,
+            ~sampled,
+        )
+        .order_by(Ticket.id)
+    )
+    if queue is not None:
+        query = query.where(Mailbox.name == queue)
+    if agent is not None:
+        query = query.where(func.lower(assignee.email) == agent.strip().lower())
+    return [
+        TicketFacts(
+            ticket=row[0],
+            queue=row[1],
+            agent=row[2],
+            created_at=row[3],
+            resolved_at=row[4],
+            messages=row[5],
+            reopened=row[6],
+            csat=row[7],
+            category_probability=row[8],
+            category_source=row[9],
+            needs_triage=bool(row[10]),
+            # The SLA hook: set this from the ticket's SLA record once SLA clocks exist.
+            sla_breached=None,
+        )
+        for row in conn.execute(query)
+    ]

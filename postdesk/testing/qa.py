@@ -1,0 +1,135 @@
+"""Ticket histories for QA tests: solved tickets made through the lifecycle, fast.
+
+`add_solved_tickets(db, specs)` writes each ticket the way the pipeline would leave it
+(a customer's human message, an assignee, solved at a given time, optionally reopened
+and solved again, a CSAT answer), without mail servers. And a config file whose
+mailboxes are the queues the tickets are in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import Connection, insert, select
+
+from postdesk.models import Contact, Mailbox, Message
+from postdesk.models.base import table_of
+from postdesk.models.db import Database
+from postdesk.models.tickets import AGENT
+from postdesk.testing.config import toml_str, write_config
+from postdesk.tickets.lifecycle import assign, open_ticket, record_csat, reopen, set_status
+
+_contacts = table_of(Contact)
+_mailboxes = table_of(Mailbox)
+_messages = table_of(Message)
+
+BASE = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)  # a Monday
+
+
+@dataclass(frozen=True)
+class SolvedTicket:
+    """A ticket to write: solved `hours` after it opened, `day` days after BASE."""
+
+    agent: str | None = "sara@example.com"
+    queue: str = "support"
+    day: int = 0
+    hours: float = 2.0
+    messages: int = 2  # customer messages (the first opens the ticket)
+    csat: int | None = None
+    reopened: bool = False
+    status: str = "solved"
+    closed_day: int | None = None  # closed this many days after BASE, after being solved
+
+
+def _contact(conn: Connection, email: str, role: str = "customer") -> int:
+    found = conn.execute(select(_contacts.c.id).where(_contacts.c.email == email)).scalar()
+    if found is not None:
+        return int(found)
+    row_id: int = conn.execute(
+        insert(_contacts).returning(_contacts.c.id),
+        {"email": email, "name": email.split("@")[0], "role": role, "created_at": BASE},
+    ).scalar_one()
+    return row_id
+
+
+def _mailbox(conn: Connection, name: str) -> int:
+    found = conn.execute(select(_mailboxes.c.id).where(_mailboxes.c.name == name)).scalar()
+    if found is not None:
+        return int(found)
+    row_id: int = conn.execute(
+        insert(_mailboxes).returning(_mailboxes.c.id),
+        {"name": name, "address": f"{name}@example.com", "created_at": BASE},
+    ).scalar_one()
+    return row_id
+
+
+def add_solved_tickets(db: Database, specs: Sequence[SolvedTicket]) -> list[int]:
+    """Write one solved (or closed) ticket per spec; their numbers, in order."""
+    numbers = []
+    with db.transaction() as session:
+        conn = session.connection()
+        for i, spec in enumerate(specs):
+            opened = BASE + timedelta(days=spec.day, minutes=i)
+            customer = _contact(conn, f"customer{i}@example.org")
+            number = open_ticket(
+                conn,
+                subject=f"question {i}",
+                requester_id=customer,
+                mailbox_id=_mailbox(conn, spec.queue),
+                at=opened,
+                actor="customer",
+            )
+            for m in range(spec.messages):
+                conn.execute(
+                    insert(_messages),
+                    {
+                        "ticket_id": number,
+                        "contact_id": customer,
+                        "direction": "in",
+                        "kind": "human",
+                        "from_email": f"customer{i}@example.org",
+                        "subject": f"question {i}",
+                        "received_at": opened + timedelta(minutes=m),
+                        "text": f"message {m} of ticket {i}",
+                    },
+                )
+            if spec.agent is not None:
+                agent_id = _contact(conn, spec.agent, AGENT)
+                assign(conn, number, agent_id, actor=spec.agent, at=opened)
+            solved = opened + timedelta(hours=spec.hours)
+            if spec.reopened:
+                early = opened + timedelta(hours=spec.hours / 2)
+                set_status(conn, number, "solved", actor="agent", why="test", at=early)
+                reopen(conn, number, was="solved", actor="customer", why="test", at=early)
+            set_status(conn, number, spec.status, actor="agent", why="test", at=solved)
+            if spec.csat is not None:
+                record_csat(conn, number, spec.csat, "", actor="customer", at=solved)
+            if spec.closed_day is not None:
+                closed = BASE + timedelta(days=spec.closed_day, minutes=i)
+                set_status(conn, number, "closed", actor="postdesk", why="test", at=closed)
+            numbers.append(number)
+    return numbers
+
+
+def qa_config(directory: Path, db_url: str, queues: Sequence[str] = ("support",)) -> Path:
+    """A config file on `db_url` whose mailboxes are `queues` (never polled in tests)."""
+    blocks = [
+        "\n".join(
+            [
+                "[[mailbox]]",
+                f"name = {toml_str(name)}",
+                f'address = "{name}@example.com"',
+                'host = "127.0.0.1"',
+                "port = 1",
+                'security = "none"',
+                f'username = "{name}@example.com"',
+                'password = "unused"',
+            ]
+        )
+        + "\n"
+        for name in queues
+    ]
+    return write_config(directory, db_url, *blocks)
