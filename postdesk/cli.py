@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
@@ -29,6 +30,9 @@ from postdesk.models.db import describe_error
 from postdesk.models.migrate import upgrade
 from postdesk.notify.cli import outbox as outbox_commands
 from postdesk.qa.cli import qa as qa_commands
+
+if TYPE_CHECKING:
+    from postdesk.sla.clock import Clock
 
 log = logging.getLogger("postdesk")
 
@@ -233,9 +237,14 @@ def tickets_list(obj: Context, status: str | None, needs_triage: bool, as_json: 
 @pass_context
 def tickets_show(obj: Context, number: int, as_json: bool) -> None:
     """Show one ticket and its messages."""
+    from postdesk.models import utcnow
+    from postdesk.sla.clock import state_json
+    from postdesk.sla.view import calendar_for, ticket_sla_state
     from postdesk.tickets import show_ticket
 
     data = show_ticket(obj.database(), number)
+    sla = ticket_sla_state(obj.database(), obj.settings(), number, utcnow())
+    data["sla"] = state_json(sla) if sla is not None else None
     if as_json:
         print_json(data)
         return
@@ -253,6 +262,17 @@ def tickets_show(obj: Context, number: int, as_json: bool) -> None:
         f"Solved: {data['solved_at'] or '-'}"
         + (f"   CSAT: {data['csat']['score']}" if data["csat"] else "")
     )
+    if sla is not None:
+        zone = calendar_for(obj.settings(), data["mailbox"]).zone
+        click.echo(
+            f"SLA: {sla.priority}, calendar {sla.calendar}"
+            + ("   [paused: pending]" if sla.paused else "")
+        )
+        for label, clock in (
+            ("first response", sla.first_response),
+            ("resolution", sla.resolution),
+        ):
+            click.echo(f"  {label} due {_local(clock.due, zone)}{_clock_note(clock, zone)}")
     for message in data["messages"]:
         sender = message["from"]["email"]
         when = message["date"] or message["received_at"]
@@ -270,6 +290,19 @@ def tickets_show(obj: Context, number: int, as_json: bool) -> None:
             click.echo(f"[agent check: {message['agent_check']}]")
         for attachment in message["attachments"]:
             click.echo(f"[attachment: {attachment['filename']} {attachment['size']} bytes]")
+
+
+def _local(when: datetime, zone: tzinfo) -> str:
+    """A time in a calendar's zone, e.g. "2026-12-10 08:30 +0330"."""
+    return when.astimezone(zone).strftime("%Y-%m-%d %H:%M %z")
+
+
+def _clock_note(clock: Clock, zone: tzinfo) -> str:
+    if clock.met_at is not None:
+        return f"   met {_local(clock.met_at, zone)}" + (" (late)" if clock.breached else "")
+    if clock.breached:
+        return "   [BREACHED]"
+    return "   [at risk]" if clock.at_risk else ""
 
 
 def _recipients(message: dict[str, Any]) -> str:

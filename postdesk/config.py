@@ -31,10 +31,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import tomllib
 import types
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -308,6 +311,8 @@ class MailboxSettings:
     # [smtp] is configured), signed and sent as `team` <address>.
     acknowledge: bool = True
     team: str = field(default="Support", metadata=option(_nonempty))
+    # The [calendar.NAME] this mailbox's tickets' SLA clocks count in ("": [sla] calendar).
+    calendar: str = ""
 
 
 def _needed_with_username(password: Secret, key: Key) -> Secret:
@@ -518,6 +523,226 @@ class TriageSettings:
     matrix: tuple[tuple[str, str, str], ...] = field(default=(), metadata=option(read=_read_matrix))
 
 
+# --- service levels: [sla] and [calendar.NAME] ----------------------------------------
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # Python's weekday() order
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+_RANGE = re.compile(r"(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})")
+DURATION_HINT = 'a duration like "30m", "4h" or "1h30m"'
+
+
+def _duration(raw: Any, key: Key) -> float:
+    """A business-time duration such as "30m", "4h", "40h" or "1h30m", in seconds."""
+    text = _expect(raw, str, key).strip().replace(" ", "")
+    match = _DURATION.fullmatch(text)
+    if not text or match is None:
+        raise key.fail(f"got {raw!r}; expected {DURATION_HINT}")
+    hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return float(hours * 3600 + minutes * 60 + seconds)
+
+
+def _positive_duration(value: float, key: Key) -> float:
+    if value <= 0:
+        raise key.fail(f"must be longer than zero; expected {DURATION_HINT}")
+    return value
+
+
+def _time_zone(name: str, key: Key) -> str:
+    name = name.strip()
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        close = difflib.get_close_matches(name, sorted(zoneinfo.available_timezones()), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ' (an IANA name, e.g. "Asia/Tehran")'
+        raise key.fail(f"unknown time zone {name!r}{hint}") from None
+    return name
+
+
+def _minutes(hours: str, minutes: str, raw: str, key: Key) -> int:
+    value = int(hours) * 60 + int(minutes)
+    if int(minutes) >= 60 or value > 24 * 60:
+        raise key.fail(f"{raw!r} is not a time of day (00:00 to 24:00)")
+    return value
+
+
+def _day_ranges(raw: Any, key: Key) -> tuple[tuple[int, int], ...]:
+    """ "08:00-12:00,13:00-17:00" as minutes of the day, in order and not overlapping."""
+    text = _expect(raw, str, key).strip()
+    ranges: list[tuple[int, int]] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        match = _RANGE.fullmatch(part.replace(" ", ""))
+        if match is None:
+            raise key.fail(
+                f'got {part!r}; expected ranges like "08:00-16:00" or "08:00-12:00,13:00-17:00"'
+            )
+        h1, m1, h2, m2 = match.groups()
+        start = _minutes(h1, m1, part, key)
+        end = _minutes(h2, m2, part, key)
+        if end <= start:
+            raise key.fail(f"{part!r} ends before it starts (a range cannot pass midnight)")
+        if ranges and start < ranges[-1][1]:
+            raise key.fail(
+                f"{part!r} overlaps or comes before the range before it; list ranges in order"
+            )
+        ranges.append((start, end))
+    return tuple(ranges)
+
+
+def _read_week(raw: Any, key: Key) -> tuple[tuple[tuple[int, int], ...], ...]:
+    """`week = { sat = "08:00-16:00", ... }`: working ranges per weekday, Monday first."""
+    table = _read_table(raw, key, set(WEEKDAYS))
+    week = tuple(
+        _day_ranges(table[day], key.child(day)) if day in table else () for day in WEEKDAYS
+    )
+    if not any(week):
+        raise key.fail('has no working hours; give at least one day, e.g. mon = "09:00-17:00"')
+    return week
+
+
+def _read_dates(raw: Any, key: Key) -> tuple[date, ...]:
+    out = []
+    for i, text in enumerate(_read_strings(raw, key)):
+        try:
+            out.append(date.fromisoformat(text))
+        except ValueError:
+            raise key.item(i).fail(
+                f'got {text!r}; expected an ISO date like "2026-12-13"'
+            ) from None
+    return tuple(sorted(set(out)))
+
+
+def _holiday_country(code: str, key: Key) -> str:
+    code = code.strip().upper()
+    if not code:
+        return ""
+    import holidays  # only when a calendar names a country
+
+    known = holidays.list_supported_countries()
+    if code not in known:
+        close = difflib.get_close_matches(code, sorted(known), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise key.fail(
+            f"{code!r} is not a country the holidays package knows{hint} "
+            '(an ISO 3166 code, e.g. "IR" or "DE")'
+        )
+    return code
+
+
+@dataclass(frozen=True)
+class CalendarSettings:
+    """`[calendar.NAME]`: the working hours SLA clocks count in.
+
+    `week` holds, Monday first, each weekday's working ranges as minutes of the day in
+    `timezone`; `holiday_country`'s public holidays and the own `holidays` are days off.
+    """
+
+    name: str = field(metadata=option(in_file=False))
+    timezone: str = field(metadata=option(_time_zone))
+    week: tuple[tuple[tuple[int, int], ...], ...] = field(metadata=option(read=_read_week))
+    holiday_country: str = field(default="", metadata=option(_holiday_country))
+    holidays: tuple[date, ...] = field(default=(), metadata=option(read=_read_dates))
+
+
+def _read_calendars(raw: Any, key: Key) -> tuple[CalendarSettings, ...]:
+    """`[calendar.NAME]` tables, each read as a CalendarSettings called NAME."""
+    table = _expect(raw, dict, key)
+    return tuple(
+        _read_section(entry, CalendarSettings, key.child(name), given={"name": name})
+        for name, entry in table.items()
+    )
+
+
+def _mailbox_calendars_known(
+    calendars: tuple[CalendarSettings, ...], key: Key
+) -> tuple[CalendarSettings, ...]:
+    names = [c.name for c in calendars]
+    for box in key.siblings.get("mailboxes", ()):
+        if box.calendar and box.calendar not in names:
+            where = key.renamed(f"mailbox {box.name!r}.calendar")
+            raise where.fail(_unknown_calendar(box.calendar, names))
+    return calendars
+
+
+def _unknown_calendar(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(names), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    known = ", ".join(sorted(names)) or "none; add a [calendar.NAME] table"
+    return f"no calendar named {name!r}{hint} (calendars: {known})"
+
+
+@dataclass(frozen=True)
+class SlaTarget:
+    """Business time allowed for one priority: until the first response, until solved."""
+
+    first_response: float = field(metadata=option(_positive_duration, read=_duration))
+    resolution: float = field(metadata=option(_positive_duration, read=_duration))
+
+
+def _read_targets(raw: Any, key: Key) -> tuple[tuple[str, SlaTarget], ...]:
+    """`[sla.targets]`: priority = { first_response = "1h", resolution = "8h" }."""
+    table = _expect(raw, dict, key)
+    return tuple(
+        (str(priority), _read_section(entry, SlaTarget, key.child(priority)))
+        for priority, entry in table.items()
+    )
+
+
+@dataclass(frozen=True)
+class SlaSettings:
+    """`[sla]`: service-level targets per priority, counted in business time.
+
+    `targets` maps each of [triage] priority_levels to its SlaTarget; `default_priority`
+    is what a ticket without a priority is held to; `warn_before` (seconds of business
+    time) is how long before a due time a ticket is at risk; `calendar` is the calendar
+    for mailboxes that name none ("": around the clock, in UTC).
+    """
+
+    targets: tuple[tuple[str, SlaTarget], ...] = field(metadata=option(read=_read_targets))
+    default_priority: str = "normal"
+    warn_before: float = field(default=3600.0, metadata=option(read=_duration))
+    calendar: str = ""
+
+    def target(self, priority: str | None) -> tuple[str, SlaTarget]:
+        """The priority a ticket is held to (its own, else the default) and its target."""
+        targets = dict(self.targets)
+        name = priority if priority in targets else self.default_priority
+        return name, targets[name]
+
+
+def _sla_fits(sla: SlaSettings | None, key: Key) -> SlaSettings | None:
+    """[sla] against the rest: priorities from [triage], calendars that exist."""
+    if sla is None:
+        return None
+    triage = key.siblings.get("triage")
+    levels: tuple[str, ...] = triage.priority_levels if triage else DEFAULT_PRIORITY_LEVELS
+    given = [name for name, _ in sla.targets]
+    for name in given:
+        if name not in levels:
+            raise (
+                key.child("targets")
+                .child(name)
+                .fail(
+                    "is not a priority; expected one of [triage] priority_levels "
+                    f"({', '.join(levels)})"
+                )
+            )
+    missing = [level for level in levels if level not in given]
+    if missing:
+        raise key.child("targets").fail(
+            f"has no target for {', '.join(missing)}; add e.g. "
+            f'{missing[0]} = {{ first_response = "8h", resolution = "40h" }}'
+        )
+    if sla.default_priority not in levels:
+        raise key.child("default_priority").fail(
+            f"got {sla.default_priority!r}; expected one of [triage] priority_levels "
+            f"({', '.join(levels)})"
+        )
+    names = [c.name for c in key.siblings.get("calendars", ())]
+    if sla.calendar and sla.calendar not in names:
+        raise key.child("calendar").fail(_unknown_calendar(sla.calendar, names))
+    return sla
+
+
 def _mailbox_names_unique(
     mailboxes: tuple[MailboxSettings, ...], key: Key
 ) -> tuple[MailboxSettings, ...]:
@@ -564,6 +789,11 @@ class Settings:
     threading: ThreadingSettings = field(default_factory=ThreadingSettings)
     authentication: AuthenticationSettings = field(default_factory=AuthenticationSettings)
     triage: TriageSettings = field(default_factory=TriageSettings)
+    calendars: tuple[CalendarSettings, ...] = field(
+        default=(),
+        metadata=option(_mailbox_calendars_known, key="calendar", read=_read_calendars),
+    )
+    sla: SlaSettings | None = field(default=None, metadata=option(_sla_fits))
 
     def mailbox(self, name: str) -> MailboxSettings:
         """Return the mailbox called `name`, or a ConfigError listing the known names."""

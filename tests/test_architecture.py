@@ -222,7 +222,7 @@ LAYERS = (
     ("postdesk.cli", "postdesk.clikit"),
     ("postdesk.daemon",),
     ("postdesk.pipeline",),
-    ("postdesk.ingest", "postdesk.classify", "postdesk.notify", "postdesk.qa"),
+    ("postdesk.ingest", "postdesk.classify", "postdesk.notify", "postdesk.qa", "postdesk.sla"),
     ("postdesk.tickets",),
     ("postdesk.models",),
 )

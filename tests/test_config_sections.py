@@ -187,11 +187,11 @@ def test_every_section_lists_its_keys_from_the_dataclass(tmp_path: Path) -> None
     err = error({**DB, "mailbox": [{"nmae": "x"}]}, tmp_path)
     assert err.problem == (
         "unknown key; did you mean 'name'? (allowed: acknowledge, address, batch_bytes, "
-        "batch_size, ca_file, folder, host, name, password, password_env, password_file, "
-        "port, processed_folder, security, team, timeout, tls_verify, username)"
+        "batch_size, ca_file, calendar, folder, host, name, password, password_env, "
+        "password_file, port, processed_folder, security, team, timeout, tls_verify, username)"
     )
     top = error({**DB, "x": 1}, tmp_path)
     assert top.problem == (
-        "unknown key (allowed: agent, authentication, data_dir, database, mailbox, notify, outbox, "
-        "run, smtp, threading, triage)"
+        "unknown key (allowed: agent, authentication, calendar, data_dir, database, mailbox, "
+        "notify, outbox, run, sla, smtp, threading, triage)"
     )
