@@ -133,7 +133,7 @@ class TicketReview:
     def _advance(self) -> None:
         nxt = self._first_unanswered()
         if nxt >= len(self.scorecard.criteria):
-            self.mode = "summary"
+            self.mode, self.index = "summary", len(self.scorecard.criteria) - 1  # b: the last
         else:
             self.index, self.mode = nxt, "rate"
 
