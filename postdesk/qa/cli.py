@@ -17,7 +17,7 @@ from postdesk.qa.store import StoredScorecard, register_scorecard, stored_scorec
 
 @click.group()
 def qa() -> None:
-    """Quality assurance: sample solved tickets, import reviews, check reviewer agreement."""
+    """Quality assurance: sample solved tickets, score them, import reviews, check agreement."""
 
 
 def _warn(scorecard: Scorecard) -> None:
@@ -158,6 +158,56 @@ def qa_sample(
             + (" (blind double)" if t.blind else "")
             + risk_text
         )
+
+
+@qa.command("score")
+@click.option(
+    "--reviewer",
+    required=True,
+    metavar="EMAIL",
+    help="Whose queue to score (as `qa sample --reviewer` assigned it).",
+)
+@click.option(
+    "--scorecard",
+    metavar="NAME",
+    help="Only tickets sampled for this scorecard (default: every assigned ticket).",
+)
+@click.option(
+    "--blind",
+    is_flag=True,
+    help="Hide the agent and other reviewers' scores on every ticket (blind double "
+    "assignments always do).",
+)
+@pass_context
+def qa_score(obj: Context, reviewer: str, scorecard: str | None, blind: bool) -> None:
+    """Score your assigned tickets in the terminal, one key per answer.
+
+    Shows the next ticket as a transcript (customer and agent messages, internal
+    notes, times, CSAT, SLA), then asks each criterion of the scorecard: the scale's
+    digits (p/f for pass-fail), n for N/A where allowed, c comment, r root-cause tags,
+    b back, s skip the ticket, q (or Ctrl-C) quit, Enter keep an answer or finish.
+    Each answer is saved when given: after an interruption, run it again and it
+    resumes at the first unanswered criterion. The review's score (0 when a critical
+    criterion fails) is shown at the end of each ticket.
+    """
+    import sys
+
+    from postdesk.qa.score import run_session
+    from postdesk.qa.store import scorecard_names
+
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise PostdeskError("qa score is interactive; run it in a terminal")
+    reviewer = reviewer.strip().lower()
+    db = obj.database()
+    if scorecard is not None:
+        with db.read_session() as session:
+            known = scorecard_names(session.connection())
+        if scorecard not in known:
+            listed = ", ".join(known) or "none is stored yet"
+            raise PostdeskError(f"no scorecard named {scorecard!r} ({listed})")
+    from postdesk.qa.terminal import PromptToolkitTerminal
+
+    run_session(db, PromptToolkitTerminal(), reviewer, scorecard_name=scorecard, blind=blind)
 
 
 @qa.command("import-reviews")

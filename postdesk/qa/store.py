@@ -328,3 +328,117 @@ def finish_review(
         values["comment"] = comment
     conn.execute(update(_reviews).where(_reviews.c.id == review_id).values(**values))
     return score
+
+
+def set_time_spent(conn: Connection, review_id: int, seconds: float) -> None:
+    """Record how long the review has taken so far (a session writes it with each answer)."""
+    conn.execute(update(_reviews).where(_reviews.c.id == review_id).values(time_spent_s=seconds))
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """An answer as stored: rating (None: N/A), comment, root-cause tags."""
+
+    rating: int | None
+    comment: str
+    root_causes: tuple[str, ...]
+
+
+def answers_in_full(conn: Connection, review_id: int) -> dict[str, StoredAnswer]:
+    """The answers of a review with their comments and tags, by criterion key."""
+    rows = conn.execute(
+        select(
+            _ratings.c.criterion, _ratings.c.rating, _ratings.c.comment, _ratings.c.root_causes
+        ).where(_ratings.c.review_id == review_id)
+    )
+    return {
+        r.criterion: StoredAnswer(r.rating, r.comment or "", tuple(r.root_causes or ()))
+        for r in rows
+    }
+
+
+# --- a reviewer's queue ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueuedTicket:
+    """A ticket assigned to a reviewer, with the scorecard version its sample is for and
+    the review begun on it, if any."""
+
+    assignment_id: int
+    ticket: int
+    scorecard_id: int
+    blind: bool
+    review_id: int | None
+    finished: bool
+    time_spent_s: float
+
+
+def reviewer_queue(
+    conn: Connection, reviewer: str, scorecard_name: str | None = None
+) -> list[QueuedTicket]:
+    """Every ticket assigned to `reviewer` (in samples for `scorecard_name`, if given), in
+    queue order: oldest sample first, then the sample's order; finished ones included."""
+    query = (
+        select(
+            _assignments.c.id,
+            _sampled.c.ticket_id,
+            _samples.c.scorecard_id,
+            _assignments.c.blind,
+            _reviews.c.id.label("review_id"),
+            _reviews.c.finished_at,
+            _reviews.c.time_spent_s,
+        )
+        .join(_sampled, _sampled.c.id == _assignments.c.sampled_ticket_id)
+        .join(_samples, _samples.c.id == _sampled.c.sample_id)
+        .join(_scorecards, _scorecards.c.id == _samples.c.scorecard_id)
+        .outerjoin(
+            _reviews,
+            (_reviews.c.ticket_id == _sampled.c.ticket_id)
+            & (_reviews.c.reviewer == _assignments.c.reviewer)
+            & (_reviews.c.scorecard_id == _samples.c.scorecard_id),
+        )
+        .where(_assignments.c.reviewer == reviewer)
+        .order_by(_samples.c.id, _sampled.c.position, _assignments.c.id)
+    )
+    if scorecard_name is not None:
+        query = query.where(_scorecards.c.name == scorecard_name)
+    return [
+        QueuedTicket(
+            assignment_id=r.id,
+            ticket=r.ticket_id,
+            scorecard_id=r.scorecard_id,
+            blind=bool(r.blind),
+            review_id=r.review_id,
+            finished=r.finished_at is not None,
+            time_spent_s=float(r.time_spent_s or 0.0),
+        )
+        for r in conn.execute(query)
+    ]
+
+
+def scorecard_by_id(conn: Connection, scorecard_id: int) -> StoredScorecard:
+    """The stored scorecard version with row id `scorecard_id`."""
+    row = conn.execute(
+        select(_scorecards.c.id, _scorecards.c.version, _scorecards.c.definition).where(
+            _scorecards.c.id == scorecard_id
+        )
+    ).one()
+    return StoredScorecard(row.id, row.version, Scorecard.from_definition(row.definition))
+
+
+@dataclass(frozen=True)
+class ReviewSummary:
+    reviewer: str
+    score: float | None
+    finished: bool
+
+
+def other_reviews(conn: Connection, ticket: int, reviewer: str) -> list[ReviewSummary]:
+    """The reviews of `ticket` by anyone but `reviewer` (any scorecard), oldest first."""
+    rows = conn.execute(
+        select(_reviews.c.reviewer, _reviews.c.score, _reviews.c.finished_at)
+        .where(_reviews.c.ticket_id == ticket, _reviews.c.reviewer != reviewer)
+        .order_by(_reviews.c.started_at, _reviews.c.id)
+    )
+    return [ReviewSummary(r.reviewer, r.score, r.finished_at is not None) for r in rows]

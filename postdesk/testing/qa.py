@@ -20,7 +20,14 @@ from postdesk.models.base import table_of
 from postdesk.models.db import Database
 from postdesk.models.tickets import AGENT
 from postdesk.testing.config import toml_str, write_config
-from postdesk.tickets.lifecycle import assign, open_ticket, record_csat, reopen, set_status
+from postdesk.tickets.lifecycle import (
+    add_note,
+    assign,
+    open_ticket,
+    record_csat,
+    reopen,
+    set_status,
+)
 
 _contacts = table_of(Contact)
 _mailboxes = table_of(Mailbox)
@@ -42,6 +49,9 @@ class SolvedTicket:
     reopened: bool = False
     status: str = "solved"
     closed_day: int | None = None  # closed this many days after BASE, after being solved
+    text: str | None = None  # the customer's first message (default: "message 0 of ticket i")
+    reply: str | None = None  # the agent's reply, sent "<Name> via Support", an hour in
+    note: str | None = None  # an internal note by the agent, half an hour in
 
 
 def _contact(conn: Connection, email: str, role: str = "customer") -> int:
@@ -93,7 +103,27 @@ def add_solved_tickets(db: Database, specs: Sequence[SolvedTicket]) -> list[int]
                         "from_email": f"customer{i}@example.org",
                         "subject": f"question {i}",
                         "received_at": opened + timedelta(minutes=m),
-                        "text": f"message {m} of ticket {i}",
+                        "text": spec.text if m == 0 and spec.text else f"message {m} of ticket {i}",
+                    },
+                )
+            if spec.note is not None and spec.agent is not None:
+                add_note(
+                    conn, number, spec.note, actor=spec.agent, at=opened + timedelta(minutes=30)
+                )
+            if spec.reply is not None and spec.agent is not None:
+                conn.execute(
+                    insert(_messages),
+                    {
+                        "ticket_id": number,
+                        "direction": "out",
+                        "kind": "human",
+                        "from_email": f"{spec.queue}@example.com",
+                        "from_name": f"{spec.agent.split('@')[0].title()} via Support",
+                        "to": [{"email": f"customer{i}@example.org", "name": ""}],
+                        "subject": f"Re: question {i}",
+                        "sent_at": opened + timedelta(hours=1),
+                        "received_at": opened + timedelta(hours=1),
+                        "text": spec.reply,
                     },
                 )
             if spec.agent is not None:
