@@ -246,3 +246,15 @@ def test_the_plain_table(history: History) -> None:
     assert "backlog by age: <1d 1, 1-7d 1, 7-30d 1, >30d 1" in text
     assert f"agent {SARA}" in text
     assert "CSAT 4-5: 50%" in text
+
+
+def test_sla_breaches_reach_the_kpis_and_qa_risk_sampling(history: History) -> None:
+    # A made urgent: 1 h to the first response, and its answer took 2 business hours.
+    a = history.number("a1@example.com")
+    history.cli("tickets", "set", str(a), "--priority", "urgent")
+    assert history.cli.json("kpi", *PERIOD)["sla_breach_rate"] == round(2 / 6, 4)
+    drawn = history.cli.json("qa", "sample", *PERIOD, "--n", "3", "--risk", "--dry-run", "--json")
+    assert drawn["frame_size"] == 3
+    risks = {t["ticket"]: t["risk"] for t in drawn["tickets"]}
+    assert "sla-breach" in risks[a]
+    assert [n for n, r in risks.items() if "sla-breach" in r] == [a]

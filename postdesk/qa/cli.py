@@ -133,12 +133,13 @@ def qa_sample(
         overlap=overlap,
     )
     request.check()
+    settings = obj.settings()
     if queue is not None:
-        obj.settings().mailbox(queue)  # an unknown queue: one line naming the known ones
+        settings.mailbox(queue)  # an unknown queue: one line naming the known ones
     with obj.database().transaction() as session:
         conn = session.connection()
         stored = _scorecard(conn, scorecard)
-        result = draw_sample(conn, stored, request, save=not dry_run)
+        result = draw_sample(conn, stored, request, save=not dry_run, settings=settings)
     if as_json:
         print_json(result.as_json())
         return

@@ -35,7 +35,7 @@ from its status events, so a past period reads the same later.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -152,9 +152,15 @@ def _responses(conn: Connection) -> dict[int, int]:
 
 
 def load_histories(
-    conn: Connection, before: datetime, *, queue: str | None = None, agent: str | None = None
+    conn: Connection,
+    before: datetime,
+    *,
+    queue: str | None = None,
+    agent: str | None = None,
+    ids: Collection[int] | None = None,
 ) -> list[TicketHistory]:
-    """The tickets the KPIs count (see the module docstring) created before `before`."""
+    """The tickets the KPIs count (see the module docstring) created before `before`
+    (only tickets `ids`, if given)."""
     assignee = aliased(Contact)
     customer_wrote = exists().where(
         Message.ticket_id == Ticket.id,
@@ -181,6 +187,8 @@ def load_histories(
         query = query.where(Mailbox.name == queue)
     if agent is not None:
         query = query.where(func.lower(assignee.email) == agent.strip().lower())
+    if ids is not None:
+        query = query.where(Ticket.id.in_(list(ids)))
     tickets = {
         row[0]: TicketHistory(
             id=row[0],
@@ -335,6 +343,18 @@ def sla_breached(
         now=as_of,
     )
     return state.first_response.breached or state.resolution.breached
+
+
+def sla_breaches(
+    conn: Connection, settings: Settings, ids: Collection[int], now: datetime
+) -> dict[int, bool]:
+    """Whether each of tickets `ids` has an SLA clock breached as of `now` (QA's risk
+    factor); empty without [sla] (no SLA data: the risk factor stays unknown)."""
+    if settings.sla is None or not ids:
+        return {}
+    report = KpiReport(settings, KpiPeriod(now, now, now))
+    found = load_histories(conn, now, ids=ids)
+    return {t.id: bool(report.breached(t)) for t in found}
 
 
 def kpi_report(
