@@ -11,7 +11,7 @@ the whole day, so "as of" is Monday 16 March 00:00 UTC).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -258,3 +258,31 @@ def test_sla_breaches_reach_the_kpis_and_qa_risk_sampling(history: History) -> N
     risks = {t["ticket"]: t["risk"] for t in drawn["tickets"]}
     assert "sla-breach" in risks[a]
     assert [n for n, r in risks.items() if "sla-breach" in r] == [a]
+
+
+def test_replies_sent_through_the_outbox_are_agent_responses(tmp_path: Path, db_url: str) -> None:
+    # `tickets reply` queues an outgoing message of outbox kind "reply" (never sent here);
+    # with an agent's own imported mail before it, the ticket has two responses.
+    smtp = '[smtp]\nhost = "127.0.0.1"\nport = 1\nsecurity = "none"\n'
+    cli = Cli(write_config(tmp_path, db_url, MAILBOX, AGENTS, SLA, smtp))
+    cli("init")
+    h = History(cli, tmp_path, pytest.MonkeyPatch())
+    now = datetime.now(UTC).replace(microsecond=0)
+    h.imported(
+        mail("one@example.com", now - timedelta(hours=2), ALICE),
+        mail("two@example.com", now - timedelta(hours=3), BOB),
+        mail("two-a@example.com", now - timedelta(hours=1), SARA, "two@example.com"),
+    )
+
+    def reply_and_solve(mid: str) -> None:
+        number = str(h.number(mid))
+        cli("tickets", "reply", number, "--as", SARA, "Fixed, sorry about that.")
+        cli("tickets", "set", number, "--status", "solved")
+
+    reply_and_solve("one@example.com")  # one response: the reply
+    report = cli.json("kpi")
+    assert (report["resolution"]["n"], report["one_touch_rate"]) == (1, 1.0)
+    reply_and_solve("two@example.com")  # two: Sara's own mail, then the reply
+    report = cli.json("kpi")
+    assert (report["resolution"]["n"], report["one_touch_rate"]) == (2, 0.5)
+    assert report["first_response"]["n"] == 2
