@@ -29,6 +29,7 @@ from postdesk.models import RawStatus
 from postdesk.models.db import describe_error
 from postdesk.models.migrate import upgrade
 from postdesk.notify.cli import outbox as outbox_commands
+from postdesk.qa.cli import kpi as kpi_command
 from postdesk.qa.cli import qa as qa_commands
 
 if TYPE_CHECKING:
@@ -598,7 +599,7 @@ def inbound_retry(obj: Context, ids: tuple[int, ...], retry_all: bool) -> None:
 
 
 # Each feature's commands live beside the feature and are registered here, in one place.
-for feature_commands in (model_commands, outbox_commands, qa_commands):
+for feature_commands in (model_commands, outbox_commands, qa_commands, kpi_command):
     main.add_command(feature_commands)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -133,12 +133,13 @@ def qa_sample(
         overlap=overlap,
     )
     request.check()
+    settings = obj.settings()
     if queue is not None:
-        obj.settings().mailbox(queue)  # an unknown queue: one line naming the known ones
+        settings.mailbox(queue)  # an unknown queue: one line naming the known ones
     with obj.database().transaction() as session:
         conn = session.connection()
         stored = _scorecard(conn, scorecard)
-        result = draw_sample(conn, stored, request, save=not dry_run)
+        result = draw_sample(conn, stored, request, save=not dry_run, settings=settings)
     if as_json:
         print_json(result.as_json())
         return
@@ -331,3 +332,111 @@ def _has_reviews(conn: Connection, name: str) -> bool:
         )
     )
     return bool(conn.execute(query).scalar())
+
+
+def _seconds(value: float | None) -> str:
+    """A duration for people: 2d 03:04, 5:06:07 or 12:34 (minutes:seconds)."""
+    if value is None:
+        return "-"
+    total = round(value)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}:{minutes:02d}"
+    return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+@click.command("kpi")
+@click.option(
+    "--since",
+    type=_DATE,
+    metavar="DATE",
+    help="Period start, UTC (default: 30 days before --until).",
+)
+@click.option(
+    "--until",
+    type=_DATE,
+    metavar="DATE",
+    help="Period end: the end of this day, UTC (default: today).",
+)
+@click.option("--queue", metavar="MAILBOX", help="Only tickets of this mailbox (by its name).")
+@click.option("--agent", metavar="EMAIL", help="Only tickets assigned to this agent.")
+@json_option
+@pass_context
+def kpi(
+    obj: Context,
+    since: datetime | None,
+    until: datetime | None,
+    queue: str | None,
+    agent: str | None,
+    as_json: bool,
+) -> None:
+    """Support KPIs for a period, overall, per queue and per agent.
+
+    \b
+    Tickets: not merged, written by a person; "as of" is the period's end (or now).
+    volume           tickets created in the period
+    first_response   created in the period and answered: creation -> first agent response
+    resolution       last solved in the period: creation -> that solve (reopened time counts)
+                     both: median and 90th percentile (numpy "linear", type 7), in calendar
+                     seconds and business seconds of the mailbox's calendar (else 24x7)
+    one_touch_rate   solved in the period with exactly one agent response: a reply sent
+                     through the outbox (relayed or `tickets reply`), or an agent's own
+                     mail that was not relayed (imported history, proven Bcc)
+    reopen_rate      first solved in the period, then back to new/open/pending by "as of"
+    sla_breach_rate  created in the period with an SLA clock breached as of "as of"
+    backlog          not solved or closed as of "as of", by age: <1d, 1-7d, 7-30d, >30d
+    csat             answers given in the period: responses, mean, share of 4 and 5
+    by_queue/by_agent  the same per mailbox and per current assignee ("-": none)
+    """
+    from postdesk.models import utcnow
+    from postdesk.qa.kpi import KpiPeriod, kpi_report
+
+    now = utcnow()
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    end = _day(until, today) + timedelta(days=1)
+    start = _day(since, end - timedelta(days=30))
+    if start >= end:
+        raise PostdeskError("--since must not be after --until")
+    settings = obj.settings()
+    if queue is not None:
+        settings.mailbox(queue)  # an unknown queue: one line naming the known ones
+    with obj.database().read_session() as session:
+        report = kpi_report(
+            session.connection(), settings, KpiPeriod(start, end, now), queue=queue, agent=agent
+        )
+    if as_json:
+        print_json(report)
+        return
+    click.echo(f"KPIs {start:%Y-%m-%d} to {end - timedelta(days=1):%Y-%m-%d} (UTC)")
+    rows: list[tuple[str, dict[str, Any]]] = [("all", report)]
+    rows += [(f"queue {k}", v) for k, v in report["by_queue"].items()]
+    rows += [(f"agent {k}", v) for k, v in report["by_agent"].items()]
+    click.echo(
+        f"{'':<28} {'vol':>4} {'FRT med':>9} {'FRT p90':>9} {'biz med':>9} "
+        f"{'RES med':>9} {'RES p90':>9} {'biz med':>9} {'1-touch':>7} {'reopen':>6} "
+        f"{'SLA br':>6} {'backlog':>7} {'CSAT':>9}"
+    )
+    for name, r in rows:
+        fr, res, csat = r["first_response"], r["resolution"], r["csat"]
+        csat_text = f"{csat['mean']:.2f} ({csat['responses']})" if csat["responses"] else "-"
+        click.echo(
+            f"{name[:28]:<28} {r['volume']:>4} {_seconds(fr['median_s']):>9} "
+            f"{_seconds(fr['p90_s']):>9} {_seconds(fr['median_business_s']):>9} "
+            f"{_seconds(res['median_s']):>9} {_seconds(res['p90_s']):>9} "
+            f"{_seconds(res['median_business_s']):>9} {_share(r['one_touch_rate']):>7} "
+            f"{_share(r['reopen_rate']):>6} {_share(r['sla_breach_rate']):>6} "
+            f"{r['backlog']['total']:>7} {csat_text:>9}"
+        )
+    b = report["backlog"]
+    click.echo(
+        f"backlog by age: <1d {b['lt_1d']}, 1-7d {b['1d_7d']}, 7-30d {b['7d_30d']}, "
+        f">30d {b['gt_30d']}"
+    )
+    if report["csat"]["responses"]:
+        click.echo(f"CSAT 4-5: {_share(report['csat']['share_4_5'])}")

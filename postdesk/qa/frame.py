@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import Connection, and_, exists, func, select
 from sqlalchemy.orm import aliased
 
+from postdesk.config import Settings
 from postdesk.models import (
     Contact,
     Mailbox,
@@ -28,7 +29,9 @@ from postdesk.models import (
     Ticket,
     TicketEvent,
     TicketStatus,
+    utcnow,
 )
+from postdesk.qa.kpi import sla_breaches
 from postdesk.qa.risk import TicketFacts
 
 
@@ -47,8 +50,14 @@ def eligible_tickets(
     scorecard: str,
     queue: str | None = None,
     agent: str | None = None,
+    settings: Settings | None = None,
+    now: datetime | None = None,
 ) -> list[TicketFacts]:
-    """The frame, ordered by ticket number (so a seed always means the same draw)."""
+    """The frame, ordered by ticket number (so a seed always means the same draw).
+
+    With `settings` that configure [sla], each ticket's `sla_breached` says whether either
+    SLA clock was breached (postdesk/sla/clock.py, as of `now`); otherwise it is None.
+    """
     assignee = aliased(Contact)
     resolved_at = func.coalesce(Ticket.solved_at, Ticket.closed_at)
     messages = (
@@ -112,6 +121,10 @@ def eligible_tickets(
         query = query.where(Mailbox.name == queue)
     if agent is not None:
         query = query.where(func.lower(assignee.email) == agent.strip().lower())
+    rows = conn.execute(query).all()
+    breached: dict[int, bool] = {}
+    if settings is not None:
+        breached = sla_breaches(conn, settings, [row[0] for row in rows], now or utcnow())
     return [
         TicketFacts(
             ticket=row[0],
@@ -125,8 +138,7 @@ def eligible_tickets(
             category_probability=row[8],
             category_source=row[9],
             needs_triage=bool(row[10]),
-            # The SLA hook: set this from the ticket's SLA record once SLA clocks exist.
-            sla_breached=None,
+            sla_breached=breached.get(row[0]),
         )
-        for row in conn.execute(query)
+        for row in rows
     ]

@@ -6,9 +6,9 @@ the weighted IQS would no longer estimate the quality of all tickets. A risky ti
 drawn more often, and the IQS gives its review less weight (1 / inclusion probability)
 in return, so risk sampling finds problems faster without biasing the score.
 
-The factors are one visible table, `RISK_FACTORS`. SLA breaches count as soon as tickets
-carry SLA data: the `sla_breached` fact is None until then (the SLA clocks are not built
-yet); whoever builds them fills it in `qa/frame.py`, and nothing here changes.
+The factors are one visible table, `RISK_FACTORS`. The `sla_breached` fact comes from the
+SLA clocks (postdesk/sla/clock.py, read in `qa/frame.py` through `qa/kpi.py`): whether
+either clock was breached; None where no [sla] is configured (no SLA data).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection
 
+from postdesk.config import Settings
 from postdesk.errors import PostdeskError
 from postdesk.qa.frame import Period, eligible_tickets
 from postdesk.qa.risk import TicketFacts, risk
@@ -136,6 +137,7 @@ def draw_sample(
     *,
     save: bool = True,
     created_by: str = "",
+    settings: Settings | None = None,
 ) -> SampleResult:
     """Draw a sample as `request` says, from the tickets eligible for `scorecard`, and
     store it (unless `save` is false: a preview). The same seed on the same frame gives
@@ -144,7 +146,12 @@ def draw_sample(
     seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
     rng = np.random.default_rng(seed)
     frame = eligible_tickets(
-        conn, request.period, scorecard=scorecard.name, queue=request.queue, agent=request.agent
+        conn,
+        request.period,
+        scorecard=scorecard.name,
+        queue=request.queue,
+        agent=request.agent,
+        settings=settings,
     )
     draws = _draws(frame, request, rng)
     # Reviewers get tickets in a random order, so an even split mixes agents and risks.
