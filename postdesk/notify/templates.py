@@ -61,8 +61,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 import jdatetime
 import jinja2
