@@ -308,3 +308,18 @@ def test_tickets_list_by_sla(tmp_path: Path) -> None:
     assert [row["subject"] for row in breached] == ["late"]
     assert len(subjects) == 3
     assert "risk" in cli("tickets", "list", "--sla", "at-risk").output
+
+
+def test_two_instances_cannot_both_send_an_alert(
+    service: Service, db: Database, sink: SmtpSink, now: FakeNow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened(service, "c1@example.com")
+    now.at = FIRST_DUE - timedelta(minutes=30)
+    first = service.sla_alerts().check(now())
+    # A second instance that read the record just before the first one wrote it.
+    other = Service(service.settings, db, now=now).sla_alerts()
+    monkeypatch.setattr(other, "_recorded", lambda ids: set())
+    second = other.check(now())
+    assert (first.alerts, first.mails, second.alerts, second.taken) == (1, 2, 0, 1)
+    service.run_once(fetch=False)
+    assert kinds(sink) == [("reza@shop.example", "at_risk"), ("sara@shop.example", "at_risk")]
