@@ -153,6 +153,12 @@ def run(obj: Context, once: bool) -> None:
         if outcome.errors:
             failed = ", ".join(sorted(outcome.errors))
             click.echo(f"{len(outcome.errors)} mailbox(es) failed: {failed} (see the log above)")
+        alerts = outcome.sla
+        if alerts is not None and (alerts.alerts or alerts.errors):
+            click.echo(
+                f"sla: {alerts.alerts} alert(s), {alerts.mails} mail(s) queued"
+                + (f", {len(alerts.errors)} failed" if alerts.errors else "")
+            )
         sent = outcome.outbox
         if sent is not None and (sent.sent or sent.retrying or sent.failed or sent.unconfirmed):
             click.echo(
@@ -209,13 +215,30 @@ def tickets() -> None:
     is_flag=True,
     help="Only tickets whose category or priority a person must set.",
 )
+@click.option(
+    "--sla",
+    "sla",
+    type=click.Choice(["at-risk", "breached"]),
+    help="Only open tickets (new, open, pending) whose SLA clock is at risk or breached.",
+)
 @json_option
 @pass_context
-def tickets_list(obj: Context, status: str | None, needs_triage: bool, as_json: bool) -> None:
+def tickets_list(
+    obj: Context, status: str | None, needs_triage: bool, sla: str | None, as_json: bool
+) -> None:
     """List tickets, newest first."""
     from postdesk.tickets import list_tickets
 
     rows = list_tickets(obj.database(), status=status, needs_triage=needs_triage)
+    if sla is not None:
+        from postdesk.models import utcnow
+        from postdesk.sla.view import tickets_by_sla
+
+        settings = obj.settings()
+        if settings.sla is None:
+            raise ConfigError(str(settings.path), "sla", "is needed for --sla; add [sla]")
+        wanted = tickets_by_sla(obj.database(), settings, sla, utcnow())
+        rows = [row for row in rows if row["number"] in wanted]
     if as_json:
         print_json(rows)
         return

@@ -2,7 +2,8 @@
 
 One *pass* is: for each configured mailbox, fetch new mail into the raw store (each
 mailbox isolated: a failing server is logged and recorded, the others go on), then run
-every pending raw message through the processing steps. `run --once` is one pass;
+every pending raw message through the processing steps, then check the SLA clocks (the
+alerts, postdesk/sla/alerts.py) and send the outbox. `run --once` is one pass;
 `run` repeats passes every `run.poll_interval` seconds until SIGTERM/SIGINT, finishing the
 message in hand before it exits.
 """
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import FrameType
 
 from sqlalchemy import func, select
@@ -31,11 +32,14 @@ from postdesk.ingest.lease import make_owner
 from postdesk.ingest.process import Processor, ProcessResult, Step
 from postdesk.ingest.sources import ImportedMessage
 from postdesk.ingest.store import IMPORT, Incoming, store_many
-from postdesk.models import Contact, Mailbox, RawMessage, RawStatus
+from postdesk.ingest.tokens import ReplyTokens, load_key
+from postdesk.models import Contact, Mailbox, RawMessage, RawStatus, utcnow
 from postdesk.models.db import Database, describe_error
 from postdesk.models.tickets import AGENT
 from postdesk.notify.smtp import DrainResult, OutboxSender
+from postdesk.notify.templates import Templates
 from postdesk.pipeline import notify_steps, steps
+from postdesk.sla.alerts import AlertResult, SlaAlerts
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,7 @@ class PassResult:
     errors: dict[str, str] = field(default_factory=dict)
     processed: ProcessResult = field(default_factory=ProcessResult)
     outbox: DrainResult | None = None  # None when no [smtp] is configured
+    sla: AlertResult | None = None  # None without [sla] and [smtp]
 
 
 def sync_config(db: Database, settings: Settings) -> dict[str, int]:
@@ -92,13 +97,23 @@ class Service:
     A mailbox that fails (server down, wrong password) is skipped for a while before
     the next attempt: the wait doubles from one poll interval up to 15 minutes, and
     resets on the first success. The other mailboxes are polled as usual meanwhile.
+
+    `clock` paces the back-off (monotonic seconds); `now` is the wall-clock time the SLA
+    clocks are read at and the outbox sends by (tests move it to reach due times).
     """
 
     def __init__(
-        self, settings: Settings, db: Database, *, clock: Callable[[], float] = time.monotonic
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = utcnow,
     ) -> None:
         self.settings = settings
         self.db = db
+        self.now = now
+        self._alerts: SlaAlerts | None = None
         self.owner = make_owner()
         self._stop = threading.Event()
         self._clock = clock
@@ -202,9 +217,20 @@ class Service:
                     fetched.duplicates,
                 )
         result.processed = self.processor().run()
+        if self.settings.smtp is not None and self.settings.sla is not None and not self.stopping():
+            result.sla = self.sla_alerts().check(self.now())
         if self.settings.smtp is not None and not self.stopping():
             result.outbox = self.outbox_sender().drain()
         return result
+
+    def sla_alerts(self) -> SlaAlerts:
+        """The SLA alert checker, kept from pass to pass (it remembers quiet tickets)."""
+        if self._alerts is None:
+            templates = Templates(self.settings.notify.templates_dir)
+            templates.check()
+            tokens = ReplyTokens(load_key(self.settings))
+            self._alerts = SlaAlerts(self.settings, self.db, templates, tokens)
+        return self._alerts
 
     def outbox_sender(self) -> OutboxSender:
         """The sender that drains the outbox through the configured SMTP relay."""
@@ -218,6 +244,7 @@ class Service:
             retry_for=timedelta(hours=outbox.retry_hours),
             batch_size=outbox.batch_size,
             should_stop=self.stopping,
+            clock=self.now,
         )
 
     def _mailbox_failed(

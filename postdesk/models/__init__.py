@@ -21,6 +21,7 @@ from postdesk.models.qa import (
     QaSampledTicket,
     QaScorecard,
 )
+from postdesk.models.sla import SlaAlert
 from postdesk.models.tickets import Contact, Ticket, TicketEvent, TicketLink, TicketStatus
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "QaScorecard",
     "RawMessage",
     "RawStatus",
+    "SlaAlert",
     "Ticket",
     "TicketEvent",
     "TicketLink",

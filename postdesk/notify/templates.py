@@ -39,6 +39,13 @@ gateway); Persian bodies show numbers with the `persian_digits` filter. Each kin
     survey           customer_name: str
     command_error    agent_name: str; command: str (the line as the agent wrote it);
                      reason: str (why it cannot be applied)
+    sla_at_risk,     agent_name: str; requester: str; priority: str (the one the ticket
+    sla_breach       is held to); clock: "first_response" or "resolution"; due: datetime
+                     (aware, UTC); timezone: str (the calendar's zone, e.g. "Asia/Tehran")
+Dates: `{{ due|local_time(timezone) }}` is the local time with its zone ("Thu 10 Dec
+2026 08:30 (Asia/Tehran)"); `{{ due|jalali(timezone) }}` the same in the Solar Hijri
+calendar with Persian names and digits ("پنج‌شنبه ۱۹ آذر ۱۴۰۵، ۰۸:۳۰"), for Persian
+templates. Stored times stay UTC; only the words change.
 `SAMPLES` holds one full context per kind; `check()` renders with them.
 
 Text from mail (customers' and agents') is only ever a value given to a template, never
@@ -52,15 +59,26 @@ import traceback
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
+import jdatetime
 import jinja2
 from markupsafe import Markup, escape
 
 from postdesk.errors import PostdeskError
 
-KINDS: Final = ("acknowledgement", "notification", "reply", "survey", "command_error")
+KINDS: Final = (
+    "acknowledgement",
+    "notification",
+    "reply",
+    "survey",
+    "command_error",
+    "sla_at_risk",
+    "sla_breach",
+)
 LANGUAGES: Final = ("en", "fa")
 # Agents get plain text only: their replies quote it, and quotes.py separates a reply
 # from a plain-text quote most reliably.
@@ -106,6 +124,28 @@ SAMPLES: Final[Mapping[str, Mapping[str, Any]]] = {
         "command": "#priority hgh",
         "reason": "unknown priority 'hgh'; use low, normal, high or urgent",
     },
+    "sla_at_risk": {
+        "ticket_number": 1234,
+        "subject": "Printer does not print",
+        "team": "Example Support",
+        "agent_name": "Sam Agent",
+        "requester": "Jane Doe <jane@example.com>",
+        "priority": "urgent",
+        "clock": "first_response",
+        "due": datetime(2026, 12, 10, 5, 0, tzinfo=UTC),
+        "timezone": "Asia/Tehran",
+    },
+    "sla_breach": {
+        "ticket_number": 1234,
+        "subject": "Printer does not print",
+        "team": "Example Support",
+        "agent_name": "Sam Agent",
+        "requester": "Jane Doe <jane@example.com>",
+        "priority": "normal",
+        "clock": "resolution",
+        "due": datetime(2026, 12, 10, 5, 0, tzinfo=UTC),
+        "timezone": "Asia/Tehran",
+    },
 }
 
 
@@ -149,6 +189,8 @@ class Templates:
         )
         self._env.filters["persian_digits"] = persian_digits
         self._env.filters["lines_html"] = lines_html
+        self._env.filters["local_time"] = local_time
+        self._env.filters["jalali"] = jalali
 
     def render(self, kind: str, language: str, **context: Any) -> Rendered:
         """The subject and bodies of one mail of `kind` in `language` (see the module doc)."""
@@ -242,6 +284,25 @@ _PERSIAN_DIGITS: Final = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
 def persian_digits(value: object) -> str:
     """`value` as text with ASCII digits written as Persian digits (the filter of that name)."""
     return str(value).translate(_PERSIAN_DIGITS)
+
+
+def _local(value: object, zone: str) -> datetime:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise TypeError(f"expected an aware datetime, got {value!r}")
+    return value.astimezone(ZoneInfo(zone))
+
+
+def local_time(value: object, zone: str = "UTC") -> str:
+    """An aware datetime in `zone`, with the zone named: "Thu 10 Dec 2026 08:30 (Asia/Tehran)"
+    (the `local_time` filter)."""
+    return f"{_local(value, zone):%a %d %b %Y %H:%M} ({zone})"
+
+
+def jalali(value: object, zone: str = "Asia/Tehran") -> str:
+    """An aware datetime in `zone`, in the Solar Hijri calendar with Persian names and
+    digits: "پنج‌شنبه ۱۹ آذر ۱۴۰۵، ۰۸:۳۰" (the `jalali` filter; jdatetime does the calendar)."""
+    local = jdatetime.datetime.fromgregorian(datetime=_local(value, zone), locale="fa_IR")
+    return persian_digits(str(local.strftime("%A %d %B %Y، %H:%M")))
 
 
 def lines_html(value: object) -> Markup:
