@@ -17,8 +17,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
-from postdesk.daemon import Service, import_messages
+from postdesk.daemon import Service, import_messages, sync_config
 from postdesk.ingest.sources import ImportedMessage
+from postdesk.ingest.store import Incoming, store_many
 from postdesk.ingest.tokens import ReplyTokens, load_key
 from postdesk.models import Contact, SlaAlert
 from postdesk.models.db import Database
@@ -112,8 +113,22 @@ def customer(mid: str) -> bytes:
 
 
 def opened(service: Service, mid: str) -> int:
-    """A ticket opened by importing a customer's mail from ARRIVED into mailbox shop (as
-    history: nobody is notified, and its clocks start at its Date header)."""
+    """A ticket opened by a customer's mail fetched into mailbox shop at ARRIVED (stored
+    as fetched then, and processed: its clocks start then)."""
+    ids = sync_config(service.db, service.settings)
+    with service.db.transaction() as session:
+        store_many(
+            session,
+            [Incoming(customer(mid), "test", received_at=ARRIVED)],
+            source="imap",
+            mailbox_id=ids["shop"],
+        )
+    service.run_once(fetch=False)
+    return ticket_of(service.db, mid)
+
+
+def imported(service: Service, mid: str) -> int:
+    """A ticket opened by importing a customer's mail from ARRIVED (history)."""
     import_messages(service, [ImportedMessage(mid, customer(mid))], mailbox="shop")
     return ticket_of(service.db, mid)
 
@@ -323,3 +338,19 @@ def test_two_instances_cannot_both_send_an_alert(
     assert (first.alerts, first.mails, second.alerts, second.taken) == (1, 2, 0, 1)
     service.run_once(fetch=False)
     assert kinds(sink) == [("reza@shop.example", "at_risk"), ("sara@shop.example", "at_risk")]
+
+
+def test_imported_history_records_its_alerts_but_mails_none(
+    service: Service, db: Database, sink: SmtpSink, now: FakeNow
+) -> None:
+    """Importing old open tickets must not flood the agents with breaches."""
+    number = imported(service, "old@example.com")
+    now.at = FIRST_DUE + timedelta(days=30)
+    service.run_once(fetch=False)
+    service.run_once(fetch=False)
+    assert alerts(sink) == []
+    state = ticket_sla_state(db, service.settings, number, now())
+    assert state is not None and state.first_response.breached  # still shown as breached
+    with db.read_session() as session:
+        recorded = session.execute(select(func.count()).select_from(SlaAlert)).scalar_one()
+    assert recorded == 2  # first response and resolution: breached, recorded, not mailed

@@ -18,6 +18,8 @@ the two clocks not met yet:
   priority change, a pause while pending) is a new due time: its alerts may go out
   again. Due times are compared to the second.
 - A met clock (first response given, ticket solved) alerts no more.
+- A ticket whose mail is all imported history gets its alerts recorded but not mailed:
+  importing old open tickets must not flood the agents with breaches.
 
 **Cheap passes.** Every pass reads the open tickets' few columns (one indexed query),
 but computes the state only of a ticket that changed since this process last looked
@@ -35,12 +37,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, bindparam, exists, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from postdesk.config import Settings
+from postdesk.ingest.store import IMPORT
 from postdesk.ingest.tokens import ReplyTokens, new_message_id
-from postdesk.models import Contact, Mailbox, Message, SlaAlert, Ticket
+from postdesk.models import Contact, Mailbox, Message, RawMessage, SlaAlert, Ticket
 from postdesk.models.base import table_of
 from postdesk.models.db import Database
 from postdesk.models.tickets import AGENT
@@ -243,6 +246,12 @@ class SlaAlerts:
             if ticket is None or ticket.address is None:
                 log.warning("sla: ticket #%d has no mailbox to send from", alert.ticket_id)
                 return 0
+            if not conn.execute(_LIVE, {"ticket_id": alert.ticket_id}).scalar():
+                # Imported history tells nobody (like acknowledgements and notifications):
+                # importing a year of old open tickets must not flood the agents. The
+                # alert is recorded all the same; live mail on the ticket starts anew.
+                log.info("sla: ticket #%d is imported history: no alert mail", alert.ticket_id)
+                return 0
             for agent, agent_id in chosen:
                 self._queue(conn, ticket, alert, agent, agent_id, now)
         log.info(
@@ -332,6 +341,17 @@ class SlaAlerts:
             automatic=True,
             limited=False,
         )
+
+
+_raw = table_of(RawMessage)
+# The ticket has mail that came in live (fetched), not only imported history.
+_LIVE = select(
+    exists().where(
+        _messages.c.ticket_id == bindparam("ticket_id"),
+        _messages.c.raw_message_id == _raw.c.id,
+        _raw.c.source != IMPORT,
+    )
+)
 
 
 def _key(row: Any) -> Key:
