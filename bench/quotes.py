@@ -15,7 +15,8 @@ reply-mail-parser-reply (the 767 KB email_long_quote.txt timed on its own), gene
 support replies in the layout of common clients, in English and Persian, and hostile
 input: 200 KB texts built to make quadratic code show (a long run of spaces, 25,000
 "From:" lines, a 200,000-character line of "написал", …), each timed alone and at a
-tenth of the size, so that a ratio far above 10 points at something non-linear.
+tenth of the size, so that a ratio far above 10 points at something non-linear; the
+same for the lexicon's subject-prefix, tag and forward patterns.
 
     .venv/bin/python bench/quotes.py [--repeat N]
 """
@@ -31,6 +32,8 @@ from pathlib import Path
 
 from postdesk.ingest.htmltext import html_to_text
 from postdesk.ingest.quotes import reply_text, visible_text
+from postdesk.ingest.textnorm import is_forward, strip_prefixes
+from postdesk.ingest.threader import _INLINE_FORWARD
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LONG_QUOTE = "email_long_quote.txt"
@@ -75,6 +78,40 @@ def report_hostile(size: int) -> None:
             ratio = timings[1] / max(timings[0], 1e-9)
             cells.append(f"{timings[1] * 1e3:8.1f} ms ({ratio:5.1f}x)")
         print(f"  {name:24} visible_text {cells[0]}   reply_text {cells[1]}")
+
+
+def subject_and_forward_cases(size: int) -> dict[str, tuple[Callable[[str], object], str]]:
+    """Input that once made the lexicon's subject and forward patterns quadratic."""
+    spaces = " " * size
+    dashes = "-" * (size // 2)
+    return {
+        "reply prefix + spaces": (strip_prefixes, "Re" + spaces + "x"),
+        "forward prefix + spaces": (is_forward, "Fwd" + spaces + "x"),
+        "tag + spaces": (strip_prefixes, "[" + spaces + "x"),
+        "header field + spaces": (visible_text, "Hi\n\nFrom" + spaces + "x:\n"),
+        "forward marker + spaces": (
+            visible_text,
+            "Hi\n\nپیام" + spaces + "x\nFrom: a@b.example\nDate: 1\nTo: c\n",
+        ),
+        "inline forward line": (
+            lambda text: _INLINE_FORWARD.search(text),
+            dashes + " forwarded message" + spaces[: size // 2] + "x\n",
+        ),
+    }
+
+
+def report_patterns(size: int) -> None:
+    """Milliseconds per case, with the ratio to a tenth the size (about 10: linear)."""
+    print(f"\nsubject and forward patterns, {size:,} characters (ratio as above)")
+    small = subject_and_forward_cases(size // 10)
+    for name, (read, text) in subject_and_forward_cases(size).items():
+        timings = []
+        for sample in (small[name][1], text):
+            start = time.perf_counter()
+            read(sample)
+            timings.append(time.perf_counter() - start)
+        ratio = timings[1] / max(timings[0], 1e-9)
+        print(f"  {name:26} {timings[1] * 1e3:8.1f} ms ({ratio:5.1f}x)")
 
 
 def libraries() -> dict[str, Callable[[str], object]]:
@@ -212,6 +249,7 @@ def main() -> None:
     }
     report("generated HTML-only replies (html_to_text + visible_text)", html, html_runners, 20)
     report_hostile(200_000)
+    report_patterns(100_000)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from postdesk.ingest.store import IMPORT
 from postdesk.ingest.threader import recipients
 from postdesk.ingest.tokens import ReplyTokens
 from postdesk.models import MailKind
+from postdesk.models.mail import AGENT_OWN_MAIL
 from postdesk.models.tickets import AGENT, CUSTOMER
 
 log = logging.getLogger(__name__)
@@ -89,9 +90,7 @@ class AuthorStep:
                 f"; {proof}" if proof else ""
             )
         elif passed:
-            item.agent_check = (
-                f"the agent's own mail, without a reply token (no #commands); {proof}"
-            )
+            item.agent_check = f"{AGENT_OWN_MAIL}, without a reply token (no #commands); {proof}"
         else:
             self._refuse(
                 item,

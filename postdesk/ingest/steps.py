@@ -24,7 +24,6 @@ from postdesk.ingest.sender import get_or_create_contact, sender_address
 from postdesk.ingest.store import IMPORT, MESSAGE_ID_WIDTH
 from postdesk.ingest.threader import (
     DEFAULT_OPTIONS,
-    MAX_TICKET_ID,
     NEW,
     ThreadMatch,
     ThreadOptions,
@@ -37,7 +36,6 @@ from postdesk.models import (
     MailKind,
     Message,
     MessageRef,
-    Ticket,
     UTCDateTime,
 )
 from postdesk.models.base import table_of
@@ -51,6 +49,7 @@ from postdesk.tickets.lifecycle import (
     resolve_merged,
     responded,
 )
+from postdesk.tickets.views import ticket_exists
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +131,6 @@ class SenderStep:
         item.sender = get_or_create_contact(item.conn, address, team_addresses=self.team_addresses)
 
 
-_EXISTS = select(exists().where(table_of(Ticket).c.id == bindparam("id")))
-
-
 class ThreadStep:
     """Decide whether the message opens a ticket or continues one, and why."""
 
@@ -148,7 +144,7 @@ class ThreadStep:
         if item.agent_token is not None:
             # The agent's proven reply (ingest/author.py) joins the ticket of its token.
             number = item.agent_token[0]
-            if number <= MAX_TICKET_ID and item.conn.execute(_EXISTS, {"id": number}).scalar():
+            if ticket_exists(item.conn, number):
                 ticket_id = resolve_merged(item.conn, number)
                 reason = f"the agent's signed reply token of ticket {number}"
                 if ticket_id != number:

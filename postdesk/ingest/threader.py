@@ -63,7 +63,7 @@ from postdesk.lexicon.quoting import (
 )
 from postdesk.models import MailKind, Message, MessageRef, Ticket
 from postdesk.models.base import table_of
-from postdesk.models.tickets import AGENT, TicketStatus
+from postdesk.models.tickets import AGENT, MAX_TICKET_ID, TicketStatus
 from postdesk.tickets.lifecycle import resolve_merged
 
 NEW = "new"
@@ -82,7 +82,6 @@ _INLINE_FORWARD = re.compile(
 )
 _DIGITS = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
 _TAG = re.compile(r"\[#\s*([0-9۰-۹٠-٩]{1,12})\s*\]")
-MAX_TICKET_ID = 2**31 - 1  # the id column's range; a larger tag names no ticket
 
 
 @dataclass(frozen=True)

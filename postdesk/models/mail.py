@@ -142,6 +142,11 @@ class Delivery(Base):
     server_done: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+# How `messages.agent_check` begins for an agent's own proven mail without a reply token
+# (ingest/author.py writes it; the KPIs count such mail as a response).
+AGENT_OWN_MAIL = "the agent's own mail"
+
+
 class Message(Base):
     """A parsed message that belongs to a ticket (inbound now; outbound later)."""
 
@@ -177,6 +182,7 @@ class Message(Base):
     visible_text: Mapped[str | None] = mapped_column(Text, default="")
     # For mail from an agent's address or to an agent's reply token: whether it was taken
     # as that agent's and why (postdesk/ingest/author.py); None for everyone else's mail.
+    # Proven mail of an agent's own (no token reply) starts with AGENT_OWN_MAIL.
     agent_check: Mapped[str | None] = mapped_column(Text)
 
     ticket: Mapped[Ticket] = relationship(back_populates="messages")

@@ -27,6 +27,8 @@ CUSTOMER = "customer"
 AGENT = "agent"
 # The actor of events postdesk itself causes (triage predictions, rules).
 SYSTEM_ACTOR = "postdesk"
+# The ticket number column's range: a larger number (a tag, a token) names no ticket.
+MAX_TICKET_ID = 2**31 - 1
 
 
 # Ticket lifecycle: new (nobody has acted yet) -> open -> pending (waiting for the

@@ -20,16 +20,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, exists, select
-
 from postdesk.config import Settings
 from postdesk.ingest.process import WorkItem
 from postdesk.ingest.quotes import reply_text
 from postdesk.ingest.store import IMPORT
-from postdesk.ingest.threader import MAX_TICKET_ID, recipients
+from postdesk.ingest.threader import recipients
 from postdesk.ingest.tokens import ReplyTokens, new_message_id
-from postdesk.models import MailKind, Ticket, TicketStatus
-from postdesk.models.base import table_of
+from postdesk.models import MailKind, TicketStatus
 from postdesk.notify.commands import Command, parse_reply
 from postdesk.notify.compose import Envelope, queue_mail
 from postdesk.notify.reply import ReplyError, queue_reply
@@ -43,7 +40,7 @@ from postdesk.tickets.lifecycle import (
     set_label,
     set_status,
 )
-from postdesk.tickets.views import Agent, find_agent
+from postdesk.tickets.views import Agent, find_agent, ticket_exists
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +67,7 @@ class RelayStep:
         record: dict[str, Any] = {"message_id": parsed.message_id}
         if item.agent_token is None:
             refused = item.refused_token
-            if refused is not None and _exists(conn, refused[0]):
+            if refused is not None and ticket_exists(conn, refused[0]):
                 # Someone used an agent's token and was not that agent: say so on the
                 # ticket the token names (the mail itself went where a customer's goes).
                 record.update(done="nothing", why=item.agent_check or "")
@@ -193,13 +190,6 @@ class RelayStep:
             at=item.need_arrived(),
             automatic=True,
         )
-
-
-_EXISTS = select(exists().where(table_of(Ticket).c.id == bindparam("id")))
-
-
-def _exists(conn: Connection, number: int) -> bool:
-    return number <= MAX_TICKET_ID and bool(conn.execute(_EXISTS, {"id": number}).scalar())
 
 
 def recipients_lower(item: WorkItem) -> set[str]:

@@ -20,7 +20,6 @@ from postdesk.config import Settings
 from postdesk.models import (
     Contact,
     Mailbox,
-    MailKind,
     Message,
     QaReview,
     QaSample,
@@ -31,7 +30,7 @@ from postdesk.models import (
     TicketStatus,
     utcnow,
 )
-from postdesk.qa.kpi import sla_breaches
+from postdesk.qa.kpi import counted_tickets, sla_breaches
 from postdesk.qa.risk import TicketFacts
 
 
@@ -75,11 +74,6 @@ def eligible_tickets(
         )
         .scalar_subquery()
     )
-    customer_wrote = exists().where(
-        Message.ticket_id == Ticket.id,
-        Message.direction == "in",
-        Message.kind == MailKind.HUMAN.value,
-    )
     reviewed = exists().where(
         QaReview.ticket_id == Ticket.id,
         QaReview.scorecard_id == QaScorecard.id,
@@ -91,7 +85,7 @@ def eligible_tickets(
         QaSample.scorecard_id == QaScorecard.id,
         QaScorecard.name == scorecard,
     )
-    query = (
+    query = counted_tickets(
         select(
             Ticket.id,
             Mailbox.name,
@@ -104,23 +98,16 @@ def eligible_tickets(
             Ticket.category_probability,
             Ticket.category_source,
             Ticket.needs_triage,
-        )
-        .outerjoin(Mailbox, Mailbox.id == Ticket.mailbox_id)
-        .outerjoin(assignee, assignee.id == Ticket.assignee_id)
-        .where(
-            Ticket.status.in_([TicketStatus.SOLVED.value, TicketStatus.CLOSED.value]),
-            and_(resolved_at >= period.since, resolved_at < period.until),
-            Ticket.merged_into_id.is_(None),
-            customer_wrote,
-            ~reviewed,
-            ~sampled,
-        )
-        .order_by(Ticket.id)
+        ),
+        assignee,
+        queue=queue,
+        agent=agent,
+    ).where(
+        Ticket.status.in_([TicketStatus.SOLVED.value, TicketStatus.CLOSED.value]),
+        and_(resolved_at >= period.since, resolved_at < period.until),
+        ~reviewed,
+        ~sampled,
     )
-    if queue is not None:
-        query = query.where(Mailbox.name == queue)
-    if agent is not None:
-        query = query.where(func.lower(assignee.email) == agent.strip().lower())
     rows = conn.execute(query).all()
     breached: dict[int, bool] = {}
     if settings is not None:

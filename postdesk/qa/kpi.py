@@ -38,14 +38,15 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Connection, exists, func, or_, select
+from sqlalchemy import Connection, Select, exists, func, or_, select
 from sqlalchemy.orm import aliased
 
 from postdesk.config import Settings
 from postdesk.models import Contact, Mailbox, MailKind, Message, OutboxMail, Ticket, TicketEvent
+from postdesk.models.mail import AGENT_OWN_MAIL
 from postdesk.models.tickets import AGENT
 from postdesk.sla.calendar import BusinessCalendar
 from postdesk.sla.clock import StatusChange, sla_state
@@ -140,7 +141,10 @@ def _responses(conn: Connection) -> dict[int, int]:
             Contact.role == AGENT,
             # Imported history (no check) or proven own mail; not a relayed token reply,
             # not mail from an agent's address taken as customer mail.
-            or_(Message.agent_check.is_(None), Message.agent_check.like("the agent's own mail%")),
+            or_(
+                Message.agent_check.is_(None),
+                Message.agent_check.startswith(AGENT_OWN_MAIL, autoescape=True),
+            ),
         )
         .group_by(Message.ticket_id)
     )
@@ -149,6 +153,34 @@ def _responses(conn: Connection) -> dict[int, int]:
         for ticket_id, n in conn.execute(query):
             counts[ticket_id] += n
     return counts
+
+
+SelectT = TypeVar("SelectT", bound="Select[*tuple[Any, ...]]")
+
+
+def counted_tickets(
+    query: SelectT, assignee: Any, *, queue: str | None, agent: str | None
+) -> SelectT:
+    """`query` over the tickets QA and the KPIs count: not merged into another, with a
+    human message from the customer, in `queue` (a mailbox name) and assigned to `agent`
+    when given; joined to their mailbox and to `assignee` (an alias of Contact), ordered
+    by number."""
+    customer_wrote = exists().where(
+        Message.ticket_id == Ticket.id,
+        Message.direction == "in",
+        Message.kind == MailKind.HUMAN.value,
+    )
+    query = (
+        query.outerjoin(Mailbox, Mailbox.id == Ticket.mailbox_id)
+        .outerjoin(assignee, assignee.id == Ticket.assignee_id)
+        .where(Ticket.merged_into_id.is_(None), customer_wrote)
+        .order_by(Ticket.id)
+    )
+    if queue is not None:
+        query = query.where(Mailbox.name == queue)
+    if agent is not None:
+        query = query.where(func.lower(assignee.email) == agent.strip().lower())
+    return query
 
 
 def load_histories(
@@ -162,12 +194,7 @@ def load_histories(
     """The tickets the KPIs count (see the module docstring) created before `before`
     (only tickets `ids`, if given)."""
     assignee = aliased(Contact)
-    customer_wrote = exists().where(
-        Message.ticket_id == Ticket.id,
-        Message.direction == "in",
-        Message.kind == MailKind.HUMAN.value,
-    )
-    query = (
+    query = counted_tickets(
         select(
             Ticket.id,
             Mailbox.name,
@@ -177,16 +204,11 @@ def load_histories(
             Ticket.priority,
             Ticket.first_response_at,
             Ticket.csat_score,
-        )
-        .outerjoin(Mailbox, Mailbox.id == Ticket.mailbox_id)
-        .outerjoin(assignee, assignee.id == Ticket.assignee_id)
-        .where(Ticket.merged_into_id.is_(None), Ticket.created_at < before, customer_wrote)
-        .order_by(Ticket.id)
-    )
-    if queue is not None:
-        query = query.where(Mailbox.name == queue)
-    if agent is not None:
-        query = query.where(func.lower(assignee.email) == agent.strip().lower())
+        ),
+        assignee,
+        queue=queue,
+        agent=agent,
+    ).where(Ticket.created_at < before)
     if ids is not None:
         query = query.where(Ticket.id.in_(list(ids)))
     tickets = {

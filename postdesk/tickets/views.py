@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, exists, func, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from postdesk.config import AgentSettings
@@ -27,7 +27,7 @@ from postdesk.models import (
     TicketLink,
 )
 from postdesk.models.db import Database
-from postdesk.models.tickets import AGENT
+from postdesk.models.tickets import AGENT, MAX_TICKET_ID
 from postdesk.tickets.lifecycle import TicketNotFound, check_status
 
 
@@ -208,12 +208,13 @@ def show_ticket(db: Database, number: int) -> dict[str, Any]:
                 ).where(OutboxMail.message_id.in_(outgoing))
             )
         }
-        entries = []
+        # The conversation in time order; internal notes read with it (direction "note").
+        entries: list[tuple[datetime, dict[str, Any]]] = []
         for message in messages:
             entry = _message_dict(message)
             if message.direction == "out":
                 entry["outbox"] = sent.get(message.message_id or "")
-            entries.append(entry)
+            entries.append((message.sent_at or message.received_at, entry))
         links = session.execute(
             select(TicketLink).where(
                 (TicketLink.ticket_id == number) | (TicketLink.other_id == number)
@@ -222,35 +223,34 @@ def show_ticket(db: Database, number: int) -> dict[str, Any]:
         data["links"] = [
             {"ticket": link.ticket_id, "kind": link.kind, "other": link.other_id} for link in links
         ]
-        events = session.execute(
-            select(TicketEvent)
-            .where(TicketEvent.ticket_id == number)
-            .order_by(TicketEvent.at, TicketEvent.id)
-        ).scalars()
+        events = list(
+            session.execute(
+                select(TicketEvent)
+                .where(TicketEvent.ticket_id == number)
+                .order_by(TicketEvent.at, TicketEvent.id)
+            ).scalars()
+        )
         data["events"] = [
             {"at": iso(e.at), "kind": e.kind, "actor": e.actor, "data": e.data} for e in events
         ]
-        # Internal notes read with the conversation, in time order: direction "note".
-        notes = [_note_dict(e) for e in data["events"] if e["kind"] == "note"]
-        data["messages"] = sorted(
-            [*entries, *notes], key=lambda m: m["date"] or m["received_at"] or ""
-        )
+        entries.extend((e.at, _note_dict(e)) for e in events if e.kind == "note")
+        data["messages"] = [entry for _, entry in sorted(entries, key=lambda pair: pair[0])]
         return data
 
 
-def _note_dict(event: dict[str, Any]) -> dict[str, Any]:
+def _note_dict(event: TicketEvent) -> dict[str, Any]:
     """An internal note as an entry among the messages (never sent to anyone)."""
-    text = str(event["data"].get("text", ""))
+    text = str((event.data or {}).get("text", ""))
     return {
         "id": None,
         "message_id": None,
         "direction": "note",
-        "from": {"email": event["actor"], "name": ""},
+        "from": {"email": event.actor, "name": ""},
         "to": [],
         "cc": [],
         "subject": "",
-        "date": event["at"],
-        "received_at": event["at"],
+        "date": iso(event.at),
+        "received_at": iso(event.at),
         "in_reply_to": None,
         "kind": "note",
         "kind_reason": "",
@@ -262,6 +262,14 @@ def _note_dict(event: dict[str, Any]) -> dict[str, Any]:
         "defects": [],
         "agent_check": None,
     }
+
+
+_EXISTS = select(exists().where(Ticket.id == bindparam("id")))
+
+
+def ticket_exists(conn: Connection, number: int) -> bool:
+    """Whether ticket `number` exists (a number beyond the column's range names none)."""
+    return 0 < number <= MAX_TICKET_ID and bool(conn.execute(_EXISTS, {"id": number}).scalar())
 
 
 def current_labels(conn: Connection, number: int) -> dict[str, str | None]:
