@@ -5,8 +5,10 @@ of realistic customer emails in English and Persian over IMAP APPEND, writes a c
 file for them under ./demo-run/, and then runs the real command line: `postdesk init`,
 `postdesk model train` on a CSV of the team's past tickets (written by the demo, in
 English and Persian), `postdesk run --once`, `postdesk tickets list`, `postdesk tickets
-show`, `postdesk inbound list --quarantined`, followed by a short KPI summary read from
-the database.
+show`, `postdesk inbound list --quarantined`, a short summary read from the database,
+then an agent's replies from the command line, `postdesk kpi` (SLA in a Tehran business
+calendar), and a QA round: `postdesk qa sample` for two reviewers, `qa import-reviews`
+and `qa agreement`.
 Everything is stopped and the servers' files are removed at the end; the database and
 config stay in ./demo-run/ so you can keep exploring with `postdesk -c demo-run/postdesk.toml`.
 """
@@ -20,10 +22,12 @@ import random
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from importlib import resources
 from pathlib import Path
 
 from postdesk.models import RawStatus
@@ -281,9 +285,30 @@ data_dir = "data"
 [database]
 url = "sqlite:///postdesk.db"
 
+[sla]
+default_priority = "normal"
+warn_before = "1h"
+[sla.targets]
+urgent = {{ first_response = "1h", resolution = "8h" }}
+high = {{ first_response = "4h", resolution = "16h" }}
+normal = {{ first_response = "8h", resolution = "40h" }}
+low = {{ first_response = "16h", resolution = "80h" }}
+
+[calendar.tehran]
+timezone = "Asia/Tehran"
+holiday_country = "IR"
+[calendar.tehran.week]
+sat = "08:00-16:00"
+sun = "08:00-16:00"
+mon = "08:00-16:00"
+tue = "08:00-16:00"
+wed = "08:00-16:00"
+thu = "08:00-12:00"
+
 [[mailbox]]
 name = "support"
 address = "{SUPPORT}"
+calendar = "tehran"
 host = "127.0.0.1"
 port = {dovecot.port}
 security = "none"
@@ -340,6 +365,75 @@ def _kpis(config: Path) -> Counter[str]:
     return Counter(row["kind"] for row in outbox)
 
 
+def _agent_works(config: Path) -> None:
+    """Sara answers from the command line: every open ticket gets a reply, half of them
+    solving it (the customer is then asked for a score); the outbox sends it all."""
+    print("\nThe agent's turn (from the command line; by email works the same)")
+    tickets = json.loads(_postdesk(config, "tickets", "list", "--json", echo=False))
+    waiting = sorted(t["number"] for t in tickets if t["status"] == "new")
+    for i, number in enumerate(waiting):
+        status = ["--status", "solved"] if i % 2 == 0 else []
+        text = "Thanks for writing; this is sorted now. Best, Sara"
+        print(_postdesk(config, "tickets", "reply", str(number), text, *status), end="")
+    print(_postdesk(config, "run", "--once"), end="")
+    print(_postdesk(config, "kpi"), end="")
+
+
+def _quality(config: Path, workdir: Path) -> None:
+    """A QA round: a sample of the solved tickets for two reviewers with full overlap,
+    their reviews (made here, as if scored elsewhere) imported, and their agreement."""
+    print("\nQuality assurance")
+    sample = json.loads(
+        _postdesk(
+            config,
+            "qa",
+            "sample",
+            "--n",
+            "3",
+            "--seed",
+            "7",
+            "--reviewer",
+            "lead@" + DOMAIN,
+            "--reviewer",
+            "qa@" + DOMAIN,
+            "--overlap",
+            "1",
+            "--json",
+        )
+    )
+    tickets = sorted({row["ticket"] for row in sample["tickets"]})
+    print(f"  sampled tickets {', '.join(f'#{n}' for n in tickets)} for two reviewers")
+    scorecard = resources.files("postdesk.qa") / "scorecards" / "default.toml"
+    reviews = workdir / "reviews.csv"
+    rng = random.Random(7)
+    with reviews.open("w", newline="", encoding="utf-8") as out:
+        rows = csv.writer(out)
+        rows.writerow(["ticket", "reviewer", "criterion", "rating"])
+        for number in tickets:
+            for criterion, scale in _criteria(Path(str(scorecard))):
+                rating = scale[-1] if rng.random() < 0.7 else rng.choice(scale)
+                for reviewer in ("lead", "qa"):
+                    # The second reviewer mostly agrees with the first.
+                    mine = rating if reviewer == "lead" or rng.random() < 0.8 else scale[0]
+                    rows.writerow([number, f"{reviewer}@{DOMAIN}", criterion, mine])
+    print(
+        _postdesk(config, "qa", "import-reviews", str(reviews), "--scorecard", str(scorecard)),
+        end="",
+    )
+    print(_postdesk(config, "qa", "agreement", "--bootstrap", "200"), end="")
+
+
+def _criteria(scorecard: Path) -> list[tuple[str, list[int]]]:
+    """(key, possible ratings) of each criterion of a scorecard file."""
+    data = tomllib.loads(scorecard.read_text(encoding="utf-8"))
+    found = []
+    for criterion in data["criterion"]:
+        scale = str(criterion.get("scale", "1-5"))
+        low, high = (0, 1) if scale == "pass-fail" else map(int, scale.split("-"))
+        found.append((str(criterion["key"]), list(range(low, high + 1))))
+    return found
+
+
 def main() -> None:
     workdir = Path("demo-run").resolve()
     if workdir.exists():
@@ -390,6 +484,8 @@ def main() -> None:
                 f" ({kinds.get('acknowledgement', 0)} acknowledgements to customers,"
                 f" {kinds.get('notification', 0)} notifications to agents)"
             )
+            _agent_works(config)
+            _quality(config, workdir)
     finally:
         dovecot.stop()
         shutil.rmtree(workdir / "dovecot", ignore_errors=True)

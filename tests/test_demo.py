@@ -33,6 +33,14 @@ def test_demo_threads_triages_and_quarantines(tmp_path: Path, dovecot_binary: Pa
     # Every customer who opened a ticket got its number, and Sara heard of every
     # customer message, through the outbox and SMTP.
     assert "SMTP sink received         12 (5 acknowledgements to customers, 7 notif" in out
+    # Sara answers every new ticket from the CLI, solving three (each gets the survey).
+    assert "outbox: 8 sent, 0 to retry, 0 failed" in out
+    assert out.count("and the satisfaction survey on ticket") == 3
+    assert "KPIs " in out and "queue support                   5" in out
+    # A QA round: three solved tickets, reviewed by two people, and their agreement.
+    assert "sampled tickets #1, #3, #5 for two reviewers" in out
+    assert "imported 6 review(s) (42 ratings) of 3 ticket(s) by 2 reviewer(s)" in out
+    assert "overall             21" in out
     # The servers are gone; the database and config stay for exploring.
     assert (tmp_path / "demo-run" / "postdesk.db").is_file()
     assert not (tmp_path / "demo-run" / "dovecot").exists()

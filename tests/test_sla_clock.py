@@ -73,8 +73,15 @@ def test_urgent_on_wednesday_afternoon() -> None:
     assert s.first_response.due == t(2026, 12, 10, 8, 30)
     # 8h: half an hour on Wednesday, Thursday's four, three and a half on Saturday.
     assert s.resolution.due == t(2026, 12, 12, 11, 30)
-    assert s.first_response.at_risk and not s.first_response.breached
+    # 45 minutes of the hour are left: with warn_before = 1h the warning comes at half
+    # the target instead (else every urgent ticket would be at risk on arrival).
+    assert s.first_response.warn_before == 1800
+    assert not s.first_response.at_risk and not s.first_response.breached
     assert not s.resolution.at_risk
+    later = state(created, t(2026, 12, 9, 16, 0))  # closing time: 30 minutes left
+    assert later.first_response.at_risk and not later.first_response.breached
+    overnight = state(created, t(2026, 12, 9, 22, 0))  # still 30 minutes, tomorrow
+    assert overnight.first_response.at_risk and not overnight.first_response.breached
     assert state_json(s) == {
         "calendar": "tehran",
         "priority": "urgent",
@@ -84,7 +91,7 @@ def test_urgent_on_wednesday_afternoon() -> None:
         "resolved_at": None,
         "first_response_breached": False,
         "resolution_breached": False,
-        "first_response_at_risk": True,
+        "first_response_at_risk": False,
         "resolution_at_risk": False,
         "paused": False,
         "paused_seconds": 0,

@@ -4,7 +4,8 @@ Each pass of `postdesk run` calls `SlaAlerts.check(now)`. For every ticket that 
 solved or closed it reads the SLA state (clock.py, computed on read) and, for each of
 the two clocks not met yet:
 
-- **at risk** (running, at most `[sla] warn_before` of business time left): the at-risk
+- **at risk** (running, at most `[sla] warn_before` of business time left, or half the
+  target if shorter: clock.py): the at-risk
   alert; **breached** (the due time has passed): the breach alert. A pass that comes
   after the due time without having seen the ticket at risk sends only the breach.
 - The alert goes to the ticket's assignee when they are an agent, else to the agents
@@ -107,7 +108,7 @@ def wanted(ticket_id: int, state: SlaState) -> list[Due]:
 
 
 def next_look(
-    state: SlaState, status: str, calendar: BusinessCalendar, warn_before: float, now: datetime
+    state: SlaState, status: str, calendar: BusinessCalendar, now: datetime
 ) -> datetime | None:
     """When this ticket's state can next call for an alert without a change to the ticket:
     the moment a running clock becomes at risk, or is due. None: not before it changes
@@ -116,19 +117,17 @@ def next_look(
         return None
     moments = []
     for clock in (state.first_response, state.resolution):
-        moments.extend(_clock_moments(clock, calendar, warn_before, now))
+        moments.extend(_clock_moments(clock, calendar, now))
     return min(moments, default=None)
 
 
-def _clock_moments(
-    clock: Clock, calendar: BusinessCalendar, warn_before: float, now: datetime
-) -> list[datetime]:
+def _clock_moments(clock: Clock, calendar: BusinessCalendar, now: datetime) -> list[datetime]:
     if clock.met_at is not None or clock.breached:
         return []
-    if clock.at_risk or warn_before <= 0:
+    if clock.at_risk or clock.warn_before <= 0:
         return [clock.due]
     left = calendar.business_seconds(now, clock.due)
-    return [calendar.add_business(now, max(left - warn_before, 0.0)), clock.due]
+    return [calendar.add_business(now, max(left - clock.warn_before, 0.0)), clock.due]
 
 
 Key = tuple[Any, ...]
@@ -180,9 +179,7 @@ class SlaAlerts:
             state = state_of(self.settings, self.calendars, row, changes.get(row.id, []), now)
             result.computed += 1
             due.extend(wanted(row.id, state))
-            looks[row.id] = next_look(
-                state, row.status, self.calendars(row.mailbox), self.sla.warn_before, now
-            )
+            looks[row.id] = next_look(state, row.status, self.calendars(row.mailbox), now)
         recorded = self._recorded({d.ticket_id for d in due})
         failed: set[int] = set()
         for alert in due:

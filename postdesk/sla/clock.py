@@ -12,7 +12,10 @@ the customer (`first_response_at`), and the resolution, met by solving the ticke
   from now for a running or paused clock (a paused clock's due time moves with the
   pause), from the moment it was met or stopped otherwise.
 - Breached: the target was used up before the clock was met (or is used up by now).
-  At risk: running, not breached, and at most `warn_before` of business time to go.
+  At risk: running, not breached, and at most `warn_before` of business time to go, or
+  half the target where that is shorter: with the issue's own example (urgent: 1 h,
+  warn_before 1 h) every urgent ticket would otherwise be "at risk" the moment it
+  arrives, an alert nobody can act on that only repeats the notification.
 
 The target is the ticket's priority's (its own, else [sla] default_priority); a priority
 change therefore recomputes the due times from the creation on the next read.
@@ -48,6 +51,7 @@ class Clock:
     met_at: datetime | None
     breached: bool
     at_risk: bool
+    warn_before: float = 0.0  # business seconds before `due` it counts as at risk
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ def run_clock(
     warn_before: float,
 ) -> Clock:
     """Run one clock over `segments` until `met_at` (or now)."""
+    warn_before = min(warn_before, target / 2)
     limit = min(met_at, now) if met_at is not None else now
     remaining = target
     for start, end, status in segments:
@@ -109,7 +114,8 @@ def run_clock(
         used = calendar.business_seconds(start, end)
         if used >= remaining:
             due = calendar.add_business(start, remaining)
-            return Clock(due, met_at, breached=met_at is None or met_at > due, at_risk=False)
+            breached = met_at is None or met_at > due
+            return Clock(due, met_at, breached, at_risk=False, warn_before=warn_before)
         remaining -= used
     last_start, _, last_status = segments[-1]
     if met_at is not None:
@@ -125,7 +131,7 @@ def run_clock(
         and warn_before > 0
         and calendar.business_seconds(now, due) <= warn_before
     )
-    return Clock(due, met_at, breached=False, at_risk=at_risk)
+    return Clock(due, met_at, breached=False, at_risk=at_risk, warn_before=warn_before)
 
 
 def sla_state(
