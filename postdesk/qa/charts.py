@@ -116,3 +116,4 @@ def _render(report: dict[str, Any]) -> bytes:
 def write_chart(report: dict[str, Any], path: Path) -> None:
     """Render the chart and write it to `path` (atomically: never half a file)."""
     write_atomically(path, render(report))
+    path.chmod(0o644)  # a picture to share, not a secret (the temporary file was 0600)
