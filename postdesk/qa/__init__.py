@@ -1,5 +1,5 @@
 """QA: sampling solved tickets, scorecards, the scoring session, reviews, reviewer
-agreement (later: reports and KPIs).
+agreement, reports and KPIs.
 
 A layer beside ingest, classify and notify: it reads tickets (postdesk.models,
 postdesk.tickets) and writes only its own tables (postdesk/models/qa.py); it never
@@ -14,6 +14,8 @@ imports ingest, classify or notify.
 - `store`: the QA tables: scorecard versions, samples, reviews one answer at a time.
 - `imports`: `qa import-reviews` (CSV).
 - `agreement`: `qa agreement`: percent agreement, Krippendorff's alpha, Cohen's kappa.
+- `report`: `qa report`: the IQS per agent, category, criterion and week; root causes.
+- `charts`: the PNG chart of `qa report --plot` (matplotlib, Persian labels shaped).
 - `transcript`: a ticket as the reviewer reads it (blind mode, Persian), pure.
 - `session`: one review answered one key at a time (a state machine), pure.
 - `score`: `qa score`: the reviewer's queue, resume, saving each answer.

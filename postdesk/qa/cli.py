@@ -12,7 +12,12 @@ from sqlalchemy import Connection
 from postdesk.clikit import Context, json_option, pass_context, print_json
 from postdesk.errors import PostdeskError
 from postdesk.qa.scorecard import DEFAULT_NAME, Scorecard, default_scorecard, load_scorecard
-from postdesk.qa.store import StoredScorecard, register_scorecard, stored_scorecard
+from postdesk.qa.store import (
+    StoredScorecard,
+    register_scorecard,
+    scorecard_names,
+    stored_scorecard,
+)
 
 
 @click.group()
@@ -440,3 +445,180 @@ def kpi(
     )
     if report["csat"]["responses"]:
         click.echo(f"CSAT 4-5: {_share(report['csat']['share_4_5'])}")
+
+
+def _iqs_text(row: dict[str, Any] | None) -> str:
+    if row is None or row["iqs"] is None:
+        return "-"
+    return f"{row['iqs']:5.1f}  [{row['ci_low']:5.1f}, {row['ci_high']:5.1f}]"
+
+
+@qa.command("report")
+@click.option(
+    "--scorecard",
+    metavar="NAME",
+    help="Scorecard whose reviews to report (default: the only one with reviews).",
+)
+@click.option(
+    "--since",
+    type=_DATE,
+    metavar="DATE",
+    help="Tickets resolved from this day on, UTC (default: no limit).",
+)
+@click.option(
+    "--until",
+    type=_DATE,
+    metavar="DATE",
+    help="... and up to the end of this day, UTC (default: no limit).",
+)
+@click.option(
+    "--csv",
+    "as_csv",
+    is_flag=True,
+    help="Print one CSV table: group_kind, group, n, iqs, ci_low, ci_high.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="FILE.png",
+    help="Also draw the weekly trend and per-agent and per-criterion bars into a PNG.",
+)
+@json_option
+@pass_context
+def qa_report(
+    obj: Context,
+    scorecard: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    as_csv: bool,
+    plot: Path | None,
+    as_json: bool,
+) -> None:
+    """The IQS per agent, category, criterion and week, and the top root causes.
+
+    \b
+    The IQS (internal quality score, 0-100) estimates the mean review score of ALL
+    tickets the samples were drawn from, not only the reviewed ones: each reviewed
+    ticket counts with 1 / its inclusion probability (Hajek's weighted mean), so
+    tickets a risk-weighted sample favoured do not pull the score down. A simple
+    random sample gives the plain mean. 95% interval: linearization, t distribution.
+    \b
+    - Counted: finished reviews with the scorecard (all its versions) of tickets
+      resolved (solved, else closed) in the period. n is reviewed tickets: a ticket
+      two reviewers scored counts once, with the mean of their scores.
+    - Imported reviews (qa import-reviews) have no inclusion probability: they are
+      left out of the IQS, and counted with their plain mean apart.
+    - per criterion: the criterion's own score x 100, N/A left out.
+    - per week: the ISO week (2026-W45) the ticket was resolved in.
+    - per agent: the ticket's assignee; per category: its category ("-": none).
+    - root causes: every tag given (imported reviews too): count, share of all tags.
+    \b
+    --json keys: scorecard {name, versions}, period {since, until, of}, weighting,
+    reviews, tickets, weighted {reviews, tickets}, unweighted {reviews, tickets,
+    mean}, iqs (a row, or null), by_agent, by_category, by_criterion (rows also with
+    title, title_fa), by_week (lists of rows: group_kind, group, n, reviews, iqs,
+    ci_low, ci_high, standard_error), root_causes (criterion, root_cause, count,
+    share). --csv: the rows as one table.
+    """
+    from postdesk.qa.report import Period, build_report, collect, to_csv
+
+    if as_json and as_csv:
+        raise PostdeskError("give --json or --csv, not both")
+    start = None if since is None else since.replace(tzinfo=UTC)
+    end = None if until is None else until.replace(tzinfo=UTC) + timedelta(days=1)
+    if start is not None and end is not None and start >= end:
+        raise PostdeskError("--since must not be after --until")
+    period = Period(start, end)
+    with obj.database().read_session() as session:
+        conn = session.connection()
+        if scorecard is None:
+            names = [n for n in scorecard_names(conn) if _has_reviews(conn, n)]
+            if len(names) > 1:
+                raise PostdeskError(
+                    f"name the scorecard with --scorecard NAME ({', '.join(names)})"
+                )
+            if not names:
+                raise PostdeskError(
+                    "no finished QA reviews yet: draw a sample (qa sample), score it "
+                    "(qa score) or import reviews (qa import-reviews)"
+                )
+            scorecard = names[0]
+        latest = stored_scorecard(conn, scorecard)
+        collected = collect(conn, latest, period)
+    report = build_report(collected, latest.scorecard.criteria, latest.name, period)
+    if not collected.tickets:
+        when = ""
+        if start or end:
+            first = f"{start:%Y-%m-%d}" if start else "the start"
+            last = f"{end - timedelta(days=1):%Y-%m-%d}" if end else "today"
+            when = f" resolved from {first} to {last}"
+        raise PostdeskError(f"no finished reviews with scorecard {latest.name} of tickets{when}")
+    if plot is not None:
+        from postdesk.qa.charts import write_chart
+
+        if report["iqs"] is None:
+            raise PostdeskError("nothing to plot: no reviewed ticket has an inclusion probability")
+        write_chart(report, plot)
+    if as_json:
+        print_json(report)
+        return
+    if as_csv:
+        click.echo(to_csv(report), nl=False)
+        return
+    _print_report(report)
+    if plot is not None:
+        click.echo(f"chart written to {plot}")
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    versions = ", ".join(f"v{v}" for v in report["scorecard"]["versions"])
+    period = report["period"]
+    if period["since"] or period["until"]:
+        last = "-"
+        if period["until"]:
+            last = f"{datetime.fromisoformat(period['until']) - timedelta(days=1):%Y-%m-%d}"
+        span = f"tickets resolved {period['since'] or '-'} to {last}"
+    else:
+        span = "all reviewed tickets"
+    click.echo(f"QA report · scorecard {report['scorecard']['name']} ({versions}) · {span}")
+    weighted, unweighted = report["weighted"], report["unweighted"]
+    overall = report["iqs"]
+    if overall:
+        click.echo(
+            f"IQS {_iqs_text(overall)}  from {overall['n']} reviewed ticket(s) "
+            f"({weighted['reviews']} review(s)), weighted by 1 / inclusion probability"
+        )
+    else:
+        click.echo("IQS -: no reviewed ticket was drawn by a sample (inclusion probability)")
+    if unweighted["reviews"]:
+        mean = "-" if unweighted["mean"] is None else f"{unweighted['mean']:.1f}"
+        click.echo(
+            f"{unweighted['reviews']} imported review(s) of {unweighted['tickets']} ticket(s) "
+            f"have no inclusion probability: left out of the IQS (their plain mean {mean})"
+        )
+    sections = [
+        ("agent", report["by_agent"]),
+        ("category", report["by_category"]),
+        ("criterion", report["by_criterion"]),
+        ("week", report["by_week"]),
+    ]
+    width = max([24, *(len(r["group"]) + 2 for _, rs in sections for r in rs)])
+    width = min(width, 40)
+    for title, rows in sections:
+        if not rows:
+            continue
+        click.echo("")
+        click.echo(f"{'per ' + title:<{width}} {'n':>4}   IQS   95% CI")
+        for r in rows:
+            click.echo(f"  {r['group'][: width - 2]:<{width - 2}} {r['n']:>4} {_iqs_text(r)}")
+    causes = report["root_causes"]
+    if causes:
+        click.echo("")
+        click.echo("most frequent root causes")
+        click.echo(f"  {'count':>5} {'share':>6}  criterion / root cause")
+        for c in causes[:10]:
+            click.echo(
+                f"  {c['count']:>5} {c['share']:>6.0%}  {c['criterion']} / {c['root_cause']}"
+            )
+        if len(causes) > 10:
+            click.echo(f"  ... {len(causes) - 10} more (--json lists all)")
