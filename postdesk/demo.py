@@ -7,8 +7,8 @@ file for them under ./demo-run/, and then runs the real command line: `postdesk 
 English and Persian), `postdesk run --once`, `postdesk tickets list`, `postdesk tickets
 show`, `postdesk inbound list --quarantined`, a short summary read from the database,
 then an agent's replies from the command line, `postdesk kpi` (SLA in a Tehran business
-calendar), and a QA round: `postdesk qa sample` for two reviewers, `qa import-reviews`
-and `qa agreement`.
+calendar), and a QA round: `postdesk qa sample` for two reviewers, `qa import-reviews`,
+`qa agreement` and `qa report`.
 Everything is stopped and the servers' files are removed at the end; the database and
 config stay in ./demo-run/ so you can keep exploring with `postdesk -c demo-run/postdesk.toml`.
 """
@@ -381,7 +381,8 @@ def _agent_works(config: Path) -> None:
 
 def _quality(config: Path, workdir: Path) -> None:
     """A QA round: a sample of the solved tickets for two reviewers with full overlap,
-    their reviews (made here, as if scored elsewhere) imported, and their agreement."""
+    their reviews (made here, as if scored elsewhere) imported, their agreement and the
+    quality report."""
     print("\nQuality assurance")
     sample = json.loads(
         _postdesk(
@@ -421,6 +422,7 @@ def _quality(config: Path, workdir: Path) -> None:
         end="",
     )
     print(_postdesk(config, "qa", "agreement", "--bootstrap", "200"), end="")
+    print(_postdesk(config, "qa", "report"), end="")
 
 
 def _criteria(scorecard: Path) -> list[tuple[str, list[int]]]:

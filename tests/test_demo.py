@@ -41,6 +41,8 @@ def test_demo_threads_triages_and_quarantines(tmp_path: Path, dovecot_binary: Pa
     assert "sampled tickets #1, #3, #5 for two reviewers" in out
     assert "imported 6 review(s) (42 ratings) of 3 ticket(s) by 2 reviewer(s)" in out
     assert "overall             21" in out
+    # Reviews scored elsewhere for the drawn tickets count in the weighted IQS.
+    assert "from 3 reviewed ticket(s) (6 review(s)), weighted by 1 / inclusion" in out
     # The servers are gone; the database and config stay for exploring.
     assert (tmp_path / "demo-run" / "postdesk.db").is_file()
     assert not (tmp_path / "demo-run" / "dovecot").exists()

@@ -120,6 +120,36 @@ def test_import_reviews_of_a_whole_file(
     assert counts(db) == (1, 2, 4)
 
 
+def test_an_imported_review_of_a_sampled_ticket_keeps_its_assignment(
+    tmp_path: Path, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sample in postdesk, score elsewhere, import: the review is the assignment's, so
+    its ticket's inclusion probability weighs it in the IQS; an unsampled one has none."""
+    monkeypatch.chdir(tmp_path)
+    numbers = add_solved_tickets(db, [SolvedTicket() for _ in range(3)])
+    (tmp_path / "card.toml").write_text(CARD, encoding="utf-8")
+    cli = Cli(qa_config(tmp_path, db.url))
+    since, until = "2026-01-01", "2027-12-31"
+    drawn = cli.json(
+        "qa", "sample", "--scorecard", "card.toml", "--n", "2", "--seed", "3",
+        "--since", since, "--until", until, "--reviewer", "Rita@Example.com",
+    )  # fmt: skip
+    sampled = sorted({row["ticket"] for row in drawn["tickets"]})
+    [other] = [n for n in numbers if n not in sampled]
+    rows = ["ticket,reviewer,criterion,rating"] + [
+        f"{n},rita@example.com,{key},{rating}"
+        for n in (*sampled, other)
+        for key, rating in (("tone", 5), ("policy", 1))
+    ]
+    (tmp_path / "r.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    cli("qa", "import-reviews", "r.csv", "--scorecard", "card.toml")
+    with db.read_session() as session:
+        linked = dict(session.execute(select(QaReview.ticket_id, QaReview.assignment_id)).all())
+    assert all(linked[n] is not None for n in sampled) and linked[other] is None
+    report = cli.json("qa", "report")
+    assert report["iqs"]["n"] == 2  # the two sampled tickets; the other is left out
+
+
 def test_bad_rows_are_named_by_line_and_nothing_is_imported(
     tmp_path: Path, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,7 +7,10 @@ the scorecard allows it. The rows of one (ticket, reviewer) make one review; a c
 without a row is left unanswered and, like N/A, does not count in the review's score.
 
 Every row is checked before anything is written: one bad row, and nothing is imported;
-the error names each bad row's line and why (up to ten of them).
+the error names each bad row's line and why (up to ten of them). A review of a ticket
+that `qa sample` assigned to that reviewer (for a scorecard of the same name) is linked
+to the assignment, so it carries the ticket's inclusion probability into the IQS: sample
+in postdesk, score in a spreadsheet, import. Other imported reviews have none.
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ from pathlib import Path
 from sqlalchemy import Connection, select
 
 from postdesk.errors import PostdeskError
-from postdesk.models import QaReview, QaScorecard, Ticket
+from postdesk.models import (
+    QaAssignment,
+    QaReview,
+    QaSample,
+    QaSampledTicket,
+    QaScorecard,
+    Ticket,
+)
 from postdesk.qa.scorecard import Scorecard
 from postdesk.qa.scoring import Rating
 from postdesk.qa.store import (
@@ -199,9 +209,17 @@ def import_reviews(
             )
     if bad:
         raise _bad_rows(path, bad)
+    assigned = _assignments(conn, scorecard.scorecard.name, numbers)
     incomplete = 0
     for r in reviews:
-        review_id = start_review(conn, r.ticket, r.reviewer, scorecard, source="import")
+        review_id = start_review(
+            conn,
+            r.ticket,
+            r.reviewer,
+            scorecard,
+            assignment_id=assigned.get((r.ticket, r.reviewer.lower())),
+            source="import",
+        )
         for key, a in r.answers.items():
             save_answer(conn, review_id, scorecard.scorecard, key, a.rating, comment=a.comment)
         if len(r.answers) < len(scorecard.scorecard.criteria):
@@ -214,3 +232,25 @@ def import_reviews(
         tickets=len({r.ticket for r in reviews}),
         incomplete=incomplete,
     )
+
+
+def _assignments(conn: Connection, name: str, numbers: list[int]) -> dict[tuple[int, str], int]:
+    """(ticket, reviewer) -> the assignment of that ticket to that reviewer in a sample
+    for scorecard `name` (the latest, if several): a review scored elsewhere for a drawn
+    ticket keeps the ticket's inclusion probability, so it counts in the IQS."""
+    found: dict[tuple[int, str], int] = {}
+    for start in range(0, len(numbers), 500):
+        rows = conn.execute(
+            select(QaAssignment.id, QaSampledTicket.ticket_id, QaAssignment.reviewer)
+            .join(QaSampledTicket, QaSampledTicket.id == QaAssignment.sampled_ticket_id)
+            .join(QaSample, QaSample.id == QaSampledTicket.sample_id)
+            .join(QaScorecard, QaScorecard.id == QaSample.scorecard_id)
+            .where(
+                QaScorecard.name == name,
+                QaSampledTicket.ticket_id.in_(numbers[start : start + 500]),
+            )
+            .order_by(QaAssignment.id)
+        )
+        for assignment, ticket, reviewer in rows:
+            found[(ticket, reviewer.lower())] = assignment
+    return found
