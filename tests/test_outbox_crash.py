@@ -137,12 +137,29 @@ def _run_and_kill(url: str, port: int, delay: float) -> tuple[str, bool]:
 
 
 def _held_by(db: Database, owner: str) -> Counter[OutboxState]:
-    """The states of the rows `owner` held when it died."""
-    with db.read_session() as session:
-        states = session.execute(
-            select(OutboxMail.state).where(OutboxMail.claimed_by == owner)
-        ).scalars()
-        return Counter(OutboxState(state) for state in states)
+    """The states of the rows `owner` held when it died.
+
+    A SIGKILLed client's PostgreSQL backend may still carry out a COMMIT the client had
+    sent (the `completing` mark) a moment after the kill, so the states are read until
+    two reads 0.2 s apart agree (at most 2 s): else a row can be counted as held before
+    the mark and then turn up unconfirmed.
+    """
+
+    def read() -> Counter[OutboxState]:
+        with db.read_session() as session:
+            states = session.execute(
+                select(OutboxMail.state).where(OutboxMail.claimed_by == owner)
+            ).scalars()
+            return Counter(OutboxState(state) for state in states)
+
+    previous = read()
+    for _ in range(10):
+        time.sleep(0.2)
+        current = read()
+        if current == previous:
+            break
+        previous = current
+    return previous
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy import Connection, bindparam, func, select, text, update
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from postdesk.errors import PostdeskError
 from postdesk.ingest.automatic import KindOfMail
@@ -36,7 +36,7 @@ from postdesk.ingest.sender import Sender
 from postdesk.ingest.threader import ThreadMatch
 from postdesk.models import RawMessage, RawStatus, UTCDateTime, utcnow
 from postdesk.models.base import table_of
-from postdesk.models.db import Database
+from postdesk.models.db import Database, is_outage
 from postdesk.tickets.lifecycle import NewTicket
 
 log = logging.getLogger(__name__)
@@ -126,12 +126,6 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, PostdeskError):
         return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _is_database_outage(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 _raw = table_of(RawMessage)
@@ -306,7 +300,7 @@ class Processor:
                     if raw is not None:  # else done meanwhile, or another process has it
                         outcomes.append(self._in_savepoint(conn, raw))
         except Exception as exc:
-            if _is_database_outage(exc):
+            if is_outage(exc):
                 raise
             taken = max(len(chosen), 1)
             log.warning("a batch of %d failed (%s); retrying one by one", taken, _one_line(exc))
@@ -351,7 +345,7 @@ class Processor:
             _driver_sql(conn, "RELEASE SAVEPOINT postdesk_message")
             return item
         except Exception as exc:
-            if _is_database_outage(exc):
+            if is_outage(exc):
                 raise
             _driver_sql(conn, "ROLLBACK TO SAVEPOINT postdesk_message")
             _driver_sql(conn, "RELEASE SAVEPOINT postdesk_message")
@@ -374,7 +368,7 @@ class Processor:
                     step(item)
                 step_name = "commit"
         except Exception as exc:
-            if _is_database_outage(exc):
+            if is_outage(exc):
                 raise
             reason = f"{step_name}: {_one_line(exc)}"
             self._quarantine(conn, raw_id, reason)

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.exc import SQLAlchemyError as _SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -167,6 +167,14 @@ def _tune_sqlite(engine: Engine) -> None:
 def is_lock_error(exc: BaseException) -> bool:
     """Whether `exc` is SQLite's "database is locked" after the busy timeout ran out."""
     return isinstance(exc, OperationalError) and "locked" in str(exc).lower()
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` means the database itself failed (unreachable, connection lost,
+    locked, disk full): work must stop and be retried, not be blamed on the data."""
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 def describe_error(exc: BaseException) -> str:
