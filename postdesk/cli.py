@@ -255,6 +255,51 @@ def tickets_list(
         )
 
 
+@tickets.command("search")
+@click.argument("query", nargs=-1)
+@click.option(
+    "--message-id",
+    metavar="ID",
+    help="Find the ticket holding the message with this Message-ID instead.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1000),
+    default=20,
+    show_default=True,
+    help="At most this many tickets.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv", "tsv"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@pass_context
+def tickets_search(
+    obj: Context, query: tuple[str, ...], message_id: str | None, limit: int, fmt: str
+) -> None:
+    """Find tickets by words of their subjects and messages, best match first.
+
+    Every word must appear in one message of the ticket; "quoted phrases" must appear
+    as written. Case, Arabic or Persian ye and kaf, Persian digits and the zero-width
+    non-joiner do not matter. A QUERY that is a Message-ID (<...@...>) finds the ticket
+    holding that message.
+
+    \b
+    Examples:
+      postdesk tickets search refund invoice
+      postdesk tickets search '"cannot log in"' --format json
+      postdesk tickets search اشتراک لغو
+      postdesk tickets search '<CAF123@mail.example.com>'
+    """
+    from postdesk.tickets.search import run_search
+
+    click.echo(run_search(obj.database(), " ".join(query), message_id, limit=limit, fmt=fmt))
+
+
 @tickets.command("show")
 @click.argument("number", type=int)
 @json_option

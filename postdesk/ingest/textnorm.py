@@ -4,7 +4,8 @@
   Arabic yeh and kaf (ي ى ك, what Arabic keyboards and windows-1256 produce) become
   Persian ی and ک; Persian and Arabic-Indic digits become ASCII; the zero-width
   non-joiner and its look-alikes are removed, so "می‌خواهم" and "میخواهم" match;
-  tatweel and short-vowel marks are dropped. The original text is always what people see.
+  tatweel and short-vowel marks are dropped (the table is lexicon/persian.py, which the
+  search index applies too). The original text is always what people see.
 - `subject_key`: a subject without reply/forward prefixes in the common languages, ticket
   tags and list tags, case-folded, for "same subject" comparisons.
 - `is_generic_subject`: subjects that say nothing ("help", "سوال", empty), which must
@@ -16,27 +17,10 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from postdesk.lexicon.persian import FOLDING
 from postdesk.lexicon.prefixes import FORWARD_PREFIXES, REPLY_PREFIXES
 
-_PERSIAN_MAP = str.maketrans(
-    {
-        "ي": "ی",  # ARABIC LETTER YEH
-        "ى": "ی",  # ARABIC LETTER ALEF MAKSURA
-        "ك": "ک",  # ARABIC LETTER KAF
-        "ۀ": "ه",  # HEH WITH YEH ABOVE (Ezafe) - matched as plain heh
-        "ة": "ه",  # TEH MARBUTA
-        "ـ": None,  # TATWEEL (kashida)
-        "\u200c": None,  # ZERO WIDTH NON-JOINER
-        "\u200d": None,  # ZERO WIDTH JOINER
-        "\u200f": None,  # RIGHT-TO-LEFT MARK
-        "\u200e": None,  # LEFT-TO-RIGHT MARK
-        "\u00ad": None,  # SOFT HYPHEN (sometimes typed for ZWNJ)
-        **{chr(0x06F0 + i): str(i) for i in range(10)},  # Persian digits
-        **{chr(0x0660 + i): str(i) for i in range(10)},  # Arabic-Indic digits
-        **{chr(c): None for c in range(0x064B, 0x0653)},  # harakat (short vowels etc.)
-        "\u0670": None,  # superscript alef
-    }
-)
+_PERSIAN_MAP = str.maketrans({char: folded or None for char, folded in FOLDING.items()})
 
 
 def normalize_persian(text: str) -> str:

@@ -1,0 +1,523 @@
+"""Full-text search over tickets: the index, the query language and the result table.
+
+What is searched: every message on a ticket (inbound, our replies, automatic mail), its
+subject and its visible text (the new text without quoted history and signature;
+messages stored before postdesk computed that are searched by their whole text). A
+ticket is found when one of its messages holds every word of the query (as mail clients
+search: words spread over several messages of a long thread do not make a hit), and
+ranked by its best message: bm25 on SQLite, ts_rank on PostgreSQL, a word in the subject
+counting more than one in the text. A merged ticket's messages moved to the ticket it
+was merged into, so they are found there.
+
+The index is the database's own: an FTS5 table on SQLite, a table of `tsvector`s with a
+GIN index on PostgreSQL ('simple' configuration: no stemming, which Persian lacks anyway).
+It holds one row per message and is kept by triggers on `messages` (insert, a change of
+subject or text, delete), so every writer, present and future, the mail pipeline, the
+outbox, imports or plain SQL, keeps it in step in its own transaction; moving messages
+on a merge changes nothing in it (the row follows the message). Migration 0009 creates
+it and indexes the messages already stored.
+
+Persian: the triggers fold text with the table of lexicon/persian.py (the one ingest's
+`normalize_persian` uses), written out as SQL, and queries are folded with it in Python:
+Arabic ي/ك and Persian ی/ک, Persian and Arabic-Indic digits and ASCII digits all match.
+Words written with a zero-width non-joiner are indexed both joined and split, so
+"می‌خواهم" (ZWNJ) is found by "میخواهم" and by "می خواهم"; a query word with a ZWNJ
+finds all three spellings. "میخواهم" and "می خواهم" (no ZWNJ in either) do not find
+each other: nothing says where the one word would split.
+
+A later migration that rebuilds `messages` with Alembic's batch mode on SQLite drops the
+triggers with the old table: it must call `create_index` again (which also re-indexes).
+
+Queries: words, all of which must appear, and "quoted phrases"; case does not matter.
+Every word reaches the database as a quoted string (FTS5) or a bound parameter
+(PostgreSQL), so no input can make a syntax error or change the statement.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sqlalchemy import Connection, bindparam, select, text
+from sqlalchemy.orm import Session
+
+from postdesk.errors import PostdeskError
+from postdesk.lexicon.persian import FOLDING, ZERO_WIDTH_NON_JOINER
+from postdesk.models import Message, Ticket
+from postdesk.models.base import table_of
+from postdesk.models.db import Database
+
+# The index table (and, on SQLite, FTS5's own tables behind it), created by migration
+# 0009 and not part of the models: the schema comparison in the tests leaves them out.
+INDEX_TABLE: Final = "message_search"
+INDEX_TABLES: Final = frozenset(
+    {INDEX_TABLE, *(f"{INDEX_TABLE}_{part}" for part in ("data", "idx", "content", "docsize"))}
+    | {f"{INDEX_TABLE}_config"}
+)
+FORMATS: Final = ("table", "json", "csv", "tsv")
+MAX_QUERY: Final = 500  # characters
+MAX_TERMS: Final = 16
+MAX_LIMIT: Final = 1000
+SNIPPET: Final = 80  # characters of text around the first hit
+
+_SUBJECT_WEIGHT: Final = 3.0  # SQLite bm25 column weights: subject, body
+_ZWNJ_CODE: Final = ord(ZERO_WIDTH_NON_JOINER)
+
+
+class SearchError(PostdeskError):
+    """A query that cannot be searched for (empty, too long): said in one line."""
+
+
+# --- folding, in Python and in SQL ------------------------------------------------------
+
+_FOLD: Final = str.maketrans({char: folded or None for char, folded in FOLDING.items()})
+
+
+def fold(value: str) -> str:
+    """`value` as the index holds it: Persian spelling folded (lexicon/persian.py), ZWNJ
+    removed. Case is left to the database's tokenizer, which folds it on both sides."""
+    return value.translate(_FOLD)
+
+
+def _char(dialect: str, char: str) -> str:
+    return f"{'chr' if dialect == 'postgresql' else 'char'}({ord(char)})"
+
+
+def fold_sql(expr: str, dialect: str, items: Sequence[tuple[str, str]] | None = None) -> str:
+    """SQL applying `fold` (or only the folding `items`) to the text expression `expr`:
+    nested replace() calls, which both databases have; characters are written by code
+    point, so the invisible ones show."""
+    for char, folded in FOLDING.items() if items is None else items:
+        replacement = "''" if not folded else f"'{folded}'" if folded.isascii() else None
+        if replacement is None:
+            replacement = _char(dialect, folded)
+        expr = f"replace({expr}, {_char(dialect, char)}, {replacement})"
+    return expr
+
+
+# SQLite's parser refuses more than a few dozen levels of nesting, so the folding is
+# done a few characters per level of subquery.
+_CHUNK: Final = 12
+
+
+def _both_spellings(expr: str, dialect: str) -> str:
+    """`expr`, and where it has a ZWNJ, a copy after it with each ZWNJ made a space:
+    folded, the first copy has such words joined and the second split, so both spellings
+    are found."""
+    position = "strpos" if dialect == "postgresql" else "instr"
+    zwnj = _char(dialect, ZERO_WIDTH_NON_JOINER)
+    return (
+        f"(CASE WHEN {position}({expr}, {zwnj}) > 0 "
+        f"THEN {expr} || ' ' || replace({expr}, {zwnj}, ' ') ELSE {expr} END)"
+    )
+
+
+def indexed_rows(row: str, dialect: str, source: str = "") -> str:
+    """A SELECT of (id, subject, body) as the index holds them, for the message `row`
+    (NEW in a trigger, or a table alias that the FROM clause `source` names)."""
+    subject = _both_spellings(f"coalesce({row}.subject, '')", dialect)
+    body = _both_spellings(f"coalesce({row}.visible_text, {row}.text, '')", dialect)
+    sql = f"SELECT {row}.id AS id, {subject} AS subject, {body} AS body {source}".strip()
+    items = list(FOLDING.items())
+    for level, start in enumerate(range(0, len(items), _CHUNK)):
+        chunk = items[start : start + _CHUNK]
+        sql = (
+            f"SELECT id, {fold_sql('subject', dialect, chunk)} AS subject, "
+            f"{fold_sql('body', dialect, chunk)} AS body FROM ({sql}) AS fold{level}"
+        )
+    return sql
+
+
+# --- the index: created by migration 0009 -----------------------------------------------
+
+
+def _sqlite_index() -> list[str]:
+    def add(row: str, source: str = "") -> str:
+        return (
+            f"INSERT INTO {INDEX_TABLE} (rowid, subject, body) "
+            f"SELECT id, subject, body FROM ({indexed_rows(row, 'sqlite', source)})"
+        )
+
+    remove = f"DELETE FROM {INDEX_TABLE} WHERE rowid = old.id;"
+    return [
+        f"CREATE VIRTUAL TABLE {INDEX_TABLE} USING fts5("
+        "subject, body, tokenize = 'unicode61 remove_diacritics 2')",
+        f"CREATE TRIGGER {INDEX_TABLE}_insert AFTER INSERT ON messages BEGIN {add('new')}; END",
+        f"CREATE TRIGGER {INDEX_TABLE}_update AFTER UPDATE OF subject, visible_text, text "
+        f"ON messages BEGIN {remove} {add('new')}; END",
+        f"CREATE TRIGGER {INDEX_TABLE}_delete AFTER DELETE ON messages BEGIN {remove} END",
+        add("m", "FROM messages m"),
+    ]
+
+
+def _postgresql_index() -> list[str]:
+    def add(row: str, source: str = "") -> str:
+        return (
+            f"INSERT INTO {INDEX_TABLE} (message_pk, document) "
+            "SELECT id, setweight(to_tsvector('simple', subject), 'A') || "
+            "setweight(to_tsvector('simple', body), 'B') "
+            f"FROM ({indexed_rows(row, 'postgresql', source)}) AS folded"
+        )
+
+    return [
+        f"CREATE TABLE {INDEX_TABLE} ("
+        "message_pk integer PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE, "
+        "document tsvector NOT NULL)",
+        f"CREATE INDEX ix_{INDEX_TABLE}_document ON {INDEX_TABLE} USING gin (document)",
+        f"CREATE FUNCTION {INDEX_TABLE}_sync() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN {add('NEW')} "
+        "ON CONFLICT (message_pk) DO UPDATE SET document = EXCLUDED.document; "
+        "RETURN NULL; END $$",
+        f"CREATE TRIGGER {INDEX_TABLE}_sync AFTER INSERT OR UPDATE OF subject, visible_text, "
+        f"text ON messages FOR EACH ROW EXECUTE FUNCTION {INDEX_TABLE}_sync()",
+        add("m", "FROM messages m"),
+    ]
+
+
+def create_index(conn: Connection) -> None:
+    """Create the search index and its triggers, and index every stored message
+    (dropping an index that exists first, so this also rebuilds it)."""
+    drop_index(conn)
+    statements = _postgresql_index() if _dialect(conn) == "postgresql" else _sqlite_index()
+    for statement in statements:
+        conn.exec_driver_sql(statement)
+
+
+def drop_index(conn: Connection) -> None:
+    """Remove the search index and its triggers, if they exist."""
+    if _dialect(conn) == "postgresql":
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {INDEX_TABLE}_sync ON messages")
+        conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {INDEX_TABLE}_sync()")
+    else:
+        for kind in ("insert", "update", "delete"):
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {INDEX_TABLE}_{kind}")
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {INDEX_TABLE}")
+
+
+def _dialect(conn: Connection | Session) -> str:
+    return conn.get_bind().dialect.name if isinstance(conn, Session) else conn.dialect.name
+
+
+# --- queries ----------------------------------------------------------------------------
+
+# A "quoted phrase" (an unclosed quote runs to the end) or a run of other characters.
+_TERM: Final = re.compile(r'"([^"]*)"?|([^\s"]+)')
+
+
+@dataclass(frozen=True)
+class Term:
+    """One thing a hit must contain: any of `spellings`, each a word or a phrase."""
+
+    spellings: tuple[str, ...]
+
+
+def parse_query(query: str) -> list[Term]:
+    """The terms of `query`: its words and "quoted phrases", folded, all required.
+
+    Words without a letter or digit (punctuation) are left out; a query of nothing else,
+    or one too long, is a SearchError.
+    """
+    if len(query) > MAX_QUERY:
+        raise SearchError(f"the query is {len(query)} characters long; at most {MAX_QUERY}")
+    terms: list[Term] = []
+    for match in _TERM.finditer(unicodedata.normalize("NFKC", query)):
+        phrase = " ".join((match.group(1) if match.group(1) is not None else match[0]).split())
+        if not any(char.isalnum() for char in fold(phrase)):
+            continue
+        spellings = [fold(phrase)]
+        if ZERO_WIDTH_NON_JOINER in phrase:
+            spellings.append(fold(phrase.replace(ZERO_WIDTH_NON_JOINER, " ")))
+        term = Term(tuple(dict.fromkeys(spellings)))
+        if term not in terms:
+            terms.append(term)
+    if not terms:
+        raise SearchError(f"nothing to search for in {query!r}: give a word or a phrase")
+    if len(terms) > MAX_TERMS:
+        raise SearchError(f"the query has {len(terms)} words and phrases; at most {MAX_TERMS}")
+    return terms
+
+
+def fts5_query(terms: Sequence[Term]) -> str:
+    """The FTS5 MATCH expression for `terms`: every spelling a quoted string ("" inside
+    for a quote), so FTS5 operators and syntax in the input are plain text."""
+
+    def quoted(value: str) -> str:
+        return '"' + value.replace('"', '""') + '"'
+
+    return " AND ".join(
+        "(" + " OR ".join(quoted(spelling) for spelling in term.spellings) + ")" for term in terms
+    )
+
+
+def _tsquery(terms: Sequence[Term], params: dict[str, str]) -> str:
+    """SQL building the tsquery for `terms` from bound parameters it adds to `params`."""
+    parts = []
+    for term in terms:
+        spellings = []
+        for spelling in term.spellings:
+            name = f"p{len(params)}"
+            params[name] = spelling
+            spellings.append(f"phraseto_tsquery('simple', :{name})")
+        parts.append("(" + " || ".join(spellings) + ")")
+    return " && ".join(parts)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A ticket found: its number, status, subject, best message and a snippet of it."""
+
+    number: int
+    status: str
+    subject: str
+    message: int  # the best-ranked message's row id
+    score: float  # lower is better (negated ts_rank on PostgreSQL)
+    snippet: str
+
+
+_ROWS_SQL: Final = """
+WITH hits AS ({hits}),
+ranked AS (
+    SELECT m.ticket_id, h.message_pk, h.score,
+           row_number() OVER (PARTITION BY m.ticket_id ORDER BY h.score, h.message_pk) AS n
+    FROM hits h JOIN messages m ON m.id = h.message_pk
+)
+SELECT r.ticket_id, r.message_pk, r.score, t.status, t.subject
+FROM ranked r JOIN tickets t ON t.id = r.ticket_id
+WHERE r.n = 1
+ORDER BY r.score, r.ticket_id DESC
+LIMIT :limit
+"""
+
+
+def search(conn: Connection | Session, query: str, *, limit: int = 20) -> list[Hit]:
+    """The tickets whose messages match `query`, best first (see the module docstring)."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise SearchError(f"--limit must be 1 to {MAX_LIMIT}, not {limit}")
+    terms = parse_query(query)
+    params: dict[str, Any] = {"limit": limit}
+    if _dialect(conn) == "postgresql":
+        hits = (
+            f"SELECT message_pk, -ts_rank(document, q) AS score "
+            f"FROM {INDEX_TABLE}, (SELECT {_tsquery(terms, params)} AS q) AS query "
+            "WHERE document @@ q"
+        )
+    else:
+        params["match"] = fts5_query(terms)
+        hits = (
+            f"SELECT rowid AS message_pk, bm25({INDEX_TABLE}, {_SUBJECT_WEIGHT}, 1.0) AS score "
+            f"FROM {INDEX_TABLE} WHERE {INDEX_TABLE} MATCH :match"
+        )
+    rows = conn.execute(text(_ROWS_SQL.format(hits=hits)), params).all()
+    texts = _message_texts(conn, [row.message_pk for row in rows])
+    return [
+        Hit(
+            number=row.ticket_id,
+            status=row.status,
+            subject=row.subject,
+            message=row.message_pk,
+            score=float(row.score),
+            snippet=snippet(texts.get(row.message_pk, ("", ""))[1], terms)
+            or snippet(texts.get(row.message_pk, ("", ""))[0], terms),
+        )
+        for row in rows
+    ]
+
+
+_messages = table_of(Message)
+_tickets = table_of(Ticket)
+_TEXTS: Final = select(
+    _messages.c.id, _messages.c.subject, _messages.c.visible_text, _messages.c.text
+).where(_messages.c.id.in_(bindparam("ids", expanding=True)))
+
+
+def _message_texts(conn: Connection | Session, ids: list[int]) -> dict[int, tuple[str, str]]:
+    if not ids:
+        return {}
+    rows = conn.execute(_TEXTS, {"ids": ids}).all()
+    return {
+        row.id: (row.subject or "", row.visible_text if row.visible_text is not None else row.text)
+        for row in rows
+    }
+
+
+def normalize_message_id(value: str) -> str | None:
+    """The Message-ID in `value` as messages store it (without angle brackets), or None
+    when `value` is not one ("<local@domain>", brackets optional)."""
+    candidate = value.strip()
+    if candidate.startswith("<") and candidate.endswith(">"):
+        candidate = candidate[1:-1].strip()
+    if "@" not in candidate or any(char.isspace() or char in "<>" for char in candidate):
+        return None
+    return candidate
+
+
+_BY_MESSAGE_ID: Final = (
+    select(_tickets.c.id, _tickets.c.status, _tickets.c.subject, _messages.c.id.label("pk"))
+    .join(_messages, _messages.c.ticket_id == _tickets.c.id)
+    .where(_messages.c.message_id == bindparam("message_id"))
+    .order_by(_messages.c.id)
+)
+
+
+def find_message_id(conn: Connection | Session, message_id: str) -> list[Hit]:
+    """The ticket holding the message with `message_id` (brackets optional), if any."""
+    wanted = normalize_message_id(message_id)
+    if wanted is None or len(wanted) > 998:
+        raise SearchError(f"{message_id!r} is not a Message-ID such as <abc@example.com>")
+    rows = conn.execute(_BY_MESSAGE_ID, {"message_id": wanted}).all()
+    seen: dict[int, Hit] = {}
+    for row in rows:
+        seen.setdefault(
+            row.id, Hit(row.id, row.status, row.subject, row.pk, 0.0, f"Message-ID <{wanted}>")
+        )
+    return list(seen.values())
+
+
+# --- snippets ---------------------------------------------------------------------------
+
+_SPACE: Final = re.compile(r"\s+")
+
+
+def _folded_with_offsets(value: str) -> tuple[str, list[int]]:
+    """`value` folded and lower-cased, and for each character of that, where it came from."""
+    out: list[str] = []
+    where: list[int] = []
+    for index, char in enumerate(value):
+        for folded in fold(char).lower():
+            out.append(folded)
+            where.append(index)
+    return "".join(out), where
+
+
+def snippet(value: str, terms: Sequence[Term], width: int = SNIPPET) -> str:
+    """About `width` characters of `value` around the first place a term appears, on one
+    line; "" when no term appears as written (the tokenizer matched something subtler)."""
+    flat = _SPACE.sub(" ", value).strip()
+    folded, where = _folded_with_offsets(flat)
+    found: list[int] = []
+    for term in terms:
+        for spelling in term.spellings:
+            needle = spelling.lower()
+            position = folded.find(needle)
+            if position >= 0:
+                found.append(where[position])
+    if not found:
+        return ""
+    first = min(found)
+    start = max(0, first - width // 3)
+    end = min(len(flat), start + width)
+    start = max(0, min(start, end - width))
+    piece = flat[start:end].strip()
+    return ("…" if start > 0 else "") + piece + ("…" if end < len(flat) else "")
+
+
+# --- output -----------------------------------------------------------------------------
+
+COLUMNS: Final = ("number", "status", "subject", "snippet")
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _cell(value: object) -> str:
+    """A value for a table cell: on one line, without control characters from mail."""
+    return _CONTROL.sub(" ", _SPACE.sub(" ", str(value))).strip()
+
+
+def _width(value: str) -> int:
+    return sum(
+        0
+        if unicodedata.combining(char) or unicodedata.category(char) == "Cf"
+        else 2
+        if unicodedata.east_asian_width(char) in "WF"
+        else 1
+        for char in value
+    )
+
+
+def _shorten(value: str, width: int) -> str:
+    if _width(value) <= width:
+        return value
+    out = ""
+    for char in value:
+        if _width(out + char) > width - 1:
+            break
+        out += char
+    return out + "…"
+
+
+def _isolated(value: str) -> str:
+    """`value` between FIRST STRONG ISOLATE and POP DIRECTIONAL ISOLATE when it has
+    right-to-left letters, so a terminal keeps its brackets and numbers in place."""
+    if any(unicodedata.bidirectional(char) in ("R", "AL") for char in value):
+        return f"\u2068{value}\u2069"
+    return value
+
+
+def render(hits: Sequence[Hit], fmt: str, *, width: int | None = None) -> str:
+    """`hits` as text in `fmt` (table, json, csv or tsv); "" for a table of none."""
+    rows = [
+        {"number": h.number, "status": h.status, "subject": h.subject, "snippet": h.snippet}
+        for h in hits
+    ]
+    if fmt == "json":
+        return json.dumps(
+            [
+                {**row, "message": h.message, "score": h.score}
+                for row, h in zip(rows, hits, strict=True)
+            ],
+            ensure_ascii=False,
+            indent=2,
+        )
+    if fmt in ("csv", "tsv"):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, delimiter="," if fmt == "csv" else "\t", lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for row in rows:
+            writer.writerow([_cell(row[column]) for column in COLUMNS])
+        return buffer.getvalue().rstrip("\n")
+    if fmt != "table":
+        raise SearchError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if not rows:
+        return ""
+    total = width or shutil.get_terminal_size((100, 24)).columns
+    number_w = max(len("#"), *(len(f"#{h.number}") for h in hits))
+    status_w = max(len("STATUS"), *(len(h.status) for h in hits))
+    rest = max(20, total - number_w - status_w - 4)
+    subject_w = max(10, min(rest // 2, max(_width(_cell(h.subject)) for h in hits)))
+    snippet_w = max(10, rest - subject_w - 2)
+    lines = [
+        f"{'#':<{number_w}}  {'STATUS':<{status_w}}  {'SUBJECT':<{subject_w}}  SNIPPET".rstrip()
+    ]
+    for hit in hits:
+        subject = _shorten(_cell(hit.subject), subject_w)
+        pad = " " * (subject_w - _width(subject))
+        lines.append(
+            f"{f'#{hit.number}':<{number_w}}  {hit.status:<{status_w}}  "
+            f"{_isolated(subject)}{pad}  "
+            f"{_isolated(_shorten(_cell(hit.snippet), snippet_w))}".rstrip()
+        )
+    return "\n".join(lines)
+
+
+def run_search(db: Database, query: str, message_id: str | None, *, limit: int, fmt: str) -> str:
+    """What `postdesk tickets search` prints: the hits for `query` (or for `message_id`,
+    or for a query that is a Message-ID) in `fmt`; a table of none says so."""
+    if message_id is None and query.strip().startswith("<") and query.strip().endswith(">"):
+        message_id = query
+    elif message_id is not None and query.strip():
+        raise SearchError("give words to search for or --message-id, not both")
+    with db.read_session() as session:
+        if message_id is not None:
+            hits = find_message_id(session, message_id)[:limit]
+        else:
+            hits = search(session, query, limit=limit)
+    out = render(hits, fmt)
+    if not out and fmt == "table":
+        return "no tickets found"
+    return out

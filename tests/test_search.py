@@ -1,0 +1,282 @@
+"""`postdesk tickets search`: the full-text index (FTS5, tsvector) on SQLite and PostgreSQL,
+Persian folding, the query language against hostile input, Message-ID search, the index
+kept by triggers as mail is filed, changed, merged and deleted, migration 0009's backfill,
+and the command's output formats (issue 16, criterion 2)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import text
+
+from postdesk.daemon import Service
+from postdesk.lexicon.persian import FOLDING
+from postdesk.models.db import Database
+from postdesk.models.migrate import _alembic_config, upgrade
+from postdesk.testing.cli import Cli
+from postdesk.testing.config import settings_for, write_config
+from postdesk.testing.inbox import ingest, mail, ticket_of
+from postdesk.tickets import merge_tickets
+from postdesk.tickets.search import (
+    Hit,
+    SearchError,
+    find_message_id,
+    fold,
+    fts5_query,
+    indexed_rows,
+    parse_query,
+    render,
+    search,
+)
+
+PERSIAN_ARABIC_LETTERS = "من مي‌خواهم اشتراك خود را لغو كنم؛ شماره سفارش ۸۹۷۸۸ است."
+
+
+@pytest.fixture
+def service(db: Database, db_url: str, tmp_path: Path) -> Service:
+    return Service(settings_for(tmp_path, db_url), db)
+
+
+def numbers(db: Database, query: str) -> list[int]:
+    with db.read_session() as session:
+        return [hit.number for hit in search(session, query)]
+
+
+@pytest.fixture
+def filed(service: Service, db: Database) -> dict[str, int]:
+    """Three tickets: English, Persian typed with Arabic letters and digits, and English
+    again; the ticket number of each by Message-ID."""
+    ingest(
+        service,
+        mail(
+            "en@x",
+            subject="Refund for order 1234",
+            body="I want my money back, the printer arrived broken.",
+        ),
+        mail(
+            "fa@x",
+            sender="Reza <reza@example.ir>",
+            subject="درخواست لغو اشتراک",
+            body=PERSIAN_ARABIC_LETTERS,
+        ),
+        mail("pr@x", sender="bob@example.com", subject="Printer", body="Where is my PRINTER?"),
+    )
+    return {mid: ticket_of(db, mid) for mid in ("en@x", "fa@x", "pr@x")}
+
+
+def test_english_and_persian_words_find_their_tickets(db: Database, filed: dict[str, int]) -> None:
+    en, fa, pr = filed["en@x"], filed["fa@x"], filed["pr@x"]
+    assert numbers(db, "money") == [en]
+    assert numbers(db, "MONEY broken") == [en]  # case does not matter; every word counts
+    assert numbers(db, "money nonsense") == []
+    assert set(numbers(db, "printer")) == {en, pr}
+    # The Persian message was typed with Arabic ي/ك and Persian digits: each spelling of
+    # a word finds it, in the text and in the subject.
+    for word in ("اشتراک", "اشتراك", "کنم", "كنم", "89788", "۸۹۷۸۸", "٨٩٧٨٨", "لغو"):
+        assert numbers(db, word) == [fa], word
+    # A word written with a ZWNJ is found joined, split, and with the ZWNJ.
+    for spelling in ("میخواهم", "مي خواهم", "می‌خواهم"):
+        assert numbers(db, spelling) == [fa], spelling
+    assert numbers(db, "سفارش money") == []
+
+
+def test_ranking_and_snippets(db: Database, filed: dict[str, int]) -> None:
+    with db.read_session() as session:
+        hits = search(session, "printer")
+    # The ticket with the word in its subject (and text) ranks above the one with it
+    # only in the text.
+    assert [hit.number for hit in hits] == [filed["pr@x"], filed["en@x"]]
+    assert hits[0].score <= hits[1].score
+    assert hits[1].snippet == "I want my money back, the printer arrived broken."
+    with db.read_session() as session:
+        (persian,) = search(session, "اشتراک")
+    # The snippet is the text as written (Arabic letters, ZWNJ), not the folded form.
+    assert "اشتراك" in persian.snippet and "\u200c" in persian.snippet
+
+
+def test_phrases(db: Database, filed: dict[str, int]) -> None:
+    assert numbers(db, '"arrived broken"') == [filed["en@x"]]
+    assert numbers(db, '"broken arrived"') == []
+    assert numbers(db, '"لغو كنم"') == [filed["fa@x"]]
+    assert numbers(db, '"arrived broken') == [filed["en@x"]]  # an unclosed quote ends the query
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        'AND OR NOT "',
+        "NEAR(money printer)",
+        "money*",
+        "subject:money",
+        "money' OR '1'='1",
+        "'); DROP TABLE messages; --",
+        "money ^printer",
+        'money""',
+        "-money",
+        "{subject body}: money",
+        "money & printer | !x <-> y",
+        "\\money",
+    ],
+)
+def test_hostile_queries_never_fail(db: Database, filed: dict[str, int], query: str) -> None:
+    # Every word is plain text to the database: no syntax error, no injection, and the
+    # words still find what they say ("money" where it appears as a word).
+    found = numbers(db, query)
+    assert set(found) <= set(filed.values())
+    if "money" in query.replace("money*", "money"):
+        assert found in ([filed["en@x"]], [])
+    with db.read_session() as session:
+        assert session.execute(text("SELECT count(*) FROM messages")).scalar_one() == 3
+
+
+def test_bad_queries_are_one_line_errors() -> None:
+    for query in ("", "   ", "!!! ?? ...", '""'):
+        with pytest.raises(SearchError, match="nothing to search for"):
+            parse_query(query)
+    with pytest.raises(SearchError, match="at most 500"):
+        parse_query("a" * 501)
+    with pytest.raises(SearchError, match="at most 16"):
+        parse_query(" ".join(f"w{i}" for i in range(17)))
+
+
+def test_query_terms_are_folded_and_quoted() -> None:
+    terms = parse_query('كتاب "say ""hi" ۱۲ می‌خواهم')
+    assert [term.spellings for term in terms] == [
+        ("کتاب",),
+        ("say",),
+        ("hi",),
+        ("12",),
+        ("میخواهم", "می خواهم"),
+    ]
+    assert fts5_query(parse_query('a"b')) == '("a") AND ("b")'
+    assert fts5_query(parse_query('x"')) == '("x")'
+
+
+def test_the_databases_fold_as_python_does(db: Database) -> None:
+    # The SQL the triggers run, on a row of every folded character and a ZWNJ word.
+    sample = "".join(FOLDING) + " Abc كي ۱۲۳ می‌خواهم"
+    row = "FROM (SELECT 0 AS id, :value AS subject, NULL AS visible_text, 'x' AS text) AS m"
+    with db.engine.connect() as conn:
+        subject, body = conn.execute(
+            text(f"SELECT subject, body FROM ({indexed_rows('m', db.dialect, row)}) AS f"),
+            {"value": sample},
+        ).one()
+    assert subject == fold(sample) + " " + fold(sample.replace("\u200c", " "))
+    assert fold(sample).endswith(" Abc کی 123 میخواهم")
+    assert subject.endswith(" Abc کی 123 می خواهم") and body == "x"
+
+
+def test_the_index_follows_changes_merges_and_deletes(
+    service: Service, db: Database, filed: dict[str, int]
+) -> None:
+    en, pr = filed["en@x"], filed["pr@x"]
+    # A reply filed later is searchable at once.
+    ingest(service, mail("en2@x", reply_to="en@x", subject="Re: Refund", body="Any news? Tracking"))
+    assert numbers(db, "tracking") == [en]
+    # Merging moves the messages, and the hits, to the target; the merged ticket is gone.
+    merge_tickets(db, en, pr)
+    assert numbers(db, "where") == [en]
+    assert set(numbers(db, "printer")) == {en}
+    # A changed text is searched as changed.
+    with db.transaction() as session:
+        session.execute(
+            text("UPDATE messages SET visible_text = 'replaced words' WHERE message_id = 'en2@x'")
+        )
+    assert numbers(db, "tracking") == []
+    assert numbers(db, "replaced") == [en]
+    # A deleted message is no longer found.
+    with db.transaction() as session:
+        session.execute(text("DELETE FROM message_refs"))
+        session.execute(text("DELETE FROM messages WHERE message_id = 'en2@x'"))
+    assert numbers(db, "replaced") == []
+
+
+def test_message_id_search(db: Database, filed: dict[str, int]) -> None:
+    with db.read_session() as session:
+        for spelling in ("<fa@x>", "fa@x", " <fa@x> "):
+            (hit,) = find_message_id(session, spelling)
+            assert hit.number == filed["fa@x"]
+        assert find_message_id(session, "<nobody@x>") == []
+        with pytest.raises(SearchError, match="not a Message-ID"):
+            find_message_id(session, "no at sign")
+
+
+def test_migration_indexes_messages_stored_before_it(db_url: str, tmp_path: Path) -> None:
+    database = Database(db_url)
+    try:
+        cfg = _alembic_config()
+        with database.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0008")
+        service = Service(settings_for(tmp_path, db_url), database)
+        # Pipeline code files the message on a schema without the index, then 0009 runs.
+        ingest(service, mail("old@x", subject="Archived request", body="Legacy widget"))
+        with database.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        assert numbers(database, "widget") == [ticket_of(database, "old@x")]
+        # Downgrading removes the index and its triggers; filing still works without them.
+        with database.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0008")
+        ingest(service, mail("later@x", subject="Another", body="More"))
+        upgrade(database)
+        assert numbers(database, "more") == [ticket_of(database, "later@x")]
+    finally:
+        database.dispose()
+
+
+def test_render_formats() -> None:
+    hits = [
+        Hit(7, "open", "Printer, broken", 1, -1.0, 'the "printer"\nbroke'),
+        Hit(12, "new", "درخواست لغو اشتراک (89788)", 2, -0.5, "اشتراك\x1b[31m"),
+    ]
+    table = render(hits, "table", width=80).splitlines()
+    assert table[0].split() == ["#", "STATUS", "SUBJECT", "SNIPPET"]
+    assert table[1].startswith("#7   open    Printer, broken")
+    assert "\x1b" not in "\n".join(table)  # control characters from mail never reach a terminal
+    assert "\u2068درخواست لغو اشتراک (89788)\u2069" in table[2]  # RTL isolated
+    rows = list(csv.reader(io.StringIO(render(hits, "csv"))))
+    assert rows[0] == ["number", "status", "subject", "snippet"]
+    assert rows[1] == ["7", "open", "Printer, broken", 'the "printer" broke']
+    assert render(hits, "tsv").splitlines()[2].split("\t")[0] == "12"
+    data = json.loads(render(hits, "json"))
+    assert data[1]["subject"] == "درخواست لغو اشتراک (89788)" and data[0]["number"] == 7
+    assert render([], "table") == "" and json.loads(render([], "json")) == []
+
+
+def test_the_command(tmp_path: Path, sqlite_url: str) -> None:
+    cli = Cli(write_config(tmp_path, sqlite_url))
+    cli("init")
+    database = cli.database()
+    try:
+        ingest(
+            Service(settings_for(tmp_path, sqlite_url), database),
+            mail("a@x", subject="Invoice missing", body="Please send the invoice again"),
+            mail("b@x", subject="سلام", body="فاكتور را نگرفتم"),
+        )
+        a, b = ticket_of(database, "a@x"), ticket_of(database, "b@x")
+    finally:
+        database.dispose()
+    out = cli("tickets", "search", "invoice", "again").stdout.splitlines()
+    assert out[0].split() == ["#", "STATUS", "SUBJECT", "SNIPPET"]
+    assert out[1].startswith(f"#{a} ") and "Invoice missing" in out[1]
+    found = json.loads(cli("tickets", "search", "فاکتور", "--format", "json").stdout)
+    assert [row["number"] for row in found] == [b]
+    assert (
+        cli("tickets", "search", "<b@x>", "--format", "tsv")
+        .stdout.splitlines()[1]
+        .startswith(f"{b}\t")
+    )
+    assert cli("tickets", "search", "--message-id", "a@x", "--format", "csv").stdout.startswith(
+        "number,status,subject,snippet\n" + str(a)
+    )
+    assert cli("tickets", "search", "absent").stdout.strip() == "no tickets found"
+    assert "nothing to search for" in cli("tickets", "search", "!!!", code=1).stderr
+    assert "not both" in cli("tickets", "search", "x", "--message-id", "a@x", code=1).stderr
+    cli("tickets", "search", "x", "--limit", "0", code=2)
