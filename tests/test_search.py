@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import text
+from sqlalchemy import insert, text
 
 from postdesk.daemon import Service
 from postdesk.lexicon.persian import FOLDING
+from postdesk.models import Message
+from postdesk.models.base import table_of
 from postdesk.models.db import Database
 from postdesk.models.migrate import _alembic_config, upgrade
 from postdesk.testing.cli import Cli
@@ -280,3 +282,21 @@ def test_the_command(tmp_path: Path, sqlite_url: str) -> None:
     assert "nothing to search for" in cli("tickets", "search", "!!!", code=1).stderr
     assert "not both" in cli("tickets", "search", "x", "--message-id", "a@x", code=1).stderr
     cli("tickets", "search", "x", "--limit", "0", code=2)
+
+
+def test_a_long_thread_does_not_hide_other_tickets(
+    service: Service, db: Database, filed: dict[str, int]
+) -> None:
+    # Ticket `en` gets 12 more messages saying "printer" twice (a bare INSERT: the
+    # triggers index them too); they outrank the other ticket's one message, so
+    # the first window of best messages holds one ticket and a larger one is read.
+    en, pr = filed["en@x"], filed["pr@x"]
+    rows = [
+        {"ticket_id": en, "subject": "printer printer", "visible_text": f"printer printer {i}"}
+        for i in range(12)
+    ]
+    with db.transaction() as session:
+        session.execute(insert(table_of(Message)), rows)
+    with db.read_session() as session:
+        assert [hit.number for hit in search(session, "printer", limit=2)] == [en, pr]
+        assert [hit.number for hit in search(session, "printer", limit=1)] == [en]

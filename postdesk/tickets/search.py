@@ -281,18 +281,16 @@ class Hit:
     snippet: str
 
 
+# The best-ranked `window` messages and their tickets. A ticket ranks as its best message,
+# so the tickets in order of first appearance here are the best tickets; only when the
+# window holds too few distinct tickets is a larger one read. Ranking stays in the
+# database, which sorts with a bounded heap instead of grouping every match.
 _ROWS_SQL: Final = """
-WITH hits AS ({hits}),
-ranked AS (
-    SELECT m.ticket_id, h.message_pk, h.score,
-           row_number() OVER (PARTITION BY m.ticket_id ORDER BY h.score, h.message_pk) AS n
-    FROM hits h JOIN messages m ON m.id = h.message_pk
-)
-SELECT r.ticket_id, r.message_pk, r.score, t.status, t.subject
-FROM ranked r JOIN tickets t ON t.id = r.ticket_id
-WHERE r.n = 1
-ORDER BY r.score, r.ticket_id DESC
-LIMIT :limit
+SELECT h.message_pk, h.score, m.ticket_id, t.status, t.subject
+FROM ({hits} ORDER BY score, message_pk LIMIT :window) AS h
+JOIN messages m ON m.id = h.message_pk
+JOIN tickets t ON t.id = m.ticket_id
+ORDER BY h.score, h.message_pk
 """
 
 
@@ -301,7 +299,7 @@ def search(conn: Connection | Session, query: str, *, limit: int = 20) -> list[H
     if not 1 <= limit <= MAX_LIMIT:
         raise SearchError(f"--limit must be 1 to {MAX_LIMIT}, not {limit}")
     terms = parse_query(query)
-    params: dict[str, Any] = {"limit": limit}
+    params: dict[str, Any] = {}
     if _dialect(conn) == "postgresql":
         hits = (
             f"SELECT message_pk, -ts_rank(document, q) AS score "
@@ -314,8 +312,18 @@ def search(conn: Connection | Session, query: str, *, limit: int = 20) -> list[H
             f"SELECT rowid AS message_pk, bm25({INDEX_TABLE}, {_SUBJECT_WEIGHT}, 1.0) AS score "
             f"FROM {INDEX_TABLE} WHERE {INDEX_TABLE} MATCH :match"
         )
-    rows = conn.execute(text(_ROWS_SQL.format(hits=hits)), params).all()
-    texts = _message_texts(conn, [row.message_pk for row in rows])
+    statement = text(_ROWS_SQL.format(hits=hits))
+    window = 4 * limit
+    while True:
+        rows = conn.execute(statement, {**params, "window": window}).all()
+        best: dict[int, Any] = {}
+        for row in rows:
+            best.setdefault(row.ticket_id, row)
+        if len(best) >= limit or len(rows) < window:
+            break
+        window *= 8
+    chosen = list(best.values())[:limit]
+    texts = _message_texts(conn, [row.message_pk for row in chosen])
     return [
         Hit(
             number=row.ticket_id,
@@ -326,7 +334,7 @@ def search(conn: Connection | Session, query: str, *, limit: int = 20) -> list[H
             snippet=snippet(texts.get(row.message_pk, ("", ""))[1], terms)
             or snippet(texts.get(row.message_pk, ("", ""))[0], terms),
         )
-        for row in rows
+        for row in chosen
     ]
 
 
