@@ -15,7 +15,7 @@ from postdesk.models import Base
 from postdesk.models import migrate as migrate_module
 from postdesk.models.db import Database
 from postdesk.models.migrate import current_revision, head_revision, require_current, upgrade
-from postdesk.tickets.search import INDEX_TABLES
+from postdesk.tickets.search import INDEX_TABLES, in_models
 
 
 @pytest.fixture
@@ -35,10 +35,7 @@ def schema_differences(db: Database) -> list[Any]:
             opts={
                 "compare_type": True,
                 "compare_server_default": True,
-                # The search index is the database's own (FTS5, tsvector), not a model.
-                "include_name": lambda name, kind, _parents: (
-                    kind != "table" or name not in INDEX_TABLES
-                ),
+                "include_name": in_models,  # not the search index's tables
             },
         )
         return list(compare_metadata(context, Base.metadata))

@@ -9,6 +9,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 
 from postdesk.models import Base
+from postdesk.tickets.search import in_models
 
 config = context.config
 target_metadata = Base.metadata
@@ -21,6 +22,8 @@ def _run(connection: Connection) -> None:
         # SQLite cannot ALTER most things; batch mode rebuilds tables instead.
         render_as_batch=True,
         compare_type=True,
+        # The search index's tables (FTS5, tsvector) are the database's own, not models.
+        include_name=in_models,
     )
     with context.begin_transaction():
         context.run_migrations()

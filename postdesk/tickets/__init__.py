@@ -4,6 +4,7 @@
   labels (people's and triage's), merge. Every INSERT or UPDATE of a ticket or its
   events is made there.
 - `views`: the rows behind `tickets list` and `tickets show` (JSON shapes).
+- `search`: the full-text index (kept by triggers on messages) and `tickets search`.
 """
 
 from postdesk.tickets.lifecycle import (

@@ -41,7 +41,7 @@ import json
 import re
 import shutil
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -62,6 +62,14 @@ INDEX_TABLES: Final = frozenset(
     | {f"{INDEX_TABLE}_config"}
 )
 FORMATS: Final = ("table", "json", "csv", "tsv")
+
+
+def in_models(name: str | None, kind: str, _parents: MutableMapping[Any, str | None]) -> bool:
+    """Alembic's `include_name` hook: False for the index's tables, which are no model's,
+    so comparing (and autogenerating) the schema leaves them alone."""
+    return kind != "table" or name not in INDEX_TABLES
+
+
 MAX_QUERY: Final = 500  # characters
 MAX_TERMS: Final = 16
 MAX_LIMIT: Final = 1000
@@ -422,6 +430,11 @@ def snippet(value: str, terms: Sequence[Term], width: int = SNIPPET) -> str:
     start = max(0, first - width // 3)
     end = min(len(flat), start + width)
     start = max(0, min(start, end - width))
+    # Whole words at both ends, when a space is near.
+    if start > 0 and 0 <= (space := flat.find(" ", start, first)) < start + 15:
+        start = space + 1
+    if end < len(flat) and (space := flat.rfind(" ", first, end)) > end - 15:
+        end = space
     piece = flat[start:end].strip()
     return ("…" if start > 0 else "") + piece + ("…" if end < len(flat) else "")
 
