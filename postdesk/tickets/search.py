@@ -217,6 +217,9 @@ def _dialect(conn: Connection | Session) -> str:
 
 # A "quoted phrase" (an unclosed quote runs to the end) or a run of other characters.
 _TERM: Final = re.compile(r'"([^"]*)"?|([^\s"]+)')
+# C0 and C1 controls and bidirectional embeddings and isolates: never printed from mail,
+# and in a query they only separate words.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass(frozen=True)
@@ -235,7 +238,8 @@ def parse_query(query: str) -> list[Term]:
     if len(query) > MAX_QUERY:
         raise SearchError(f"the query is {len(query)} characters long; at most {MAX_QUERY}")
     terms: list[Term] = []
-    for match in _TERM.finditer(unicodedata.normalize("NFKC", query)):
+    # Control characters (a NUL, which PostgreSQL refuses in text) separate words.
+    for match in _TERM.finditer(_CONTROL.sub(" ", query)):
         phrase = " ".join((match.group(1) if match.group(1) is not None else match[0]).split())
         if not any(char.isalnum() for char in fold(phrase)):
             continue
@@ -369,7 +373,11 @@ def normalize_message_id(value: str) -> str | None:
     candidate = value.strip()
     if candidate.startswith("<") and candidate.endswith(">"):
         candidate = candidate[1:-1].strip()
-    if "@" not in candidate or any(char.isspace() or char in "<>" for char in candidate):
+    if (
+        "@" not in candidate
+        or _CONTROL.search(candidate)
+        or any(char.isspace() or char in "<>" for char in candidate)
+    ):
         return None
     return candidate
 
@@ -442,7 +450,6 @@ def snippet(value: str, terms: Sequence[Term], width: int = SNIPPET) -> str:
 # --- output -----------------------------------------------------------------------------
 
 COLUMNS: Final = ("number", "status", "subject", "snippet")
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def _cell(value: object) -> str:
