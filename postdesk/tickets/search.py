@@ -55,32 +55,27 @@ from postdesk.models.base import table_of
 from postdesk.models.db import Database
 
 # The index table (and, on SQLite, FTS5's own tables behind it), created by migration
-# 0009 and not part of the models: the schema comparison in the tests leaves them out.
+# 0009 and not part of the models: comparing the schema with the models leaves them out.
 INDEX_TABLE: Final = "message_search"
-INDEX_TABLES: Final = frozenset(
-    {INDEX_TABLE, *(f"{INDEX_TABLE}_{part}" for part in ("data", "idx", "content", "docsize"))}
-    | {f"{INDEX_TABLE}_config"}
-)
+_FTS5_PARTS: Final = ("data", "idx", "content", "docsize", "config")
+INDEX_TABLES: Final = frozenset([INDEX_TABLE, *(f"{INDEX_TABLE}_{part}" for part in _FTS5_PARTS)])
 FORMATS: Final = ("table", "json", "csv", "tsv")
-
-
-def in_models(name: str | None, kind: str, _parents: MutableMapping[Any, str | None]) -> bool:
-    """Alembic's `include_name` hook: False for the index's tables, which are no model's,
-    so comparing (and autogenerating) the schema leaves them alone."""
-    return kind != "table" or name not in INDEX_TABLES
-
-
 MAX_QUERY: Final = 500  # characters
 MAX_TERMS: Final = 16
 MAX_LIMIT: Final = 1000
 SNIPPET: Final = 80  # characters of text around the first hit
 
 _SUBJECT_WEIGHT: Final = 3.0  # SQLite bm25 column weights: subject, body
-_ZWNJ_CODE: Final = ord(ZERO_WIDTH_NON_JOINER)
 
 
 class SearchError(PostdeskError):
     """A query that cannot be searched for (empty, too long): said in one line."""
+
+
+def in_models(name: str | None, kind: str, _parents: MutableMapping[Any, str | None]) -> bool:
+    """Alembic's `include_name` hook: False for the index's tables, which are no model's,
+    so comparing (and autogenerating) the schema leaves them alone."""
+    return kind != "table" or name not in INDEX_TABLES
 
 
 # --- folding, in Python and in SQL ------------------------------------------------------
@@ -103,8 +98,11 @@ def fold_sql(expr: str, dialect: str, items: Sequence[tuple[str, str]] | None = 
     nested replace() calls, which both databases have; characters are written by code
     point, so the invisible ones show."""
     for char, folded in FOLDING.items() if items is None else items:
-        replacement = "''" if not folded else f"'{folded}'" if folded.isascii() else None
-        if replacement is None:
+        if not folded:
+            replacement = "''"
+        elif folded.isascii():
+            replacement = f"'{folded}'"  # digits
+        else:
             replacement = _char(dialect, folded)
         expr = f"replace({expr}, {_char(dialect, char)}, {replacement})"
     return expr
