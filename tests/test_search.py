@@ -87,6 +87,21 @@ def test_english_and_persian_words_find_their_tickets(db: Database, filed: dict[
     assert numbers(db, "سفارش money") == []
 
 
+def test_persian_affixes_joined_apart_or_with_a_zwnj(service: Service, db: Database) -> None:
+    spellings = {"joined": "میخواهم کتابها", "space": "می خواهم کتاب ها", "zwnj": "می‌خواهم کتاب‌ها"}
+    ingest(
+        service,
+        *(mail(f"{key}@x", subject=f"Ticket {key}", body=body) for key, body in spellings.items()),
+    )
+    every = {ticket_of(db, f"{key}@x") for key in spellings}
+    # Each text as a query (two terms: verb and plural), and each ZWNJ word alone.
+    for query in [*spellings.values(), *spellings["zwnj"].split()]:
+        assert set(numbers(db, query)) == every, query
+    assert set(numbers(db, "کتاب‌ها")) == set(numbers(db, "كتابها")) == every
+    # No stemming: the bare word is in the spaced text and the ZWNJ text's split copy.
+    assert set(numbers(db, "کتاب")) == {ticket_of(db, "space@x"), ticket_of(db, "zwnj@x")}
+
+
 def test_ranking_and_snippets(db: Database, filed: dict[str, int]) -> None:
     with db.read_session() as session:
         hits = search(session, "printer")
@@ -156,6 +171,12 @@ def test_query_terms_are_folded_and_quoted() -> None:
         ("hi",),
         ("12",),
         ("میخواهم", "می خواهم"),
+    ]
+    # A lone prefix or suffix belongs to its neighbour; each is searched both ways.
+    assert [term.spellings for term in parse_query("نمی دانم کتاب ها میز")] == [
+        ("نمی دانم", "نمیدانم"),
+        ("کتاب ها", "کتابها"),
+        ("میز",),
     ]
     assert fts5_query(parse_query('a"b')) == '("a") AND ("b")'
     assert fts5_query(parse_query('x"')) == '("x")'

@@ -22,8 +22,11 @@ Persian: the triggers fold text with the table of lexicon/persian.py (the one in
 Arabic ي/ك and Persian ی/ک, Persian and Arabic-Indic digits and ASCII digits all match.
 Words written with a zero-width non-joiner are indexed both joined and split, so
 "می‌خواهم" (ZWNJ) is found by "میخواهم" and by "می خواهم"; a query word with a ZWNJ
-finds all three spellings. "میخواهم" and "می خواهم" (no ZWNJ in either) do not find
-each other: nothing says where the one word would split.
+finds all three spellings. The verb prefix (می, نمی) and the plural suffix (ها, های…)
+are also written joined or with a space: a query word or pair with one is searched in
+both spellings, so "میخواهم", "می خواهم" and "می‌خواهم" find each other, as do "کتابها",
+"کتاب ها" and "کتاب‌ها". Other words written apart and together ("کتابخانه", "کتاب
+خانه") do not: nothing says where a word would split.
 
 A later migration that rebuilds `messages` with Alembic's batch mode on SQLite drops the
 triggers with the old table: it must call `create_index` again (which also re-indexes).
@@ -227,24 +230,76 @@ class Term:
     spellings: tuple[str, ...]
 
 
+# Persian affixes written joined, with a ZWNJ or with a space: the verb prefix and the
+# plural suffix. A query word or pair with one is also searched in the other spellings.
+PREFIXES: Final = ("نمی", "می")
+SUFFIXES: Final = ("هایشان", "هایتان", "هایمان", "هایش", "هایت", "هایم", "هایی", "های", "ها")
+_MAX_SPELLINGS: Final = 4
+
+
+def _joined(words: list[str]) -> list[str]:
+    """`words` with a lone prefix joined to the word after it and a lone suffix to the
+    word before it ("می خواهم" -> "میخواهم", "کتاب ها" -> "کتابها")."""
+    out: list[str] = []
+    for word in words:
+        if out and (out[-1] in PREFIXES or word in SUFFIXES) and out[-1] not in SUFFIXES:
+            out[-1] += word
+        else:
+            out.append(word)
+    return out
+
+
+def _split(words: list[str]) -> list[str]:
+    """`words` with a prefix or suffix written apart ("میخواهم" -> "می خواهم")."""
+    out: list[str] = []
+    for word in words:
+        prefix = next((p for p in PREFIXES if word.startswith(p) and len(word) > len(p) + 1), "")
+        suffix = next((x for x in SUFFIXES if word.endswith(x) and len(word) > len(x) + 1), "")
+        if prefix:
+            out += [prefix, word[len(prefix) :]]
+        elif suffix:
+            out += [word[: -len(suffix)], suffix]
+        else:
+            out.append(word)
+    return out
+
+
+def _spellings(phrase: str) -> tuple[str, ...]:
+    """The spellings a term of the query is searched in: as folded (ZWNJ removed), with
+    each ZWNJ a space, and with Persian affixes joined and apart."""
+    spellings = [fold(phrase)]
+    if ZERO_WIDTH_NON_JOINER in phrase:
+        spellings.append(fold(phrase.replace(ZERO_WIDTH_NON_JOINER, " ")))
+    words = spellings[0].split()
+    spellings += [" ".join(_joined(words)), " ".join(_split(words))]
+    return tuple(dict.fromkeys(spellings))[:_MAX_SPELLINGS]
+
+
 def parse_query(query: str) -> list[Term]:
     """The terms of `query`: its words and "quoted phrases", folded, all required.
 
     Words without a letter or digit (punctuation) are left out; a query of nothing else,
-    or one too long, is a SearchError.
+    or one too long, is a SearchError. A Persian prefix or suffix written as a word of
+    its own (می, ها) belongs to the word beside it.
     """
     if len(query) > MAX_QUERY:
         raise SearchError(f"the query is {len(query)} characters long; at most {MAX_QUERY}")
-    terms: list[Term] = []
+    pieces: list[tuple[str, bool]] = []  # (text, quoted)
     # Control characters (a NUL, which PostgreSQL refuses in text) separate words.
     for match in _TERM.finditer(_CONTROL.sub(" ", query)):
-        phrase = " ".join((match.group(1) if match.group(1) is not None else match[0]).split())
+        quoted = match.group(1) is not None
+        phrase = " ".join((match.group(1) if quoted else match[0]).split())
         if not any(char.isalnum() for char in fold(phrase)):
             continue
-        spellings = [fold(phrase)]
-        if ZERO_WIDTH_NON_JOINER in phrase:
-            spellings.append(fold(phrase.replace(ZERO_WIDTH_NON_JOINER, " ")))
-        term = Term(tuple(dict.fromkeys(spellings)))
+        if pieces and not quoted and not pieces[-1][1]:
+            before = fold(pieces[-1][0])
+            if before in PREFIXES or (fold(phrase) in SUFFIXES and before not in SUFFIXES):
+                pieces[-1] = (f"{pieces[-1][0]} {phrase}", False)
+                continue
+        pieces.append((phrase, quoted))
+    terms: list[Term] = []
+    for phrase, _quoted in pieces:
+        term = Term(_spellings(phrase))
         if term not in terms:
             terms.append(term)
     if not terms:
