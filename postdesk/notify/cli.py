@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from postdesk.clikit import Context, json_option, pass_context, print_json
+from postdesk.clikit import ROW_ID, Context, json_option, pass_context, print_json
 from postdesk.models import OutboxState
 
 
@@ -44,7 +44,7 @@ def outbox_list(obj: Context, state: str | None, as_json: bool) -> None:
 
 
 @outbox.command("retry")
-@click.argument("ids", nargs=-1, type=int, required=True)
+@click.argument("ids", nargs=-1, type=ROW_ID, required=True)
 @pass_context
 def outbox_retry(obj: Context, ids: tuple[int, ...]) -> None:
     """Queue failed or unconfirmed mail (ids from `outbox list`) to be sent again.

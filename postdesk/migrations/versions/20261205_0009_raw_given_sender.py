@@ -1,0 +1,29 @@
+"""The sender an operator gave a quarantined message that had none
+(`postdesk inbound retry ID --sender EMAIL`).
+
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-12-05
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0009"
+down_revision: str | None = "0008"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("raw_messages", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("given_sender", sa.String(length=320), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("raw_messages", schema=None) as batch_op:
+        batch_op.drop_column("given_sender")
