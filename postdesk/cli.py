@@ -74,7 +74,13 @@ def _setup_logging(verbose: int) -> None:
 @click.version_option(__version__, prog_name="postdesk")
 @click.pass_context
 def main(ctx: click.Context, config: str | None, verbose: int) -> None:
-    """postdesk: an email helpdesk engine."""
+    """postdesk: an email helpdesk engine.
+
+    \b
+    Example:
+      $ postdesk -c /etc/postdesk.toml init
+      $ postdesk tickets list --needs-triage
+    """
     _setup_logging(verbose)
     ctx.obj = Context(config, verbose)
 
@@ -82,7 +88,12 @@ def main(ctx: click.Context, config: str | None, verbose: int) -> None:
 @main.command()
 @pass_context
 def init(obj: Context) -> None:
-    """Create the database, or upgrade it to the current schema."""
+    """Create the database, or upgrade it to the current schema.
+
+    \b
+    Example:
+      $ postdesk -c /etc/postdesk.toml init
+    """
     obj.writable_data_dir()
     db = obj.database(migrated=False)
     before, after = upgrade(db)
@@ -105,7 +116,13 @@ def init(obj: Context) -> None:
 )
 @pass_context
 def run(obj: Context, once: bool) -> None:
-    """Fetch mail from every mailbox, turn it into tickets, and send the outbox."""
+    """Fetch mail from every mailbox, turn it into tickets, and send the outbox.
+
+    \b
+    Example:
+      $ postdesk run --once
+      $ postdesk -v run
+    """
     from postdesk.daemon import PassResult, Service, signals_stop
 
     settings = obj.settings()
@@ -323,7 +340,13 @@ class _ImportProgress:
 
 @main.group()
 def tickets() -> None:
-    """List, read and work on tickets: notes, status, labels, assignment, replies."""
+    """List, read and work on tickets: notes, status, labels, assignment, replies.
+
+    \b
+    Example:
+      $ postdesk tickets list --status open
+      $ postdesk tickets show 42
+    """
 
 
 @tickets.command("list")
@@ -344,7 +367,13 @@ def tickets() -> None:
 def tickets_list(
     obj: Context, status: str | None, needs_triage: bool, sla: str | None, as_json: bool
 ) -> None:
-    """List tickets, newest first."""
+    """List tickets, newest first.
+
+    \b
+    Example:
+      $ postdesk tickets list --status open
+      $ postdesk tickets list --sla breached --json
+    """
     from postdesk.tickets import list_tickets
 
     rows = list_tickets(obj.database(), status=status, needs_triage=needs_triage)
@@ -378,7 +407,13 @@ def tickets_list(
 @json_option
 @pass_context
 def tickets_show(obj: Context, number: int, as_json: bool) -> None:
-    """Show one ticket and its messages."""
+    """Show one ticket and its messages.
+
+    \b
+    Example:
+      $ postdesk tickets show 42
+      $ postdesk tickets show 42 --json
+    """
     from postdesk.models import utcnow
     from postdesk.sla.clock import state_json
     from postdesk.sla.view import calendar_for, ticket_sla_state
@@ -466,7 +501,12 @@ def _triaged(value: str | None, how: dict[str, Any]) -> str:
 @click.argument("source", type=TICKET_NUMBER)
 @pass_context
 def tickets_merge(obj: Context, target: int, source: int) -> None:
-    """Merge ticket SOURCE into TARGET; later replies to either land on TARGET."""
+    """Merge ticket SOURCE into TARGET; later replies to either land on TARGET.
+
+    \b
+    Example:
+      $ postdesk tickets merge 42 57
+    """
     from postdesk.tickets import merge_tickets
 
     moved = merge_tickets(obj.database(), target, source)
@@ -537,6 +577,11 @@ def tickets_note(
     """Add an internal note to ticket NUMBER: for the team, never sent to anyone.
 
     The note is TEXT, the content of --file, or stdin when neither is given.
+
+    \b
+    Example:
+      $ postdesk tickets note 42 "Called her back; waiting for the invoice."
+      $ postdesk tickets note 42 --file notes.txt --as sara@example.com
     """
     from postdesk.tickets import add_note
 
@@ -575,6 +620,10 @@ def tickets_set(
     Everything is checked first and applied in one transaction: an unknown status,
     priority or agent changes nothing. Priority and category set here are a person's
     labels, which the next model learns from.
+
+    \b
+    Example:
+      $ postdesk tickets set 42 --status open --priority high --assign sara@example.com
     """
     from postdesk.tickets import assign as assign_ticket
     from postdesk.tickets import check_status, set_status
@@ -654,6 +703,11 @@ def tickets_reply(
     "<agent> via <team>"; the agent's own address is not in the mail. A new or open
     ticket becomes pending (waiting for the customer) unless --status says otherwise.
     `postdesk run` (or `run --once`) sends the outbox.
+
+    \b
+    Example:
+      $ postdesk tickets reply 42 "Your refund was sent today." --status solved
+      $ postdesk tickets reply 42 --file answer.txt --as sara@example.com
     """
     from postdesk.daemon import sync_config
     from postdesk.notify.reply import queue_reply

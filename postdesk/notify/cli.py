@@ -10,7 +10,13 @@ from postdesk.models import OutboxState
 
 @click.group()
 def outbox() -> None:
-    """Outgoing mail: list it, and send failed or unconfirmed mail again."""
+    """Outgoing mail: list it, and send failed or unconfirmed mail again.
+
+    \b
+    Example:
+      $ postdesk outbox list --state failed
+      $ postdesk outbox retry 17
+    """
 
 
 @outbox.command("list")
@@ -22,7 +28,12 @@ def outbox() -> None:
 @json_option
 @pass_context
 def outbox_list(obj: Context, state: str | None, as_json: bool) -> None:
-    """List outgoing mail, the newest first, with why any is waiting or failed."""
+    """List outgoing mail, the newest first, with why any is waiting or failed.
+
+    \b
+    Example:
+      $ postdesk outbox list --state failed
+    """
     from postdesk.notify.outbox import list_outbox
 
     rows = list_outbox(obj.database(), state)
@@ -51,6 +62,10 @@ def outbox_retry(obj: Context, ids: tuple[int, ...]) -> None:
 
     An unconfirmed mail may already have been delivered: retry it only when you know
     it did not arrive.
+
+    \b
+    Example:
+      $ postdesk outbox retry 17 18
     """
     from postdesk.notify.outbox import retry
 
