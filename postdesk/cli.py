@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, tzinfo
+from email.utils import parseaddr
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,10 @@ def _setup_logging(verbose: int) -> None:
 @click.pass_context
 def main(ctx: click.Context, config: str | None, verbose: int) -> None:
     """postdesk: an email helpdesk engine.
+
+    Exit status: 0 done, 1 an error of yours or of the environment (one line on stderr),
+    2 a usage error, 70 a bug in postdesk (the line names the file holding the
+    traceback), 130 interrupted. Shell completion: see "Shell completion" in the README.
 
     \b
     Example:
@@ -838,9 +843,13 @@ def inbound_list(
     sender_w = 28
     click.echo(f"{'ID':>7} {'STATUS':<11} {'FROM':<{sender_w}} SUBJECT")
     for row in rows:
-        sender = _printable(row["from"] or row["given_sender"] or "(no From)", one_line=True)
+        # The address says who it is; the display name is in `inbound show`.
+        address = parseaddr(row["from"])[1] if row["from"] else ""
+        sender = address or row["from"] or row["given_sender"] or "(no From)"
+        sender = _printable(sender, one_line=True)
         subject = _printable(row["subject"] or "(no subject)", one_line=True)
-        sender = _shorten(sender, sender_w)
+        if width:
+            sender = _shorten(sender, sender_w)
         pad = " " * max(sender_w - _display_width(sender), 0)
         head = f"{row['id']:>7} {row['status']:<11} {sender}{pad} "
         click.echo(head + (_shorten(subject, max(width - len(head), 20)) if width else subject))

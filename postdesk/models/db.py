@@ -211,9 +211,15 @@ def describe_error(exc: BaseException, display_url: str | None = None) -> str:
     """A database error as one line, for the CLI and logs (never the SQL statement)."""
     if is_read_only_error(exc):
         where = f"the database {display_url}" if display_url else "the database"
+        if display_url is None:
+            hint = ""
+        elif display_url.startswith("sqlite"):
+            hint = " (to its file and the folder it is in)"
+        else:
+            hint = " (a role with write privileges, on the primary server)"
         return (
             f"{where} is read-only for postdesk ({_first_line(exc)}); postdesk must be "
-            "able to write to it (for SQLite, to its file and the folder it is in)"
+            f"able to write to it{hint}"
         )
     return f"database error: {_first_line(exc)}"
 
