@@ -122,3 +122,19 @@ def _command_words(line: list[str]) -> tuple[str, ...]:
         command = command.commands[arg]
         words.append(arg)
     return tuple(words)
+
+
+def test_shell_completion_is_clicks_own() -> None:
+    """What the README tells users to put in their shell: click's completion, by name."""
+    env = {
+        "_POSTDESK_COMPLETE": "bash_complete",
+        "COMP_WORDS": "postdesk inbound ",
+        "COMP_CWORD": "2",
+    }
+    result = CliRunner().invoke(main, [], prog_name="postdesk", env=env)
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == ["plain,discard", "plain,list", "plain,retry", "plain,show"]
+    script = CliRunner().invoke(
+        main, [], prog_name="postdesk", env={"_POSTDESK_COMPLETE": "bash_source"}
+    )
+    assert "_postdesk_completion()" in script.output
