@@ -174,3 +174,26 @@ def test_empty_folder_file_and_folder_without_mail_are_errors(ready: Cli, tmp_pa
     )
     line = assert_one_line_error(ready("import", str(empty), "--dry-run", code=1).stderr)
     assert "nothing to import in" in line
+
+
+def test_a_terminal_gets_a_progress_display(ready: Cli, tmp_path: Path) -> None:
+    pexpect = pytest.importorskip("pexpect", reason="pexpect (a dev dependency) drives a pty")
+    folder = folder_of(tmp_path / "mail", 30)
+    env = {k: v for k, v in os.environ.items() if k != "POSTDESK_CONFIG"}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["TERM"] = "xterm"
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "postdesk", "-c", str(ready.config), "import", str(folder)],
+        env=env,
+        dimensions=(24, 100),
+        timeout=120,
+        encoding="utf-8",
+    )
+    output = child.read()
+    child.close()
+    assert child.exitstatus == 0, output
+    assert "reading and storing" in output and "processing" in output
+    assert "30/30" in output  # the bars' counts
+    assert "import: read and stored" not in output  # the stage lines are for logs
+    assert "read 30 message(s): 30 stored" in output

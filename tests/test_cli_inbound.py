@@ -43,8 +43,9 @@ def good(n: int) -> bytes:
 
 
 @pytest.fixture
-def ready(tmp_path: Path, sqlite_url: str) -> Cli:
-    cli = Cli(write_config(tmp_path, sqlite_url))
+def ready(tmp_path: Path, db_url: str) -> Cli:
+    """Initialised, on SQLite and on PostgreSQL (headers are read from bytea there)."""
+    cli = Cli(write_config(tmp_path, db_url))
     cli("init")
     return cli
 
