@@ -758,6 +758,7 @@ def inbound() -> None:
     """
 
 
+_INBOUND_PAGE = 50
 _STATUS_FLAGS = (
     ("quarantined", RawStatus.QUARANTINED),
     ("pending", RawStatus.PENDING),
@@ -799,10 +800,8 @@ def _shorten(text: str, width: int) -> str:
 @click.option("--discarded", is_flag=True, help="Only discarded messages.")
 @click.option(
     "--limit",
-    type=click.IntRange(1, 100_000),
-    default=50,
-    show_default=True,
-    help="Show at most this many (the newest).",
+    type=click.IntRange(1, 1_000_000),
+    help="Show at most this many, the newest (default: 50 as text, all with --json).",
 )
 @click.option(
     "--offset", type=click.IntRange(0, 2**31 - 1), default=0, help="Skip this many first."
@@ -815,7 +814,7 @@ def inbound_list(
     pending: bool,
     processed: bool,
     discarded: bool,
-    limit: int,
+    limit: int | None,
     offset: int,
     as_json: bool,
 ) -> None:
@@ -831,6 +830,8 @@ def inbound_list(
     flags = {"quarantined": quarantined, "pending": pending}
     flags.update(processed=processed, discarded=discarded)
     statuses = [status.value for name, status in _STATUS_FLAGS if flags[name]]
+    if limit is None and not as_json:
+        limit = _INBOUND_PAGE  # a person reads a page; a script gets everything
     rows, total = list_inbound(obj.database(), statuses or None, limit=limit, offset=offset)
     if as_json:
         print_json(rows)

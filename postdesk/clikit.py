@@ -35,7 +35,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from postdesk import __version__
 from postdesk.config import Settings, config_path, load_settings
-from postdesk.errors import DatabaseError, PostdeskError
+from postdesk.errors import ConfigError, DatabaseError, PostdeskError
 from postdesk.models.db import Database, describe_error, is_read_only_error, sqlite_file
 from postdesk.models.migrate import require_current
 from postdesk.models.tickets import MAX_TICKET_ID
@@ -88,8 +88,6 @@ class Context:
     def writable_data_dir(self) -> Path:
         """The configured data_dir, created if missing; a ConfigError naming it when it
         cannot be created or written to (attachments, the reply-token key, models)."""
-        from postdesk.errors import ConfigError
-
         settings = self.settings()
         data_dir = settings.data_dir
         try:

@@ -80,7 +80,8 @@ def test_list_shows_sender_subject_and_reason_with_a_limit(ready: Cli, tmp_path:
     assert len(rest) == 1 + 11 and rest[-1].split()[0] == "1"
     assert len(ready("inbound", "list", "--limit", "5").stdout.splitlines()) == 1 + 5 + 1 + 1
     assert all("\x1b" not in line and "\u202e" not in line for line in out)
-    assert len(ready.json("inbound", "list", "--processed", "--limit", "100")) == 60
+    assert len(ready.json("inbound", "list", "--processed")) == 60  # JSON: all
+    assert len(ready.json("inbound", "list", "--limit", "7")) == 7
 
 
 def test_show_strips_control_characters_and_raw_keeps_the_bytes(ready: Cli, tmp_path: Path) -> None:
