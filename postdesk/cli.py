@@ -229,11 +229,12 @@ def import_(obj: Context, path: Path, mailbox: str | None, dry_run: bool) -> Non
     if p.quarantined:
         click.echo("see why with `postdesk inbound list --quarantined`")
     if result.interrupted:
+        unread = "" if result.read_all else f" and the rest of {path} not read"
         click.echo(
             f"postdesk: interrupted: {result.read} message(s) read and stored, "
             f"{p.processed + p.quarantined} processed; {result.pending} stored message(s) "
-            f"not yet processed and the rest of {path} not read. Run the same command "
-            "again to finish (nothing is stored twice).",
+            f"not yet processed{unread}. Run the same command again to finish (nothing "
+            "is stored twice).",
             err=True,
         )
         sys.exit(EXIT_INTERRUPTED)

@@ -322,6 +322,7 @@ class ImportResult:
     duplicates: int = 0
     processed: ProcessResult = field(default_factory=ProcessResult)
     interrupted: bool = False
+    read_all: bool = False  # the source was read to its end
     pending: int = 0
 
 
@@ -379,6 +380,8 @@ def import_messages(
             flush()
         if service.stopping():
             break
+    else:
+        result.read_all = True
     if batch:
         flush()
     ordered = _in_date_order(db, raw_ids)

@@ -154,3 +154,26 @@ def test_the_top_level_help_names_the_exit_statuses() -> None:
     result = CliRunner().invoke(main, ["--help"], env=CLEAN_ENV)
     assert result.exit_code == 0
     assert "Exit status: 0 done, 1 an error of yours" in " ".join(result.output.split())
+
+
+def test_a_crash_report_goes_to_tmpdir_when_data_dir_is_unusable(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config(tmp_path, sqlite_url)
+    cli = Cli(path)
+    cli("init")
+    (tmp_path / "blocker").write_text("a file, not a directory")
+    path.write_text(path.read_text().replace('data_dir = "data"', 'data_dir = "blocker/data"'))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr("tempfile.tempdir", None)  # read $TMPDIR again
+
+    def boom(*_args: object, **_kwargs: object) -> None:
+        raise ValueError("bad state")
+
+    monkeypatch.setattr("postdesk.tickets.list_tickets", boom)
+    line = assert_one_line_error(cli("tickets", "list", code=70).stderr)
+    (report,) = scratch.glob("postdesk-crash-*.txt")
+    assert f"the traceback is in {report};" in line
+    assert "ValueError: bad state" in report.read_text()

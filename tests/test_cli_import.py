@@ -93,6 +93,7 @@ def test_ctrl_c_says_what_is_left_exits_130_and_a_rerun_finishes(
     assert found is not None, interrupted
     assert interrupted.startswith("postdesk: interrupted: ")
     assert "Run the same command again to finish" in interrupted
+    assert "not read" not in interrupted  # stopped while processing: all was read
     left = int(found.group(1))
     statuses, tickets = counts(ready)
     assert 0 < left <= total
