@@ -356,7 +356,11 @@ def tickets() -> None:
 
 
 @tickets.command("list")
-@click.option("--status", metavar="STATUS", help="Only tickets in this status.")
+@click.option(
+    "--status",
+    metavar="STATUS",
+    help="Only tickets in this status: new, open, pending, solved or closed.",
+)
 @click.option(
     "--needs-triage",
     is_flag=True,

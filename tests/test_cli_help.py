@@ -138,3 +138,11 @@ def test_shell_completion_is_clicks_own() -> None:
         main, [], prog_name="postdesk", env={"_POSTDESK_COMPLETE": "bash_source"}
     )
     assert "_postdesk_completion()" in script.output
+
+
+def test_tickets_list_help_names_the_statuses() -> None:
+    from postdesk.models.tickets import TICKET_STATUSES
+
+    text = " ".join(CliRunner().invoke(main, ["tickets", "list", "--help"]).output.split())
+    assert all(status.value in text for status in TICKET_STATUSES)
+    assert "new, open, pending, solved or closed" in text
