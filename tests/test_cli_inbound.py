@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from postdesk.testing.cli import Cli, assert_one_line_error
 from postdesk.testing.config import write_config
 from postdesk.testing.mail import Mail
 
+REPO = Path(__file__).resolve().parents[1]
 START = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
 # A message with no From, Sender or Reply-To, whose subject and body try to drive the
@@ -188,3 +191,24 @@ def test_retry_with_a_sender_refuses_mail_that_has_one(ready: Cli, tmp_path: Pat
         f"postdesk: error: inbound message {raw_id} has a sender of its own (c7@example.org); "
         "--sender is only for mail without a usable From, Sender or Reply-To"
     )
+
+
+def test_raw_on_a_terminal_shows_control_bytes_instead_of_obeying_them(
+    ready: Cli, tmp_path: Path
+) -> None:
+    pexpect = pytest.importorskip("pexpect", reason="pexpect (a dev dependency) drives a pty")
+    import_files(ready, tmp_path / "mail", {"hostile.eml": HOSTILE})
+    raw_id = quarantined_id(ready)
+    env = {k: v for k, v in os.environ.items() if k != "POSTDESK_CONFIG"}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "postdesk", "-c", str(ready.config), "inbound", "show", str(raw_id), "--raw"],
+        env=env,
+        timeout=60,
+    )
+    output = child.read()
+    child.close()
+    assert child.exitstatus == 0, output
+    assert b"\x1b" not in output and b"\x07" not in output
+    assert b"Line one\\x1b[31m red\\x1b[0m" in output and b"Line two\\x07\\x08" in output
