@@ -48,8 +48,6 @@ if TYPE_CHECKING:
     from postdesk.ingest.sources import ImportedMessage
     from postdesk.sla.clock import Clock
 
-log = logging.getLogger("postdesk")
-
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to sys.stderr as it is when a record is logged, not as it was at start: a

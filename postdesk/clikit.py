@@ -19,7 +19,6 @@ Exit statuses (README, "Exit status"):
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -39,8 +38,6 @@ from postdesk.errors import ConfigError, DatabaseError, PostdeskError
 from postdesk.models.db import Database, describe_error, is_read_only_error, sqlite_file
 from postdesk.models.migrate import require_current
 from postdesk.models.tickets import MAX_TICKET_ID
-
-log = logging.getLogger("postdesk")
 
 EXIT_USER_ERROR = 1
 EXIT_USAGE = 2
@@ -191,9 +188,7 @@ class PostdeskGroup(click.Group):
             fail(str(exc))
         except OperationalError as exc:
             # The database's trouble, not postdesk's: unreachable, locked, read-only, full.
-            obj = ctx.obj
-            url = obj._db.display_url if isinstance(obj, Context) and obj._db else None
-            fail(describe_error(exc, url))
+            fail(describe_error(exc, _database_url(ctx)))
         except KeyboardInterrupt:
             fail("interrupted", EXIT_INTERRUPTED)
         except BrokenPipeError:
@@ -205,14 +200,19 @@ class PostdeskGroup(click.Group):
             raise
         except Exception as exc:
             if isinstance(exc, SQLAlchemyError) and is_read_only_error(exc):
-                obj = ctx.obj
-                url = obj._db.display_url if isinstance(obj, Context) and obj._db else None
-                fail(describe_error(exc, url))
+                # PostgreSQL's refusals to write are not all OperationalErrors.
+                fail(describe_error(exc, _database_url(ctx)))
             internal_error(ctx.obj, exc)
         finally:
             obj = ctx.obj
             if isinstance(obj, Context):
                 obj.close()
+
+
+def _database_url(ctx: click.Context) -> str | None:
+    """The URL (password hidden) of the database the command opened, if it opened one."""
+    obj = ctx.obj
+    return obj._db.display_url if isinstance(obj, Context) and obj._db is not None else None
 
 
 def internal_error(obj: object, exc: BaseException) -> NoReturn:
