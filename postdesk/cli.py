@@ -1,8 +1,9 @@
 """The `postdesk` command. Thin: parse options, call the library, print.
 
 Every expected failure (bad config, unreachable database or server, unknown ticket)
-is a `PostdeskError` and reaches the user as one line on stderr with exit code 1; an
-unexpected one is also a single line (with `-v` adding the traceback) and exit code 2.
+is a `PostdeskError` and reaches the user as one line on stderr with exit status 1;
+click's usage errors exit with 2; an unexpected one (a bug) is one line naming the file
+its traceback was written to, exit status 70 (see `postdesk.clikit.PostdeskGroup`).
 
 Each feature's commands live beside the feature (`classify/cli.py`) and are registered
 at the bottom; what commands share (the context, `--json`, the JSON printer) comes from
@@ -12,35 +13,55 @@ at the bottom; what commands share (the context, `--json`, the JSON printer) com
 from __future__ import annotations
 
 import logging
-import os
+import re
+import shutil
 import sys
+import time
+from collections.abc import Iterator
 from datetime import datetime, tzinfo
+from email.utils import parseaddr
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
 from postdesk import __version__
 from postdesk.classify.cli import model as model_commands
-from postdesk.clikit import Context, json_option, pass_context, print_json
+from postdesk.clikit import (
+    EXIT_INTERRUPTED,
+    ROW_ID,
+    TICKET_NUMBER,
+    Context,
+    PostdeskGroup,
+    json_option,
+    pass_context,
+    print_json,
+)
 from postdesk.errors import ConfigError, PostdeskError
 from postdesk.models import RawStatus
-from postdesk.models.db import describe_error
 from postdesk.models.migrate import upgrade
 from postdesk.notify.cli import outbox as outbox_commands
 from postdesk.qa.cli import kpi as kpi_command
 from postdesk.qa.cli import qa as qa_commands
 
 if TYPE_CHECKING:
+    from postdesk.ingest.sources import ImportedMessage
     from postdesk.sla.clock import Clock
 
-log = logging.getLogger("postdesk")
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to sys.stderr as it is when a record is logged, not as it was at start: a
+    live progress display (`import` on a terminal) stands in for it and prints the log
+    lines above itself instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.setStream(sys.stderr)
+        super().emit(record)
 
 
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -49,41 +70,6 @@ def _setup_logging(verbose: int) -> None:
         # SQLAlchemy and imapclient are chatty at INFO/DEBUG; -vvv shows them too.
         for name in ("sqlalchemy", "imapclient", "alembic"):
             logging.getLogger(name).setLevel(max(level, logging.WARNING))
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"postdesk: error: {message}", err=True)
-    sys.exit(code)
-
-
-class PostdeskGroup(click.Group):
-    """Turns every error escaping a command into one line and an exit code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except PostdeskError as exc:
-            _fail(str(exc))
-        except SQLAlchemyError as exc:
-            _fail(describe_error(exc))
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
-        except BrokenPipeError:
-            # The reader went away (`postdesk tickets list | head`): stop quietly.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            sys.exit(1)
-        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
-            raise
-        except Exception as exc:
-            if log.isEnabledFor(logging.DEBUG):
-                log.exception("unexpected error")
-            detail = " ".join(str(exc).split())
-            _fail(f"unexpected {type(exc).__name__}: {detail} (run with -vv for the traceback)", 2)
-        finally:
-            obj = ctx.obj
-            if isinstance(obj, Context):
-                obj.close()
 
 
 @click.group(cls=PostdeskGroup)
@@ -97,7 +83,17 @@ class PostdeskGroup(click.Group):
 @click.version_option(__version__, prog_name="postdesk")
 @click.pass_context
 def main(ctx: click.Context, config: str | None, verbose: int) -> None:
-    """postdesk: an email helpdesk engine."""
+    """postdesk: an email helpdesk engine.
+
+    Exit status: 0 done, 1 an error of yours or of the environment (one line on stderr),
+    2 a usage error, 70 a bug in postdesk (the line names the file holding the
+    traceback), 130 interrupted. Shell completion: see "Shell completion" in the README.
+
+    \b
+    Example:
+      $ postdesk -c /etc/postdesk.toml init
+      $ postdesk tickets list --needs-triage
+    """
     _setup_logging(verbose)
     ctx.obj = Context(config, verbose)
 
@@ -105,19 +101,17 @@ def main(ctx: click.Context, config: str | None, verbose: int) -> None:
 @main.command()
 @pass_context
 def init(obj: Context) -> None:
-    """Create the database, or upgrade it to the current schema."""
+    """Create the database, or upgrade it to the current schema.
+
+    \b
+    Example:
+      $ postdesk -c /etc/postdesk.toml init
+    """
+    obj.writable_data_dir()
     db = obj.database(migrated=False)
     before, after = upgrade(db)
-    settings = obj.settings()
-    try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            str(settings.path),
-            "data_dir",
-            f"cannot create {str(settings.data_dir)!r} ({exc.strerror or exc}); "
-            "expected a directory postdesk may write to",
-        ) from None
+    # At the current schema an upgrade writes nothing: prove postdesk may write.
+    db.check_writable()
     from postdesk.daemon import sync_config
 
     sync_config(db, obj.settings())
@@ -135,12 +129,19 @@ def init(obj: Context) -> None:
 )
 @pass_context
 def run(obj: Context, once: bool) -> None:
-    """Fetch mail from every mailbox, turn it into tickets, and send the outbox."""
+    """Fetch mail from every mailbox, turn it into tickets, and send the outbox.
+
+    \b
+    Example:
+      $ postdesk run --once
+      $ postdesk -v run
+    """
     from postdesk.daemon import PassResult, Service, signals_stop
 
     settings = obj.settings()
     if not settings.mailboxes:
         raise PostdeskError(f"{settings.path}: no [[mailbox]] configured, nothing to fetch")
+    obj.writable_data_dir()  # attachments, models and the reply-token key go there
     service = Service(settings, obj.database())
 
     def report(outcome: PassResult) -> None:
@@ -179,37 +180,195 @@ def run(obj: Context, once: bool) -> None:
 @main.command("import")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--mailbox", metavar="NAME", help="Record the mail as received by this mailbox.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Read everything and count what would be stored; write nothing.",
+)
 @pass_context
-def import_(obj: Context, path: Path, mailbox: str | None) -> None:
-    """Backfill mail from an mbox file, a Maildir or a folder of .eml files."""
-    from postdesk.daemon import Service, import_messages, signals_stop
+def import_(obj: Context, path: Path, mailbox: str | None, dry_run: bool) -> None:
+    """Backfill mail from an mbox file, a Maildir or a folder of .eml files.
+
+    Mail already stored (imported or fetched before) is not stored twice, so an import
+    stopped with Ctrl-C (exit status 130) is finished by running it again. Files that
+    are not mail are skipped and counted (-v lists them all). On a terminal a progress
+    bar shows on stderr; otherwise one line per stage.
+
+    \b
+    Example:
+      $ postdesk import ~/mail/support.mbox --mailbox support
+      $ postdesk import ./old-mail --dry-run
+    """
+    from postdesk.daemon import Service, count_import, import_messages, signals_stop
     from postdesk.ingest.sources import read_messages
 
     settings = obj.settings()
     if mailbox:
         settings.mailbox(mailbox)
-    service = Service(settings, obj.database())
+    if not dry_run:
+        obj.writable_data_dir()  # attachments and the reply-token key go there
     skipped: list[Path] = []
-    with signals_stop(service):
-        result = import_messages(service, read_messages(path, skipped=skipped), mailbox=mailbox)
+    if dry_run:
+        counted = count_import(obj.database(), read_messages(path, skipped=skipped))
+        _nothing_to_import(path, counted.read, skipped)
+        click.echo(
+            f"dry run: read {counted.read} message(s): {counted.stored} would be stored, "
+            f"{counted.duplicates} already stored; nothing was written"
+        )
+        _report_skipped(skipped, obj.verbose)
+        return
+    service = Service(settings, obj.database())
+    with signals_stop(service), _ImportProgress(path) as shown:
+        result = import_messages(
+            service,
+            shown.reading(read_messages(path, skipped=skipped)),
+            mailbox=mailbox,
+            processing=shown.processing,
+        )
+    if not result.interrupted:
+        _nothing_to_import(path, result.read, skipped)
     p = result.processed
     click.echo(
         f"read {result.read} message(s): {result.stored} stored, {result.duplicates} already "
         f"stored; {p.created} new ticket(s), {p.appended} added to tickets, "
         f"{p.quarantined} quarantined"
     )
+    _report_skipped(skipped, obj.verbose)
+    if p.quarantined:
+        click.echo("see why with `postdesk inbound list --quarantined`")
+    if result.interrupted:
+        unread = "" if result.read_all else f" and the rest of {path} not read"
+        click.echo(
+            f"postdesk: interrupted: {result.read} message(s) read and stored, "
+            f"{p.processed + p.quarantined} processed; {result.pending} stored message(s) "
+            f"not yet processed{unread}. Run the same command again to finish (nothing "
+            "is stored twice).",
+            err=True,
+        )
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _nothing_to_import(path: Path, read: int, skipped: list[Path]) -> None:
+    """A user's error when a folder held no mail at all (an empty file is caught earlier)."""
+    if read:
+        return
     if skipped:
-        more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
-        click.echo(f"skipped {len(skipped)} file(s) that are not mail: {skipped[0]}{more}")
+        names = ", ".join(p.name for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        raise PostdeskError(
+            f"nothing to import in {path}: {len(skipped)} file(s), none of them mail ({names})"
+        )
+    raise PostdeskError(f"nothing to import in {path}: no files in it")
+
+
+def _report_skipped(skipped: list[Path], verbose: int) -> None:
+    """Say which files were not mail: the first three, or every one with -v."""
+    if not skipped:
+        return
+
+    def label(path: Path) -> str:
+        try:
+            return f"{path} (empty)" if path.stat().st_size == 0 else str(path)
+        except OSError:
+            return str(path)
+
+    if verbose:
+        click.echo(f"skipped {len(skipped)} file(s) that are not mail:")
+        for path in skipped:
+            click.echo(f"  {label(path)}")
+        return
+    shown = ", ".join(label(path) for path in skipped[:3])
+    more = f" and {len(skipped) - 3} more (-v lists them all)" if len(skipped) > 3 else ""
+    click.echo(f"skipped {len(skipped)} file(s) that are not mail: {shown}{more}")
+
+
+class _ImportProgress:
+    """Progress of `postdesk import` on stderr: a live display on a terminal (rich),
+    one line per stage otherwise (logs, cron, pipes)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.live = sys.stderr.isatty()
+        self.read = 0
+        self._progress: Any = None
+        self._reading: Any = None
+        self._processing: Any = None
+        self._started = time.monotonic()
+
+    def __enter__(self) -> _ImportProgress:
+        if self.live:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._progress.start()
+            self._reading = self._progress.add_task("reading and storing", total=None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def reading(self, messages: Iterator[ImportedMessage]) -> Iterator[ImportedMessage]:
+        for message in messages:
+            self.read += 1
+            if self._progress is not None:
+                self._progress.update(self._reading, completed=self.read)
+            yield message
+
+    def processing(self, done: int, total: int) -> None:
+        if self._progress is not None:
+            if self._processing is None:
+                self._progress.update(self._reading, total=self.read, completed=self.read)
+                self._processing = self._progress.add_task("processing", total=total)
+            self._progress.update(self._processing, completed=done)
+            return
+        if done == 0 and (self.read or total):
+            took = time.monotonic() - self._started
+            click.echo(
+                f"import: read and stored {self.read} message(s) from {self.path} "
+                f"in {took:.1f} s; processing {total} new",
+                err=True,
+            )
+            self._started = time.monotonic()
+        elif done == total and total:
+            took = time.monotonic() - self._started
+            click.echo(f"import: processed {total} message(s) in {took:.1f} s", err=True)
 
 
 @main.group()
 def tickets() -> None:
-    """List, read and work on tickets: notes, status, labels, assignment, replies."""
+    """List, read and work on tickets: notes, status, labels, assignment, replies.
+
+    \b
+    Example:
+      $ postdesk tickets list --status open
+      $ postdesk tickets show 42
+    """
 
 
 @tickets.command("list")
-@click.option("--status", metavar="STATUS", help="Only tickets in this status.")
+@click.option(
+    "--status",
+    metavar="STATUS",
+    help="Only tickets in this status: new, open, pending, solved or closed.",
+)
 @click.option(
     "--needs-triage",
     is_flag=True,
@@ -226,7 +385,13 @@ def tickets() -> None:
 def tickets_list(
     obj: Context, status: str | None, needs_triage: bool, sla: str | None, as_json: bool
 ) -> None:
-    """List tickets, newest first."""
+    """List tickets, newest first.
+
+    \b
+    Example:
+      $ postdesk tickets list --status open
+      $ postdesk tickets list --sla breached --json
+    """
     from postdesk.tickets import list_tickets
 
     rows = list_tickets(obj.database(), status=status, needs_triage=needs_triage)
@@ -289,11 +454,11 @@ def tickets_search(
     holding that message.
 
     \b
-    Examples:
-      postdesk tickets search refund invoice
-      postdesk tickets search '"cannot log in"' --format json
-      postdesk tickets search اشتراک لغو
-      postdesk tickets search '<CAF123@mail.example.com>'
+    Example:
+      $ postdesk tickets search refund invoice
+      $ postdesk tickets search '"cannot log in"' --format json
+      $ postdesk tickets search اشتراک لغو
+      $ postdesk tickets search '<CAF123@mail.example.com>'
     """
     from postdesk.tickets.search import run_search
 
@@ -301,11 +466,17 @@ def tickets_search(
 
 
 @tickets.command("show")
-@click.argument("number", type=int)
+@click.argument("number", type=TICKET_NUMBER)
 @json_option
 @pass_context
 def tickets_show(obj: Context, number: int, as_json: bool) -> None:
-    """Show one ticket and its messages."""
+    """Show one ticket and its messages.
+
+    \b
+    Example:
+      $ postdesk tickets show 42
+      $ postdesk tickets show 42 --json
+    """
     from postdesk.models import utcnow
     from postdesk.sla.clock import state_json
     from postdesk.sla.view import calendar_for, ticket_sla_state
@@ -389,11 +560,16 @@ def _triaged(value: str | None, how: dict[str, Any]) -> str:
 
 
 @tickets.command("merge")
-@click.argument("target", type=int)
-@click.argument("source", type=int)
+@click.argument("target", type=TICKET_NUMBER)
+@click.argument("source", type=TICKET_NUMBER)
 @pass_context
 def tickets_merge(obj: Context, target: int, source: int) -> None:
-    """Merge ticket SOURCE into TARGET; later replies to either land on TARGET."""
+    """Merge ticket SOURCE into TARGET; later replies to either land on TARGET.
+
+    \b
+    Example:
+      $ postdesk tickets merge 42 57
+    """
     from postdesk.tickets import merge_tickets
 
     moved = merge_tickets(obj.database(), target, source)
@@ -453,7 +629,7 @@ _file_option = click.option(
 
 
 @tickets.command("note")
-@click.argument("number", type=int)
+@click.argument("number", type=TICKET_NUMBER)
 @_text_argument
 @_file_option
 @_as_option
@@ -464,6 +640,11 @@ def tickets_note(
     """Add an internal note to ticket NUMBER: for the team, never sent to anyone.
 
     The note is TEXT, the content of --file, or stdin when neither is given.
+
+    \b
+    Example:
+      $ postdesk tickets note 42 "Called her back; waiting for the invoice."
+      $ postdesk tickets note 42 --file notes.txt --as sara@example.com
     """
     from postdesk.tickets import add_note
 
@@ -475,7 +656,7 @@ def tickets_note(
 
 
 @tickets.command("set")
-@click.argument("number", type=int)
+@click.argument("number", type=TICKET_NUMBER)
 @click.option("--status", metavar="STATUS", help="New status: new, open, pending, solved, closed.")
 @click.option(
     "--priority", metavar="LEVEL", help="Priority, one of [triage] priority_levels (a person's)."
@@ -502,6 +683,10 @@ def tickets_set(
     Everything is checked first and applied in one transaction: an unknown status,
     priority or agent changes nothing. Priority and category set here are a person's
     labels, which the next model learns from.
+
+    \b
+    Example:
+      $ postdesk tickets set 42 --status open --priority high --assign sara@example.com
     """
     from postdesk.tickets import assign as assign_ticket
     from postdesk.tickets import check_status, set_status
@@ -556,7 +741,7 @@ def tickets_set(
 
 
 @tickets.command("reply")
-@click.argument("number", type=int)
+@click.argument("number", type=TICKET_NUMBER)
 @_text_argument
 @_file_option
 @_as_option
@@ -581,6 +766,11 @@ def tickets_reply(
     "<agent> via <team>"; the agent's own address is not in the mail. A new or open
     ticket becomes pending (waiting for the customer) unless --status says otherwise.
     `postdesk run` (or `run --once`) sends the outbox.
+
+    \b
+    Example:
+      $ postdesk tickets reply 42 "Your refund was sent today." --status solved
+      $ postdesk tickets reply 42 --file answer.txt --as sara@example.com
     """
     from postdesk.daemon import sync_config
     from postdesk.notify.reply import queue_reply
@@ -612,48 +802,239 @@ def tickets_reply(
 
 @main.group()
 def inbound() -> None:
-    """Inspect stored inbound mail and replay quarantined messages."""
+    """Look at stored inbound mail; view, retry or discard quarantined messages.
+
+    A message is quarantined when processing it failed (the reason is kept); it stays
+    in the database until someone retries it (after fixing the cause, or giving it a
+    sender with --sender) or discards it.
+
+    \b
+    Example:
+      $ postdesk inbound list --quarantined
+      $ postdesk inbound show 42
+      $ postdesk inbound retry 42 --sender alice@example.org
+    """
+
+
+_INBOUND_PAGE = 50
+_STATUS_FLAGS = (
+    ("quarantined", RawStatus.QUARANTINED),
+    ("pending", RawStatus.PENDING),
+    ("processed", RawStatus.PROCESSED),
+    ("discarded", RawStatus.DISCARDED),
+)
+
+# Escape sequences (CSI, OSC) first, then any other control character; each pattern is
+# a run of one character class, linear in the text.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]?|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _printable(text: str, *, one_line: bool = False) -> str:
+    """`text` from mail made safe for a terminal: escape sequences and control characters
+    (and bidi overrides that can disguise text) removed; `one_line` also folds newlines."""
+    text = _CONTROLS.sub("", _ESCAPES.sub("", text.replace("\r\n", "\n")))
+    return " ".join(text.split()) if one_line else text
+
+
+def _shorten(text: str, width: int) -> str:
+    """`text` cut to `width` terminal columns (by display width), ending in "…" if cut."""
+    from wcwidth import wcswidth
+
+    if max(wcswidth(text), len(text)) <= width:
+        return text
+    out = ""
+    for char in text:
+        if max(wcswidth(out + char), 0) > width - 1:
+            break
+        out += char
+    return out + "…"
 
 
 @inbound.command("list")
 @click.option("--quarantined", is_flag=True, help="Only quarantined messages.")
 @click.option("--pending", is_flag=True, help="Only messages waiting to be processed.")
+@click.option("--processed", is_flag=True, help="Only processed messages.")
+@click.option("--discarded", is_flag=True, help="Only discarded messages.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1_000_000),
+    help="Show at most this many, the newest (default: 50 as text, all with --json).",
+)
+@click.option(
+    "--offset", type=click.IntRange(0, 2**31 - 1), default=0, help="Skip this many first."
+)
 @json_option
 @pass_context
-def inbound_list(obj: Context, quarantined: bool, pending: bool, as_json: bool) -> None:
-    """List stored inbound messages (the newest first)."""
-    from postdesk.ingest.process import list_raw
+def inbound_list(
+    obj: Context,
+    quarantined: bool,
+    pending: bool,
+    processed: bool,
+    discarded: bool,
+    limit: int | None,
+    offset: int,
+    as_json: bool,
+) -> None:
+    """List stored inbound messages, the newest first: id, status, sender, subject and,
+    for quarantined ones, the reason. Status flags combine (--quarantined --pending).
 
-    statuses = [
-        s for s, on in ((RawStatus.QUARANTINED, quarantined), (RawStatus.PENDING, pending)) if on
-    ]
-    rows = list_raw(obj.database(), statuses or None)
+    \b
+    Example:
+      $ postdesk inbound list --quarantined --limit 20
+    """
+    from postdesk.ingest.quarantine import list_inbound
+
+    flags = {"quarantined": quarantined, "pending": pending}
+    flags.update(processed=processed, discarded=discarded)
+    statuses = [status.value for name, status in _STATUS_FLAGS if flags[name]]
+    if limit is None and not as_json:
+        limit = _INBOUND_PAGE  # a person reads a page; a script gets everything
+    rows, total = list_inbound(obj.database(), statuses or None, limit=limit, offset=offset)
     if as_json:
         print_json(rows)
         return
     if not rows:
-        click.echo("nothing to show")
+        click.echo("nothing to show" if not offset else f"nothing after the first {offset}")
         return
+    # On a terminal, lines are cut to its width; piped, nothing is cut (for grep).
+    width = shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else None
+    sender_w = 28
+    click.echo(f"{'ID':>7} {'STATUS':<11} {'FROM':<{sender_w}} SUBJECT")
     for row in rows:
-        line = f"{row['id']:>7} {row['status']:<11} {row['origin']}"
-        if row["reason"]:
-            line += f"  -- {row['reason']}"
-        click.echo(line)
+        # The address says who it is; the display name is in `inbound show`.
+        address = parseaddr(row["from"])[1] if row["from"] else ""
+        sender = address or row["from"] or row["given_sender"] or "(no From)"
+        sender = _printable(sender, one_line=True)
+        subject = _printable(row["subject"] or "(no subject)", one_line=True)
+        if width:
+            sender = _shorten(sender, sender_w)
+        pad = " " * max(sender_w - _display_width(sender), 0)
+        head = f"{row['id']:>7} {row['status']:<11} {sender}{pad} "
+        click.echo(head + (_shorten(subject, max(width - len(head), 20)) if width else subject))
+        if row["reason"] and row["status"] in (RawStatus.QUARANTINED, RawStatus.DISCARDED):
+            reason = f"{' ' * 8}reason: {_printable(row['reason'], one_line=True)}"
+            click.echo(_shorten(reason, max(width, 40)) if width else reason)
+    more = total - offset - len(rows)
+    if more > 0:
+        click.echo(
+            f"... {more} more; see them with --offset {offset + len(rows)} or a larger --limit"
+        )
+
+
+def _display_width(text: str) -> int:
+    from wcwidth import wcswidth
+
+    return max(wcswidth(text), 0)
+
+
+@inbound.command("show")
+@click.argument("raw_id", metavar="ID", type=ROW_ID)
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Print the stored bytes as they arrived (on a terminal, control bytes are "
+    "shown as \\xNN).",
+)
+@json_option
+@pass_context
+def inbound_show(obj: Context, raw_id: int, raw: bool, as_json: bool) -> None:
+    """Show stored inbound message ID: where it came from, its status and reason, its
+    headers and its text (control characters and escape sequences removed).
+
+    \b
+    Example:
+      $ postdesk inbound show 42
+      $ postdesk inbound show 42 --raw > message.eml
+    """
+    from postdesk.ingest.quarantine import get_inbound, show_inbound
+
+    if raw:
+        content = get_inbound(obj.database(), raw_id).content
+        stdout = sys.stdout.buffer
+        if sys.stdout.isatty():
+            # Mail may carry escape sequences meant for a terminal: show them, not obey.
+            content = re.sub(
+                rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]",
+                lambda m: b"\\x%02x" % m.group()[0],
+                content,
+            )
+        stdout.write(content)
+        stdout.flush()
+        return
+    data = show_inbound(obj.database(), raw_id)
+    if as_json:
+        print_json(data)
+        return
+
+    def line(label: str, value: object) -> None:
+        if value:
+            click.echo(f"{label + ':':<13} {_printable(str(value), one_line=True)}")
+
+    status = data["status"]
+    click.echo(f"Inbound message {data['id']} ({status}, {data['attempts']} attempt(s))")
+    line("Reason", data["reason"])
+    line("From", data["from"] or "(none)")
+    line("Given sender", data["given_sender"])
+    line("To", data["to"])
+    line("Date", data["date"])
+    line("Subject", data["subject"] or "(no subject)")
+    line("Message-ID", data["message_id"])
+    line("Came from", f"{data['source']}: {data['origin']}")
+    line("Stored at", data["received_at"])
+    line("Size", f"{data['size']} bytes")
+    click.echo("")
+    if data["parse_error"]:
+        click.echo(f"(the text cannot be read: {_printable(data['parse_error'], one_line=True)})")
+        click.echo(f"(see the stored bytes with `postdesk inbound show {raw_id} --raw`)")
+    else:
+        click.echo(_printable(data["text"]).rstrip() or "(no text)")
+    if status == RawStatus.QUARANTINED:
+        click.echo("")
+        click.echo(
+            f"(`postdesk inbound retry {raw_id}` processes it again; "
+            f"`postdesk inbound discard {raw_id}` sets it aside)"
+        )
 
 
 @inbound.command("retry")
-@click.argument("ids", nargs=-1, type=int)
+@click.argument("ids", metavar="[ID]...", nargs=-1, type=ROW_ID)
 @click.option("--all", "retry_all", is_flag=True, help="Retry every quarantined message.")
+@click.option(
+    "--sender",
+    metavar="EMAIL",
+    help="For one message without a usable From, Sender or Reply-To: process it as "
+    "sent by EMAIL (kept beside the mail, which is not changed).",
+)
 @pass_context
-def inbound_retry(obj: Context, ids: tuple[int, ...], retry_all: bool) -> None:
-    """Process quarantined messages again (by raw id, or --all)."""
+def inbound_retry(obj: Context, ids: tuple[int, ...], retry_all: bool, sender: str | None) -> None:
+    """Process quarantined (or discarded) messages again: by ID, or --all quarantined.
+
+    An ID that does not exist, or names a message that is neither quarantined nor
+    discarded, is an error and nothing is retried.
+
+    \b
+    Example:
+      $ postdesk inbound retry 42 43
+      $ postdesk inbound retry --all
+      $ postdesk inbound retry 42 --sender alice@example.org
+    """
     from postdesk.daemon import Service
     from postdesk.ingest.process import requeue
+    from postdesk.ingest.quarantine import give_sender, requeue_ids
 
+    if ids and retry_all:
+        raise PostdeskError("give message ids or --all, not both")
     if not ids and not retry_all:
         raise PostdeskError("name the messages to retry (ids from `inbound list`) or use --all")
+    if sender is not None and len(ids) != 1:
+        raise PostdeskError("--sender is for one message: give exactly one ID")
+    obj.writable_data_dir()  # attachments and the reply-token key go there
     service = Service(obj.settings(), obj.database())
-    requeued = requeue(service.db, None if retry_all else list(ids))
+    if sender is not None:
+        given = give_sender(service.db, ids[0], sender)
+        click.echo(f"inbound message {ids[0]}: sender set to {given}")
+    requeued = requeue(service.db, None) if retry_all else requeue_ids(service.db, ids)
     if not requeued:
         click.echo("no quarantined message to retry")
         return
@@ -663,7 +1044,28 @@ def inbound_retry(obj: Context, ids: tuple[int, ...], retry_all: bool) -> None:
         f"{result.quarantined} quarantined again"
     )
     for raw_id in result.quarantined_ids:
-        click.echo(f"still quarantined: {raw_id} (see `postdesk inbound list --quarantined`)")
+        click.echo(f"still quarantined: {raw_id} (see `postdesk inbound show {raw_id}`)")
+
+
+@inbound.command("discard")
+@click.argument("ids", metavar="ID...", nargs=-1, type=ROW_ID, required=True)
+@pass_context
+def inbound_discard(obj: Context, ids: tuple[int, ...]) -> None:
+    """Set quarantined messages aside for good: they are never processed.
+
+    The stored bytes and the reason are kept for the record (`inbound show` still reads
+    them, `inbound retry` brings one back), and a copy of the same mail fetched or
+    imported again is not processed either. Only quarantined messages can be discarded;
+    an unknown ID is an error and nothing is discarded.
+
+    \b
+    Example:
+      $ postdesk inbound discard 42
+    """
+    from postdesk.ingest.quarantine import discard
+
+    done = discard(obj.database(), ids)
+    click.echo(f"discarded {len(done)}: {', '.join(str(i) for i in done)}")
 
 
 # Each feature's commands live beside the feature and are registered here, in one place.

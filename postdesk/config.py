@@ -243,8 +243,8 @@ def _database_url(url: str, key: Key) -> str:
         prefix, _, rest = url.partition(":///")
         if not rest:
             raise key.fail('a SQLite URL looks like "sqlite:///path/to/postdesk.db"')
-        if rest.startswith(":memory:"):
-            return url
+        if rest.startswith((":memory:", "file:")):
+            return url  # in memory, or a URI SQLite resolves (`file:/x.db?mode=ro&uri=true`)
         # A relative SQLite path is relative to the config file, not to the
         # directory the service happened to be started from.
         return f"{prefix}:///{key.path(rest)}"

@@ -29,9 +29,10 @@ from postdesk.errors import ConfigError, MailboxError
 from postdesk.ingest.fetch import FetchResult, FolderFetcher, record_failure
 from postdesk.ingest.imap import ImapSource
 from postdesk.ingest.lease import make_owner
+from postdesk.ingest.parse import header_summary
 from postdesk.ingest.process import Processor, ProcessResult, Step
 from postdesk.ingest.sources import ImportedMessage
-from postdesk.ingest.store import IMPORT, Incoming, store_many
+from postdesk.ingest.store import IMPORT, Incoming, dedupe_key, store_many
 from postdesk.ingest.tokens import ReplyTokens, load_key
 from postdesk.models import Contact, Mailbox, RawMessage, RawStatus, utcnow
 from postdesk.models.db import Database, describe_error
@@ -309,15 +310,25 @@ def signals_stop(service: Service) -> Iterator[None]:
 
 @dataclass
 class ImportResult:
-    """What `postdesk import` did."""
+    """What `postdesk import` did.
+
+    `interrupted`: stopped early (SIGINT/SIGTERM); `pending` messages were then stored but
+    not processed, and reading may have stopped before the end of the source. Running the
+    same import again stores nothing twice and finishes both.
+    """
 
     read: int = 0
     stored: int = 0
     duplicates: int = 0
     processed: ProcessResult = field(default_factory=ProcessResult)
+    interrupted: bool = False
+    read_all: bool = False  # the source was read to its end
+    pending: int = 0
 
 
 IMPORT_BATCH = 200
+# Processing runs in chunks of this many so that progress can be reported between them.
+PROCESS_CHUNK = 100
 
 
 def import_messages(
@@ -326,12 +337,16 @@ def import_messages(
     *,
     mailbox: str | None = None,
     progress: Callable[[int], None] | None = None,
+    processing: Callable[[int, int], None] | None = None,
 ) -> ImportResult:
     """Store `messages` (batched, durable commits), then process them oldest first.
 
     Messages are processed in Date-header order so that a thread read out of order on
     disk still opens its ticket with the first message. Anything else left pending is
-    processed afterwards.
+    processed afterwards. `progress(n)` is called after each stored batch of n;
+    `processing(done, total)` before processing starts and after each chunk.
+    When the service is asked to stop, storing and processing stop at the next message
+    boundary and the result says what is left.
     """
     db = service.db
     ids = sync_config(db, service.settings)
@@ -365,12 +380,66 @@ def import_messages(
             flush()
         if service.stopping():
             break
+    else:
+        result.read_all = True
     if batch:
         flush()
     ordered = _in_date_order(db, raw_ids)
     processor = service.processor()
-    result.processed = processor.run_ids(ordered)
-    result.processed.add(processor.run())
+    if processing is not None:
+        processing(0, len(ordered))
+    for start in range(0, len(ordered), PROCESS_CHUNK):
+        if service.stopping():
+            break
+        result.processed.add(processor.run_ids(ordered[start : start + PROCESS_CHUNK]))
+        if processing is not None:
+            processing(min(start + PROCESS_CHUNK, len(ordered)), len(ordered))
+    if not service.stopping():
+        result.processed.add(processor.run())
+    result.interrupted = service.stopping()
+    with db.read_session() as session:
+        result.pending = session.execute(
+            select(func.count())
+            .select_from(RawMessage)
+            .where(RawMessage.status == RawStatus.PENDING)
+        ).scalar_one()
+    return result
+
+
+def count_import(db: Database, messages: Iterable[ImportedMessage]) -> ImportResult:
+    """What importing `messages` would store, writing nothing (`import --dry-run`).
+
+    `stored` counts the messages the raw store would take as new, `duplicates` those it
+    holds already or that repeat an earlier one of `messages`: the same dedupe key the
+    store uses decides.
+    """
+    result = ImportResult()
+    seen: set[str] = set()
+    batch: list[str] = []
+
+    def check() -> None:
+        with db.read_session() as session:
+            known = set(
+                session.execute(
+                    select(RawMessage.dedupe_key).where(RawMessage.dedupe_key.in_(batch))
+                ).scalars()
+            )
+        result.duplicates += sum(1 for key in batch if key in known)
+        result.stored += sum(1 for key in batch if key not in known)
+        batch.clear()
+
+    for item in messages:
+        result.read += 1
+        key = dedupe_key(header_summary(item.raw))
+        if key in seen:
+            result.duplicates += 1
+            continue
+        seen.add(key)
+        batch.append(key)
+        if len(batch) >= IMPORT_BATCH:
+            check()
+    if batch:
+        check()
     return result
 
 

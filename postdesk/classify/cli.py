@@ -148,7 +148,13 @@ def _cv_line(meta: dict[str, Any]) -> str:
 
 @click.group()
 def model() -> None:
-    """Train, evaluate and manage the triage models (category, priority)."""
+    """Train, evaluate and manage the triage models (category, priority).
+
+    \b
+    Example:
+      $ postdesk model list
+      $ postdesk model train --from-db
+    """
 
 
 @model.command()
@@ -210,6 +216,11 @@ def train(
 
     A model trained into the store becomes active only if its cross-validated macro-F1
     is not worse than the active model's on the same data (unless --force).
+
+    \b
+    Example:
+      $ postdesk model train --csv tickets.csv --text subject,body --label category
+      $ postdesk model train --from-db --target priority
     """
     from postdesk.classify.store import check_target, save_model_file
     from postdesk.classify.training import train_model
@@ -346,7 +357,13 @@ def evaluate(
     as_json: bool,
 ) -> None:
     """Measure MODEL on labelled tickets: macro-F1, accuracy, per-class precision/recall/F1,
-    the confusion matrix, and the coverage at the target precision."""
+    the confusion matrix, and the coverage at the target precision.
+
+    \b
+    Example:
+      $ postdesk model evaluate category-3 --csv holdout.csv --text subject,body --label category
+      $ postdesk model evaluate --csv tickets.csv --text subject,body --label category --cv 5
+    """
     from postdesk.classify.training import cross_evaluate
 
     data = _csv_data(csv_path, text, label, delimiter)
@@ -415,7 +432,12 @@ def _print_evaluation(result: dict[str, Any]) -> None:
 @json_option
 @pass_context
 def predict(obj: Context, model_ref: str, text: str, subject: str, as_json: bool) -> None:
-    """Predict the label of one ticket's TEXT with MODEL."""
+    """Predict the label of one ticket's TEXT with MODEL.
+
+    \b
+    Example:
+      $ postdesk model predict category-3 "I was charged twice" --subject "Refund"
+    """
     from postdesk.classify.text import ticket_matrix
 
     trained = _load(obj, model_ref)
@@ -442,7 +464,12 @@ def predict(obj: Context, model_ref: str, text: str, subject: str, as_json: bool
 @json_option
 @pass_context
 def list_(obj: Context, as_json: bool) -> None:
-    """List the stored models; * marks the active one of each target."""
+    """List the stored models; * marks the active one of each target.
+
+    \b
+    Example:
+      $ postdesk model list
+    """
     store = _store(obj)
     active = set(store.active_versions().values())
     rows = []
@@ -481,7 +508,12 @@ def list_(obj: Context, as_json: bool) -> None:
 @json_option
 @pass_context
 def show(obj: Context, model_ref: str, as_json: bool) -> None:
-    """Show a model's metrics, training data, settings and library versions."""
+    """Show a model's metrics, training data, settings and library versions.
+
+    \b
+    Example:
+      $ postdesk model show category-3
+    """
     from postdesk.classify.store import load_model_file
 
     if _looks_like_path(model_ref):
@@ -510,7 +542,12 @@ def show(obj: Context, model_ref: str, as_json: bool) -> None:
 @click.argument("version")
 @pass_context
 def promote(obj: Context, version: str) -> None:
-    """Make VERSION the active model of its target."""
+    """Make VERSION the active model of its target.
+
+    \b
+    Example:
+      $ postdesk model promote category-3
+    """
     before = _store(obj).promote(version)
     if before == version:
         click.echo(f"{version} is already active")
@@ -522,7 +559,12 @@ def promote(obj: Context, version: str) -> None:
 @click.argument("target")
 @pass_context
 def rollback(obj: Context, target: str) -> None:
-    """Make the previously active model of TARGET active again."""
+    """Make the previously active model of TARGET active again.
+
+    \b
+    Example:
+      $ postdesk model rollback category
+    """
     current, previous = _store(obj).rollback(target)
     click.echo(f"{previous} is active again (was {current})")
 
@@ -542,7 +584,13 @@ def label(
     confirm: bool,
     actor: str,
 ) -> None:
-    """Set or confirm ticket NUMBER's category/priority: training data for the next model."""
+    """Set or confirm ticket NUMBER's category/priority: training data for the next model.
+
+    \b
+    Example:
+      $ postdesk model label 42 --category billing
+      $ postdesk model label 42 --confirm
+    """
     from postdesk.classify.labels import record_label
     from postdesk.tickets.views import current_labels
 

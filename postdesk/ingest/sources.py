@@ -107,8 +107,18 @@ _MAILDIR_CONTROL = re.compile(r"^(dovecot|courier|maildirfolder$|subscriptions$)
 def _file_messages(
     path: Path, *, explicit: bool, skipped: list[Path] | None
 ) -> Iterator[ImportedMessage]:
+    try:
+        empty = path.stat().st_size == 0
+    except OSError as exc:
+        raise ImportSourceError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if empty:
+        if explicit:
+            raise ImportSourceError(f"{path}: the file is empty; there is nothing to import")
+        if skipped is not None and not _MAILDIR_CONTROL.match(path.name):
+            skipped.append(path)
+        return
     kind = _kind(path)
-    if kind is None and path.suffix.lower() == ".eml" and path.stat().st_size > 0:
+    if kind is None and path.suffix.lower() == ".eml":
         # The name says it is a message: store it and let processing quarantine it
         # with a reason, rather than drop it here.
         kind = "message"
@@ -142,9 +152,10 @@ def read_messages(
 ) -> Iterator[ImportedMessage]:
     """Yield every message under `path` (file, mbox, Maildir or directory tree).
 
-    Files met while walking a directory that are not mail are left out; when `skipped`
-    is given they are appended to it, so the caller can say so. A `.eml` file is always
-    taken as a message.
+    Files met while walking a directory that are not mail (or are empty) are left out;
+    when `skipped` is given they are appended to it, so the caller can say so. A
+    non-empty `.eml` file is always taken as a message. A file named explicitly that is
+    empty or not mail is an ImportSourceError saying which.
     """
     root = Path(path)
     if not root.exists():

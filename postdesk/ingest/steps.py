@@ -15,6 +15,7 @@ from typing import Any, overload
 
 from sqlalchemy import bindparam, exists, insert, select, update
 
+from postdesk.errors import ParseError
 from postdesk.ingest.attachments import AttachmentStore
 from postdesk.ingest.automatic import kind_of_mail
 from postdesk.ingest.parse import Address, ParsedMessage, parse_message
@@ -36,6 +37,7 @@ from postdesk.models import (
     MailKind,
     Message,
     MessageRef,
+    RawMessage,
     UTCDateTime,
 )
 from postdesk.models.base import table_of
@@ -118,6 +120,11 @@ class KindStep:
         )
 
 
+_GIVEN_SENDER = select(table_of(RawMessage).c.given_sender).where(
+    table_of(RawMessage).c.id == bindparam("raw_id")
+)
+
+
 class SenderStep:
     """Find or create the contact who wrote the message."""
 
@@ -127,7 +134,15 @@ class SenderStep:
         self.team_addresses = frozenset(e.lower() for e in team_addresses)
 
     def __call__(self, item: WorkItem) -> None:
-        address = sender_address(item.need_parsed())
+        try:
+            address = sender_address(item.need_parsed())
+        except ParseError:
+            # No usable address in the mail: the one a person gave it, if any (a query
+            # only on this rare path; see `postdesk inbound retry --sender`).
+            given = item.conn.execute(_GIVEN_SENDER, {"raw_id": item.raw.id}).scalar()
+            if not given:
+                raise
+            address = Address(given, "")
         item.sender = get_or_create_contact(item.conn, address, team_addresses=self.team_addresses)
 
 

@@ -129,10 +129,11 @@ def _key_file(path: Path) -> bytes:
 
     The new key is written whole to a private temporary file and then hard-linked into
     place, which fails if the file exists: two processes starting at once end up with
-    the same, complete key.
+    the same, complete key. A data directory that cannot be created or written to is
+    named as such; only a key file that is there but unreadable is blamed on the file.
     """
-    try:
-        if not path.exists():
+    if not path.exists():
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
             scratch = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
             fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -145,6 +146,14 @@ def _key_file(path: Path) -> bytes:
                     os.link(scratch, path)
             finally:
                 scratch.unlink(missing_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                str(path.parent),
+                None,
+                f"data_dir: cannot create files in this directory ({exc.strerror or exc}); "
+                "expected a directory postdesk may write to",
+            ) from None
+    try:
         text = path.read_text(encoding="ascii").strip()
         return bytes.fromhex(text)
     except (OSError, UnicodeDecodeError, ValueError) as exc:

@@ -48,7 +48,8 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo}
         if self.dialect == "sqlite":
             db_path = parsed.database
-            if db_path and db_path != ":memory:":
+            # A `file:` URI (`?mode=ro&uri=true`) is SQLite's to resolve.
+            if db_path and db_path != ":memory:" and not db_path.startswith("file:"):
                 parent = Path(db_path).parent
                 if not parent.is_dir():
                     raise DatabaseError(
@@ -110,6 +111,17 @@ class Database:
             raise DatabaseError(
                 f"cannot connect to {self.display_url}: {_first_line(exc)}"
             ) from None
+
+    def check_writable(self) -> None:
+        """Write to the schema version table and roll back: a DatabaseError naming the
+        database when it is read-only for postdesk (`init` checks this, since reading
+        a read-only database at the current schema would otherwise look fine)."""
+        try:
+            with self.engine.connect() as conn, conn.begin() as tx:
+                conn.execute(text("UPDATE alembic_version SET version_num = version_num"))
+                tx.rollback()
+        except _SQLAlchemyError as exc:
+            raise DatabaseError(describe_error(exc, self.display_url)) from None
 
     def has_tables(self) -> bool:
         """Whether the database already holds postdesk's schema version table."""
@@ -177,8 +189,38 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
-def describe_error(exc: BaseException) -> str:
-    """A database error as one line, for the CLI and logs."""
+# SQLSTATEs of PostgreSQL's refusals to write: a read-only transaction (a standby, or
+# default_transaction_read_only) and a role without the privilege.
+_READ_ONLY_STATES = frozenset({"25006", "42501"})
+
+
+def is_read_only_error(exc: BaseException) -> bool:
+    """Whether `exc` is the database refusing a write: a read-only SQLite file (or one
+    in a folder postdesk may not write to) or a PostgreSQL read-only transaction or
+    missing privilege."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _READ_ONLY_STATES:
+        return True
+    text_ = str(orig).lower()
+    return "readonly database" in text_ or "read-only" in text_
+
+
+def describe_error(exc: BaseException, display_url: str | None = None) -> str:
+    """A database error as one line, for the CLI and logs (never the SQL statement)."""
+    if is_read_only_error(exc):
+        where = f"the database {display_url}" if display_url else "the database"
+        if display_url is None:
+            hint = ""
+        elif display_url.startswith("sqlite"):
+            hint = " (to its file and the folder it is in)"
+        else:
+            hint = " (a role with write privileges, on the primary server)"
+        return (
+            f"{where} is read-only for postdesk ({_first_line(exc)}); postdesk must be "
+            f"able to write to it{hint}"
+        )
     return f"database error: {_first_line(exc)}"
 
 

@@ -33,6 +33,9 @@ class RawStatus(StrEnum):
     PENDING = "pending"
     PROCESSED = "processed"
     QUARANTINED = "quarantined"  # a step failed; the reason is kept (`inbound retry`)
+    # Set aside for good by a person (`inbound discard`): the bytes and reason are kept
+    # for the record, and a copy fetched or imported again is not processed.
+    DISCARDED = "discarded"
 
 
 class MailKind(StrEnum):
@@ -116,6 +119,9 @@ class RawMessage(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The sender a person gave a message that has no usable From, Sender or Reply-To
+    # (`postdesk inbound retry ID --sender EMAIL`); used only when the mail has none.
+    given_sender: Mapped[str | None] = mapped_column(String(320))
 
 
 class Delivery(Base):

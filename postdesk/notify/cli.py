@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import click
 
-from postdesk.clikit import Context, json_option, pass_context, print_json
+from postdesk.clikit import ROW_ID, Context, json_option, pass_context, print_json
 from postdesk.models import OutboxState
 
 
 @click.group()
 def outbox() -> None:
-    """Outgoing mail: list it, and send failed or unconfirmed mail again."""
+    """Outgoing mail: list it, and send failed or unconfirmed mail again.
+
+    \b
+    Example:
+      $ postdesk outbox list --state failed
+      $ postdesk outbox retry 17
+    """
 
 
 @outbox.command("list")
@@ -22,7 +28,12 @@ def outbox() -> None:
 @json_option
 @pass_context
 def outbox_list(obj: Context, state: str | None, as_json: bool) -> None:
-    """List outgoing mail, the newest first, with why any is waiting or failed."""
+    """List outgoing mail, the newest first, with why any is waiting or failed.
+
+    \b
+    Example:
+      $ postdesk outbox list --state failed
+    """
     from postdesk.notify.outbox import list_outbox
 
     rows = list_outbox(obj.database(), state)
@@ -44,13 +55,17 @@ def outbox_list(obj: Context, state: str | None, as_json: bool) -> None:
 
 
 @outbox.command("retry")
-@click.argument("ids", nargs=-1, type=int, required=True)
+@click.argument("ids", nargs=-1, type=ROW_ID, required=True)
 @pass_context
 def outbox_retry(obj: Context, ids: tuple[int, ...]) -> None:
     """Queue failed or unconfirmed mail (ids from `outbox list`) to be sent again.
 
     An unconfirmed mail may already have been delivered: retry it only when you know
     it did not arrive.
+
+    \b
+    Example:
+      $ postdesk outbox retry 17 18
     """
     from postdesk.notify.outbox import retry
 

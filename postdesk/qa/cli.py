@@ -22,7 +22,13 @@ from postdesk.qa.store import (
 
 @click.group()
 def qa() -> None:
-    """Quality assurance: sample solved tickets, score them, import reviews, check agreement."""
+    """Quality assurance: sample solved tickets, score them, import reviews, check agreement.
+
+    \b
+    Example:
+      $ postdesk qa sample --n 30 --reviewer lead@example.com
+      $ postdesk qa score --reviewer lead@example.com
+    """
 
 
 def _warn(scorecard: Scorecard) -> None:
@@ -119,6 +125,11 @@ def qa_sample(
     estimates all tickets, not only the drawn ones. A ticket already sampled or
     reviewed with the same scorecard is not drawn again. The seed is printed: the same
     seed on the same tickets draws the same sample (try it with --dry-run).
+
+    \b
+    Example:
+      $ postdesk qa sample --per-agent 5 --since 2026-11-01 --reviewer lead@example.com
+      $ postdesk qa sample --n 30 --risk --dry-run
     """
     from postdesk.qa.frame import Period
     from postdesk.qa.samples import SampleRequest, draw_sample
@@ -195,6 +206,10 @@ def qa_score(obj: Context, reviewer: str, scorecard: str | None, blind: bool) ->
     Each answer is saved when given: after an interruption, run it again and it
     resumes at the first unanswered criterion. The review's score (0 when a critical
     criterion fails) is shown at the end of each ticket.
+
+    \b
+    Example:
+      $ postdesk qa score --reviewer lead@example.com
     """
     import sys
 
@@ -233,6 +248,10 @@ def qa_import_reviews(obj: Context, file: Path, scorecard_file: Path) -> None:
     row per answer. rating is a number on the criterion's scale (pass-fail: 1 or 0) or
     NA. Every row is checked first: with any bad row nothing is imported, and the error
     names each bad line and why.
+
+    \b
+    Example:
+      $ postdesk qa import-reviews reviews.csv --scorecard scorecard.toml
     """
     from postdesk.qa.imports import import_reviews, read_reviews
 
@@ -285,6 +304,10 @@ def qa_agreement(obj: Context, scorecard: str | None, bootstrap: int, as_json: b
     QA ratings are mostly "pass", so kappa and alpha can be low while percent agreement
     is high: chance agreement is high when nearly everything passes. Read both; a low
     alpha with high agreement means reviewers disagree on the rare failures.
+
+    \b
+    Example:
+      $ postdesk qa agreement --json
     """
     from postdesk.qa.agreement import RELIABLE, agreement_report, collect
     from postdesk.qa.store import scorecard_names
@@ -398,6 +421,11 @@ def kpi(
     backlog          not solved or closed as of "as of", by age: <1d, 1-7d, 7-30d, >30d
     csat             answers given in the period: responses, mean, share of 4 and 5
     by_queue/by_agent  the same per mailbox and per current assignee ("-": none)
+
+    \b
+    Example:
+      $ postdesk kpi --since 2026-11-01 --until 2026-11-30
+      $ postdesk kpi --queue billing --json
     """
     from postdesk.models import utcnow
     from postdesk.qa.kpi import KpiPeriod, kpi_report
@@ -519,6 +547,11 @@ def qa_report(
     title, title_fa), by_week (lists of rows: group_kind, group, n, reviews, iqs,
     ci_low, ci_high, standard_error), root_causes (criterion, root_cause, count,
     share). --csv: the rows as one table.
+
+    \b
+    Example:
+      $ postdesk qa report --since 2026-11-01 --until 2026-11-30
+      $ postdesk qa report --plot iqs.png
     """
     from postdesk.qa.report import Period, build_report, collect, to_csv
 
