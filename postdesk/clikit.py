@@ -19,6 +19,9 @@ from postdesk.errors import DatabaseError
 from postdesk.models.db import Database, sqlite_file
 from postdesk.models.migrate import require_current
 
+# Every command prints text from mail through this one function (re-exported here).
+from postdesk.termsafe import terminal_safe as terminal_safe
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
