@@ -92,6 +92,13 @@ def run_list(
     out = screen(settings.display_zone(), now)
     names = check_columns(columns) if columns is not None else None
     check_sort(sort)
+    if mailbox is not None:
+        settings.mailbox(mailbox)  # an unknown name is an error listing the known ones
+    levels = settings.triage.priority_levels
+    if priority is not None and levels and priority.strip().lower() not in levels:
+        raise PostdeskError(
+            f"unknown priority {priority!r}; [triage] priority_levels: {', '.join(levels)}"
+        )
     zone = out.zone
     wanted = TicketFilter(
         statuses=_statuses(statuses),

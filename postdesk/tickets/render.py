@@ -266,9 +266,9 @@ def _style(name: str, text: str, row: dict[str, Any]) -> str | None:
 
 
 GAP = 2  # cells between two columns
-# Which columns give cells to the subject on a narrow screen, in order, and how narrow
-# each may become; the others (number, status, age, times, counts) are never cut.
-SHRINKABLE = {"requester": 16, "assignee": 10, "mailbox": 8, "category": 8, "priority": 8}
+# Which columns give cells to the subject on a narrow screen (the widest first) and how
+# narrow each may become; the others (number, status, age, times, counts) are never cut.
+SHRINKABLE = {"requester": 12, "assignee": 10, "mailbox": 8, "category": 8, "priority": 8}
 
 
 def _fit(columns: list[Column], headers: list[str], widths: list[int], width: int) -> None:
@@ -281,15 +281,19 @@ def _fit(columns: list[Column], headers: list[str], widths: list[int], width: in
     others = sum(w for i, w in enumerate(widths) if i != subject)
     room = width - others - GAP * (len(widths) - 1)
     need = min(natural, max(20, width // 3)) if subject is not None else 0
-    for name, floor in SHRINKABLE.items():
-        if room >= need:
+    floors = {
+        names.index(name): max(floor, cell_len(headers[names.index(name)]))
+        for name, floor in SHRINKABLE.items()
+        if name in names
+    }
+    while room < need:
+        # A cell at a time from the widest column that can still give one.
+        able = [i for i, floor in floors.items() if widths[i] > floor]
+        if not able:
             break
-        if name in names:
-            i = names.index(name)
-            give = min(widths[i] - max(floor, cell_len(headers[i])), need - room)
-            if give > 0:
-                widths[i] -= give
-                room += give
+        widest = max(able, key=lambda i: widths[i])
+        widths[widest] -= 1
+        room += 1
     if subject is not None:
         widths[subject] = max(min(natural, room), cell_len(headers[subject]))
 
@@ -498,7 +502,7 @@ def render_ticket(data: dict[str, Any], out: Screen, *, full: bool = False) -> s
     page.line(
         f"Queue: {one_line(data['queue'] or '-')}   "
         f"Created: {local_stamp(data['created_at'], out)} "
-        f"({relative(data['created_at'], out.now)} ago)"
+        f"({_ago(data['created_at'], out.now)})"
         f"   Updated: {local_stamp(data['updated_at'], out)}"
     )
     page.line(
@@ -522,7 +526,7 @@ def render_ticket(data: dict[str, Any], out: Screen, *, full: bool = False) -> s
         text = message["text"] if full else message["visible_text"]
         page.body(text or "")
         if not full and (message["text"] or "").strip() != (message["visible_text"] or "").strip():
-            page.line("  [quoted text hidden; --full shows it]", "dim")
+            page.line("  [quoted text or signature hidden; --full shows it]", "dim")
         if message.get("agent_check"):
             page.line(f"  [agent check: {one_line(str(message['agent_check']))}]")
         for attachment in message["attachments"]:
@@ -542,6 +546,11 @@ def render_ticket(data: dict[str, Any], out: Screen, *, full: bool = False) -> s
             summary = one_line(event.get("summary") or event["kind"])
             page.hanging(f"  {when}  ", f"{summary}  ({actor})")
     return file.getvalue()
+
+
+def _ago(value: str | None, now: datetime) -> str:
+    age = relative(value, now)
+    return "just now" if age == "now" else f"{age} ago"
 
 
 def _describe_link(link: dict[str, Any], number: int) -> str:
