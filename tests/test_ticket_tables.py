@@ -31,7 +31,7 @@ from postdesk.testing.cli import CLEAN_ENV, assert_one_line_error
 from postdesk.testing.config import write_config
 from postdesk.testing.mail import Attachment, Mail
 from postdesk.tickets.lifecycle import apply_triage
-from postdesk.tickets.render import FSI, PDI, Screen, render_table, screen
+from postdesk.tickets.render import FSI, PDI, Screen, describe_event, render_table, screen
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 LONG_SUBJECT = (
@@ -408,3 +408,38 @@ def test_terminal_safe() -> None:
     # Linear on a long run of unterminated sequences.
     assert terminal_safe("\x1b]" + "a" * 100_000) == ""
     assert terminal_safe("\x1b[" * 50_000) == ""
+
+
+def test_history_in_words() -> None:
+    emails = {7: "sara@example.com"}
+    said = {
+        kind: describe_event(kind, "postdesk", data, emails)
+        for kind, data in (
+            ("created", {"follow_up": 3}),
+            ("status", {"from": "new", "to": "pending", "why": "replied"}),
+            ("assigned", {"from": None, "to": 7}),
+            ("merged", {"from": 9, "messages": 2}),
+            ("csat", {"score": 2, "comment": "slow\x1b[2J"}),
+        )
+    }
+    assert said == {
+        "created": "opened as a follow-up of #3",
+        "status": "status new -> pending (replied)",
+        "assigned": "assigned nobody -> sara@example.com",
+        "merged": "ticket #9 merged into this one (2 message(s) moved)",
+        "csat": "satisfaction 2/5: slow",
+    }
+    model = {"to": "billing", "source": "model", "model": "c-2", "probability": 0.93,
+             "suggestion": "billing", "confident": True}  # fmt: skip
+    assert describe_event("category", "postdesk", model, {}) == (
+        "category: c-2 set billing (p=0.93, confident)"
+    )
+    rule = {"to": "urgent", "source": "rule:keyword:urgent",
+            "model_suggestion": {"model": "p-1", "label": "low", "probability": 0.4,
+                                 "confident": False}}  # fmt: skip
+    assert describe_event("priority", "postdesk", rule, {}) == (
+        "priority urgent by rule:keyword:urgent; "
+        "model p-1 guessed low (p=0.40, unsure: left to a person)"
+    )
+    person = {"from": "low", "to": "low", "source": "human", "confirmed": True}
+    assert describe_event("priority", "sara", person, {}) == "priority low confirmed by a person"

@@ -338,8 +338,8 @@ def render_table(rows: Sequence[dict[str, Any]], names: Sequence[str], out: Scre
 
 
 def plain_cells(row: dict[str, Any], names: Sequence[str], out: Screen) -> list[str]:
-    """A row's cells for CSV/TSV/JSON: whole (never shortened), no marks, no colour;
-    times as ISO 8601 with the display zone's offset."""
+    """A row's cells for CSV/TSV/`--format json --columns`: whole (never shortened), no
+    marks, no colour, no control characters; times ISO 8601 with the display zone's offset."""
     values = []
     for name in names:
         if name in ("created", "updated"):
@@ -353,7 +353,8 @@ def plain_cells(row: dict[str, Any], names: Sequence[str], out: Screen) -> list[
             values.append(row.get("sla") or "")
         else:
             values.append(COLUMNS[name].cell(row, out))
-    return values
+    # CSV and TSV end up on terminals too (`| column -t`): no control character from mail.
+    return [terminal_safe(value) for value in values]
 
 
 def render_delimited(
@@ -452,7 +453,7 @@ def _guess(model: Any, label: Any, data: dict[str, Any]) -> str:
     probability = data.get("probability")
     p = f"p={probability:.2f}" if isinstance(probability, (int, float)) else "p=?"
     if data.get("confident"):
-        return f"{model or 'model'} guessed {label} ({p}, confident)"
+        return f"{model or 'model'} set {label} ({p}, confident)"
     return f"{model or 'model'} guessed {label} ({p}, unsure: left to a person)"
 
 
