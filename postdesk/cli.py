@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from postdesk import __version__
 from postdesk.classify.cli import model as model_commands
-from postdesk.clikit import Context, json_option, pass_context, print_json
+from postdesk.clikit import Context, json_option, pass_context, print_json, terminal_safe
 from postdesk.errors import ConfigError, PostdeskError
 from postdesk.models import RawStatus
 from postdesk.models.db import describe_error
@@ -588,7 +588,7 @@ def inbound_list(obj: Context, quarantined: bool, pending: bool, as_json: bool) 
         line = f"{row['id']:>7} {row['status']:<11} {row['origin']}"
         if row["reason"]:
             line += f"  -- {row['reason']}"
-        click.echo(line)
+        click.echo(terminal_safe(line))  # reasons can quote the mail's own headers
 
 
 @inbound.command("retry")

@@ -443,3 +443,17 @@ def test_history_in_words() -> None:
     )
     person = {"from": "low", "to": "low", "source": "human", "confirmed": True}
     assert describe_event("priority", "sara", person, {}) == "priority low confirmed by a person"
+
+
+def test_inbound_list_prints_no_escape_sequence(tmp_path: Path, sqlite_url: str) -> None:
+    # A file name is as much outside text as a header: here it carries a title-setting
+    # OSC sequence into `inbound list` (the mail has no From, so it is quarantined).
+    desk = Desk(write_config(tmp_path, sqlite_url))
+    desk("init")
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    (folder / "x\x1b]0;owned\x07y.eml").write_bytes(_mail(1, sender=None))
+    desk("import", str(folder))
+    listed = desk("inbound", "list").stdout
+    assert "quarantined" in listed and "xy.eml" in listed
+    assert_no_controls(listed)
