@@ -230,7 +230,11 @@ def tickets() -> None:
     help="Only tickets created at or after WHEN: a date, a time (ISO 8601, local in "
     "display_timezone unless it has an offset) or an age such as 7d or 12h.",
 )
-@click.option("--until", metavar="WHEN", help="Only tickets created before WHEN (as --since).")
+@click.option(
+    "--until",
+    metavar="WHEN",
+    help="Only tickets created before WHEN (as --since; a date includes that whole day).",
+)
 @click.option(
     "--needs-triage",
     is_flag=True,
