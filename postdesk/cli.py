@@ -18,7 +18,6 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime, tzinfo
 from email.utils import parseaddr
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +35,7 @@ from postdesk.clikit import (
     json_option,
     pass_context,
     print_json,
+    terminal_safe,
 )
 from postdesk.errors import ConfigError, PostdeskError
 from postdesk.models import RawStatus
@@ -46,7 +46,6 @@ from postdesk.qa.cli import qa as qa_commands
 
 if TYPE_CHECKING:
     from postdesk.ingest.sources import ImportedMessage
-    from postdesk.sla.clock import Clock
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -57,6 +56,9 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def emit(self, record: logging.LogRecord) -> None:
         self.setStream(sys.stderr)
         super().emit(record)
+
+
+log = logging.getLogger("postdesk")
 
 
 def _setup_logging(verbose: int) -> None:
@@ -366,8 +368,33 @@ def tickets() -> None:
 @tickets.command("list")
 @click.option(
     "--status",
+    "statuses",
     metavar="STATUS",
-    help="Only tickets in this status: new, open, pending, solved or closed.",
+    multiple=True,
+    help="Only tickets in this status: new, open, pending, solved or closed "
+    "(repeat, or separate with commas, for several).",
+)
+@click.option("--mailbox", metavar="NAME", help="Only tickets of this mailbox (queue).")
+@click.option("--category", metavar="NAME", help="Only tickets of this category.")
+@click.option("--priority", metavar="LEVEL", help="Only tickets of this priority.")
+@click.option(
+    "--requester", metavar="TEXT", help="Only tickets whose requester's address contains TEXT."
+)
+@click.option(
+    "--assignee",
+    metavar="TEXT",
+    help="Only tickets whose assignee's address contains TEXT; 'none': unassigned.",
+)
+@click.option(
+    "--since",
+    metavar="WHEN",
+    help="Only tickets created at or after WHEN: a date, a time (ISO 8601, local in "
+    "display_timezone unless it has an offset) or an age such as 7d or 12h.",
+)
+@click.option(
+    "--until",
+    metavar="WHEN",
+    help="Only tickets created before WHEN (as --since; a date includes that whole day).",
 )
 @click.option(
     "--needs-triage",
@@ -380,44 +407,83 @@ def tickets() -> None:
     type=click.Choice(["at-risk", "breached"]),
     help="Only open tickets (new, open, pending) whose SLA clock is at risk or breached.",
 )
+@click.option(
+    "--sort",
+    default="-number",
+    show_default=True,
+    metavar="KEY",
+    help="Order by number, created, updated, status, priority, category or requester; "
+    "a leading '-' reverses.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Show at most N tickets (0: all). Default: 50 in a table, all in json/csv/tsv.",
+)
+@click.option("--offset", type=click.IntRange(min=0), default=0, metavar="N", help="Skip N.")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "json", "csv", "tsv"]),
+    default=None,
+    help="Output format (default: table); --json is --format json.",
+)
+@click.option(
+    "--columns",
+    metavar="NAMES",
+    help="Comma-separated columns: number, status, priority, category, requester, "
+    "assignee, mailbox, sla, age, created, updated, messages, subject.",
+)
 @json_option
 @pass_context
 def tickets_list(
-    obj: Context, status: str | None, needs_triage: bool, sla: str | None, as_json: bool
+    obj: Context,
+    statuses: tuple[str, ...],
+    mailbox: str | None,
+    category: str | None,
+    priority: str | None,
+    requester: str | None,
+    assignee: str | None,
+    since: str | None,
+    until: str | None,
+    needs_triage: bool,
+    sla: str | None,
+    sort: str,
+    limit: int | None,
+    offset: int,
+    output: str | None,
+    columns: str | None,
+    as_json: bool,
 ) -> None:
-    """List tickets, newest first.
+    """List tickets, newest first, as a table fitted to the terminal.
 
     \b
     Example:
-      $ postdesk tickets list --status open
-      $ postdesk tickets list --sla breached --json
+      $ postdesk tickets list --status new,open --needs-triage
+      $ postdesk tickets list --requester @example.org --since 7d --sort -updated
+      $ postdesk tickets list --format csv --columns number,status,subject > tickets.csv
     """
-    from postdesk.tickets import list_tickets
+    from postdesk.ticket_commands import run_list
 
-    rows = list_tickets(obj.database(), status=status, needs_triage=needs_triage)
-    if sla is not None:
-        from postdesk.models import utcnow
-        from postdesk.sla.view import tickets_by_sla
-
-        settings = obj.settings()
-        if settings.sla is None:
-            raise ConfigError(str(settings.path), "sla", "is needed for --sla; add [sla]")
-        wanted = tickets_by_sla(obj.database(), settings, sla, utcnow())
-        rows = [row for row in rows if row["number"] in wanted]
-    if as_json:
-        print_json(rows)
-        return
-    if not rows:
-        click.echo("no tickets")
-        return
-    for row in rows:
-        requester = row["requester"]["email"] if row["requester"] else "?"
-        created = (row["created_at"] or "")[:16].replace("T", " ")
-        triage = "  [needs triage]" if row["needs_triage"] else ""
-        click.echo(
-            f"#{row['number']:<6} {row['status']:<8} {created}  {requester:<32} "
-            f"{len(row['message_ids']):>3} msg  {row['subject']}{triage}"
-        )
+    run_list(
+        obj,
+        statuses=statuses,
+        mailbox=mailbox,
+        category=category,
+        priority=priority,
+        requester=requester,
+        assignee=assignee,
+        since=since,
+        until=until,
+        needs_triage=needs_triage,
+        sla=sla,
+        sort=sort,
+        limit=limit,
+        offset=offset,
+        output="json" if as_json and output is None else (output or "table"),
+        columns=columns,
+    )
 
 
 @tickets.command("search")
@@ -467,96 +533,20 @@ def tickets_search(
 
 @tickets.command("show")
 @click.argument("number", type=TICKET_NUMBER)
+@click.option("--full", is_flag=True, help="Show each message whole, quoted history included.")
 @json_option
 @pass_context
-def tickets_show(obj: Context, number: int, as_json: bool) -> None:
-    """Show one ticket and its messages.
+def tickets_show(obj: Context, number: int, full: bool, as_json: bool) -> None:
+    """Show one ticket: its messages (the visible reply of each), attachments and history.
 
     \b
     Example:
-      $ postdesk tickets show 42
+      $ postdesk tickets show 42 --full
       $ postdesk tickets show 42 --json
     """
-    from postdesk.models import utcnow
-    from postdesk.sla.clock import state_json
-    from postdesk.sla.view import calendar_for, ticket_sla_state
-    from postdesk.tickets import show_ticket
+    from postdesk.ticket_commands import run_show
 
-    data = show_ticket(obj.database(), number)
-    sla = ticket_sla_state(obj.database(), obj.settings(), number, utcnow())
-    data["sla"] = state_json(sla) if sla is not None else None
-    if as_json:
-        print_json(data)
-        return
-    requester = data["requester"]["email"] if data["requester"] else "?"
-    click.echo(f"Ticket #{data['number']}: {data['subject']}")
-    assignee = data["assignee"]["email"] if data["assignee"] else "-"
-    click.echo(f"Status: {data['status']}   Requester: {requester}   Assignee: {assignee}")
-    click.echo(
-        f"Category: {_triaged(data['category'], data['triage']['category'])}   "
-        f"Priority: {_triaged(data['priority'], data['triage']['priority'])}"
-        + ("   [needs triage]" if data["needs_triage"] else "")
-    )
-    click.echo(
-        f"Queue: {data['queue'] or '-'}   First response: {data['first_response_at'] or '-'}   "
-        f"Solved: {data['solved_at'] or '-'}"
-        + (f"   CSAT: {data['csat']['score']}" if data["csat"] else "")
-    )
-    if sla is not None:
-        zone = calendar_for(obj.settings(), data["mailbox"]).zone
-        click.echo(
-            f"SLA: {sla.priority}, calendar {sla.calendar}"
-            + ("   [paused: pending]" if sla.paused else "")
-        )
-        for label, clock in (
-            ("first response", sla.first_response),
-            ("resolution", sla.resolution),
-        ):
-            click.echo(f"  {label} due {_local(clock.due, zone)}{_clock_note(clock, zone)}")
-    for message in data["messages"]:
-        sender = message["from"]["email"]
-        when = message["date"] or message["received_at"]
-        click.echo("")
-        if message["direction"] == "note":
-            click.echo(f"--- note {when}  {sender}  (internal, never sent)")
-        elif message["direction"] == "out":
-            outbox = message.get("outbox") or {}
-            state = f"{outbox.get('kind', 'mail')}, {outbox.get('state', '?')}"
-            click.echo(f"--- sent {when}  to {_recipients(message)}  [{state}]")
-        else:
-            click.echo(f"--- {when}  {sender}  [{message['thread_rule']}]")
-        click.echo(message["text"].rstrip())
-        if message.get("agent_check"):
-            click.echo(f"[agent check: {message['agent_check']}]")
-        for attachment in message["attachments"]:
-            click.echo(f"[attachment: {attachment['filename']} {attachment['size']} bytes]")
-
-
-def _local(when: datetime, zone: tzinfo) -> str:
-    """A time in a calendar's zone, e.g. "2026-12-10 08:30 +0330"."""
-    return when.astimezone(zone).strftime("%Y-%m-%d %H:%M %z")
-
-
-def _clock_note(clock: Clock, zone: tzinfo) -> str:
-    if clock.met_at is not None:
-        return f"   met {_local(clock.met_at, zone)}" + (" (late)" if clock.breached else "")
-    if clock.breached:
-        return "   [BREACHED]"
-    return "   [at risk]" if clock.at_risk else ""
-
-
-def _recipients(message: dict[str, Any]) -> str:
-    return ", ".join(str(r.get("email", "")) for r in message["to"]) or "?"
-
-
-def _triaged(value: str | None, how: dict[str, Any]) -> str:
-    """A category or priority with who set it, e.g. "billing (model 0.93)"."""
-    source, probability = how["source"], how["probability"]
-    if value is None:
-        return f"- (model unsure, {probability:.2f})" if probability is not None else "-"
-    if source == "model" and probability is not None:
-        return f"{value} (model {probability:.2f})"
-    return f"{value} ({source})" if source else value
+    run_show(obj, number, full=full, as_json=as_json)
 
 
 @tickets.command("merge")
@@ -824,16 +814,11 @@ _STATUS_FLAGS = (
     ("discarded", RawStatus.DISCARDED),
 )
 
-# Escape sequences (CSI, OSC) first, then any other control character; each pattern is
-# a run of one character class, linear in the text.
-_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]?|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?")
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
 
 def _printable(text: str, *, one_line: bool = False) -> str:
-    """`text` from mail made safe for a terminal: escape sequences and control characters
-    (and bidi overrides that can disguise text) removed; `one_line` also folds newlines."""
-    text = _CONTROLS.sub("", _ESCAPES.sub("", text.replace("\r\n", "\n")))
+    """`text` from mail made safe for a terminal (`terminal_safe`); `one_line` also folds
+    newlines and tabs."""
+    text = terminal_safe(text)
     return " ".join(text.split()) if one_line else text
 
 

@@ -39,6 +39,9 @@ from postdesk.models.db import Database, describe_error, is_read_only_error, sql
 from postdesk.models.migrate import require_current
 from postdesk.models.tickets import MAX_TICKET_ID
 
+# Every command prints text from mail through this one function (re-exported here).
+from postdesk.termsafe import terminal_safe as terminal_safe
+
 EXIT_USER_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 70

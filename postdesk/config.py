@@ -37,7 +37,7 @@ import types
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -558,6 +558,11 @@ def _time_zone(name: str, key: Key) -> str:
     return name
 
 
+def _display_zone(name: str, key: Key) -> str:
+    """ "" (the default) is the machine's local zone; otherwise an IANA name."""
+    return _time_zone(name, key) if name.strip() else ""
+
+
 def _minutes(hours: str, minutes: str, raw: str, key: Key) -> int:
     value = int(hours) * 60 + int(minutes)
     if int(minutes) >= 60 or value > 24 * 60:
@@ -776,6 +781,9 @@ class Settings:
     path: Path = field(metadata=option(in_file=False))
     data_dir: Path = field(metadata=option(default="postdesk-data"))
     database: DatabaseSettings
+    # The zone the command line shows times in (`tickets list`, `tickets show`): an IANA
+    # name such as "Asia/Tehran"; empty (the default) means the machine's local zone.
+    display_timezone: str = field(default="", metadata=option(_display_zone))
     mailboxes: tuple[MailboxSettings, ...] = field(
         default=(), metadata=option(_mailbox_names_unique, key="mailbox")
     )
@@ -795,6 +803,12 @@ class Settings:
     )
     sla: SlaSettings | None = field(default=None, metadata=option(_sla_fits))
 
+    def display_zone(self) -> tzinfo:
+        """`display_timezone` as a zone: the machine's local zone when it is not set."""
+        if self.display_timezone:
+            return zoneinfo.ZoneInfo(self.display_timezone)
+        return local_zone()
+
     def mailbox(self, name: str) -> MailboxSettings:
         """Return the mailbox called `name`, or a ConfigError listing the known names."""
         for box in self.mailboxes:
@@ -802,6 +816,28 @@ class Settings:
                 return box
         known = ", ".join(b.name for b in self.mailboxes) or "none"
         raise ConfigError(str(self.path), "mailbox", f"no mailbox named {name!r} (known: {known})")
+
+
+def local_zone() -> tzinfo:
+    """The machine's zone: $TZ when it names one, else /etc/localtime (with its daylight
+    saving rules), else the current offset, else UTC."""
+    name = os.environ.get("TZ", "").removeprefix(":")
+    if name:
+        try:
+            return zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            pass
+    target = os.path.realpath("/etc/localtime")
+    if "zoneinfo/" in target:
+        try:
+            return zoneinfo.ZoneInfo(target.rsplit("zoneinfo/", 1)[1])
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            pass
+    try:
+        with open("/etc/localtime", "rb") as file:
+            return zoneinfo.ZoneInfo.from_file(file)
+    except (OSError, ValueError):
+        return datetime.now().astimezone().tzinfo or UTC
 
 
 def config_path(explicit: str | os.PathLike[str] | None) -> Path:

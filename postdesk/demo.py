@@ -268,7 +268,9 @@ def _postdesk(config: Path, *args: str, echo: bool = True) -> str:
     command = [sys.executable, "-m", "postdesk", "-c", str(config), *args]
     if echo:
         print(f"$ postdesk {' '.join(args)}", flush=True)
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    # Tables fit the terminal the demo runs in (its output is captured, so say how wide).
+    env = {"COLUMNS": str(shutil.get_terminal_size().columns), **os.environ}
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     sys.stderr.write(done.stderr)
     if done.returncode != 0:
         raise SystemExit(f"demo: `postdesk {' '.join(args)}` failed (exit {done.returncode})")

@@ -198,7 +198,7 @@ def test_unexpected_errors_are_one_line_with_exit_code_70_and_a_crash_report(
     def boom(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("something\nbroke")
 
-    monkeypatch.setattr("postdesk.tickets.list_tickets", boom)
+    monkeypatch.setattr("postdesk.ticket_commands.find_tickets", boom)
     result = ready("tickets", "list", code=70)
     line = assert_one_line_error(result.stderr)
     assert "internal error, a bug in postdesk: RuntimeError: something broke" in line
@@ -291,9 +291,10 @@ def test_import_folder_then_list_and_show(tmp_path: Path, db_url: str) -> None:
     assert datetime.fromisoformat(first["last_message_at"]) == START + timedelta(hours=3)
 
     text_out = cli("tickets", "list").stdout.splitlines()
-    assert len(text_out) == 2
-    assert text_out[0].startswith("#2 ") and "Question 2" in text_out[0]
-    assert "c1@example.org" in text_out[1] and "2 msg" in text_out[1]
+    assert len(text_out) == 3  # a header row, then a line per ticket
+    assert text_out[0].split()[:3] == ["#", "status", "priority"]
+    assert text_out[1].startswith("2  new ") and "Question 2" in text_out[1]
+    assert "c1@example.org" in text_out[2] and "Question 1" in text_out[2]
 
     shown = cli.json("tickets", "show", "1")
     assert {k: shown[k] for k in ("number", "subject", "message_ids")} == {
@@ -314,7 +315,7 @@ def test_import_folder_then_list_and_show(tmp_path: Path, db_url: str) -> None:
 
     shown_text = cli("tickets", "show", "1").stdout
     assert shown_text.startswith("Ticket #1: Question 1\n")
-    assert "Body of message 1." in shown_text and "[in-reply-to]" in shown_text
+    assert "Body of message 1." in shown_text and "[threaded by in-reply-to: " in shown_text
 
 
 def test_import_twice_stores_nothing_new(ready: Cli, tmp_path: Path) -> None:
@@ -374,13 +375,18 @@ def test_import_says_which_files_were_not_mail(ready: Cli, tmp_path: Path) -> No
     assert f"skipped 1 file(s) that are not mail: {folder / 'notes.txt'}" in out
 
 
-def test_tickets_list_has_no_page_limit(ready: Cli, tmp_path: Path) -> None:
+def test_tickets_list_pages_only_the_table(ready: Cli, tmp_path: Path) -> None:
     folder = eml_folder(tmp_path / "mail", {f"{n:03}.eml": mail(n) for n in range(150)})
     assert "150 new ticket(s)" in ready("import", str(folder)).stdout
+    # JSON (and CSV/TSV) for scripts: every ticket unless --limit says otherwise.
     rows = ready.json("tickets", "list")
     assert [r["number"] for r in rows] == list(range(150, 0, -1))
     assert {r["message_ids"][0] for r in rows} == {f"m{n}@example.org" for n in range(150)}
-    assert len(ready("tickets", "list").stdout.splitlines()) == 150
+    # The table for people: 50, and a line saying how to see the rest.
+    lines = ready("tickets", "list").stdout.splitlines()
+    assert len(lines) == 1 + 50 + 1
+    assert lines[-1].startswith("50 of 150 tickets shown; 100 more")
+    assert len(ready("tickets", "list", "--limit", "0").stdout.splitlines()) == 1 + 150
 
 
 # --- tickets ---------------------------------------------------------------------------

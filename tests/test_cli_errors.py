@@ -172,7 +172,7 @@ def test_a_crash_report_goes_to_tmpdir_when_data_dir_is_unusable(
     def boom(*_args: object, **_kwargs: object) -> None:
         raise ValueError("bad state")
 
-    monkeypatch.setattr("postdesk.tickets.list_tickets", boom)
+    monkeypatch.setattr("postdesk.ticket_commands.find_tickets", boom)
     line = assert_one_line_error(cli("tickets", "list", code=70).stderr)
     (report,) = scratch.glob("postdesk-crash-*.txt")
     assert f"the traceback is in {report};" in line

@@ -124,6 +124,23 @@ def test_persian_is_kept_in_order_and_wrapped_by_display_width() -> None:
     assert wrap("a\n\nb", 10) == ["a", "", "b"]
 
 
+def test_no_escape_sequence_from_mail_reaches_the_reviewer() -> None:
+    hostile = ticket(
+        subject="Order \x1b]0;owned\x07late",
+        messages=[
+            {"direction": "in", "from": {"email": "neda@example.org", "name": "Neda\x1b[2J"},
+             "date": "2026-11-02T09:00:00+00:00",
+             "text": "copy \x1b]52;c;cm0gLXJmIH4K\x07this \x1b]8;;https://evil.example/\x1b\\link"
+                     "\x1b]8;;\x1b\\ \x9b2J\u202edone"},
+        ],
+    )  # fmt: skip
+    text = plain(render_transcript(hostile, width=80))
+    assert "copy this link done" in text and "Ticket #7: Order late" in text
+    assert not any(ch < " " and ch not in "\n\t" for ch in text)
+    assert not any("\x7f" <= ch < "\xa0" or ch == "\u202e" for ch in text)
+    assert "evil.example" not in text and "owned" not in text
+
+
 def test_a_ticket_from_the_database_renders(tmp_path: Path, db: Database) -> None:
     (number,) = add_solved_tickets(
         db, [SolvedTicket(reply="Sara here, sorted.", note="checked", text=PERSIAN, csat=4)]

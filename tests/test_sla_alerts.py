@@ -322,6 +322,11 @@ def test_tickets_list_by_sla(tmp_path: Path) -> None:
     assert [row["subject"] for row in at_risk] == ["risk"]
     assert [row["subject"] for row in breached] == ["late"]
     assert len(subjects) == 3
+    # With [sla] the table has an sla column saying which clock state each ticket is in.
+    table = cli("tickets", "list").output.splitlines()
+    assert table[0].split()[:3] == ["#", "status", "sla"]
+    states = {line.split()[-1]: line.split()[2:4] for line in table[1:]}
+    assert states["risk"] == ["at", "risk"] and states["late"][0] == "breached"
     assert "risk" in cli("tickets", "list", "--sla", "at-risk").output
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from postdesk.clikit import ROW_ID, Context, json_option, pass_context, print_json
+from postdesk.clikit import ROW_ID, Context, json_option, pass_context, print_json, terminal_safe
 from postdesk.models import OutboxState
 
 
@@ -51,7 +51,9 @@ def outbox_list(obj: Context, state: str | None, as_json: bool) -> None:
         )
         if row["last_error"]:
             line += f"  -- {row['last_error']}"
-        click.echo(line)
+        # Subjects come from customers' mail, errors from servers: nothing of either may
+        # drive the terminal.
+        click.echo(terminal_safe(line))
 
 
 @outbox.command("retry")

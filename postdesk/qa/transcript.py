@@ -26,6 +26,8 @@ from typing import Any
 
 from wcwidth import wcswidth
 
+from postdesk.termsafe import terminal_safe
+
 HIDDEN_AGENT = "Agent"
 """What blind mode shows instead of an agent's name or address."""
 
@@ -278,7 +280,9 @@ def render_transcript(
             lines.append(Line("note" if direction == "note" else "text", f"  {text_line}"))
         for attachment in message.get("attachments") or []:
             lines.append(Line("muted", f"  [attachment: {attachment.get('filename')}]"))
-    return lines
+    # Mail can carry terminal escape sequences (screen clears, OSC 52 clipboard writes):
+    # none of them reaches the reviewer's terminal.
+    return [Line(line.style, terminal_safe(line.text)) for line in lines]
 
 
 def plain(lines: Iterable[Line]) -> str:

@@ -1,6 +1,7 @@
 """Reading tickets for people and scripts: the rows behind `tickets list` and `tickets show`.
 
-Dates are ISO 8601 in UTC. Message-IDs are printed bare (without angle brackets), the
+Dates are ISO 8601 in UTC (`postdesk.tickets.render` shows them to people in
+`display_timezone`). Message-IDs are printed bare (without angle brackets), the
 form the rest of postdesk stores them in. Messages are ordered oldest first by their
 Date header, falling back to when postdesk received them, then by arrival.
 """
@@ -13,13 +14,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, exists, func, select
+from sqlalchemy import Connection, Select, bindparam, case, exists, func, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from postdesk.config import AgentSettings
+from postdesk.errors import PostdeskError
 from postdesk.models import (
     Attachment,
     Contact,
+    Mailbox,
     Message,
     OutboxMail,
     Ticket,
@@ -27,7 +30,7 @@ from postdesk.models import (
     TicketLink,
 )
 from postdesk.models.db import Database
-from postdesk.models.tickets import AGENT, MAX_TICKET_ID
+from postdesk.models.tickets import AGENT, MAX_TICKET_ID, TICKET_STATUSES
 from postdesk.tickets.lifecycle import TicketNotFound, check_status
 
 
@@ -93,40 +96,180 @@ def _triage_dict(source: str | None, probability: float | None, model: str | Non
     }
 
 
+SORT_KEYS = ("number", "created", "updated", "status", "priority", "category", "requester")
+"""What `tickets list --sort` orders by; a leading "-" reverses (default "-number")."""
+
+
+@dataclass(frozen=True)
+class TicketFilter:
+    """Which tickets `tickets list` shows, in which order, which page.
+
+    Text matches ignore case: `requester` and `assignee` are a part of the address (a
+    domain such as "@example.org" works); `assignee` "none" means unassigned. `since` and
+    `until` bound the creation time (`until` excluded). `only` limits to these numbers
+    (the SLA filters compute them). `priority_order` ranks priorities for sorting, most
+    urgent first (`[triage] priority_levels` lists them least urgent first). `limit` None
+    means all.
+    """
+
+    statuses: tuple[str, ...] = ()
+    mailbox: str | None = None
+    category: str | None = None
+    priority: str | None = None
+    requester: str | None = None
+    assignee: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    needs_triage: bool = False
+    only: frozenset[int] | None = None
+    sort: str = "-number"
+    priority_order: tuple[str, ...] = ()
+    limit: int | None = None
+    offset: int = 0
+
+
+def check_sort(sort: str) -> str:
+    """`sort` if it names a sort key (with an optional leading "-"), else a one-line error."""
+    if sort.removeprefix("-") not in SORT_KEYS:
+        raise PostdeskError(
+            f"cannot sort by {sort!r}; use one of {', '.join(SORT_KEYS)} ('-' first reverses)"
+        )
+    return sort
+
+
+def _like(text: str) -> str:
+    escaped = text.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _filtered(query: Select[Any], wanted: TicketFilter) -> Select[Any]:
+    for status in wanted.statuses:
+        check_status(status)
+    if wanted.statuses:
+        query = query.where(Ticket.status.in_(wanted.statuses))
+    if wanted.mailbox is not None:
+        query = query.where(
+            Ticket.mailbox_id.in_(select(Mailbox.id).where(Mailbox.name == wanted.mailbox))
+        )
+    if wanted.category is not None:
+        query = query.where(func.lower(Ticket.category) == wanted.category.strip().lower())
+    if wanted.priority is not None:
+        query = query.where(func.lower(Ticket.priority) == wanted.priority.strip().lower())
+    if wanted.requester is not None:
+        people = select(Contact.id).where(
+            func.lower(Contact.email).like(_like(wanted.requester), escape="\\")
+        )
+        query = query.where(Ticket.requester_id.in_(people))
+    if wanted.assignee is not None:
+        if wanted.assignee.strip().lower() == "none":
+            query = query.where(Ticket.assignee_id.is_(None))
+        else:
+            agents = select(Contact.id).where(
+                func.lower(Contact.email).like(_like(wanted.assignee), escape="\\")
+            )
+            query = query.where(Ticket.assignee_id.in_(agents))
+    if wanted.since is not None:
+        query = query.where(Ticket.created_at >= wanted.since)
+    if wanted.until is not None:
+        query = query.where(Ticket.created_at < wanted.until)
+    if wanted.needs_triage:
+        query = query.where(Ticket.needs_triage.is_(True))
+    if wanted.only is not None:
+        query = query.where(Ticket.id.in_(sorted(wanted.only)))
+    return query
+
+
+def _ordered(query: Select[Any], wanted: TicketFilter) -> Select[Any]:
+    key = check_sort(wanted.sort)
+    descending = key.startswith("-")
+    name = key.removeprefix("-")
+    column: Any
+    if name == "number":
+        column = Ticket.id
+    elif name == "created":
+        column = Ticket.created_at
+    elif name == "updated":
+        column = Ticket.updated_at
+    elif name == "status":
+        # The lifecycle's order: new, open, pending, solved, closed.
+        column = case({s: i for i, s in enumerate(TICKET_STATUSES)}, value=Ticket.status, else_=99)
+    elif name == "priority":
+        # Most urgent first; unset last.
+        ranks = {p: i for i, p in enumerate(reversed(wanted.priority_order))}
+        column = case(ranks, value=Ticket.priority, else_=len(ranks)) if ranks else Ticket.priority
+    elif name == "category":
+        column = func.coalesce(Ticket.category, "")
+    else:
+        column = select(Contact.email).where(Contact.id == Ticket.requester_id).scalar_subquery()
+    first = column.desc() if descending else column.asc()
+    tie = Ticket.id.asc() if name != "number" and not descending else Ticket.id.desc()
+    return query.order_by(first, tie)
+
+
+def find_tickets(db: Database, wanted: TicketFilter) -> tuple[list[dict[str, Any]], int]:
+    """The tickets `wanted` asks for (one page of them) and how many match in all."""
+    with db.read_session() as session:
+        base = _filtered(select(Ticket.id), wanted)
+        total = session.execute(select(func.count()).select_from(base.subquery())).scalar_one()
+        query = _ordered(
+            _filtered(
+                select(Ticket).options(
+                    joinedload(Ticket.requester),
+                    joinedload(Ticket.assignee),
+                    joinedload(Ticket.mailbox),
+                ),
+                wanted,
+            ),
+            wanted,
+        )
+        if wanted.offset:
+            query = query.offset(wanted.offset)
+        if wanted.limit is not None:
+            query = query.limit(wanted.limit)
+        tickets = list(session.execute(query).scalars())
+        numbers = [t.id for t in tickets]
+        ids, counts = _message_ids(session, numbers)
+        rows = []
+        for ticket in tickets:
+            row = _ticket_dict(ticket, ids.get(ticket.id, []))
+            row["message_count"] = counts.get(ticket.id, 0)
+            rows.append(row)
+        return rows, total
+
+
 def list_tickets(
     db: Database, *, status: str | None = None, needs_triage: bool = False
 ) -> list[dict[str, Any]]:
     """Every ticket (with `status`, or needing triage, if asked), newest number first; no
     page limit."""
     check_status(status)
-    with db.read_session() as session:
-        query = (
-            select(Ticket)
-            .options(
-                joinedload(Ticket.requester),
-                joinedload(Ticket.assignee),
-                joinedload(Ticket.mailbox),
-            )
-            .order_by(Ticket.id.desc())
-        )
-        if status is not None:
-            query = query.where(Ticket.status == status)
-        if needs_triage:
-            query = query.where(Ticket.needs_triage.is_(True))
-        tickets = list(session.execute(query).scalars())
-        ids = _message_ids(session, status)
-        return [_ticket_dict(t, ids.get(t.id, [])) for t in tickets]
+    statuses = (status,) if status is not None else ()
+    rows, _ = find_tickets(db, TicketFilter(statuses=statuses, needs_triage=needs_triage))
+    return rows
 
 
-def _message_ids(session: Session, status: str | None) -> dict[int, list[str]]:
-    query = select(Message.ticket_id, Message.message_id).order_by(*_message_order())
-    if status is not None:
-        query = query.join(Ticket, Ticket.id == Message.ticket_id).where(Ticket.status == status)
+_CHUNK = 500
+
+
+def _message_ids(
+    session: Session, numbers: list[int]
+) -> tuple[dict[int, list[str]], dict[int, int]]:
+    """Per ticket: its messages' Message-IDs (oldest first; messages without one are
+    left out) and how many messages it has (those without a Message-ID counted too)."""
     found: dict[int, list[str]] = defaultdict(list)
-    for ticket_id, message_id in session.execute(query):
-        if message_id:
-            found[ticket_id].append(message_id)
-    return found
+    counts: dict[int, int] = defaultdict(int)
+    for start in range(0, len(numbers), _CHUNK):
+        chunk = numbers[start : start + _CHUNK]
+        query = (
+            select(Message.ticket_id, Message.message_id)
+            .where(Message.ticket_id.in_(chunk))
+            .order_by(*_message_order())
+        )
+        for ticket_id, message_id in session.execute(query):
+            counts[ticket_id] += 1
+            if message_id:
+                found[ticket_id].append(message_id)
+    return found, counts
 
 
 def _attachment_dict(attachment: Attachment) -> dict[str, Any]:
@@ -167,6 +310,8 @@ def _message_dict(message: Message) -> dict[str, Any]:
 
 def show_ticket(db: Database, number: int) -> dict[str, Any]:
     """One ticket with its messages, oldest first."""
+    if not 0 < number <= MAX_TICKET_ID:
+        raise TicketNotFound(f"no ticket #{number}")
     with db.read_session() as session:
         ticket = session.execute(
             select(Ticket)
@@ -188,6 +333,7 @@ def show_ticket(db: Database, number: int) -> dict[str, Any]:
             ).scalars()
         )
         data = _ticket_dict(ticket, [m.message_id for m in messages if m.message_id])
+        data["message_count"] = len(messages)
         outgoing = [m.message_id for m in messages if m.direction == "out" and m.message_id]
         sent = {
             row.message_id: {
@@ -230,12 +376,38 @@ def show_ticket(db: Database, number: int) -> dict[str, Any]:
                 .order_by(TicketEvent.at, TicketEvent.id)
             ).scalars()
         )
-        data["events"] = [
-            {"at": iso(e.at), "kind": e.kind, "actor": e.actor, "data": e.data} for e in events
-        ]
+        data["events"] = _events(session, events)
         entries.extend((e.at, _note_dict(e)) for e in events if e.kind == "note")
         data["messages"] = [entry for _, entry in sorted(entries, key=lambda pair: pair[0])]
         return data
+
+
+def _events(session: Session, events: list[TicketEvent]) -> list[dict[str, Any]]:
+    """The ticket's history, each event with a `summary` in words (the model's guesses,
+    unsure ones included, rule hits, people's labels, status changes, assignments)."""
+    from postdesk.tickets.render import describe_event
+
+    people = {
+        value
+        for e in events
+        if e.kind == "assigned" and isinstance(e.data, dict)
+        for value in (e.data.get("from"), e.data.get("to"))
+        if isinstance(value, int)
+    }
+    emails: dict[int, str] = {}
+    if people:
+        query = select(Contact.id, Contact.email).where(Contact.id.in_(sorted(people)))
+        emails = {row.id: row.email for row in session.execute(query)}
+    return [
+        {
+            "at": iso(e.at),
+            "kind": e.kind,
+            "actor": e.actor,
+            "data": e.data,
+            "summary": describe_event(e.kind, e.actor, e.data, emails),
+        }
+        for e in events
+    ]
 
 
 def _note_dict(event: TicketEvent) -> dict[str, Any]:
