@@ -21,7 +21,7 @@ from postdesk.models import Message, RawMessage
 from postdesk.models.db import Database
 from postdesk.testing.cli import Cli
 from postdesk.testing.config import settings_for, write_config
-from postdesk.testing.corpora import cpython_email_data, require_corpus
+from postdesk.testing.corpora import require_corpus, require_cpython_email_data
 from postdesk.tickets import list_tickets
 
 
@@ -80,9 +80,7 @@ def test_notmuch_default_corpus_through_cli_json(tmp_path: Path, sqlite_url: str
 def _hostile_messages() -> list[ImportedMessage]:
     flanker = require_corpus("mime-flanker")
     found = [ImportedMessage(str(p), p.read_bytes()) for p in sorted(flanker.rglob("*.eml"))]
-    cpython = cpython_email_data()
-    if cpython is None:
-        pytest.skip("CPython's email test data (test.test_email) is not installed")
+    cpython = require_cpython_email_data()
     # All 65 files, the images and sounds beside the msg_*.txt messages included: a file
     # that is not mail at all must be quarantined like any other unusable input.
     found += [ImportedMessage(str(p), p.read_bytes()) for p in sorted(cpython.iterdir())]
