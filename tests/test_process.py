@@ -8,7 +8,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import Connection, func, insert, select
 
 from postdesk.daemon import Service
 from postdesk.ingest.process import Processor, WorkItem, list_raw, requeue
@@ -345,29 +345,119 @@ class _Probe:
         self.sizes[-1] += 1
 
 
-def test_two_processors_at_once_take_each_message_once(service: Service, db: Database) -> None:
+class _Rendezvous:
+    """Makes two processors demonstrably overlap, at a point where the other must run.
+
+    Each processor gets a first step (`tag(name)`) that records which messages it claimed.
+    The first processor to claim a message (the leader) then waits until the other one has
+    claimed one too, and waits where the other can still get work:
+
+    * PostgreSQL: inside the leader's batch transaction, its claimed rows locked; the
+      other must claim past them (SKIP LOCKED) to get anything. (The wait is before the
+      leader's steps write anything else: a contact row both would insert is rightly
+      waited for, and that is not what is tested here);
+    * SQLite: one writer at a time (BEGIN IMMEDIATE), so the leader waits between its
+      batches, when its first batch has committed and it holds no lock; the other must
+      then claim what is still pending and commit its own batch.
+
+    If the other never claims a message within `timeout`, the wait gives up and the test
+    fails on `missed`.
+    """
+
+    def __init__(self, inside_transaction: bool, timeout: float = 30.0) -> None:
+        self.inside_transaction = inside_transaction
+        self.timeout = timeout
+        self.claimed: dict[str, list[int]] = {}
+        self.leader: str | None = None
+        self.missed = False
+        self._lock = threading.Lock()
+        self._other_claimed = threading.Event()
+        self._waited = False
+
+    def tag(self, name: str) -> _Tag:
+        self.claimed[name] = []
+        return _Tag(self, name)
+
+    def claimed_by(self, name: str, raw_id: int) -> None:
+        with self._lock:
+            self.claimed[name].append(raw_id)
+            if self.leader is None:
+                self.leader = name
+            elif name != self.leader:
+                self._other_claimed.set()
+        if self.inside_transaction and name == self.leader:
+            self._wait()
+
+    def between_batches(self, name: str, conn_in_transaction: bool) -> bool:
+        """The leader's should_stop hook; waits only outside its transactions."""
+        if not self.inside_transaction and name == self.leader and not conn_in_transaction:
+            self._wait()
+        return False
+
+    def _wait(self) -> None:
+        if self._waited:
+            return
+        self._waited = True
+        if not self._other_claimed.wait(self.timeout):
+            self.missed = True
+
+
+class _Tag:
+    """The step of one processor in a `_Rendezvous`."""
+
+    def __init__(self, rendezvous: _Rendezvous, name: str) -> None:
+        self.name = f"tag {name}"
+        self.who = name
+        self.rendezvous = rendezvous
+        self.conn: Connection | None = None
+
+    def __call__(self, item: WorkItem) -> None:
+        self.conn = item.conn
+        self.rendezvous.claimed_by(self.who, item.raw.id)
+
+    def should_stop(self) -> bool:
+        in_transaction = self.conn is not None and self.conn.in_transaction()
+        return self.rendezvous.between_batches(self.who, in_transaction)
+
+
+def test_two_processors_at_once_take_each_message_once(
+    service: Service, db: Database, db_url: str
+) -> None:
     """Two instances on one database: batches claimed with SKIP LOCKED (PostgreSQL) or
-    behind the write lock (SQLite); every message is processed by exactly one of them."""
+    behind the write lock (SQLite); both do work, every message is processed by exactly
+    one of them. `_Rendezvous` makes the overlap happen on every run instead of by luck."""
     raws = [mail(f"w{i}@x", subject=f"Case {i // 3}", reply_to=None) for i in range(90)]
     ids = _store(db, *raws)
-    first, second = service.processor(), service.processor()
-    first.batch_size = second.batch_size = 7
-    results: list[int] = []
+    rendezvous = _Rendezvous(inside_transaction=db_url.startswith("postgresql"))
+    processors = {"first": service.processor(), "second": service.processor()}
+    for name, processor in processors.items():
+        tag = rendezvous.tag(name)
+        processor.steps.insert(0, tag)
+        processor.should_stop = tag.should_stop
+        processor.batch_size = 7
+    results: dict[str, int] = {}
     errors: list[BaseException] = []
 
-    def work(processor: Processor) -> None:
+    def work(name: str) -> None:
         try:
-            results.append(processor.run().processed)
+            results[name] = processors[name].run().processed
         except BaseException as exc:  # reported below, a thread cannot fail the test
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(p,)) for p in (first, second)]
+    threads = [threading.Thread(target=work, args=(name,)) for name in processors]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
     assert not errors
-    assert sum(results) == 90
+    assert not rendezvous.missed, (
+        f"{rendezvous.leader} waited for the other processor, which claimed nothing meanwhile"
+    )
+    # Both did work, and what each says it did is what its step saw.
+    assert all(results[name] > 0 for name in processors), results
+    assert {name: len(rendezvous.claimed[name]) for name in processors} == results
+    assert sum(results.values()) == 90
+    assert not set(rendezvous.claimed["first"]) & set(rendezvous.claimed["second"])
     assert set(_attempts(db).values()) == {("processed", 1)}
     with db.read_session() as session:
         stored = session.execute(select(Message.raw_message_id)).scalars().all()
