@@ -38,6 +38,7 @@ from postdesk.models.db import Database, describe_error
 from postdesk.models.tickets import AGENT
 from postdesk.notify.smtp import DrainResult, OutboxSender
 from postdesk.notify.templates import Templates
+from postdesk.pausepoints import pause_point
 from postdesk.pipeline import notify_steps, steps
 from postdesk.sla.alerts import AlertResult, SlaAlerts
 
@@ -216,6 +217,8 @@ class Service:
                     fetched.stored,
                     fetched.duplicates,
                 )
+        if fetch:
+            pause_point("fetched")
         result.processed = self.processor().run()
         if self.settings.smtp is not None and self.settings.sla is not None and not self.stopping():
             result.sla = self.sla_alerts().check(self.now())
