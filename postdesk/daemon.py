@@ -158,7 +158,7 @@ class Service:
             return
         from postdesk.classify.promotion import retrain_due, retrain_from_db
 
-        if not retrain_due(self.settings):
+        if not retrain_due(self.settings, self.now()):
             return
         log.info("triage: scheduled retraining from the labelled tickets")
         try:
