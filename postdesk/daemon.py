@@ -39,6 +39,7 @@ from postdesk.models.db import Database, describe_error
 from postdesk.models.tickets import AGENT
 from postdesk.notify.smtp import DrainResult, OutboxSender
 from postdesk.notify.templates import Templates
+from postdesk.pausepoints import pause_point
 from postdesk.pipeline import notify_steps, steps
 from postdesk.sla.alerts import AlertResult, SlaAlerts
 
@@ -158,7 +159,7 @@ class Service:
             return
         from postdesk.classify.promotion import retrain_due, retrain_from_db
 
-        if not retrain_due(self.settings):
+        if not retrain_due(self.settings, self.now()):
             return
         log.info("triage: scheduled retraining from the labelled tickets")
         try:
@@ -217,6 +218,8 @@ class Service:
                     fetched.stored,
                     fetched.duplicates,
                 )
+        if fetch:
+            pause_point("fetched")
         result.processed = self.processor().run()
         if self.settings.smtp is not None and self.settings.sla is not None and not self.stopping():
             result.sla = self.sla_alerts().check(self.now())

@@ -72,7 +72,10 @@ def steps(
         ),
         VisibleTextStep(),
         SurveyAnswerStep(),
-        TicketStep(closed_after=timedelta(days=threading.new_ticket_after_closed_days)),
+        TicketStep(
+            closed_after=timedelta(days=threading.new_ticket_after_closed_days),
+            team_addresses=team_addresses(settings),
+        ),
         FileStep(AttachmentStore(settings.data_dir / "attachments")),
         BounceStep(),
         triage,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from postdesk.models.db import Database
 from postdesk.models.migrate import upgrade
 from postdesk.testing import dovecot as dovecot_module
 from postdesk.testing.config import mailbox_toml, settings_for
+from postdesk.testing.corpora import REQUIRE_SHARED_ENV
 from postdesk.testing.dovecot import Dovecot, MailUser, TlsFiles, make_tls_files
 from postdesk.testing.postgres import pg_schema_url
 from postdesk.testing.smtpsink import SmtpSink
@@ -160,3 +161,29 @@ def _restore_logging() -> Iterator[None]:
         root.setLevel(level)
         for name, lvl in others.items():
             logging.getLogger(name).setLevel(lvl)
+
+
+# --- corpora -------------------------------------------------------------------------
+# Corpus tests find their data through postdesk.testing.corpora (require_corpus,
+# require_cpython_email_data), which honours $POSTDESK_SHARED_DATA and fails instead of
+# skipping under $POSTDESK_REQUIRE_SHARED. As a backstop, under that variable (CI) no test
+# of a corpus module may be skipped for any reason: a skip there is reported as a failure.
+
+CORPUS_MODULES = ("test_corpus_", "test_classify_corpus")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if (
+        report.skipped
+        and _flag(REQUIRE_SHARED_ENV)
+        and item.path.name.startswith(CORPUS_MODULES)
+        and not hasattr(report, "wasxfail")
+    ):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"corpus test skipped ({reason}), and {REQUIRE_SHARED_ENV}=1 forbids it"
+    return report

@@ -129,13 +129,18 @@ def test_no_acknowledgement_for_automatic_mail_imports_agents_or_when_switched_o
     agent = '[[agent]]\nemail = "sara@shop.example"\nname = "Sara"\n'
     settings = settings_for(tmp_path, db_url, *config_blocks(sink), agent)
     service = Service(settings, db)
+    fetched(service, customer_mail("first@example.com"))  # acknowledged, the team told
+    sink.clear()
     fetched(
         service,
         customer_mail("auto@example.com", headers={"Auto-Submitted": "auto-replied"}),
-        customer_mail("agent@example.com", sender="Sara <sara@shop.example>"),
+        customer_mail(
+            "agent@example.com", sender="Sara <sara@shop.example>", in_reply_to="first@example.com"
+        ),
     )
     ingest(service, customer_mail("imported@example.com"))  # history: nobody is told
-    # Sara's address without proof is customer mail (ingest/author.py): the team is told,
+    # Sara's reply from her address without proof is customer mail (ingest/author.py;
+    # without a ticket it would be quarantined, see test_process.py): the team is told,
     # with a warning, but no acknowledgement goes to a team address.
     [told] = sink.messages
     assert told.rcpt_tos == ("sara@shop.example",) and b"Careful: nothing proves" in told.data

@@ -17,7 +17,7 @@ from postdesk.errors import ParseError
 from postdesk.ingest.automatic import KindOfMail, kind_of_mail
 from postdesk.ingest.parse import ParsedMessage, parse_message
 from postdesk.lexicon.autoreply import OOF_PHRASES
-from postdesk.testing.corpora import cpython_email_data, require_corpus
+from postdesk.testing.corpora import require_corpus, require_cpython_email_data
 from postdesk.testing.mail import Mail
 
 SUPPORT = "support@example.org"
@@ -621,9 +621,7 @@ def flanker() -> dict[str, KindOfMail | str]:
 
 @pytest.fixture(scope="module")
 def cpython() -> dict[str, KindOfMail | str]:
-    data = cpython_email_data()
-    if data is None:
-        pytest.skip("CPython's email test data (test.test_email) is not installed")
+    data = require_cpython_email_data()
     return _classified([(path.name, path) for path in sorted(data.glob("msg_*.txt"))])
 
 

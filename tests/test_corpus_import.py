@@ -16,12 +16,15 @@ import pytest
 from sqlalchemy import func, select
 
 from postdesk.daemon import Service, import_messages
+from postdesk.ingest.automatic import kind_of_mail
+from postdesk.ingest.parse import parse_message
+from postdesk.ingest.sender import DELIVERY_SYSTEM
 from postdesk.ingest.sources import ImportedMessage, read_messages
-from postdesk.models import Message, RawMessage
+from postdesk.models import MailKind, Message, RawMessage
 from postdesk.models.db import Database
 from postdesk.testing.cli import Cli
 from postdesk.testing.config import settings_for, write_config
-from postdesk.testing.corpora import cpython_email_data, require_corpus
+from postdesk.testing.corpora import require_corpus, require_cpython_email_data
 from postdesk.tickets import list_tickets
 
 
@@ -80,9 +83,7 @@ def test_notmuch_default_corpus_through_cli_json(tmp_path: Path, sqlite_url: str
 def _hostile_messages() -> list[ImportedMessage]:
     flanker = require_corpus("mime-flanker")
     found = [ImportedMessage(str(p), p.read_bytes()) for p in sorted(flanker.rglob("*.eml"))]
-    cpython = cpython_email_data()
-    if cpython is None:
-        pytest.skip("CPython's email test data (test.test_email) is not installed")
+    cpython = require_cpython_email_data()
     # All 65 files, the images and sounds beside the msg_*.txt messages included: a file
     # that is not mail at all must be quarantined like any other unusable input.
     found += [ImportedMessage(str(p), p.read_bytes()) for p in sorted(cpython.iterdir())]
@@ -111,6 +112,22 @@ def test_hostile_mime_ends_in_ticket_or_quarantine(
         ).all()
         for origin, reason in quarantined:
             assert reason and ": " in reason, f"{origin} quarantined without a reason"
+        # Delivery reports are recognised before the sender is looked for: one without a
+        # From (delayed-broken.eml, CPython's msg_05 and msg_43) is filed, not quarantined.
+        raw_of = {message.origin: message.raw for message in messages}
+        bounces_without_sender = [
+            origin
+            for origin, reason in quarantined
+            if reason.startswith("sender: no sender address")
+            and kind_of_mail(parse_message(raw_of[origin])).kind == MailKind.BOUNCE
+        ]
+        assert not bounces_without_sender, bounces_without_sender
+        filed_from_nobody = session.execute(
+            select(func.count())
+            .select_from(Message)
+            .where(Message.from_email == DELIVERY_SYSTEM.email)
+        ).scalar_one()
+        assert filed_from_nobody >= 1
         processed = session.execute(
             select(RawMessage.id).where(RawMessage.status == "processed")
         ).scalars()

@@ -13,16 +13,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from postdesk.errors import ParseError
 from postdesk.ingest.parse import ParsedMessage, header_summary, parse_message
-from postdesk.testing.corpora import cpython_email_data
+from postdesk.testing.corpora import require_corpus, require_cpython_email_data
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-FLANKER = SHARED_DATA / "mime-flanker"
 # Generous: the largest corpus message parses in well under a second. This catches hangs,
 # it is not a benchmark (bench/parse_speed.py is).
 PER_MESSAGE_SECONDS = 10
@@ -80,13 +77,10 @@ def _run(name: str, raw: bytes) -> Outcome:
 
 def _messages(kind: str) -> list[tuple[str, bytes]]:
     if kind == "flanker":
-        if not FLANKER.is_dir():
-            pytest.skip(f"mime-flanker corpus not found at {FLANKER} (../shared/data is absent)")
-        paths = sorted(FLANKER.rglob("*.eml"))
-        return [(str(path.relative_to(FLANKER)), path.read_bytes()) for path in paths]
-    data = cpython_email_data()
-    if data is None:
-        pytest.skip("CPython's email test data (test.test_email) is not installed")
+        root = require_corpus("mime-flanker")
+        paths = sorted(root.rglob("*.eml"))
+        return [(str(path.relative_to(root)), path.read_bytes()) for path in paths]
+    data = require_cpython_email_data()
     return [(f"cpython/{path.name}", path.read_bytes()) for path in sorted(data.glob("msg_*.txt"))]
 
 

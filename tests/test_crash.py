@@ -22,11 +22,22 @@ among the messages still to fetch, half among those still to file. A run is kill
 
 The mailbox uses batches of 50 so a pass has 40 fetch commits. The test prints each
 run, where its kill landed and what the database held afterwards. Every loop is bounded.
+
+Random moments find what nobody thought of, but they hit a given window only by luck.
+So each planned window is also hit on purpose, on both backends
+(`test_sigkill_in_every_planned_window`): postdesk has named pause points
+(postdesk/pausepoints.py; $POSTDESK_PAUSE_AT=NAME@N makes the process stop there and say
+so), the test kills the run as soon as it has stopped, and checks that the database and
+the server are in exactly the state that window leaves behind before the next run
+repairs it: the lease held by a dead process; a batch committed but not \\Seen; messages
+\\Seen on the server but not recorded; everything fetched, nothing processed; a processing
+batch with filed messages not yet committed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -50,6 +61,7 @@ from postdesk.models import (
     RawStatus,
 )
 from postdesk.models.db import Database
+from postdesk.pausepoints import ENV as PAUSE_ENV
 from postdesk.testing.config import mailbox_toml, write_config
 from postdesk.testing.dovecot import Dovecot, MailUser
 from postdesk.testing.mailgen import GeneratedMail, generate
@@ -268,6 +280,7 @@ def verify(
 ) -> None:
     """Everything stored once, filed once, in the right tickets, and \\Seen on the server."""
     expected = {mail.message_id for mail in mails}
+    n = len(mails)
     db = Database(url)
     try:
         with db.read_session() as session:
@@ -290,7 +303,7 @@ def verify(
     finally:
         db.dispose()
 
-    # The raw store: 2,000 rows, one per Message-ID, all processed.
+    # The raw store: n rows, one per Message-ID, all processed.
     raw_ids = Counter(row.message_id for row in raws)
     twice = sorted(mid for mid, n in raw_ids.items() if n > 1)
     assert not twice, f"{len(twice)} messages stored more than once, e.g. {twice[:5]}"
@@ -298,7 +311,7 @@ def verify(
         f"raw store misses {sorted(expected - set(raw_ids))[:5]}, "
         f"has unexpected {sorted(set(raw_ids) - expected)[:5]}"
     )
-    assert len(raws) == len({row.dedupe_key for row in raws}) == N_MESSAGES
+    assert len(raws) == len({row.dedupe_key for row in raws}) == n
     stuck = [(row.id, row.status, row.reason) for row in raws if row.status != RawStatus.PROCESSED]
     assert not stuck, f"{len(stuck)} raw messages not processed, e.g. {stuck[:5]}"
 
@@ -307,14 +320,14 @@ def verify(
     repeated = sorted(mid for mid, n in filed_ids.items() if n > 1)
     assert not repeated, f"{len(repeated)} messages filed more than once, e.g. {repeated[:5]}"
     assert set(filed_ids) == expected, f"not filed: {sorted(expected - set(filed_ids))[:5]}"
-    assert len({row.raw_message_id for row in filed}) == len(filed) == N_MESSAGES
+    assert len({row.raw_message_id for row in filed}) == len(filed) == n
 
     # Deliveries: one per UID 1..N, each flagged on the server; the lease was released.
     uids = Counter(row.uid for row in deliveries)
-    assert set(uids) == set(range(1, N_MESSAGES + 1)) and max(uids.values()) == 1
+    assert set(uids) == set(range(1, n + 1)) and max(uids.values()) == 1
     unflagged = sorted(row.uid for row in deliveries if not row.server_done)
     assert not unflagged, f"{len(unflagged)} deliveries never flagged, e.g. {unflagged[:5]}"
-    assert [tuple(row) for row in sync] == [(N_MESSAGES, None)]
+    assert [tuple(row) for row in sync] == [(n, None)]
 
     # Tickets, read through the command line: exactly the generator's threads.
     listed = subprocess.run(
@@ -339,7 +352,7 @@ def verify(
     client = dovecot.client(user)
     try:
         client.select_folder("INBOX", readonly=True)
-        assert len(client.search(["ALL"])) == N_MESSAGES
+        assert len(client.search(["ALL"])) == n
         unseen = client.search(["UNSEEN"])
     finally:
         client.logout()
@@ -420,4 +433,134 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
         hint = f" (are {STORED_LINE!r} / {PROCESSED_LINES!r} still logged?)\n"
         assert phases["fetch"] >= 1, "no kill landed while fetching" + hint + "\n".join(log)
         assert phases["processing"] >= 1, "no kill while processing" + hint + "\n".join(log)
+        verify(url, config, mails, dovecot_server, mail_user)
+
+
+# --- every planned window, on purpose ----------------------------------------------------
+
+WINDOW_MESSAGES = 300  # six fetch batches of 50
+PAUSED_LINE = b"postdesk: paused at "
+
+
+def run_until_paused(config: Path, point: str, cwd: Path) -> list[str]:
+    """Run `postdesk -v run --once` with $POSTDESK_PAUSE_AT=point; SIGKILL it once it has
+    stopped there. Fails if the run ends, or takes a minute, without reaching the point."""
+    argv = [sys.executable, "-m", "postdesk", "-c", str(config), "-v", "run", "--once"]
+    env = {**os.environ, PAUSE_ENV: point}
+    proc = subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert proc.stdout is not None
+    watchdog = threading.Timer(60.0, proc.kill)
+    watchdog.start()
+    lines: list[str] = []
+    paused = False
+    try:
+        for line in proc.stdout:
+            lines.append(line.decode("utf-8", "replace").rstrip())
+            if line.startswith(PAUSED_LINE):
+                paused = True
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait(timeout=30)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    assert paused, f"the run never reached {point} (exit {proc.returncode}):\n" + "\n".join(
+        lines[-15:]
+    )
+    assert proc.returncode == -signal.SIGKILL
+    return lines
+
+
+def unseen_uids(dovecot: Dovecot, user: MailUser) -> set[int]:
+    client = dovecot.client(user)
+    try:
+        client.select_folder("INBOX", readonly=True)
+        return set(client.search(["UNSEEN"]))
+    finally:
+        client.logout()
+
+
+def lease_and_rows(url: str) -> tuple[str | None, int, int]:
+    """The folder's lease owner, and how many messages and processed raws there are."""
+    db = Database(url)
+    try:
+        with db.read_session() as session:
+            owners = session.execute(select(MailboxSync.lease_owner)).scalars().all()
+            messages = session.execute(select(func.count()).select_from(Message)).scalar_one()
+            processed = session.execute(
+                select(func.count())
+                .select_from(RawMessage)
+                .where(RawMessage.status == RawStatus.PROCESSED)
+            ).scalar_one()
+    finally:
+        db.dispose()
+    return (owners[0] if owners else None), messages, processed
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_sigkill_in_every_planned_window(
+    backend: str,
+    dovecot_server: Dovecot,
+    mail_user: MailUser,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    n = WINDOW_MESSAGES
+    mails = list(generate(n, seed=55))
+    assert dovecot_server.fill(mail_user, [mail.raw for mail in mails]) == n
+    every_uid = set(range(1, n + 1))
+    with round_database(backend, tmp_path, request) as url:
+        config = write_config(
+            tmp_path, url, mailbox_toml(dovecot_server, mail_user, batch_size=BATCH_SIZE)
+        )
+        subprocess.run(
+            [sys.executable, "-m", "postdesk", "-c", str(config), "init"],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+        # 1. Holding the lease, before SEARCH: the lease stays with a dead process, and
+        # the next run must take it over.
+        run_until_paused(config, "fetch-lease-taken", tmp_path)
+        owner, _, _ = lease_and_rows(url)
+        assert owner is not None
+        assert progress(url) == Progress(0, 0, 0, 0, 0)
+        assert unseen_uids(dovecot_server, mail_user) == every_uid
+
+        # 2. After the second batch's commit, before its \Seen flags: 100 stored, the
+        # second batch's 50 deliveries still to flag, on the server as in the database.
+        run_until_paused(config, "fetch-committed@2", tmp_path)
+        assert progress(url) == Progress(100, 0, 100, 0, 50)
+        assert unseen_uids(dovecot_server, mail_user) == every_uid - set(range(1, 51))
+
+        # 3. The next run first finishes those flags; killed after STORE \Seen, before it
+        # records them: \Seen on the server, still to do in the database.
+        run_until_paused(config, "fetch-flagged@1", tmp_path)
+        assert progress(url) == Progress(100, 0, 100, 0, 50)
+        assert unseen_uids(dovecot_server, mail_user) == every_uid - set(range(1, 101))
+
+        # 4. Everything fetched and flagged, nothing processed yet.
+        run_until_paused(config, "fetched", tmp_path)
+        assert progress(url) == Progress(n, 0, n, 0, 0)
+        assert not unseen_uids(dovecot_server, mail_user)
+
+        # 5. Inside a processing batch, the 30th message filed but not committed: what was
+        # committed before is whole (a ticket message per processed raw), the rest pending.
+        run_until_paused(config, "process-filed@30", tmp_path)
+        _, messages, processed = lease_and_rows(url)
+        state = progress(url)
+        assert processed < 30 and messages == processed == state.processed
+        assert state == Progress(n, processed, n - processed, 0, 0)
+
+        # Then a run left alone finishes, and everything is as if nothing had happened.
+        outcome = run_cli(config, None, tmp_path)
+        assert outcome.returncode == 0, "\n".join(outcome.tail)
+        assert outcome.duplicate_lines == 0
         verify(url, config, mails, dovecot_server, mail_user)

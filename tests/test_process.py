@@ -8,7 +8,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import Connection, func, insert, select
 
 from postdesk.daemon import Service
 from postdesk.ingest.process import Processor, WorkItem, list_raw, requeue
@@ -17,9 +17,15 @@ from postdesk.models import Attachment, Contact, Message, RawMessage, Ticket, Ti
 from postdesk.models.db import Database
 from postdesk.testing.config import settings_for
 from postdesk.testing.inbox import ingest, mail, rule_of, ticket_of
+from postdesk.testing.mail import Mail
 from postdesk.tickets import list_tickets, show_ticket
 
 AGENT_BLOCK = '[[agent]]\nemail = "sara@support.example"\nname = "Sara"\n'
+# The support address as a mailbox of the team (never polled here: mail is imported).
+SUPPORT_MAILBOX = (
+    '[[mailbox]]\nname = "support"\naddress = "support@support.example"\nhost = "127.0.0.1"\n'
+    'port = 9\nsecurity = "none"\nusername = "support"\npassword = "unused"\n'
+)
 
 
 @pytest.fixture
@@ -88,13 +94,86 @@ def test_subject_tag_needs_a_participant(service: Service, db: Database) -> None
     assert ticket_of(db, "t4@x") == number
 
 
-def test_agent_mail_does_not_make_an_agent_a_customer(service: Service, db: Database) -> None:
-    ingest(service, mail("ag@x", sender="Sara <SARA@support.example>", subject="Internal"))
+def _agent_mail(mid: str, to: str, cc: str | None = None, subject: str = "Your order") -> bytes:
+    return bytes(
+        Mail(
+            sender="Sara <SARA@support.example>",
+            to=to,
+            cc=cc,
+            subject=subject,
+            body="We noticed your order failed; shall we send it again?",
+            date=datetime(2026, 3, 1, 9, 0, tzinfo=UTC),
+            message_id=mid,
+        )
+    )
+
+
+def test_agent_writing_first_to_a_customer_opens_the_customers_ticket(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    service = Service(settings_for(tmp_path, db_url, AGENT_BLOCK, SUPPORT_MAILBOX), db)
+    # Imported history keeps its authors: Sara is proven the agent (ingest/author.py).
+    result = ingest(
+        service,
+        _agent_mail("out1@x", to="Bob <bob@example.org>", cc="support@support.example"),
+        _agent_mail("out2@x", to="support+t5a1-abc@support.example", cc="Cy <cy@example.net>"),
+    )
+    assert (result.processed.created, result.processed.quarantined) == (2, 0)
+    first, second = (
+        show_ticket(db, ticket_of(db, "out1@x")),
+        show_ticket(db, ticket_of(db, "out2@x")),
+    )
+    # The customer written to is the requester (the first address outside the team; a
+    # reply token of the support address is the team's), never the agent.
+    assert first["requester"] == {"email": "bob@example.org", "name": "Bob"}
+    assert second["requester"] == {"email": "cy@example.net", "name": "Cy"}
+    # The agent has answered and waits for the customer.
+    assert first["status"] == "pending"
+    assert first["first_response_at"] == first["created_at"]
+    assert (
+        "wrote first to bob@example.org"
+        in show_ticket(db, first["number"])["messages"][0]["thread_reason"]
+    )
     with db.read_session() as session:
-        role = session.execute(
-            select(Contact.role).where(Contact.email == "sara@support.example")
-        ).scalar_one()
-    assert role == "agent"
+        roles = {
+            row.email: row.role for row in session.execute(select(Contact.email, Contact.role))
+        }
+    assert roles == {
+        "sara@support.example": "agent",
+        "bob@example.org": "customer",
+        "cy@example.net": "customer",
+    }
+    # The customer's answer threads in and reopens it.
+    ingest(service, mail("back@x", sender="Bob <bob@example.org>", reply_to="out1@x"))
+    assert ticket_of(db, "back@x") == first["number"]
+    assert show_ticket(db, first["number"])["status"] == "open"
+
+
+def test_agent_mail_that_belongs_to_no_ticket_is_kept_out_of_tickets(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    service = Service(settings_for(tmp_path, db_url, AGENT_BLOCK, SUPPORT_MAILBOX), db)
+    to_the_team = _agent_mail("in1@x", to="support@support.example", subject="Internal")
+    result = ingest(service, to_the_team)
+    # Fetched mail from Sara's address with nothing to prove it is hers (no
+    # [authentication] authserv_id configured) does not open a ticket either.
+    fetched_ids = _store(db, _agent_mail("in2@x", to="Bob <bob@example.org>"))
+    with db.transaction() as session:
+        session.execute(
+            RawMessage.__table__.update()
+            .where(RawMessage.id.in_(fetched_ids))
+            .values(source="imap")
+        )
+    later = service.processor().run_ids(fetched_ids)
+    assert result.processed.quarantined == later.quarantined == 1
+    assert list_tickets(db) == []
+    reasons = {row["message_id"]: row["reason"] for row in list_raw(db, ["quarantined"])}
+    assert reasons == {
+        "in1@x": "ticket: agent mail that belongs to no ticket: the agent sara@support.example "
+        "wrote to nobody outside the team (To and Cc)",
+        "in2@x": "ticket: agent mail that belongs to no ticket: from the agent address "
+        "sara@support.example, and nothing proves the agent sent it",
+    }
 
 
 def test_customer_reply_reopens_pending_ticket(service: Service, db: Database) -> None:
@@ -156,6 +235,43 @@ def test_unusable_mail_is_quarantined_and_retry_works(service: Service, db: Data
             select(RawMessage.attempts).where(RawMessage.id == row["id"])
         ).scalar_one()
     assert attempts == 2
+
+
+_DSN_WITHOUT_FROM = (
+    b"Return-Path: <>\r\nTo: support@support.example\r\n"
+    b"Subject: Delivery Status Notification (Failure)\r\nMessage-ID: <dsn1@mx.example.net>\r\n"
+    b"Date: Sun, 01 Mar 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+    b"--b\r\nContent-Type: text/plain\r\n\r\n"
+    b"Your message could not be delivered to alice@example.com.\r\n"
+    b"--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+    b"Reporting-MTA: dns; mx.example.net\r\n\r\n"
+    b"Final-Recipient: rfc822; alice@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+    b"--b\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+    b"From: support@support.example\r\nTo: alice@example.com\r\nMessage-ID: <a1@x>\r\n"
+    b"Subject: Re: Help\r\n--b--\r\n"
+)
+
+
+def test_a_delivery_report_without_a_sender_is_filed_as_a_bounce(
+    service: Service, db: Database
+) -> None:
+    """Bounces are recognised before the sender is looked for: a DSN with no From,
+    Sender or Reply-To is filed under the mail delivery system and still marks the
+    failed recipient as bouncing, instead of being quarantined for "no sender address"."""
+    result = ingest(service, mail("a1@x"), _DSN_WITHOUT_FROM)
+    assert (result.processed.processed, result.processed.quarantined) == (2, 0)
+    with db.read_session() as session:
+        row = session.execute(
+            select(Message.kind, Message.from_email).where(
+                Message.message_id == "dsn1@mx.example.net"
+            )
+        ).one()
+        bouncing = session.execute(
+            select(Contact.bouncing_since).where(Contact.email == "alice@example.com")
+        ).scalar_one()
+    assert tuple(row) == ("bounce", "mailer-daemon@invalid")
+    assert bouncing is not None
 
 
 def test_same_message_twice_is_stored_once(service: Service, db: Database) -> None:
@@ -345,29 +461,119 @@ class _Probe:
         self.sizes[-1] += 1
 
 
-def test_two_processors_at_once_take_each_message_once(service: Service, db: Database) -> None:
+class _Rendezvous:
+    """Makes two processors demonstrably overlap, at a point where the other must run.
+
+    Each processor gets a first step (`tag(name)`) that records which messages it claimed.
+    The first processor to claim a message (the leader) then waits until the other one has
+    claimed one too, and waits where the other can still get work:
+
+    * PostgreSQL: inside the leader's batch transaction, its claimed rows locked; the
+      other must claim past them (SKIP LOCKED) to get anything. (The wait is before the
+      leader's steps write anything else: a contact row both would insert is rightly
+      waited for, and that is not what is tested here);
+    * SQLite: one writer at a time (BEGIN IMMEDIATE), so the leader waits between its
+      batches, when its first batch has committed and it holds no lock; the other must
+      then claim what is still pending and commit its own batch.
+
+    If the other never claims a message within `timeout`, the wait gives up and the test
+    fails on `missed`.
+    """
+
+    def __init__(self, inside_transaction: bool, timeout: float = 30.0) -> None:
+        self.inside_transaction = inside_transaction
+        self.timeout = timeout
+        self.claimed: dict[str, list[int]] = {}
+        self.leader: str | None = None
+        self.missed = False
+        self._lock = threading.Lock()
+        self._other_claimed = threading.Event()
+        self._waited = False
+
+    def tag(self, name: str) -> _Tag:
+        self.claimed[name] = []
+        return _Tag(self, name)
+
+    def claimed_by(self, name: str, raw_id: int) -> None:
+        with self._lock:
+            self.claimed[name].append(raw_id)
+            if self.leader is None:
+                self.leader = name
+            elif name != self.leader:
+                self._other_claimed.set()
+        if self.inside_transaction and name == self.leader:
+            self._wait()
+
+    def between_batches(self, name: str, conn_in_transaction: bool) -> bool:
+        """The leader's should_stop hook; waits only outside its transactions."""
+        if not self.inside_transaction and name == self.leader and not conn_in_transaction:
+            self._wait()
+        return False
+
+    def _wait(self) -> None:
+        if self._waited:
+            return
+        self._waited = True
+        if not self._other_claimed.wait(self.timeout):
+            self.missed = True
+
+
+class _Tag:
+    """The step of one processor in a `_Rendezvous`."""
+
+    def __init__(self, rendezvous: _Rendezvous, name: str) -> None:
+        self.name = f"tag {name}"
+        self.who = name
+        self.rendezvous = rendezvous
+        self.conn: Connection | None = None
+
+    def __call__(self, item: WorkItem) -> None:
+        self.conn = item.conn
+        self.rendezvous.claimed_by(self.who, item.raw.id)
+
+    def should_stop(self) -> bool:
+        in_transaction = self.conn is not None and self.conn.in_transaction()
+        return self.rendezvous.between_batches(self.who, in_transaction)
+
+
+def test_two_processors_at_once_take_each_message_once(
+    service: Service, db: Database, db_url: str
+) -> None:
     """Two instances on one database: batches claimed with SKIP LOCKED (PostgreSQL) or
-    behind the write lock (SQLite); every message is processed by exactly one of them."""
+    behind the write lock (SQLite); both do work, every message is processed by exactly
+    one of them. `_Rendezvous` makes the overlap happen on every run instead of by luck."""
     raws = [mail(f"w{i}@x", subject=f"Case {i // 3}", reply_to=None) for i in range(90)]
     ids = _store(db, *raws)
-    first, second = service.processor(), service.processor()
-    first.batch_size = second.batch_size = 7
-    results: list[int] = []
+    rendezvous = _Rendezvous(inside_transaction=db_url.startswith("postgresql"))
+    processors = {"first": service.processor(), "second": service.processor()}
+    for name, processor in processors.items():
+        tag = rendezvous.tag(name)
+        processor.steps.insert(0, tag)
+        processor.should_stop = tag.should_stop
+        processor.batch_size = 7
+    results: dict[str, int] = {}
     errors: list[BaseException] = []
 
-    def work(processor: Processor) -> None:
+    def work(name: str) -> None:
         try:
-            results.append(processor.run().processed)
+            results[name] = processors[name].run().processed
         except BaseException as exc:  # reported below, a thread cannot fail the test
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(p,)) for p in (first, second)]
+    threads = [threading.Thread(target=work, args=(name,)) for name in processors]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
     assert not errors
-    assert sum(results) == 90
+    assert not rendezvous.missed, (
+        f"{rendezvous.leader} waited for the other processor, which claimed nothing meanwhile"
+    )
+    # Both did work, and what each says it did is what its step saw.
+    assert all(results[name] > 0 for name in processors), results
+    assert {name: len(rendezvous.claimed[name]) for name in processors} == results
+    assert sum(results.values()) == 90
+    assert not set(rendezvous.claimed["first"]) & set(rendezvous.claimed["second"])
     assert set(_attempts(db).values()) == {("processed", 1)}
     with db.read_session() as session:
         stored = session.execute(select(Message.raw_message_id)).scalars().all()

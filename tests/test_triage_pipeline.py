@@ -7,7 +7,8 @@ Real servers only: Dovecot on loopback, SQLite and PostgreSQL, the CLI as a user
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from sqlalchemy import select
 
 from postdesk.classify.labels import triage_changes
 from postdesk.config import load_settings
-from postdesk.daemon import Service
+from postdesk.daemon import PassResult, Service
+from postdesk.ingest.store import Incoming, store_many
 from postdesk.models import TicketEvent
 from postdesk.models.db import Database
 from postdesk.testing.cli import Cli
@@ -185,9 +187,14 @@ def test_a_broken_model_leaves_tickets_unclassified_not_quarantined(
 
 
 def test_run_retrains_on_schedule_from_peoples_labels(tmp_path: Path, sqlite_url: str) -> None:
-    """`[triage] retrain_interval_hours`: `postdesk run` retrains between passes when due,
-    on the labels people gave, and the next pass classifies with the new model."""
-    config = write_config(tmp_path, sqlite_url, "[triage]\nretrain_interval_hours = 24\n")
+    """`[triage] retrain_interval_hours`: the service loop (`postdesk run`) retrains between
+    passes when due, on the labels people gave; not again until the interval has passed on
+    its clock; and the pass after a retrain classifies with the new model."""
+    config = write_config(
+        tmp_path,
+        sqlite_url,
+        "[run]\npoll_interval = 0.01\n\n[triage]\nretrain_interval_hours = 24\n",
+    )
     cli(config, "init")
     data = synthetic(CATEGORIES, n=45, seed=4)
     emls = tmp_path / "history"
@@ -208,21 +215,43 @@ def test_run_retrains_on_schedule_from_peoples_labels(tmp_path: Path, sqlite_url
             "agent@example.com",
         )
 
+    def versions() -> list[str]:
+        return sorted(re.findall(r"category-\d+", cli(config, "model", "list")))
+
+    # The service's wall clock, moved on by the test; the loop reads it for the schedule.
+    clock = [datetime.now(UTC)]
+    seen: list[list[str]] = []
     db = Database(sqlite_url)
     try:
-        service = Service(load_settings(config), db)
-        service.retrain_if_due()
-        assert json.loads(cli(config, "model", "show", "category", "--json"))["version"] == (
-            "category-1"
-        )
-        service.retrain_if_due()  # not due again for a day
-        listed = cli(config, "model", "list")
-        assert "category-1" in listed and "category-2" not in listed
-        triage = service.triage.models.current()
-        assert triage is not None
-        values, _ = triage_changes(
-            triage.classify("Refund", "invoice refund payment card", "new@example.com")
-        )
-        assert values["category_model"] == "category-1"
+        service = Service(load_settings(config), db, now=lambda: clock[0])
+
+        def on_pass(result: PassResult) -> None:
+            # Called after each pass, before the loop's retrain check.
+            seen.append(versions())
+            if len(seen) == 3:
+                # A day and an hour later; a new customer's mail waits for the next pass.
+                clock[0] += timedelta(hours=25)
+                with db.transaction() as session:
+                    store_many(
+                        session,
+                        [Incoming(mail(50, "new@example.com", "Refund", REFUND), "test")],
+                        source="import",
+                        mailbox_id=None,
+                    )
+            if len(seen) == 4:
+                service.stop()
+
+        service.run_forever(on_pass)
     finally:
         db.dispose()
+    # Pass 1 found no model and trained one; pass 2 nothing new (not due for a day);
+    # after the clock moved on, the loop trained again before pass 4.
+    assert seen == [[], ["category-1"], ["category-1"], ["category-1", "category-2"]]
+    assert json.loads(cli(config, "model", "show", "category", "--json"))["version"] == (
+        "category-2"
+    )
+    new = tickets_by_sender(config)["new@example.com"]
+    assert new["triage"]["category"]["model"] == "category-2"
+
+
+REFUND = "invoice refund payment card"

@@ -25,6 +25,7 @@ from postdesk.ingest.parse import header_summary
 from postdesk.ingest.store import FetchedMessage, record_deliveries, store_imap_batch
 from postdesk.models import Delivery, MailboxSync, RawMessage, utcnow
 from postdesk.models.db import Database
+from postdesk.pausepoints import pause_point
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class FolderFetcher:
             result.skipped_reason = f"being polled by {holder}"
             log.info("mailbox %s: skipped, %s", self.settings.name, result.skipped_reason)
             return result
+        pause_point("fetch-lease-taken")
         try:
             completed = self._fetch(source, state.uidvalidity, state.uidnext, sync_id, result)
             with self.db.transaction() as session:
@@ -199,6 +201,7 @@ class FolderFetcher:
                     "stored as" if outcome.new else "duplicate of",
                     outcome.raw_id,
                 )
+            pause_point("fetch-committed")
             result.finished += self._finish(source, uidvalidity, batch)
         return True
 
@@ -333,6 +336,7 @@ class FolderFetcher:
             source.move(todo, self.settings.processed_folder)
         else:
             source.mark_seen(todo)
+        pause_point("fetch-flagged")
         with self.db.transaction() as session:
             session.execute(
                 update(Delivery)

@@ -37,6 +37,7 @@ from postdesk.ingest.threader import ThreadMatch
 from postdesk.models import RawMessage, RawStatus, UTCDateTime, utcnow
 from postdesk.models.base import table_of
 from postdesk.models.db import Database, is_outage
+from postdesk.pausepoints import pause_point
 from postdesk.tickets.lifecycle import NewTicket
 
 log = logging.getLogger(__name__)
@@ -343,6 +344,7 @@ class Processor:
                 step(item)
             step_name = "release"
             _driver_sql(conn, "RELEASE SAVEPOINT postdesk_message")
+            pause_point("process-filed")
             return item
         except Exception as exc:
             if is_outage(exc):

@@ -30,14 +30,28 @@ class Sender:
     unproven_agent: bool = False
 
 
-def sender_address(parsed: ParsedMessage) -> Address:
-    """The address a reply should go to the author at: From, else Sender, else Reply-To."""
+# Who a delivery report with no usable sender address (no From, or "MAILER-DAEMON <>")
+# is filed as: one contact for all of them. The .invalid top-level domain (RFC 2606) can
+# never receive mail, so nothing is ever sent to it by mistake.
+DELIVERY_SYSTEM = Address("mailer-daemon@invalid", "Mail Delivery System")
+
+
+def sender_address(parsed: ParsedMessage, *, bounce: bool = False) -> Address:
+    """The address a reply should go to the author at: From, else Sender, else Reply-To.
+
+    A delivery report (`bounce`: the kind step recognised it, before this) that names
+    none of them is filed as DELIVERY_SYSTEM: bounces without a From exist, and what
+    they report (a failed recipient, a ticket's undelivered reply) matters more than who
+    sent them. Any other mail without a sender address cannot be filed and is quarantined.
+    """
     if parsed.from_ is not None:
         return parsed.from_
     if parsed.sender is not None:
         return parsed.sender
     if parsed.reply_to:
         return parsed.reply_to[0]
+    if bounce:
+        return DELIVERY_SYSTEM
     raise ParseError("no sender address: From, Sender and Reply-To are all missing or unreadable")
 
 

@@ -15,13 +15,13 @@ from typing import Any, overload
 
 from sqlalchemy import bindparam, exists, insert, select, update
 
-from postdesk.errors import ParseError
+from postdesk.errors import ParseError, PostdeskError
 from postdesk.ingest.attachments import AttachmentStore
 from postdesk.ingest.automatic import kind_of_mail
 from postdesk.ingest.parse import Address, ParsedMessage, parse_message
 from postdesk.ingest.process import RawInput, WorkItem
 from postdesk.ingest.quotes import visible_text
-from postdesk.ingest.sender import get_or_create_contact, sender_address
+from postdesk.ingest.sender import Sender, get_or_create_contact, sender_address
 from postdesk.ingest.store import IMPORT, MESSAGE_ID_WIDTH
 from postdesk.ingest.threader import (
     DEFAULT_OPTIONS,
@@ -50,6 +50,7 @@ from postdesk.tickets.lifecycle import (
     reopen,
     resolve_merged,
     responded,
+    set_status,
 )
 from postdesk.tickets.views import ticket_exists
 
@@ -134,8 +135,10 @@ class SenderStep:
         self.team_addresses = frozenset(e.lower() for e in team_addresses)
 
     def __call__(self, item: WorkItem) -> None:
+        found = item.kind  # the kind step runs first: a bounce needs no sender address
+        bounce = found is not None and found.kind == MailKind.BOUNCE
         try:
-            address = sender_address(item.need_parsed())
+            address = sender_address(item.need_parsed(), bounce=bounce)
         except ParseError:
             # No usable address in the mail: the one a person gave it, if any (a query
             # only on this rare path; see `postdesk inbound retry --sender`).
@@ -187,18 +190,67 @@ class VisibleTextStep:
         item.visible = visible_text(parsed.text, parsed.html)
 
 
+class AgentMailWithoutTicket(PostdeskError):
+    """Mail from an agent's address that belongs to no ticket and opens none."""
+
+
+AGENT_MAIL_NO_TICKET = "agent mail that belongs to no ticket"
+
+
 class TicketStep:
     """Open the message's ticket, or add to it: reopen it, or follow up a long-closed one.
 
     The threader says which ticket a message belongs to; whether a human reply to a
     ticket closed longer than `closed_after` ago continues it is decided here, because
     only the write that moves the ticket's clocks learns its status without another query.
+
+    Mail from an agent's address that threads to no ticket (or to one closed too long
+    ago) never makes the agent a requester. When the agent is proven (ingest/author.py:
+    the receiving server's Authentication-Results, or imported history) and writes to a
+    customer, it opens a ticket for that customer: the requester is the first To/Cc
+    address that is not the team's (`team_addresses`: agents, our mailboxes, their reply
+    tokens); the agent's mail is the ticket's first response and the ticket waits for the
+    customer (pending); nobody is acknowledged or notified. Anything else (unproven, no
+    customer among To and Cc, an agent's automatic reply) is quarantined with the reason
+    AGENT_MAIL_NO_TICKET and why: kept, visible in `inbound list --quarantined`, and
+    filed by `inbound retry` once its ticket exists.
     """
 
     name = "ticket"
 
-    def __init__(self, closed_after: timedelta = timedelta(days=30)) -> None:
+    def __init__(
+        self, closed_after: timedelta = timedelta(days=30), team_addresses: Collection[str] = ()
+    ) -> None:
         self.closed_after = closed_after
+        self.team_addresses = frozenset(e.lower() for e in team_addresses)
+
+    def _ours(self, email: str) -> bool:
+        """An address of the team: an agent's, a mailbox's, or one with a +tag of them."""
+        local, _, domain = email.lower().partition("@")
+        return email.lower() in self.team_addresses or (
+            f"{local.split('+', 1)[0]}@{domain}" in self.team_addresses
+        )
+
+    def _customer_written_to(self, item: WorkItem, human: bool) -> Sender:
+        """The customer an agent's mail that opens a ticket was written to, or raise."""
+        sender = item.need_sender()
+        if not human:
+            kind = item.kind.kind if item.kind else MailKind.HUMAN
+            why = f"{kind} mail from the agent address {sender.email}"
+        elif sender.unproven_agent:
+            why = f"from the agent address {sender.email}, and nothing proves the agent sent it"
+        else:
+            parsed = item.need_parsed()
+            for address in [*parsed.to, *parsed.cc]:
+                if self._ours(address.email):
+                    continue
+                contact = get_or_create_contact(
+                    item.conn, address, team_addresses=self.team_addresses
+                )
+                if contact.role != AGENT:
+                    return contact
+            why = f"the agent {sender.email} wrote to nobody outside the team (To and Cc)"
+        raise AgentMailWithoutTicket(f"{AGENT_MAIL_NO_TICKET}: {why}")
 
     def __call__(self, item: WorkItem) -> None:
         parsed = item.need_parsed()
@@ -244,16 +296,38 @@ class TicketStep:
                 return
             follow_up_of = match.ticket_id
         subject = parsed.subject.strip() or NO_SUBJECT
+        customer: Sender | None = None
+        if sender.role == AGENT or sender.unproven_agent:
+            customer = self._customer_written_to(item, human)
         ticket_id = open_ticket(
             conn,
             subject=subject,
-            requester_id=sender.id,
+            requester_id=sender.id if customer is None else customer.id,
             mailbox_id=item.raw.mailbox_id,
             at=now,
             actor=sender.email,
             closed_why=None if human else f"{kind} mail: {found.reason if found else ''}",
             follow_up_of=follow_up_of,
         )
+        item.ticket_id = ticket_id
+        item.created_ticket = True
+        if customer is not None:
+            responded(conn, ticket_id, at=now)
+            set_status(
+                conn,
+                ticket_id,
+                TicketStatus.PENDING,
+                actor=sender.email,
+                why="the agent wrote to the customer first",
+                at=now,
+            )
+            item.match = ThreadMatch(
+                None,
+                match.rule,
+                f"{item.match.reason if item.match else match.reason}; the agent "
+                f"{sender.email} wrote first to {customer.email}, who is the requester",
+            )
+            return
         if follow_up_of is not None and closed_at is not None:
             item.match = ThreadMatch(
                 None,
@@ -261,8 +335,6 @@ class TicketStep:
                 f"{match.reason}; ticket {follow_up_of} was closed on "
                 f"{closed_at:%Y-%m-%d}, so this opens follow-up ticket {ticket_id}",
             )
-        item.ticket_id = ticket_id
-        item.created_ticket = True
         if human:
             item.opened = NewTicket(ticket_id, subject, item.visible or "", sender.email, now)
 
