@@ -9,7 +9,7 @@ message), and change tickets only through the lifecycle (postdesk/tickets/lifecy
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any, overload
 
@@ -30,6 +30,7 @@ from postdesk.ingest.threader import (
     find_ticket,
 )
 from postdesk.ingest.tokens import may_be_ours
+from postdesk.ingest.worker import ReadMessage
 from postdesk.models import (
     Attachment,
     Contact,
@@ -80,12 +81,23 @@ def arrival_time(raw: RawInput, parsed: ParsedMessage) -> datetime:
 
 
 class ParseStep:
-    """Decode the raw bytes into headers, text and attachments."""
+    """Decode the raw bytes into headers, text and attachments.
+
+    With a `reader` (ingest/worker.py: a worker process under a time and memory budget)
+    the visible text is found there too; without one, parsing runs here.
+    """
 
     name = "parse"
 
+    def __init__(self, reader: Callable[[bytes], ReadMessage] | None = None) -> None:
+        self.reader = reader
+
     def __call__(self, item: WorkItem) -> None:
-        item.parsed = parse_message(item.raw.content)
+        if self.reader is None:
+            item.parsed = parse_message(item.raw.content)
+        else:
+            read = self.reader(item.raw.content)
+            item.parsed, item.visible = read.parsed, read.visible
         item.arrived = arrival_time(item.raw, item.parsed)
 
 
@@ -168,6 +180,8 @@ class VisibleTextStep:
     name = "visible"
 
     def __call__(self, item: WorkItem) -> None:
+        if item.visible is not None:
+            return  # found with the parse, under its budget (ParseStep)
         parsed = item.need_parsed()
         item.visible = visible_text(parsed.text, parsed.html)
 
