@@ -31,7 +31,7 @@ from postdesk.ingest.steps import (
 )
 from postdesk.ingest.threader import ThreadOptions
 from postdesk.ingest.tokens import ReplyTokens, load_key
-from postdesk.ingest.worker import Budget, shared_worker
+from postdesk.ingest.worker import Budget
 from postdesk.notify.acknowledge import AcknowledgeStep, AutoReplyLimit
 from postdesk.notify.notification import Agent, NotifyAgentsStep
 from postdesk.notify.relay import RelayStep
@@ -73,7 +73,7 @@ def steps(
     tokens = ReplyTokens(load_key(settings))
     budget = budget or parse_budget(settings)
     pipeline: list[Step | None] = [
-        ParseStep(shared_worker(budget).read if budget is not None else None),
+        ParseStep(budget),
         KindStep([box.address for box in settings.mailboxes]),
         SenderStep(team_addresses(settings)),
         AuthorStep(tokens, settings.authentication.authserv_id),

@@ -125,6 +125,27 @@ def test_processing_settings_and_their_errors(tmp_path: Path, sqlite_url: str) -
 def test_without_the_worker_parsing_runs_in_process(tmp_path: Path, sqlite_url: str) -> None:
     settings = settings_for(tmp_path, sqlite_url, "[processing]\nparse_worker = false\n")
     [parse, *_] = steps(settings)
-    assert isinstance(parse, ParseStep) and parse.reader is None
+    assert isinstance(parse, ParseStep) and parse.budget is None
     [parse, *_] = steps(settings_for(tmp_path, sqlite_url))
-    assert isinstance(parse, ParseStep) and parse.reader is not None
+    assert isinstance(parse, ParseStep) and parse.budget == Budget(20.0, 512)
+
+
+def test_prefetched_messages_are_read_in_order_and_the_rest_cancelled() -> None:
+    worker = ParseWorker(Budget(seconds=15))
+    try:
+        raws = [mail(f"p{i}@x") for i in range(6)]
+        worker.prefetch(raws)
+        assert [worker.read(raw).parsed.message_id for raw in raws[:3]] == [
+            "p0@x",
+            "p1@x",
+            "p2@x",
+        ]
+        # Another message first: what was sent ahead is cancelled, nothing gets mixed up.
+        assert worker.read(mail("other@x")).parsed.message_id == "other@x"
+        assert worker.read(raws[4]).parsed.message_id == "p4@x"
+        worker.prefetch(raws[:2])
+        worker.prefetch(raws[2:4])  # replaces the first batch sent ahead
+        assert worker.read(raws[2]).parsed.message_id == "p2@x"
+        assert worker.started == 1
+    finally:
+        worker.close()

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from postdesk.daemon import Service
@@ -161,6 +162,7 @@ def _run_until_reached(config: Path, reached: Path) -> tuple[bool, str]:
     return killed, output.read_text(encoding="utf-8", errors="replace")
 
 
+@pytest.mark.slow  # four runs of a fresh process each, ~25 s on a busy machine
 def test_a_message_that_gets_postdesk_killed_is_given_up_after_three_runs(
     tmp_path: Path, db: Database, db_url: str
 ) -> None:

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import Connection, String, bindparam, func, select, text, update
 from sqlalchemy.exc import DBAPIError
@@ -46,7 +46,7 @@ from postdesk.ingest.automatic import KindOfMail
 from postdesk.ingest.parse import ParsedMessage
 from postdesk.ingest.sender import Sender
 from postdesk.ingest.threader import ThreadMatch
-from postdesk.ingest.worker import TryAgain
+from postdesk.ingest.worker import TryAgain, WorkerUnavailable
 from postdesk.models import RawMessage, RawStatus, UTCDateTime, utcnow
 from postdesk.models.base import table_of
 from postdesk.models.db import Database, is_outage
@@ -115,6 +115,13 @@ class Step(Protocol):
     name: str
 
     def __call__(self, item: WorkItem) -> None: ...
+
+
+@runtime_checkable
+class Prefetching(Protocol):
+    """A step that can start on a batch's messages before their turn (the parse worker)."""
+
+    def prefetch(self, contents: Sequence[bytes]) -> None: ...
 
 
 @dataclass
@@ -440,6 +447,7 @@ class Processor:
                         _TAKE_MANY, {"ids": chosen, "owner": self.owner, "now": utcnow()}
                     )
                 }
+                self._prefetch([taking[i].content for i in chosen if i in taking])
                 for index, raw_id in enumerate(chosen):
                     if index and (time.monotonic() >= deadline or self.should_stop()):
                         rest = [i for i in chosen[index:] if i in taking]
@@ -459,7 +467,7 @@ class Processor:
                     else:
                         outcomes.append(outcome)
         except Exception as exc:
-            if is_outage(exc):
+            if is_outage(exc) or isinstance(exc, WorkerUnavailable):
                 raise
             log.warning("a batch of %d failed (%s); retrying one by one", taken, _one_line(exc))
             conn.rollback()
@@ -477,6 +485,12 @@ class Processor:
         for raw_id in again:
             self._alone(conn, raw_id, result)
         return taken
+
+    def _prefetch(self, contents: list[bytes]) -> None:
+        if len(contents) > 1:
+            for step in self.steps:
+                if isinstance(step, Prefetching):
+                    step.prefetch(contents)
 
     def _cut(
         self, head: list[int], states: dict[int, Any], now: datetime
@@ -525,7 +539,7 @@ class Processor:
             _driver_sql(conn, "RELEASE SAVEPOINT postdesk_message")
             return item
         except Exception as exc:
-            if is_outage(exc):
+            if is_outage(exc) or isinstance(exc, WorkerUnavailable):
                 raise
             _driver_sql(conn, "ROLLBACK TO SAVEPOINT postdesk_message")
             _driver_sql(conn, "RELEASE SAVEPOINT postdesk_message")
@@ -606,7 +620,7 @@ class Processor:
                     step(item)
                 step_name = "commit"
         except Exception as exc:
-            if is_outage(exc):
+            if is_outage(exc) or isinstance(exc, WorkerUnavailable):
                 raise
             reason = f"{step_name}: {_one_line(exc)}"
             conn.rollback()  # whatever is left of the failed transaction (a failed commit)

@@ -9,7 +9,7 @@ message), and change tickets only through the lifecycle (postdesk/tickets/lifecy
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any, overload
 
@@ -30,7 +30,7 @@ from postdesk.ingest.threader import (
     find_ticket,
 )
 from postdesk.ingest.tokens import may_be_ours
-from postdesk.ingest.worker import ReadMessage
+from postdesk.ingest.worker import Budget, shared_worker
 from postdesk.models import (
     Attachment,
     Contact,
@@ -83,20 +83,25 @@ def arrival_time(raw: RawInput, parsed: ParsedMessage) -> datetime:
 class ParseStep:
     """Decode the raw bytes into headers, text and attachments.
 
-    With a `reader` (ingest/worker.py: a worker process under a time and memory budget)
-    the visible text is found there too; without one, parsing runs here.
+    With a `budget` (ingest/worker.py) this runs in a worker process under that time and
+    memory budget, which finds the visible text too; without one, parsing runs here.
     """
 
     name = "parse"
 
-    def __init__(self, reader: Callable[[bytes], ReadMessage] | None = None) -> None:
-        self.reader = reader
+    def __init__(self, budget: Budget | None = None) -> None:
+        self.budget = budget
+
+    def prefetch(self, contents: Sequence[bytes]) -> None:
+        """Hand a batch's messages to the worker ahead of their turn (see Processor)."""
+        if self.budget is not None:
+            shared_worker(self.budget).prefetch(contents)
 
     def __call__(self, item: WorkItem) -> None:
-        if self.reader is None:
+        if self.budget is None:
             item.parsed = parse_message(item.raw.content)
         else:
-            read = self.reader(item.raw.content)
+            read = shared_worker(self.budget).read(item.raw.content)
             item.parsed, item.visible = read.parsed, read.visible
         item.arrived = arrival_time(item.raw, item.parsed)
 

@@ -44,7 +44,8 @@ import multiprocessing
 import resource
 import signal
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext, SpawnContext
@@ -68,6 +69,11 @@ class TryAgain(PostdeskError):
 
 class WorkerDied(TryAgain):
     """The worker process died while reading a message."""
+
+
+class WorkerUnavailable(PostdeskError):
+    """No parse worker can be started (no memory or processes left): the pass stops,
+    as for a database outage; the messages are not at fault."""
 
 
 class BudgetExceeded(PostdeskError):
@@ -137,8 +143,28 @@ def _unwire(result: ReadMessage) -> ReadMessage:
     return ReadMessage(parsed, result.visible)
 
 
+def _answer(task: Callable[[bytes], ReadMessage], raw: bytes, backstop: int) -> tuple[str, Any]:
+    """Read one message in the worker: ("ok", result), ("parse", reason), ("memory", None)
+    or ("error", what)."""
+    signal.alarm(backstop)
+    try:
+        return ("ok", _wire(task(raw)))
+    except ParseError as exc:
+        return ("memory", None) if _out_of_memory(exc) else ("parse", str(exc))
+    except MemoryError:
+        return ("memory", None)
+    except Exception as exc:
+        if _out_of_memory(exc):
+            return ("memory", None)
+        return ("error", f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500])
+    finally:
+        signal.alarm(0)
+
+
 def _serve(conn: Connection, budget: Budget) -> None:
-    """The worker's loop: read raw bytes, answer (status, value, retiring)."""
+    """The worker's loop. Requests: ("read", [raw, ...]) or ("cancel",). Each raw gets an
+    answer (status, value, retiring), in order; a cancel (also seen between two messages
+    of a request) ends the request early and is answered ("cancelled", None, False)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     task = _load_task(budget.task)
@@ -151,34 +177,29 @@ def _serve(conn: Connection, budget: Budget) -> None:
             wanted = min(wanted, hard)
         resource.setrlimit(resource.RLIMIT_AS, (wanted, hard))
     backstop = max(1, math.ceil(budget.seconds * 2))
+    cancelled = ("cancelled", None, False)
     while True:
         try:
-            raw = conn.recv_bytes()
+            request = conn.recv()
         except (EOFError, OSError):
             return  # the main process closed the pipe, or is gone
-        signal.alarm(backstop)
-        answer: tuple[str, Any]
-        try:
-            answer = ("ok", _wire(task(raw)))
-        except ParseError as exc:
-            answer = ("memory", None) if _out_of_memory(exc) else ("parse", str(exc))
-        except MemoryError:
-            answer = ("memory", None)
-        except Exception as exc:
-            if _out_of_memory(exc):
-                answer = ("memory", None)
-            else:
-                answer = ("error", f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500])
-        finally:
-            signal.alarm(0)
-        retiring = answer[0] == "memory" or (start and _address_space() - start > limit // 2)
-        try:
-            conn.send((*answer, bool(retiring)))
-        except MemoryError:
-            conn.send(("memory", None, True))
-            return
-        if retiring:
-            return
+        if request[0] == "cancel":
+            conn.send(cancelled)
+            continue
+        for raw in request[1]:
+            if conn.poll(0):  # a cancel came meanwhile
+                conn.recv()
+                conn.send(cancelled)
+                break
+            answer = _answer(task, raw, backstop)
+            retiring = answer[0] == "memory" or (start and _address_space() - start > limit // 2)
+            try:
+                conn.send((*answer, bool(retiring)))
+            except MemoryError:
+                conn.send(("memory", None, True))
+                return
+            if retiring:
+                return
 
 
 def _context() -> ForkServerContext | SpawnContext:
@@ -204,7 +225,12 @@ def _describe_exit(code: int | None) -> str:
 class ParseWorker:
     """One worker process reading messages under `budget`; restarted when it dies or overruns.
 
-    Thread-safe: callers take turns (one message at a time goes through the pipe).
+    `read(raw)` answers one message. `prefetch(raws)` sends a batch ahead in one request,
+    so the worker reads them while the caller does other work (the processor's database
+    work on the messages before): a later `read` of the next of them only collects its
+    answer. The time budget counts from when the caller starts waiting for an answer.
+    Whatever was prefetched and is not read next is cancelled. Thread-safe: callers take
+    turns, but each thread does best with its own worker (`shared_worker`).
     """
 
     def __init__(self, budget: Budget) -> None:
@@ -212,23 +238,42 @@ class ParseWorker:
         self._lock = threading.Lock()
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
+        self._ahead: deque[bytes] = deque()  # sent and not answered yet, in order
         self.started = 0  # workers started, for logs and tests
 
     def read(self, raw: bytes) -> ReadMessage:
         """Parse `raw` in the worker; raises ParseError, BudgetExceeded or WorkerDied."""
         with self._lock:
-            return self._read(raw)
+            if self._ahead and self._ahead[0] is raw:
+                self._ahead.popleft()
+                return self._collect()
+            self._cancel()
+            if not self._send([raw]):
+                self._send([raw])  # it had died while idle: a new one takes it
+            return self._collect()
 
-    def _read(self, raw: bytes) -> ReadMessage:
+    def prefetch(self, raws: Sequence[bytes]) -> None:
+        """Send `raws` ahead, to be read in this order."""
+        with self._lock:
+            self._cancel()
+            if raws and self._send(list(raws)):
+                self._ahead.extend(raws)
+
+    def _send(self, raws: list[bytes]) -> bool:
         conn = self._ensure()
-        budget = self.budget
         try:
-            conn.send_bytes(raw)
+            conn.send(("read", raws))
         except OSError:
-            # It died while idle (nothing of this message's doing): start another.
             self._stop(kill=True)
-            conn = self._ensure()
-            conn.send_bytes(raw)
+            return False
+        return True
+
+    def _collect(self) -> ReadMessage:
+        """The answer to the oldest message sent."""
+        conn = self._conn
+        budget = self.budget
+        if conn is None:
+            raise WorkerDied("the parse worker died (its pipe is closed)")
         if not conn.poll(budget.seconds):
             self._stop(kill=True)
             raise BudgetExceeded(f"took longer than {budget.seconds:g} s to parse")
@@ -248,6 +293,28 @@ class ParseWorker:
             raise BudgetExceeded(f"needed more than {budget.memory_mb} MB")
         raise ParseError(f"internal error: {value}")
 
+    def _cancel(self) -> None:
+        """Drop what was prefetched and not read; the worker skips what it has not begun."""
+        conn = self._conn
+        if not self._ahead or conn is None:
+            self._ahead.clear()
+            return
+        self._ahead.clear()
+        try:
+            conn.send(("cancel",))
+            while True:
+                if not conn.poll(self.budget.seconds):
+                    self._stop(kill=True)
+                    return
+                status, _value, retiring = conn.recv()
+                if status == "cancelled":
+                    return
+                if retiring:
+                    self._stop(kill=False)
+                    return
+        except (EOFError, OSError):
+            self._stop(kill=True)
+
     def _ensure(self) -> Connection:
         if self._conn is not None and self._process is not None and self._process.is_alive():
             return self._conn
@@ -257,8 +324,13 @@ class ParseWorker:
         process = context.Process(
             target=_serve, args=(child, self.budget), name="postdesk-parse", daemon=True
         )
-        process.start()
-        child.close()
+        try:
+            process.start()
+        except OSError as exc:
+            parent.close()
+            raise WorkerUnavailable(f"cannot start the parse worker: {exc}") from exc
+        finally:
+            child.close()
         self._process, self._conn = process, parent
         self.started += 1
         return parent
@@ -267,6 +339,7 @@ class ParseWorker:
         """End the worker (SIGKILL if `kill`, else wait for it); return its exit code."""
         process, conn = self._process, self._conn
         self._process = self._conn = None
+        self._ahead.clear()
         if conn is not None:
             conn.close()
         if process is None:
@@ -293,16 +366,17 @@ class ParseWorker:
             self._stop(kill=False)
 
 
-_shared: dict[Budget, ParseWorker] = {}
+_shared: dict[tuple[Budget, int], ParseWorker] = {}
 _shared_lock = threading.Lock()
 
 
 def shared_worker(budget: Budget) -> ParseWorker:
-    """The process's worker for `budget`, made on first use."""
+    """This thread's worker for `budget`, made on first use and kept for the process."""
+    key = (budget, threading.get_ident())
     with _shared_lock:
-        worker = _shared.get(budget)
+        worker = _shared.get(key)
         if worker is None:
-            worker = _shared[budget] = ParseWorker(budget)
+            worker = _shared[key] = ParseWorker(budget)
         return worker
 
 
@@ -319,6 +393,7 @@ __all__ = [
     "ReadMessage",
     "TryAgain",
     "WorkerDied",
+    "WorkerUnavailable",
     "read_message",
     "shared_worker",
 ]
