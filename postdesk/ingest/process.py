@@ -554,10 +554,6 @@ class Processor:
             conn.execute(_QUARANTINE_CLAIMED, {"raw_id": raw.id, "reason": reason[:2000]})
             return raw.id, reason
 
-    def process_one(self, conn: Connection, raw_id: int, result: ProcessResult) -> None:
-        """Run one message through the steps on its own; quarantine it if a step fails."""
-        self._alone(conn, raw_id, result)
-
     def _alone(self, conn: Connection, raw_id: int, result: ProcessResult) -> None:
         """Process one message in transactions of its own, each attempt claimed (and
         counted) in a commit before it begins; give it up after `max_attempts` attempts

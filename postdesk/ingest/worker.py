@@ -29,6 +29,10 @@ message in hand, and the worker with it, then exits; the worker sees its pipe cl
 exits too. Should the main process be killed while the worker works, an alarm set per
 message ends the worker at twice the time budget.
 
+Left in the main process: the reading of an agent's reply for the relay
+(`quotes.reply_text`, notify/relay.py), which only mail carrying a validly signed agent
+token reaches, so a stranger cannot make it run.
+
 The `task` is the `module:function` the worker runs on each message; tests swap in a
 function that misbehaves on cue (postdesk/testing/poison.py).
 """
