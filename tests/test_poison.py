@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from postdesk.daemon import Service
-from postdesk.ingest.process import give_up_reason
+from postdesk.ingest.process import CLAIM_EXPIRY, _claim_is_live, give_up_reason, requeue
 from postdesk.ingest.store import Incoming, store_many
 from postdesk.ingest.worker import Budget
 from postdesk.models import Message, RawMessage, RawStatus
 from postdesk.models.db import Database
+from postdesk.owner import make_owner
 from postdesk.testing.config import settings_for, write_config
 from postdesk.testing.inbox import ingest, mail, ticket_of
 from postdesk.testing.mailgen import generate
@@ -89,6 +92,28 @@ def test_max_attempts_is_configurable(tmp_path: Path, db: Database, db_url: str)
     status, attempts, _, reason = _raw_rows(db)["b@x"]
     assert (status, attempts) == (RawStatus.QUARANTINED, 1)
     assert reason is not None and reason.startswith("gave up after 1 attempts (last: parse: ")
+    # `inbound retry` gives it max_attempts fresh tries (not an instant give-up).
+    assert len(requeue(db, None)) == 1
+    again = service.processor().run()
+    assert (again.processed, again.quarantined) == (0, 1)
+    status, attempts, unfinished, reason = _raw_rows(db)["b@x"]
+    assert (status, attempts, unfinished) == (RawStatus.QUARANTINED, 2, 1)
+
+
+def test_whose_claims_count_as_live() -> None:
+    """A claim is left alone while its processor may still work on it: a running one of
+    this process, or one elsewhere until the claim expires; a dead one's is taken over."""
+    now = datetime.now(UTC)
+    elsewhere = "another-host:4242:77:abcd1234"
+    assert _claim_is_live(elsewhere, now - timedelta(seconds=30), now)
+    assert not _claim_is_live(elsewhere, now - CLAIM_EXPIRY - timedelta(seconds=1), now)
+    here = make_owner()  # this process, but no processor of that name is running
+    assert not _claim_is_live(here, now, now)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True
+    )
+    dead = f"{socket.gethostname()}:{int(gone.stdout)}:1:abcd1234"
+    assert not _claim_is_live(dead, now, now)
 
 
 def test_a_worker_death_once_is_only_a_retry(tmp_path: Path, db: Database, db_url: str) -> None:
@@ -122,6 +147,7 @@ from postdesk.config import load_settings
 from postdesk.daemon import Service
 from postdesk.ingest.worker import Budget
 from postdesk.models.db import Database
+from postdesk.owner import make_owner
 
 settings = load_settings(sys.argv[1])
 service = Service(settings, Database(settings.database.url))
