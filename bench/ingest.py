@@ -149,6 +149,8 @@ class _TimedStep:
     def __init__(self, step: Any, timers: _Timers) -> None:
         self.name = step.name
         self._call = timers.wrap(f"process: {step.name} step", step)
+        if hasattr(step, "prefetch"):  # the parse step hands batches to its worker ahead
+            self.prefetch = timers.wrap(f"process: {step.name} prefetch", step.prefetch)
 
     def __call__(self, item: Any) -> None:
         self._call(item)

@@ -367,6 +367,36 @@ class RunSettings:
     poll_interval: float = field(default=60.0, metadata=option(_positive_seconds))
 
 
+def _whole_positive(value: int, key: Key) -> int:
+    if value < 1:
+        raise key.fail("must be a whole number of at least 1")
+    return value
+
+
+def _memory_budget(value: int, key: Key) -> int:
+    if value < 64:
+        raise key.fail("must be at least 64 (MB)")
+    return value
+
+
+@dataclass(frozen=True)
+class ProcessingSettings:
+    """How stored mail is processed (postdesk/ingest/process.py, ingest/worker.py).
+
+    `max_attempts`: attempts at a message that never finished (postdesk or its parse
+    worker died) before it is quarantined "gave up after N attempts".
+    `parse_worker`: parse each message (and find its visible text) in a worker process
+    under a budget of `parse_seconds` (wall clock) and `parse_memory_mb` (memory beyond
+    the worker's own); a message over budget is quarantined with the reason. False parses
+    in the service's own process, without a budget.
+    """
+
+    max_attempts: int = field(default=3, metadata=option(_whole_positive))
+    parse_worker: bool = True
+    parse_seconds: float = field(default=20.0, metadata=option(_positive_seconds))
+    parse_memory_mb: int = field(default=512, metadata=option(_memory_budget))
+
+
 @dataclass(frozen=True)
 class OutboxSettings:
     """How the outbox is sent (postdesk/notify/smtp.py)."""
@@ -792,6 +822,7 @@ class Settings:
         default=(), metadata=option(_queues_known, key="agent")
     )
     run: RunSettings = field(default_factory=RunSettings)
+    processing: ProcessingSettings = field(default_factory=ProcessingSettings)
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     threading: ThreadingSettings = field(default_factory=ThreadingSettings)

@@ -34,13 +34,14 @@ from postdesk.ingest.process import Processor, ProcessResult, Step
 from postdesk.ingest.sources import ImportedMessage
 from postdesk.ingest.store import IMPORT, Incoming, dedupe_key, store_many
 from postdesk.ingest.tokens import ReplyTokens, load_key
+from postdesk.ingest.worker import Budget
 from postdesk.models import Contact, Mailbox, RawMessage, RawStatus, utcnow
 from postdesk.models.db import Database, describe_error
 from postdesk.models.tickets import AGENT
 from postdesk.notify.smtp import DrainResult, OutboxSender
 from postdesk.notify.templates import Templates
 from postdesk.pausepoints import pause_point
-from postdesk.pipeline import notify_steps, steps
+from postdesk.pipeline import notify_steps, parse_budget, steps
 from postdesk.sla.alerts import AlertResult, SlaAlerts
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,8 @@ class Service:
         self.triage = TriageStep(ActiveTriage(settings))
         self._notify: list[Step] | None = None  # the steps that write mail, once built
         self._retrain_failed_at: float | None = None
+        # What parsing one message may cost (None: in-process, no budget).
+        self.budget: Budget | None = parse_budget(settings)
 
     def stop(self) -> None:
         """Ask the service to finish the message in hand and return."""
@@ -140,8 +143,13 @@ class Service:
             # Built at the first pass, not with the service: commands that never
             # process mail must not fail on a broken template override.
             self._notify = notify_steps(self.settings)
-        pipeline = steps(self.settings, triage=self.triage, notify=self._notify)
-        return Processor(self.db, pipeline, should_stop=self.stopping)
+        pipeline = steps(self.settings, triage=self.triage, notify=self._notify, budget=self.budget)
+        return Processor(
+            self.db,
+            pipeline,
+            should_stop=self.stopping,
+            max_attempts=self.settings.processing.max_attempts,
+        )
 
     def retrain_if_due(self) -> None:
         """Scheduled retraining (`[triage] retrain_interval_hours`), between passes.

@@ -31,6 +31,7 @@ from postdesk.ingest.steps import (
 )
 from postdesk.ingest.threader import ThreadOptions
 from postdesk.ingest.tokens import ReplyTokens, load_key
+from postdesk.ingest.worker import Budget
 from postdesk.notify.acknowledge import AcknowledgeStep, AutoReplyLimit
 from postdesk.notify.notification import Agent, NotifyAgentsStep
 from postdesk.notify.relay import RelayStep
@@ -46,21 +47,33 @@ def team_addresses(settings: Settings) -> set[str]:
     return emails
 
 
+def parse_budget(settings: Settings) -> Budget | None:
+    """The per-message parse budget the settings ask for; None to parse in-process."""
+    processing = settings.processing
+    if not processing.parse_worker:
+        return None
+    return Budget(seconds=processing.parse_seconds, memory_mb=processing.parse_memory_mb)
+
+
 def steps(
     settings: Settings,
     *,
     triage: TriageStep | None = None,
     notify: Sequence[Step] | None = None,
+    budget: Budget | None = None,
 ) -> list[Step]:
     """The steps every inbound message goes through, in processing order.
 
     `triage` and `notify` (from `notify_steps`) are kept by the service from pass to
-    pass, so that models are loaded and templates read and checked once.
+    pass, so that models are loaded and templates read and checked once. `budget`
+    (default: `parse_budget(settings)`) is what parsing one message may cost; the worker
+    for it is shared by the whole process.
     """
     threading = settings.threading
     tokens = ReplyTokens(load_key(settings))
+    budget = budget or parse_budget(settings)
     pipeline: list[Step | None] = [
-        ParseStep(),
+        ParseStep(budget),
         KindStep([box.address for box in settings.mailboxes]),
         SenderStep(team_addresses(settings)),
         AuthorStep(tokens, settings.authentication.authserv_id),

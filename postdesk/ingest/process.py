@@ -13,6 +13,18 @@ quarantined with a one-line reason (never dropped, never retried forever) while 
 of the batch goes on; `postdesk inbound retry` replays it. A batch costs one claim and
 one commit instead of one per message. Database outages are not the message's fault and
 stop the pass instead, so the batch is tried again on the next one.
+
+A message that kills the process (out of memory, SIGKILL after the stop timeout) must not
+block the mail behind it on every restart. So a batch is *claimed* first, in a short
+transaction of its own: each row gets the processor's owner name and one more `attempts`
+and `unfinished`; the batch transaction that files the messages clears the claim and sets
+`unfinished` back to 0. A pending row still claimed by a process that is gone (same host
+and its pid has died, or the claim is older than CLAIM_EXPIRY) was in hand when that
+process died. Such messages, and those whose parse worker died (`TryAgain`), are then
+processed alone, each attempt committed before it begins; one whose `unfinished` attempts
+reach `max_attempts` (`[processing] max_attempts`, default 3) is quarantined "gave up after
+N attempts" with the last error known, and the rest goes on. A batch that dies costs its
+other messages one counted attempt each, never more: they are then taken one at a time.
 """
 
 from __future__ import annotations
@@ -23,10 +35,10 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
 
-from sqlalchemy import Connection, bindparam, func, select, text, update
+from sqlalchemy import Connection, String, bindparam, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from postdesk.errors import PostdeskError
@@ -34,9 +46,11 @@ from postdesk.ingest.automatic import KindOfMail
 from postdesk.ingest.parse import ParsedMessage
 from postdesk.ingest.sender import Sender
 from postdesk.ingest.threader import ThreadMatch
+from postdesk.ingest.worker import TryAgain, WorkerUnavailable
 from postdesk.models import RawMessage, RawStatus, UTCDateTime, utcnow
 from postdesk.models.base import table_of
 from postdesk.models.db import Database, is_outage
+from postdesk.owner import make_owner, owner_is_dead
 from postdesk.pausepoints import pause_point
 from postdesk.tickets.lifecycle import NewTicket
 
@@ -104,6 +118,13 @@ class Step(Protocol):
     def __call__(self, item: WorkItem) -> None: ...
 
 
+@runtime_checkable
+class Prefetching(Protocol):
+    """A step that can start on a batch's messages before their turn (the parse worker)."""
+
+    def prefetch(self, contents: Sequence[bytes]) -> None: ...
+
+
 @dataclass
 class ProcessResult:
     """Counts of what a processing pass did."""
@@ -131,57 +152,144 @@ def _one_line(exc: BaseException) -> str:
 
 _raw = table_of(RawMessage)
 _now = bindparam("now", type_=UTCDateTime())
+_owner = bindparam("owner", type_=String())
 _claimable = _raw.alias("claimable")
-# Claim a pending message and mark it processed, in one statement of the message's own
-# transaction. The row lock is taken with SKIP LOCKED, so another instance passes the
-# message over instead of waiting, and is held until the transaction ends; if any step
-# fails, the whole transaction rolls back, this mark included, and the message is then
-# quarantined instead.
-_CLAIM = (
+
+# A claim older than this is taken over whoever made it (a claimer on another machine
+# cannot be seen dying). A live claim lasts one batch: up to `batch_seconds` plus one
+# message's parse budget and steps.
+CLAIM_EXPIRY = timedelta(minutes=5)
+DIED = "the process died while processing it"
+
+
+def _pending_in(ids_param: str = "ids") -> Any:
+    """Pending rows among the ids, locked without waiting for rows another process holds."""
+    return (
+        select(_claimable.c.id)
+        .where(
+            _claimable.c.id.in_(bindparam(ids_param, expanding=True)),
+            _claimable.c.status == RawStatus.PENDING,
+        )
+        .with_for_update(skip_locked=True)
+    )
+
+
+# What a batch is cut from: sizes, and whether a message was left claimed or unfinished.
+_STATES = select(
+    _raw.c.id,
+    _raw.c.size,
+    _raw.c.status,
+    _raw.c.claimed_by,
+    _raw.c.claimed_at,
+    _raw.c.unfinished,
+    _raw.c.reason,
+).where(_raw.c.id.in_(bindparam("ids", expanding=True)))
+# The claim, committed before processing begins: owner, one more attempt, one more that
+# has not finished. Only rows nobody claims are taken.
+_CLAIM_FRESH = (
+    update(_raw)
+    .where(_raw.c.id.in_(_pending_in().where(_claimable.c.claimed_by.is_(None))))
+    .values(
+        claimed_by=_owner,
+        claimed_at=_now,
+        attempts=_raw.c.attempts + 1,
+        unfinished=_raw.c.unfinished + 1,
+    )
+    .returning(_raw.c.id, _raw.c.unfinished)
+)
+# One message's claim, taken over from `seen` (the claimer read a moment before, or None).
+_CLAIM_ONE = (
     update(_raw)
     .where(
-        _raw.c.id
-        == select(_claimable.c.id)
-        .where(_claimable.c.id == bindparam("raw_id"), _claimable.c.status == RawStatus.PENDING)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
+        _raw.c.id == bindparam("raw_id"),
+        _raw.c.status == RawStatus.PENDING,
+        _raw.c.claimed_by.is_not_distinct_from(bindparam("seen")),
     )
     .values(
-        status=RawStatus.PROCESSED, reason=None, attempts=_raw.c.attempts + 1, processed_at=_now
+        claimed_by=_owner,
+        claimed_at=_now,
+        attempts=_raw.c.attempts + 1,
+        unfinished=_raw.c.unfinished + 1,
+        reason=bindparam("last"),
     )
-    .returning(_raw.c.id, _raw.c.content, _raw.c.mailbox_id, _raw.c.source, _raw.c.received_at)
+)
+_GIVE_UP = (
+    update(_raw)
+    .where(
+        _raw.c.id == bindparam("raw_id"),
+        _raw.c.status == RawStatus.PENDING,
+        _raw.c.claimed_by.is_not_distinct_from(bindparam("seen")),
+    )
+    .values(
+        status=RawStatus.QUARANTINED,
+        reason=bindparam("reason"),
+        claimed_by=None,
+        claimed_at=None,
+        processed_at=_now,
+    )
+)
+_FILED = {
+    "status": RawStatus.PROCESSED,
+    "reason": None,
+    "claimed_by": None,
+    "claimed_at": None,
+    "unfinished": 0,
+    "processed_at": _now,
+}
+_RETURNED = (_raw.c.id, _raw.c.content, _raw.c.mailbox_id, _raw.c.source, _raw.c.received_at)
+# Take one claimed message in the transaction that files it, and mark it processed. The row
+# lock (SKIP LOCKED) is held until the transaction ends; if the transaction rolls back, the
+# mark goes with it and the claim stays.
+_TAKE = (
+    update(_raw)
+    .where(
+        _raw.c.id == bindparam("raw_id"),
+        _raw.c.status == RawStatus.PENDING,
+        _raw.c.claimed_by == _owner,
+    )
+    .values(**_FILED)
+    .returning(*_RETURNED)
 )
 # On PostgreSQL the processing connection's commits do not wait for their WAL to reach
 # the disk, as on SQLite (synchronous=NORMAL, see models/db.py): the raw message a
 # transaction derives from was stored durably, so a crash of the server or the machine can
 # only take the last few processed messages back to pending, each all or nothing, and they
-# are processed again. Fetch transactions, on other connections, stay durable.
+# are processed again (a claim lost that way costs nothing but the count of one attempt).
+# Fetch transactions, on other connections, stay durable.
 _NO_FLUSH_WAIT = text("SET synchronous_commit TO OFF")
-# The batch versions: one statement claims (or gives back) a whole batch; a message
-# that fails inside it was claimed (its attempt counted) by that statement.
-_CLAIM_MANY = (
+# The batch version: one statement takes the whole claimed batch.
+_TAKE_MANY = (
     update(_raw)
-    .where(
-        _raw.c.id.in_(
-            select(_claimable.c.id)
-            .where(
-                _claimable.c.id.in_(bindparam("ids", expanding=True)),
-                _claimable.c.status == RawStatus.PENDING,
-            )
-            .with_for_update(skip_locked=True)
-        )
-    )
-    .values(
-        status=RawStatus.PROCESSED, reason=None, attempts=_raw.c.attempts + 1, processed_at=_now
-    )
-    .returning(_raw.c.id, _raw.c.content, _raw.c.mailbox_id, _raw.c.source, _raw.c.received_at)
+    .where(_raw.c.id.in_(_pending_in()), _raw.c.claimed_by == _owner)
+    .values(**_FILED)
+    .returning(*_RETURNED)
 )
+# Messages of a batch not begun (time is up, or the service stops) go back as they were.
 _UNCLAIM = (
     update(_raw)
-    .where(_raw.c.id.in_(bindparam("ids", expanding=True)))
-    .values(status=RawStatus.PENDING, attempts=_raw.c.attempts - 1, processed_at=None)
+    .where(_raw.c.id == bindparam("raw_id"))
+    .values(
+        status=RawStatus.PENDING,
+        attempts=_raw.c.attempts - 1,
+        unfinished=bindparam("left"),
+        claimed_by=None,
+        claimed_at=None,
+        processed_at=None,
+    )
 )
-_SIZES = select(_raw.c.id, _raw.c.size).where(_raw.c.id.in_(bindparam("ids", expanding=True)))
+# A message whose worker died: pending again, its attempt counted as unfinished.
+_AGAIN = (
+    update(_raw)
+    .where(_raw.c.id == bindparam("raw_id"))
+    .values(
+        status=RawStatus.PENDING,
+        reason=bindparam("reason"),
+        unfinished=bindparam("left"),
+        claimed_by=None,
+        claimed_at=None,
+        processed_at=None,
+    )
+)
 _QUARANTINE_CLAIMED = (
     update(_raw)
     .where(_raw.c.id == bindparam("raw_id"))
@@ -193,14 +301,39 @@ _QUARANTINE = (
     .values(
         status=RawStatus.QUARANTINED,
         reason=bindparam("reason"),
-        attempts=_raw.c.attempts + 1,
+        claimed_by=None,
+        claimed_at=None,
+        unfinished=0,
         processed_at=_now,
     )
 )
 
+# Processors running in this process now: their claims are live whatever their age.
+_running: set[str] = set()
+_THIS_PROCESS = ":".join(make_owner().split(":")[:3])
+
+
+def _claim_is_live(owner: str, claimed_at: datetime | None, now: datetime) -> bool:
+    """Whether the processor `owner` may still be working on what it claimed."""
+    if owner in _running:
+        return True
+    if owner.startswith(_THIS_PROCESS + ":") or owner_is_dead(owner):
+        return False  # one of ours that has stopped, or a process known to be gone
+    return claimed_at is not None and now - claimed_at < CLAIM_EXPIRY
+
+
+def give_up_reason(attempts: int, last: str | None) -> str:
+    """The quarantine reason of a message given up after `attempts` unfinished attempts."""
+    reason = f"gave up after {attempts} attempts"
+    return f"{reason} (last: {last})" if last else reason
+
 
 class Processor:
-    """Runs pending raw messages through the steps, one transaction per message."""
+    """Runs pending raw messages through the steps, in batches (see the module docstring).
+
+    `max_attempts`: how many attempts that never finished (the process or the parse
+    worker died) a message gets before it is quarantined.
+    """
 
     def __init__(
         self,
@@ -211,6 +344,7 @@ class Processor:
         batch_size: int = 50,
         batch_bytes: int = 8 * 1024 * 1024,
         batch_seconds: float = 0.25,
+        max_attempts: int = 3,
     ) -> None:
         self.db = db
         self.steps = list(steps)
@@ -218,6 +352,8 @@ class Processor:
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
         self.batch_seconds = batch_seconds
+        self.max_attempts = max_attempts
+        self.owner = make_owner()
 
     def pending_ids(self, *, after: int = 0, limit: int = 500) -> list[int]:
         """The next pending raw message ids in arrival order."""
@@ -252,14 +388,18 @@ class Processor:
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
         """The connection a run works on; every message is still its own transaction on it."""
-        with self.db.engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                # Closed when the run ends instead of going back to the pool, so that this
-                # setting never reaches a transaction that must be durable.
-                conn.detach()
-                conn.execute(_NO_FLUSH_WAIT)
-                conn.commit()
-            yield conn
+        _running.add(self.owner)
+        try:
+            with self.db.engine.connect() as conn:
+                if conn.dialect.name == "postgresql":
+                    # Closed when the run ends instead of going back to the pool, so that
+                    # this setting never reaches a transaction that must be durable.
+                    conn.detach()
+                    conn.execute(_NO_FLUSH_WAIT)
+                    conn.commit()
+                yield conn
+        finally:
+            _running.discard(self.owner)
 
     def _run(self, conn: Connection, raw_ids: Sequence[int]) -> ProcessResult:
         result = ProcessResult()
@@ -269,45 +409,71 @@ class Processor:
         return result
 
     def _run_batch(self, conn: Connection, raw_ids: Sequence[int], result: ProcessResult) -> int:
-        """Process the first of `raw_ids` in one transaction, each message in a savepoint.
+        """Process the first of `raw_ids`: a batch, or one message alone. Returns how many
+        ids were taken.
 
-        Returns how many ids were taken. The batch is claimed with one statement (at most
-        `batch_size` messages and `batch_bytes` of raw mail, at least one message). A
-        message whose steps fail is rolled back to its savepoint and quarantined in the
-        same transaction, so it costs the others nothing; when time runs out
-        (`batch_seconds`) or the service is asked to stop, the messages not yet begun go
-        back to pending before the commit. If the commit itself fails, the batch is rolled
-        back and its messages are processed again one transaction each, so that a failure
-        still quarantines exactly the message that caused it.
+        A batch is at most `batch_size` messages and `batch_bytes` of raw mail, at least
+        one. It is claimed in a transaction of its own, then processed in one transaction,
+        each message in a savepoint: a message whose steps fail is rolled back to its
+        savepoint and quarantined in the same transaction, so it costs the others
+        nothing; when time runs out (`batch_seconds`) or the service is asked to stop, the
+        messages not yet begun go back to pending before the commit. If the commit itself
+        fails, the batch is rolled back and its messages are processed again one
+        transaction each, so that a failure still quarantines exactly the message that
+        caused it. A message left claimed by a process that died, or with an unfinished
+        attempt, is processed alone (`_alone`).
         """
+        head = list(raw_ids[: self.batch_size])
+        now = utcnow()
+        with conn.begin():
+            states = {row.id: row for row in conn.execute(_STATES, {"ids": head})}
+            fresh, taken, alone = self._cut(head, states, now)
+            claimed: dict[int, int] = {}
+            if fresh:
+                params = {"ids": fresh, "owner": self.owner, "now": now}
+                claimed = {row.id: row.unfinished for row in conn.execute(_CLAIM_FRESH, params)}
+        if alone is not None:
+            self._alone(conn, alone, result)
+        if not claimed:
+            return taken
+        chosen = [raw_id for raw_id in fresh if raw_id in claimed]
         outcomes: list[WorkItem | tuple[int, str]] = []
-        chosen: list[int] = []
+        again: list[int] = []
         deadline = time.monotonic() + self.batch_seconds
         try:
             with conn.begin():
-                chosen = self._choose(conn, raw_ids)
-                claimed = {
+                taking = {
                     row.id: RawInput(**row._mapping)
-                    for row in conn.execute(_CLAIM_MANY, {"ids": chosen, "now": utcnow()})
+                    for row in conn.execute(
+                        _TAKE_MANY, {"ids": chosen, "owner": self.owner, "now": utcnow()}
+                    )
                 }
+                self._prefetch([taking[i].content for i in chosen if i in taking])
                 for index, raw_id in enumerate(chosen):
                     if index and (time.monotonic() >= deadline or self.should_stop()):
-                        rest = [i for i in chosen[index:] if i in claimed]
+                        rest = [i for i in chosen[index:] if i in taking]
                         if rest:
-                            conn.execute(_UNCLAIM, {"ids": rest})
+                            conn.execute(
+                                _UNCLAIM, [{"raw_id": i, "left": claimed[i] - 1} for i in rest]
+                            )
+                        taken = head.index(raw_id)
                         chosen = chosen[:index]
                         break
-                    raw = claimed.get(raw_id)
-                    if raw is not None:  # else done meanwhile, or another process has it
-                        outcomes.append(self._in_savepoint(conn, raw))
+                    raw = taking.get(raw_id)
+                    if raw is None:
+                        continue  # done meanwhile, or another process has it
+                    outcome = self._in_savepoint(conn, raw, claimed[raw_id])
+                    if outcome is None:
+                        again.append(raw_id)
+                    else:
+                        outcomes.append(outcome)
         except Exception as exc:
-            if is_outage(exc):
+            if is_outage(exc) or isinstance(exc, WorkerUnavailable):
                 raise
-            taken = max(len(chosen), 1)
             log.warning("a batch of %d failed (%s); retrying one by one", taken, _one_line(exc))
             conn.rollback()
-            for raw_id in raw_ids[:taken]:
-                self.process_one(conn, raw_id, result)
+            for raw_id in chosen:
+                self._alone(conn, raw_id, result)
             return taken
         for outcome in outcomes:
             if isinstance(outcome, tuple):
@@ -317,24 +483,52 @@ class Processor:
                 log.warning("raw %d quarantined: %s", raw_id, reason)
             else:
                 self._count(outcome, result)
-        return len(chosen)
+        for raw_id in again:
+            self._alone(conn, raw_id, result)
+        return taken
 
-    def _choose(self, conn: Connection, raw_ids: Sequence[int]) -> list[int]:
-        """The first of `raw_ids` that fit a batch by count and by stored size."""
-        head = list(raw_ids[: self.batch_size])
-        sizes = {row.id: row.size for row in conn.execute(_SIZES, {"ids": head})}
-        chosen: list[int] = []
+    def _prefetch(self, contents: list[bytes]) -> None:
+        if len(contents) > 1:
+            for step in self.steps:
+                if isinstance(step, Prefetching):
+                    step.prefetch(contents)
+
+    def _cut(
+        self, head: list[int], states: dict[int, Any], now: datetime
+    ) -> tuple[list[int], int, int | None]:
+        """The next batch among `head`: (its fresh ids, how many ids it takes, the id of a
+        message to process alone instead)."""
+        fresh: list[int] = []
         total = 0
+        taken = 0
         for raw_id in head:
-            total += sizes.get(raw_id, 0)
-            if chosen and total > self.batch_bytes:
+            row = states.get(raw_id)
+            if row is None or row.status != RawStatus.PENDING:
+                taken += 1  # done meanwhile
+                continue
+            owner = row.claimed_by
+            if owner is not None or row.unfinished:
+                if fresh:
+                    break  # the batch ends before it
+                if (
+                    owner is None
+                    or owner == self.owner
+                    or not _claim_is_live(owner, row.claimed_at, now)
+                ):
+                    return [], taken + 1, raw_id
+                return [], taken + 1, None  # another processor has it in hand
+            total += row.size
+            if fresh and total > self.batch_bytes:
                 break
-            chosen.append(raw_id)
-        return chosen
+            fresh.append(raw_id)
+            taken += 1
+        return fresh, taken, None
 
-    def _in_savepoint(self, conn: Connection, raw: RawInput) -> WorkItem | tuple[int, str]:
-        """One claimed message inside the batch transaction: its work item, or its id and
-        the reason it was quarantined."""
+    def _in_savepoint(
+        self, conn: Connection, raw: RawInput, unfinished: int
+    ) -> WorkItem | tuple[int, str] | None:
+        """One claimed message inside the batch transaction: its work item, its id and the
+        reason it was quarantined, or None when it is to be tried again (`TryAgain`)."""
         step_name = "load"
         _driver_sql(conn, "SAVEPOINT postdesk_message")
         try:
@@ -347,39 +541,102 @@ class Processor:
             pause_point("process-filed")
             return item
         except Exception as exc:
-            if is_outage(exc):
+            if is_outage(exc) or isinstance(exc, WorkerUnavailable):
                 raise
             _driver_sql(conn, "ROLLBACK TO SAVEPOINT postdesk_message")
             _driver_sql(conn, "RELEASE SAVEPOINT postdesk_message")
             reason = f"{step_name}: {_one_line(exc)}"
+            if isinstance(exc, TryAgain):
+                log.warning("raw %d: %s; trying it again alone", raw.id, reason)
+                conn.execute(
+                    _AGAIN, {"raw_id": raw.id, "reason": reason[:2000], "left": unfinished}
+                )
+                return None
             log.debug("raw %d traceback:\n%s", raw.id, traceback.format_exc())
             conn.execute(_QUARANTINE_CLAIMED, {"raw_id": raw.id, "reason": reason[:2000]})
             return raw.id, reason
 
-    def process_one(self, conn: Connection, raw_id: int, result: ProcessResult) -> None:
-        """Run one message through the steps; quarantine it if a step fails."""
+    def _alone(self, conn: Connection, raw_id: int, result: ProcessResult) -> None:
+        """Process one message in transactions of its own, each attempt claimed (and
+        counted) in a commit before it begins; give it up after `max_attempts` attempts
+        that did not finish."""
+        while not self.should_stop():
+            now = utcnow()
+            with conn.begin():
+                row = conn.execute(_STATES, {"ids": [raw_id]}).first()
+                if row is None or row.status != RawStatus.PENDING:
+                    return
+                seen = row.claimed_by
+                if seen is not None and seen != self.owner:
+                    if _claim_is_live(seen, row.claimed_at, now):
+                        return  # another processor has it in hand
+                    last = DIED  # its claimer died with it in hand
+                else:
+                    last = row.reason
+                if row.unfinished >= self.max_attempts:
+                    reason = give_up_reason(row.unfinished, last)
+                    given = conn.execute(
+                        _GIVE_UP,
+                        {"raw_id": raw_id, "seen": seen, "reason": reason[:2000], "now": now},
+                    )
+                    if given.rowcount == 1:
+                        result.quarantined += 1
+                        result.quarantined_ids.append(raw_id)
+                        log.warning("raw %d quarantined: %s", raw_id, reason)
+                    return
+                claim = conn.execute(
+                    _CLAIM_ONE,
+                    {
+                        "raw_id": raw_id,
+                        "seen": seen,
+                        "owner": self.owner,
+                        "now": now,
+                        "last": last[:2000] if last else None,
+                    },
+                )
+                if claim.rowcount != 1:
+                    return  # someone else took it meanwhile
+                unfinished = row.unfinished + 1
+            if not self._attempt(conn, raw_id, unfinished, result):
+                return
+
+    def _attempt(
+        self, conn: Connection, raw_id: int, unfinished: int, result: ProcessResult
+    ) -> bool:
+        """One attempt at a message claimed by this processor; True to try it again."""
         step_name = "load"
         try:
             with conn.begin():
-                claimed = conn.execute(_CLAIM, {"raw_id": raw_id, "now": utcnow()}).first()
-                if claimed is None:
-                    return  # done meanwhile, or another process holds it
-                item = WorkItem(conn, RawInput(**claimed._mapping))
+                taken = conn.execute(
+                    _TAKE, {"raw_id": raw_id, "owner": self.owner, "now": utcnow()}
+                ).first()
+                if taken is None:
+                    return False  # done meanwhile, or another process holds it
+                item = WorkItem(conn, RawInput(**taken._mapping))
                 for step in self.steps:
                     step_name = step.name
                     step(item)
                 step_name = "commit"
         except Exception as exc:
-            if is_outage(exc):
+            if is_outage(exc) or isinstance(exc, WorkerUnavailable):
                 raise
             reason = f"{step_name}: {_one_line(exc)}"
+            conn.rollback()  # whatever is left of the failed transaction (a failed commit)
+            if isinstance(exc, TryAgain):
+                log.warning("raw %d: %s (attempt %d)", raw_id, reason, unfinished)
+                with conn.begin():
+                    conn.execute(
+                        _AGAIN, {"raw_id": raw_id, "reason": reason[:2000], "left": unfinished}
+                    )
+                return True
             self._quarantine(conn, raw_id, reason)
             result.quarantined += 1
             result.quarantined_ids.append(raw_id)
             log.warning("raw %d quarantined: %s", raw_id, reason)
             log.debug("raw %d traceback:\n%s", raw_id, traceback.format_exc())
-            return
+            return False
         self._count(item, result)
+        return False
 
     @staticmethod
     def _count(item: WorkItem, result: ProcessResult) -> None:
@@ -399,7 +656,6 @@ class Processor:
         )
 
     def _quarantine(self, conn: Connection, raw_id: int, reason: str) -> None:
-        conn.rollback()  # whatever is left of the failed transaction (a failed commit)
         with conn.begin():
             conn.execute(_QUARANTINE, {"raw_id": raw_id, "reason": reason[:2000], "now": utcnow()})
 
@@ -432,8 +688,11 @@ def requeue(db: Database, raw_ids: Sequence[int] | None) -> list[int]:
             query = query.where(RawMessage.id.in_(list(raw_ids)))
         ids = list(session.execute(query.order_by(RawMessage.id)).scalars())
         if ids:
+            # A fresh start: `max_attempts` more tries, even for a message given up.
             session.execute(
-                update(RawMessage).where(RawMessage.id.in_(ids)).values(status=RawStatus.PENDING)
+                update(RawMessage)
+                .where(RawMessage.id.in_(ids))
+                .values(status=RawStatus.PENDING, unfinished=0, claimed_by=None, claimed_at=None)
             )
         return ids
 

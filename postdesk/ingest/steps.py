@@ -31,6 +31,7 @@ from postdesk.ingest.threader import (
     find_ticket,
 )
 from postdesk.ingest.tokens import may_be_ours
+from postdesk.ingest.worker import Budget, shared_worker
 from postdesk.models import (
     Attachment,
     Contact,
@@ -83,12 +84,28 @@ def arrival_time(raw: RawInput, parsed: ParsedMessage) -> datetime:
 
 
 class ParseStep:
-    """Decode the raw bytes into headers, text and attachments."""
+    """Decode the raw bytes into headers, text and attachments.
+
+    With a `budget` (ingest/worker.py) this runs in a worker process under that time and
+    memory budget, which finds the visible text too; without one, parsing runs here.
+    """
 
     name = "parse"
 
+    def __init__(self, budget: Budget | None = None) -> None:
+        self.budget = budget
+
+    def prefetch(self, contents: Sequence[bytes]) -> None:
+        """Hand a batch's messages to the worker ahead of their turn (see Processor)."""
+        if self.budget is not None:
+            shared_worker(self.budget).prefetch(contents)
+
     def __call__(self, item: WorkItem) -> None:
-        item.parsed = parse_message(item.raw.content)
+        if self.budget is None:
+            item.parsed = parse_message(item.raw.content)
+        else:
+            read = shared_worker(self.budget).read(item.raw.content)
+            item.parsed, item.visible = read.parsed, read.visible
         item.arrived = arrival_time(item.raw, item.parsed)
 
 
@@ -186,6 +203,8 @@ class VisibleTextStep:
     name = "visible"
 
     def __call__(self, item: WorkItem) -> None:
+        if item.visible is not None:
+            return  # found with the parse, under its budget (ParseStep)
         parsed = item.need_parsed()
         item.visible = visible_text(parsed.text, parsed.html)
 

@@ -122,6 +122,12 @@ class RawMessage(Base):
     # The sender a person gave a message that has no usable From, Sender or Reply-To
     # (`postdesk inbound retry ID --sender EMAIL`); used only when the mail has none.
     given_sender: Mapped[str | None] = mapped_column(String(320))
+    # Set in a commit of its own before processing begins, cleared by the commit that
+    # files the message: a pending row still claimed after its claimer died was in hand
+    # when it died. `unfinished` counts such attempts (see ingest/process.py).
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    unfinished: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Delivery(Base):

@@ -1,0 +1,403 @@
+"""Read mail under a budget: parsing in a worker process with a memory limit and a timeout.
+
+Parsing (MIME, charsets, HTML to text) and finding the visible text (quote and signature
+stripping) are the work on a message whose cost its sender controls. They run in a
+long-lived worker process, so that one message costs at most its budget:
+
+* time: the processor waits `seconds` (wall clock) for the answer; past that the worker
+  is killed and the message quarantined "parse: took longer than 20 s to parse";
+* memory: the worker's address space is limited (RLIMIT_AS) to what it had when it
+  started plus `memory_mb`; a message that needs more fails with MemoryError inside the
+  worker and is quarantined "parse: needed more than 512 MB". After a message that
+  left the worker grown by more than half its budget (freed memory a C allocator keeps),
+  the worker retires and a fresh one takes the next message.
+* a worker that dies some other way (killed by the kernel's OOM killer, a crash in a C
+  library) raises `WorkerDied`, a `TryAgain`: the processor tries the message again,
+  alone, up to `[processing] max_attempts` times before it gives it up
+  (postdesk/ingest/process.py), and a new worker is started for it.
+
+The worker receives raw bytes and returns a `ReadMessage` (the parsed message and its
+visible text), a plain picklable value, so the same worker can later be one of a pool fed
+by the fetcher. Workers are started from a fork server (`multiprocessing` "forkserver")
+that has the parsing modules imported once: starting a worker costs a fork, not a Python
+start-up, and it never inherits the main process's threads, locks or database
+connections. One worker per budget is shared by everything in the process
+(`shared_worker`), used by one caller at a time.
+
+The worker ignores SIGTERM and SIGINT: on `systemctl stop` the service finishes the
+message in hand, and the worker with it, then exits; the worker sees its pipe close and
+exits too. Should the main process be killed while the worker works, an alarm set per
+message ends the worker at twice the time budget.
+
+Left in the main process: the reading of an agent's reply for the relay
+(`quotes.reply_text`, notify/relay.py), which only mail carrying a validly signed agent
+token reaches, so a stranger cannot make it run.
+
+The `task` is the `module:function` the worker runs on each message; tests swap in a
+function that misbehaves on cue (postdesk/testing/poison.py).
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import importlib
+import logging
+import math
+import multiprocessing
+import resource
+import signal
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.context import ForkServerContext, SpawnContext
+from multiprocessing.process import BaseProcess
+from types import MappingProxyType
+from typing import Any
+
+from postdesk.errors import ParseError, PostdeskError
+from postdesk.ingest.parse import ParsedMessage, parse_message
+from postdesk.ingest.quotes import visible_text
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TASK = "postdesk.ingest.worker:read_message"
+MB = 1024 * 1024
+
+
+class TryAgain(PostdeskError):
+    """A failure that may not be the message's doing: try it again (up to a limit)."""
+
+
+class WorkerDied(TryAgain):
+    """The worker process died while reading a message."""
+
+
+class WorkerUnavailable(PostdeskError):
+    """No parse worker can be started (no memory or processes left): the pass stops,
+    as for a database outage; the messages are not at fault."""
+
+
+class BudgetExceeded(PostdeskError):
+    """A message needed more time or memory than its budget; the reason is one line."""
+
+
+@dataclass(frozen=True)
+class ReadMessage:
+    """What the worker makes of a message's raw bytes."""
+
+    parsed: ParsedMessage
+    visible: str  # the text without quoted history and signature (ingest/quotes.py)
+
+
+def read_message(raw: bytes) -> ReadMessage:
+    """Parse a message and find its visible text (in-process; the worker runs this)."""
+    parsed = parse_message(raw)
+    return ReadMessage(parsed, visible_text(parsed.text, parsed.html))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one message may cost: wall-clock seconds and memory beyond the worker's own."""
+
+    seconds: float = 20.0
+    memory_mb: int = 512
+    task: str = DEFAULT_TASK
+
+
+def _load_task(task: str) -> Callable[[bytes], ReadMessage]:
+    module, _, name = task.partition(":")
+    function: Callable[[bytes], ReadMessage] = getattr(importlib.import_module(module), name)
+    return function
+
+
+def _address_space() -> int:
+    """This process's virtual memory size in bytes (what RLIMIT_AS limits)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc`, or an exception it was raised from, is a MemoryError."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, MemoryError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _wire(result: ReadMessage) -> ReadMessage:
+    """The result in a picklable form (a read-only headers view is not picklable)."""
+    parsed = dataclasses.replace(result.parsed, headers=dict(result.parsed.headers))
+    return ReadMessage(parsed, result.visible)
+
+
+def _unwire(result: ReadMessage) -> ReadMessage:
+    parsed = dataclasses.replace(
+        result.parsed, headers=MappingProxyType(dict(result.parsed.headers))
+    )
+    return ReadMessage(parsed, result.visible)
+
+
+def _answer(task: Callable[[bytes], ReadMessage], raw: bytes, backstop: int) -> tuple[str, Any]:
+    """Read one message in the worker: ("ok", result), ("parse", reason), ("memory", None)
+    or ("error", what)."""
+    signal.alarm(backstop)
+    try:
+        return ("ok", _wire(task(raw)))
+    except ParseError as exc:
+        return ("memory", None) if _out_of_memory(exc) else ("parse", str(exc))
+    except MemoryError:
+        return ("memory", None)
+    except Exception as exc:
+        if _out_of_memory(exc):
+            return ("memory", None)
+        return ("error", f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500])
+    finally:
+        signal.alarm(0)
+
+
+def _serve(conn: Connection, budget: Budget) -> None:
+    """The worker's loop. Requests: ("read", [raw, ...]) or ("cancel",). Each raw gets an
+    answer (status, value, retiring), in order; a cancel (also seen between two messages
+    of a request) ends the request early and is answered ("cancelled", None, False)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    task = _load_task(budget.task)
+    start = _address_space()
+    limit = budget.memory_mb * MB
+    if start:
+        _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        wanted = start + limit
+        if hard != resource.RLIM_INFINITY:
+            wanted = min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (wanted, hard))
+    backstop = max(1, math.ceil(budget.seconds * 2))
+    cancelled = ("cancelled", None, False)
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return  # the main process closed the pipe, or is gone
+        if request[0] == "cancel":
+            conn.send(cancelled)
+            continue
+        for raw in request[1]:
+            if conn.poll(0):  # a cancel came meanwhile
+                conn.recv()
+                conn.send(cancelled)
+                break
+            answer = _answer(task, raw, backstop)
+            retiring = answer[0] == "memory" or (start and _address_space() - start > limit // 2)
+            try:
+                conn.send((*answer, bool(retiring)))
+            except MemoryError:
+                conn.send(("memory", None, True))
+                return
+            if retiring:
+                return
+
+
+def _context() -> ForkServerContext | SpawnContext:
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "did not exit"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+class ParseWorker:
+    """One worker process reading messages under `budget`; restarted when it dies or overruns.
+
+    `read(raw)` answers one message. `prefetch(raws)` sends a batch ahead in one request,
+    so the worker reads them while the caller does other work (the processor's database
+    work on the messages before): a later `read` of the next of them only collects its
+    answer. The time budget counts from when the caller starts waiting for an answer.
+    Whatever was prefetched and is not read next is cancelled. Thread-safe: callers take
+    turns, but each thread does best with its own worker (`shared_worker`).
+    """
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self._lock = threading.Lock()
+        self._process: BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._ahead: deque[bytes] = deque()  # sent and not answered yet, in order
+        self.started = 0  # workers started, for logs and tests
+
+    def read(self, raw: bytes) -> ReadMessage:
+        """Parse `raw` in the worker; raises ParseError, BudgetExceeded or WorkerDied."""
+        with self._lock:
+            if self._ahead and self._ahead[0] is raw:
+                self._ahead.popleft()
+                return self._collect()
+            self._cancel()
+            if not self._send([raw]):
+                self._send([raw])  # it had died while idle: a new one takes it
+            return self._collect()
+
+    def prefetch(self, raws: Sequence[bytes]) -> None:
+        """Send `raws` ahead, to be read in this order."""
+        with self._lock:
+            self._cancel()
+            if raws and self._send(list(raws)):
+                self._ahead.extend(raws)
+
+    def _send(self, raws: list[bytes]) -> bool:
+        conn = self._ensure()
+        try:
+            conn.send(("read", raws))
+        except OSError:
+            self._stop(kill=True)
+            return False
+        return True
+
+    def _collect(self) -> ReadMessage:
+        """The answer to the oldest message sent."""
+        conn = self._conn
+        budget = self.budget
+        if conn is None:
+            raise WorkerDied("the parse worker died (its pipe is closed)")
+        if not conn.poll(budget.seconds):
+            self._stop(kill=True)
+            raise BudgetExceeded(f"took longer than {budget.seconds:g} s to parse")
+        try:
+            status, value, retiring = conn.recv()
+        except (EOFError, OSError):
+            code = self._stop(kill=False)
+            raise WorkerDied(f"the parse worker died ({_describe_exit(code)})") from None
+        if retiring:
+            self._stop(kill=False)
+        if status == "ok":
+            result: ReadMessage = value
+            return _unwire(result)
+        if status == "parse":
+            raise ParseError(str(value))
+        if status == "memory":
+            raise BudgetExceeded(f"needed more than {budget.memory_mb} MB")
+        raise ParseError(f"internal error: {value}")
+
+    def _cancel(self) -> None:
+        """Drop what was prefetched and not read; the worker skips what it has not begun."""
+        conn = self._conn
+        if not self._ahead or conn is None:
+            self._ahead.clear()
+            return
+        self._ahead.clear()
+        try:
+            conn.send(("cancel",))
+            while True:
+                if not conn.poll(self.budget.seconds):
+                    self._stop(kill=True)
+                    return
+                status, _value, retiring = conn.recv()
+                if status == "cancelled":
+                    return
+                if retiring:
+                    self._stop(kill=False)
+                    return
+        except (EOFError, OSError):
+            self._stop(kill=True)
+
+    def _ensure(self) -> Connection:
+        if self._conn is not None and self._process is not None and self._process.is_alive():
+            return self._conn
+        self._stop(kill=True)
+        context = _context()
+        parent, child = context.Pipe(duplex=True)
+        process = context.Process(
+            target=_serve, args=(child, self.budget), name="postdesk-parse", daemon=True
+        )
+        try:
+            process.start()
+        except OSError as exc:
+            parent.close()
+            raise WorkerUnavailable(f"cannot start the parse worker: {exc}") from exc
+        finally:
+            child.close()
+        self._process, self._conn = process, parent
+        self.started += 1
+        return parent
+
+    def _stop(self, *, kill: bool) -> int | None:
+        """End the worker (SIGKILL if `kill`, else wait for it); return its exit code."""
+        process, conn = self._process, self._conn
+        self._process = self._conn = None
+        self._ahead.clear()
+        if conn is not None:
+            conn.close()
+        if process is None:
+            return None
+        if kill and process.is_alive():
+            process.kill()
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        code = process.exitcode
+        process.close()
+        return code
+
+    @property
+    def pid(self) -> int | None:
+        """The worker process's pid while one runs."""
+        process = self._process
+        return process.pid if process is not None and process.is_alive() else None
+
+    def close(self) -> None:
+        """Stop the worker; a later read starts a new one."""
+        with self._lock:
+            self._stop(kill=False)
+
+
+_shared: dict[tuple[Budget, int], ParseWorker] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_worker(budget: Budget) -> ParseWorker:
+    """This thread's worker for `budget`, made on first use and kept for the process."""
+    key = (budget, threading.get_ident())
+    with _shared_lock:
+        worker = _shared.get(key)
+        if worker is None:
+            worker = _shared[key] = ParseWorker(budget)
+        return worker
+
+
+@atexit.register
+def _close_shared() -> None:
+    for worker in list(_shared.values()):
+        worker.close()
+
+
+__all__ = [
+    "Budget",
+    "BudgetExceeded",
+    "ParseWorker",
+    "ReadMessage",
+    "TryAgain",
+    "WorkerDied",
+    "WorkerUnavailable",
+    "read_message",
+    "shared_worker",
+]
