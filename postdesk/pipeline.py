@@ -68,6 +68,7 @@ def steps(
             ThreadOptions(
                 tokens=tokens,
                 subject_window=timedelta(days=threading.subject_window_days),
+                own_addresses=frozenset(team_addresses(settings) if settings.mailboxes else ()),
             )
         ),
         VisibleTextStep(),

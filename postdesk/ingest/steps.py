@@ -238,6 +238,7 @@ class TicketStep:
             actor=sender.email,
             closed_why=None if human else f"{kind} mail: {found.reason if found else ''}",
             follow_up_of=follow_up_of,
+            related_to=match.related,
         )
         if follow_up_of is not None and closed_at is not None:
             item.match = ThreadMatch(
