@@ -2,7 +2,8 @@
 
 Rules, first match wins:
 1. `reply-token`: a recipient address carries a validly signed reply token
-   (``support+t<N>-<sig>@``, see ingest/tokens.py) naming ticket N;
+   (``support+t<N>-<sig>@``, or an agent's ``support+t<N>a<A>-<sig>@``, see
+   ingest/tokens.py) naming ticket N, whoever sends it: only mail from us carries it;
 2. `message-id`: a message with the same Message-ID is already on a ticket (a second
    copy with different content, e.g. re-sent with another footer);
 3. `in-reply-to` / `references`: a Message-ID it answers is on a ticket (In-Reply-To
@@ -252,7 +253,13 @@ def _find(
     """The match, and the ticket the matched ticket was merged into (None if it was not)."""
     forward = kind == MailKind.HUMAN and sender.role != AGENT and _is_customer_forward(parsed)
     if options.tokens is not None and not forward:
-        number = options.tokens.find(recipients(parsed))
+        addresses = recipients(parsed)
+        number = options.tokens.find(addresses)
+        if number is None:
+            # An agent's token mailed by someone else (a forwarded notification): the
+            # token still names the ticket; ingest/author.py withholds the agent's powers.
+            agent_token = options.tokens.find_agent(addresses)
+            number = agent_token[0] if agent_token else None
         if number is not None and number <= MAX_TICKET_ID:
             tagged = conn.execute(_TAGGED_TICKET, {"ticket_id": number}).first()
             if tagged is not None:
