@@ -74,7 +74,10 @@ def steps(
         VisibleTextStep(),
         SurveyAnswerStep(),
         TicketStep(closed_after=timedelta(days=threading.new_ticket_after_closed_days)),
-        FileStep(AttachmentStore(settings.data_dir / "attachments")),
+        FileStep(
+            AttachmentStore(settings.data_dir / "attachments"),
+            settings.authentication.authserv_id,
+        ),
         BounceStep(),
         triage,
         *(notify_steps(settings) if notify is None else notify),

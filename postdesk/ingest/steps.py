@@ -16,6 +16,8 @@ from typing import Any, overload
 from sqlalchemy import Connection, bindparam, exists, insert, select, update
 
 from postdesk.ingest.attachments import AttachmentStore
+from postdesk.ingest.authres import HEADER as AUTH_HEADER
+from postdesk.ingest.authres import trusted_header
 from postdesk.ingest.automatic import kind_of_mail
 from postdesk.ingest.parse import Address, ParsedMessage, parse_message
 from postdesk.ingest.process import RawInput, WorkItem
@@ -269,8 +271,10 @@ class FileStep:
 
     name = "file"
 
-    def __init__(self, attachments: AttachmentStore) -> None:
+    def __init__(self, attachments: AttachmentStore, authserv_ids: Collection[str] = ()) -> None:
         self.attachments = attachments
+        # The receiving server's id(s): its topmost Authentication-Results is recorded.
+        self.authserv_ids = frozenset(a.lower() for a in authserv_ids)
 
     def __call__(self, item: WorkItem) -> None:
         parsed = item.need_parsed()
@@ -304,6 +308,11 @@ class FileStep:
                 "kind_reason": found.reason if found else "",
                 "visible_text": item.visible,
                 "agent_check": item.agent_check,
+                "auth_results": trusted_header(
+                    parsed.headers.get(AUTH_HEADER, ()), self.authserv_ids
+                )
+                if self.authserv_ids
+                else None,
             },
         ).scalar_one()
         item.message_pk = message_pk
