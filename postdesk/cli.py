@@ -25,6 +25,7 @@ from postdesk import __version__
 from postdesk.classify.cli import model as model_commands
 from postdesk.clikit import Context, json_option, pass_context, print_json
 from postdesk.errors import ConfigError, PostdeskError
+from postdesk.files import private_directory
 from postdesk.models import RawStatus
 from postdesk.models.db import describe_error
 from postdesk.models.migrate import upgrade
@@ -110,7 +111,7 @@ def init(obj: Context) -> None:
     before, after = upgrade(db)
     settings = obj.settings()
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(settings.data_dir)
     except OSError as exc:
         raise ConfigError(
             str(settings.path),

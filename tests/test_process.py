@@ -134,6 +134,11 @@ def test_attachments_are_content_addressed_and_sanitized(
         assert path.read_bytes() == data
         assert (tmp_path / "data" / "attachments") in path.resolve().parents
     assert "/" not in names[0] and ".." not in names[0].split(".")[0]
+    # The same bytes under two names are one file; each message keeps its name.
+    assert paths[0] == paths[1]
+    assert names[1] == "copy.pdf"
+    stored = [p for p in (tmp_path / "data" / "attachments").rglob("*") if p.is_file()]
+    assert stored == [paths[0]]
 
 
 def test_unusable_mail_is_quarantined_and_retry_works(service: Service, db: Database) -> None:

@@ -324,7 +324,7 @@ class FileStep:
         if parsed.attachments:
             rows: list[dict[str, Any]] = []
             for attachment in parsed.attachments:
-                stored = self.attachments.save(attachment.data, attachment.filename)
+                stored = self.attachments.save(attachment.data)
                 rows.append(
                     {
                         "message_pk": message_pk,

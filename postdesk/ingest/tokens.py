@@ -28,6 +28,7 @@ from pathlib import Path
 
 from postdesk.config import Settings
 from postdesk.errors import ConfigError
+from postdesk.files import private_directory
 
 KEY_FILE = "reply-token.key"
 _SIGNATURE_CHARS = 12
@@ -135,7 +136,7 @@ def _key_file(path: Path) -> bytes:
     """
     try:
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_directory(path.parent)
             scratch = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
             fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
