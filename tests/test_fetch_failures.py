@@ -503,6 +503,13 @@ def _hold_lease(db: Database, owner: str, seconds: int) -> None:
         )
 
 
+def _ended_owner() -> str:
+    """The owner name of a postdesk process that ran on this machine and ended."""
+    code = "from postdesk.owner import make_owner; print(make_owner())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
 def _dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
@@ -515,11 +522,13 @@ def _dead_pid() -> int:
         (lambda: f"{socket.gethostname()}:{os.getppid()}:live", 300, True),
         (lambda: f"other-host.example:{os.getpid()}:far", 300, True),
         (lambda: f"other-host.example:{os.getpid()}:far", -1, False),
-        (lambda: f"{socket.gethostname()}:{_dead_pid()}:dead", 300, False),
-        (lambda: f"{socket.gethostname()}:{_dead_pid()}:-:dead", 300, False),
-        # Our own pid, but another start time: a crashed service whose pid the restarted
-        # one got again (pid 1 in a container), not a live process.
-        (lambda: f"{socket.gethostname()}:{os.getpid()}:1:crashed", 300, False),
+        # A postdesk process of this machine that has ended: its instance is free.
+        (lambda: _ended_owner(), 300, False),
+        # Another machine with the same host name (containers, cloned VMs): the pid means
+        # nothing here and its instance has no lock file on this machine.
+        (lambda: f"{socket.gethostname()}:{_dead_pid()}:{'ab' * 16}:elsewhere", 300, True),
+        # Owner names of older versions carry no instance: only the expiry settles them.
+        (lambda: f"{socket.gethostname()}:{_dead_pid()}:-:dead", 300, True),
         (lambda: lease.make_owner(), 300, True),
     ],
     ids=[
@@ -527,8 +536,8 @@ def _dead_pid() -> int:
         "live-elsewhere",
         "expired",
         "dead-here",
-        "dead-here-no-start-time",
-        "same-pid-restarted",
+        "same-host-name-elsewhere",
+        "older-owner-name",
         "same-process-other-service",
     ],
 )
