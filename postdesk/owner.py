@@ -15,7 +15,9 @@ does not wait); a locked one is a live holder's; and no file at all means the ho
 on another machine (or its file was cleaned away), which only the lease's expiry can
 settle. A restarted service that got the same pid (pid 1 in a container) has a new
 instance, so it is never mistaken for the one that died, nor the other way round.
-Owner names of older versions (without an instance) also wait for the expiry.
+Owner names of older versions (without an instance) also wait for the expiry. A lock
+file stays after its process ended until a checker finds it free, or for a day (then
+the next process to start removes it).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import secrets
 import socket
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from postdesk.files import private_directory
@@ -68,7 +71,51 @@ def instance_id() -> str:
                 os.close(fd)
             fd = None
         _current = (instance, fd, pid)
+        if fd is not None:
+            _sweep(directory, instance)
         return instance
+
+
+# A lock file stays after its process ends (that is how others learn it ended) until a
+# process checking its owner finds it free, or until it is this old: by then every lease
+# and outbox claim of that process has expired anyway.
+_KEEP_SECONDS = 86400
+
+
+def _sweep(directory: Path, ours: str, limit: int = 1000) -> None:
+    """Remove day-old lock files of ended processes, a bounded number per start, so the
+    directory does not fill up under `postdesk run --once` from cron."""
+    cutoff = time.time() - _KEEP_SECONDS
+    with contextlib.suppress(OSError):
+        for n, entry in enumerate(os.scandir(directory)):
+            if n >= limit:
+                break
+            name = entry.name
+            if (
+                name.endswith(".lock")
+                and name[:-5] != ours
+                and _INSTANCE.fullmatch(name[:-5])
+                and entry.stat().st_mtime < cutoff
+            ):
+                _remove_if_free(Path(entry.path))
+
+
+def _remove_if_free(path: Path) -> bool:
+    """Remove `path` if no process holds its lock; whether it was free."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # held (BlockingIOError): its process is alive
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return True
+    finally:
+        os.close(fd)
 
 
 def make_owner() -> str:
@@ -86,21 +133,4 @@ def owner_is_dead(owner: str) -> bool:
     instance = parts[2]
     if instance == instance_id():
         return False
-    path = instance_directory() / f"{instance}.lock"
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except OSError:
-        return False
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False  # its process holds it: alive
-        except OSError:
-            return False
-        # Nobody holds it: the process ended. The file is of no further use.
-        with contextlib.suppress(OSError):
-            path.unlink()
-        return True
-    finally:
-        os.close(fd)
+    return _remove_if_free(instance_directory() / f"{instance}.lock")

@@ -8,11 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from postdesk.owner import instance_directory, make_owner, owner_is_dead
+from postdesk.owner import _sweep, instance_directory, make_owner, owner_is_dead
 
 HOLDER = (
     "import sys, time\n"
@@ -77,3 +79,14 @@ def _ended_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
+
+
+def test_day_old_lock_files_of_ended_processes_are_swept(tmp_path: Path) -> None:
+    old, fresh = tmp_path / f"{'1' * 32}.lock", tmp_path / f"{'2' * 32}.lock"
+    for path in (old, fresh):
+        path.touch()
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    _sweep(tmp_path, "0" * 32)
+    assert not old.exists()
+    assert fresh.exists()  # a recent one still tells others its holder ended
