@@ -287,6 +287,8 @@ def tickets_show(obj: Context, number: int, as_json: bool) -> None:
         f"Solved: {data['solved_at'] or '-'}"
         + (f"   CSAT: {data['csat']['score']}" if data["csat"] else "")
     )
+    if data["links"]:
+        click.echo("Links: " + ", ".join(_link(link, data["number"]) for link in data["links"]))
     if sla is not None:
         zone = calendar_for(obj.settings(), data["mailbox"]).zone
         click.echo(
@@ -315,6 +317,14 @@ def tickets_show(obj: Context, number: int, as_json: bool) -> None:
             click.echo(f"[agent check: {message['agent_check']}]")
         for attachment in message["attachments"]:
             click.echo(f"[attachment: {attachment['filename']} {attachment['size']} bytes]")
+
+
+def _link(link: dict[str, Any], number: int) -> str:
+    """A ticket link from this ticket's side: "related #12", or "#15 related" for one
+    that points here."""
+    if link["ticket"] == number:
+        return f"{link['kind']} #{link['other']}"
+    return f"#{link['ticket']} {link['kind']}"
 
 
 def _local(when: datetime, zone: tzinfo) -> str:

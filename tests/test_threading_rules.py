@@ -16,6 +16,7 @@ import pytest
 from postdesk.daemon import Service
 from postdesk.ingest.textnorm import is_reply
 from postdesk.models.db import Database
+from postdesk.testing.cli import Cli
 from postdesk.testing.config import import_mailbox_toml, settings_for
 from postdesk.testing.inbox import SUPPORT_ADDRESS, ingest, mail, rule_of, ticket_of
 from postdesk.testing.mail import Mail
@@ -189,7 +190,7 @@ def test_a_reply_to_the_list_a_conversation_runs_on_joins(service: Service, db: 
 
 
 def test_a_fresh_mail_with_a_familiar_subject_is_a_new_linked_ticket(
-    service: Service, db: Database
+    service: Service, db: Database, tmp_path: Path
 ) -> None:
     ingest(
         service,
@@ -210,6 +211,10 @@ def test_a_fresh_mail_with_a_familiar_subject_is_a_new_linked_ticket(
     assert {"ticket": second, "kind": "related", "other": first} in links_of(db, second)
     # A later header-less reply goes to the most recent open ticket of that subject.
     assert ticket_of(db, "a4@x") == second
+    # `tickets show` lists the link on both sides.
+    cli = Cli(tmp_path / "postdesk.toml")
+    assert f"Links: related #{first}\n" in cli("tickets", "show", str(second)).output
+    assert f"Links: #{second} related\n" in cli("tickets", "show", str(first)).output
 
 
 def test_reply_headers_that_lead_somewhere_keep_the_subject_rule_out(

@@ -5,22 +5,30 @@ Rules, first match wins:
    (``support+t<N>-<sig>@``, or an agent's ``support+t<N>a<A>-<sig>@``, see
    ingest/tokens.py) naming ticket N, whoever sends it: only mail from us carries it;
 2. `message-id`: a message with the same Message-ID is already on a ticket (a second
-   copy with different content, e.g. re-sent with another footer);
+   copy with different content, e.g. re-sent with another footer), from the same sender
+   (or our own mail coming back); from anyone else it joins nothing and the first
+   stored message keeps the id;
 3. `in-reply-to` / `references`: a Message-ID it answers is on a ticket (In-Reply-To
    first, then References from the nearest ancestor back to the root; for a bounce, the
    Message-ID of the mail that bounced). Outbound mail is stored too, so replies to our
    own messages match;
 4. `referenced-by`: a stored message answers this one (the parent arrived late);
 5. `shared-parent`: a stored message answers the same missing message as this one;
+   Rules 3-5 join only when the sender takes part in the ticket (`_takes_part`: an
+   agent, the requester, an earlier sender, an address the ticket's mail went to, or a
+   reply sent to an address other than ours that the ticket's inbound mail also went
+   to, i.e. the list it runs on). A delivery report about mail we sent joins that mail;
 6. `subject-tag`: the subject carries `[#N]` (any digits: ASCII, Persian, Arabic-Indic)
-   and the sender takes part in ticket N (requester, agent, earlier sender, or an
-   address on the To/Cc of its messages), so quoting someone else's ticket number does
-   not attach mail to it;
-7. `subject`: human mail only, for clients that strip threading headers: the same
-   requester, the same subject key (prefixes, tags and Persian spelling normalised, see
-   textnorm.py), the ticket not solved or closed, its last message within the window;
-   generic subjects never match;
-8. otherwise `new`. A customer's forward (Fwd: with a forwarded message inside) is
+   and the sender takes part in ticket N (as above), so quoting someone else's ticket
+   number does not attach mail to it;
+7. `subject`: human mail only, for clients that strip threading headers: a subject with
+   a reply prefix (lexicon/prefixes.py) and no reply header that leads to a stored
+   message; the same requester, the same subject key (prefixes, tags and Persian
+   spelling normalised, see textnorm.py), the ticket not solved or closed, its last
+   message within the window; generic subjects never match;
+8. `related`: a header rule or the subject (without a reply prefix) pointed at a ticket
+   the message may not join: a new ticket, linked to that one (`ThreadMatch.related`);
+9. otherwise `new`. A customer's forward (Fwd: with a forwarded message inside) is
    `forward`, a new ticket, whatever its headers say (only an identical copy matches).
 
 A match on a ticket that was merged into another is moved to that one. The queries that
@@ -403,6 +411,8 @@ def _find(
             break
     if related is not None:
         ticket_id, reason = related
+        if ticket_id in merges:
+            ticket_id = resolve_merged(conn, merges[ticket_id])
         return ThreadMatch(None, RELATED, f"{reason}; a new ticket, linked", ticket_id), None
     return ThreadMatch(None, NEW, "no rule matched"), None
 
