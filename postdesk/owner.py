@@ -16,8 +16,8 @@ on another machine (or its file was cleaned away), which only the lease's expiry
 settle. A restarted service that got the same pid (pid 1 in a container) has a new
 instance, so it is never mistaken for the one that died, nor the other way round.
 Owner names of older versions (without an instance) also wait for the expiry. A lock
-file stays after its process ended until a checker finds it free, or for a day (then
-the next process to start removes it).
+file stays for a day after its process ended (then the next process to start removes
+it): long after any lease or claim of that process has expired.
 """
 
 from __future__ import annotations
@@ -97,11 +97,11 @@ def _sweep(directory: Path, ours: str, limit: int = 1000) -> None:
                 and _INSTANCE.fullmatch(name[:-5])
                 and entry.stat().st_mtime < cutoff
             ):
-                _remove_if_free(Path(entry.path))
+                _is_free(Path(entry.path), remove=True)
 
 
-def _remove_if_free(path: Path) -> bool:
-    """Remove `path` if no process holds its lock; whether it was free."""
+def _is_free(path: Path, *, remove: bool = False) -> bool:
+    """Whether `path` exists and no process holds its lock (then removed, with `remove`)."""
     try:
         fd = os.open(path, os.O_RDWR)
     except OSError:
@@ -111,8 +111,9 @@ def _remove_if_free(path: Path) -> bool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             return False  # held (BlockingIOError): its process is alive
-        with contextlib.suppress(OSError):
-            path.unlink()
+        if remove:
+            with contextlib.suppress(OSError):
+                path.unlink()
         return True
     finally:
         os.close(fd)
@@ -133,4 +134,6 @@ def owner_is_dead(owner: str) -> bool:
     instance = parts[2]
     if instance == instance_id():
         return False
-    return _remove_if_free(instance_directory() / f"{instance}.lock")
+    # The file stays: the same holder may hold more (rows of the outbox, other leases),
+    # and each check must find it; the sweep removes it a day later.
+    return _is_free(instance_directory() / f"{instance}.lock")

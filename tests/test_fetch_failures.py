@@ -42,6 +42,7 @@ from postdesk.testing.fetching import (
     stored_message_ids,
     sync_state,
 )
+from postdesk.testing.owners import ended_owner
 
 
 class Crash(BaseException):
@@ -503,13 +504,6 @@ def _hold_lease(db: Database, owner: str, seconds: int) -> None:
         )
 
 
-def _ended_owner() -> str:
-    """The owner name of a postdesk process that ran on this machine and ended."""
-    code = "from postdesk.owner import make_owner; print(make_owner())"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return done.stdout.strip()
-
-
 def _dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
@@ -523,7 +517,7 @@ def _dead_pid() -> int:
         (lambda: f"other-host.example:{os.getpid()}:far", 300, True),
         (lambda: f"other-host.example:{os.getpid()}:far", -1, False),
         # A postdesk process of this machine that has ended: its instance is free.
-        (lambda: _ended_owner(), 300, False),
+        (lambda: ended_owner(), 300, False),
         # Another machine with the same host name (containers, cloned VMs): the pid means
         # nothing here and its instance has no lock file on this machine.
         (lambda: f"{socket.gethostname()}:{_dead_pid()}:{'ab' * 16}:elsewhere", 300, True),

@@ -46,6 +46,8 @@ def test_a_live_holder_on_this_machine_is_alive(holder: subprocess.Popen[str]) -
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     assert owner_is_dead(owner) is True
+    # And stays so for every row or lease it held.
+    assert owner_is_dead(owner) is True
 
 
 def test_a_holder_that_ended_is_dead() -> None:
