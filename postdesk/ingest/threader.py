@@ -459,8 +459,8 @@ def _takes_part(
 ) -> bool:
     """Whether `sender` is on ticket `ticket_id`: an agent, the requester, someone who
     wrote on it, or an address its messages went to (a Cc'd colleague; the customer our
-    replies went to). A reply sent to the same list the conversation went to, named by
-    the list's address among the recipients of both, counts as well (see the README)."""
+    replies went to). A reply sent to an address other than ours that the ticket's
+    inbound mail also went to (the list the conversation runs on) counts as well."""
     if sender.role == AGENT:
         return True
     if requester_id is None:
