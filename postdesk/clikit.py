@@ -35,6 +35,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from postdesk import __version__
 from postdesk.config import Settings, config_path, load_settings
 from postdesk.errors import ConfigError, DatabaseError, PostdeskError
+from postdesk.files import private_directory
 from postdesk.models.db import Database, describe_error, is_read_only_error, sqlite_file
 from postdesk.models.migrate import require_current
 from postdesk.models.tickets import MAX_TICKET_ID
@@ -91,7 +92,7 @@ class Context:
         settings = self.settings()
         data_dir = settings.data_dir
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            private_directory(data_dir)
             # Access checks lie for root and on some mounts: create a file and remove it.
             fd, probe = tempfile.mkstemp(prefix=".postdesk-write-test-", dir=data_dir)
             os.close(fd)

@@ -2,6 +2,11 @@
 
 Used for attachments (content-addressed, written once), the model store's model files,
 metadata and state.
+
+Everything postdesk keeps holds customers' mail or what was learnt from it, so what it
+creates is its owner's only, whatever the umask: files 0600 (`write_atomically`,
+`private_file`), directories 0700 (`private_directory`). Existing files and directories
+keep the modes an operator gave them.
 """
 
 from __future__ import annotations
@@ -10,6 +15,40 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+
+FILE_MODE = 0o600
+DIRECTORY_MODE = 0o700
+
+
+def private_directory(path: Path) -> None:
+    """Create `path` and any missing parents with mode 0700; raises OSError."""
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=DIRECTORY_MODE)
+        except FileExistsError:
+            continue  # made at the same moment by another process
+        # mkdir applies the umask, which could take bits away but never add them; set
+        # the mode anyway so that an unusual umask (0o200...) cannot lock the owner out.
+        os.chmod(directory, DIRECTORY_MODE)
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path} is not a directory")
+
+
+def private_file(path: Path) -> None:
+    """Create `path` empty with mode 0600 unless it exists (e.g. a SQLite database before
+    SQLite opens it: its journal and WAL files then get the same mode)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 def write_atomically(target: Path, data: bytes) -> None:

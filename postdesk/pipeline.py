@@ -81,6 +81,7 @@ def steps(
             ThreadOptions(
                 tokens=tokens,
                 subject_window=timedelta(days=threading.subject_window_days),
+                own_addresses=frozenset(team_addresses(settings) if settings.mailboxes else ()),
             )
         ),
         VisibleTextStep(),
@@ -89,7 +90,10 @@ def steps(
             closed_after=timedelta(days=threading.new_ticket_after_closed_days),
             team_addresses=team_addresses(settings),
         ),
-        FileStep(AttachmentStore(settings.data_dir / "attachments")),
+        FileStep(
+            AttachmentStore(settings.data_dir / "attachments"),
+            settings.authentication.authserv_id,
+        ),
         BounceStep(),
         triage,
         *(notify_steps(settings) if notify is None else notify),

@@ -3,9 +3,16 @@ topmost header believed, and the From domain judged by DMARC, else aligned SPF/D
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from postdesk.daemon import Service
 from postdesk.ingest.authres import MAX_HEADER, aligned, check_domain, parse, trusted
+from postdesk.models.db import Database
+from postdesk.testing.config import settings_for
+from postdesk.testing.inbox import ingest, mail, ticket_of
+from postdesk.tickets import show_ticket
 
 
 def test_a_typical_header_is_read_with_comments_quotes_and_versions() -> None:
@@ -88,3 +95,32 @@ def test_hostile_headers_are_read_in_one_pass_or_skipped() -> None:
     escaped = parse('mx.example.com; dkim="' + "\\" * (MAX_HEADER // 2 - 30))
     assert escaped is not None and all(r.result != "pass" for r in escaped.results)
     assert parse("mx.example.com; dkim=pass" + " " * MAX_HEADER) is None
+
+
+def test_each_message_records_the_trusted_topmost_header(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    """The pipeline keeps the topmost Authentication-Results from the configured server on
+    the message (tickets show --json: authentication_results); look-alikes from other ids
+    and headers below it are not what is kept, and without one it is null."""
+    settings = settings_for(
+        tmp_path, db_url, '[authentication]\nauthserv_id = "mx.support.example"\n'
+    )
+    service = Service(settings, db)
+    ours = (
+        "mx.support.example; spf=pass smtp.mailfrom=example.com; dmarc=pass header.from=example.com"
+    )
+    forged_above = "mx.evil.example; dmarc=pass header.from=example.com"
+    forged_below = "mx.support.example; dmarc=pass header.from=bank.example"
+    raw = mail("a1@x", sender="Alice <alice@example.com>", subject="Invoice")
+    signed = (
+        f"Authentication-Results: {forged_above}\r\n"
+        f"Authentication-Results: {ours}\r\n"
+        f"Authentication-Results: {forged_below}\r\n"
+    ).encode() + raw
+    ingest(service, signed, mail("b1@x", sender="Bob <bob@example.org>", subject="Other"))
+
+    first = show_ticket(db, ticket_of(db, "a1@x"))["messages"][0]
+    assert first["authentication_results"] == ours
+    second = show_ticket(db, ticket_of(db, "b1@x"))["messages"][0]
+    assert second["authentication_results"] is None

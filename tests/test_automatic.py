@@ -479,8 +479,8 @@ NON_DSN_BOUNCES = {
 @pytest.mark.parametrize("name", sorted(NON_DSN_BOUNCES))
 def test_bounce_texts_without_a_dsn(name: str) -> None:
     sender, subject, body, expected = NON_DSN_BOUNCES[name]
-    extra = ("Return-Path: <>",) if name == "terse" else ()
-    result = kind_of_mail(mail(*extra, sender=sender, subject=subject, body=body))
+    # As delivered: the receiving server records the null envelope sender of a bounce.
+    result = kind_of_mail(mail("Return-Path: <>", sender=sender, subject=subject, body=body))
     assert result.kind == "bounce", result
     assert result.failed_recipients == expected
     assert ", ".join(expected) in result.reason
@@ -488,6 +488,7 @@ def test_bounce_texts_without_a_dsn(name: str) -> None:
 
 def test_delay_warning_without_a_dsn_names_nobody() -> None:
     parsed = mail(
+        "Return-Path: <>",
         sender="Mail Delivery System <Mailer-Daemon@mx.example.org>",
         subject="Warning: message 1rABCD-0001 delayed 24 hours",
         body="This message was created automatically by mail delivery software.\n"
@@ -504,6 +505,7 @@ def test_delay_warning_without_a_dsn_names_nobody() -> None:
 
 def test_x_failed_recipients_header() -> None:
     parsed = mail(
+        "Return-Path: <MAILER-DAEMON@mx.example.org>",
         "X-Failed-Recipients: One@example.net, two@example.net",
         sender="Mail Delivery System <Mailer-Daemon@mx.example.org>",
         subject="Mail delivery failed: returning message to sender",
@@ -517,11 +519,49 @@ def test_x_failed_recipients_header() -> None:
 @pytest.mark.parametrize(
     "sender", ["MAILER-DAEMON@mx.example.org", "MAILER DAEMON <>", "Mail Delivery System <>"]
 )
-def test_mailer_daemon_sender_alone_is_a_bounce(sender: str) -> None:
+def test_mailer_daemon_sender_with_a_null_envelope_is_a_bounce(sender: str) -> None:
     result = kind_of_mail(
-        mail(sender=sender, subject="Warning: could not send message for 4 hours")
+        mail(
+            "Return-Path: <>", sender=sender, subject="Warning: could not send message for 4 hours"
+        )
     )
     assert (result.kind, result.failed_recipients) == ("bounce", ())
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        # Anyone can write these: a customer's (or a stranger's) ordinary mail.
+        ("X-Failed-Recipients: agent@example.org, jane@example.com",),
+        ("Return-Path: <mallory@example.net>", "X-Failed-Recipients: agent@example.org"),
+        # A forged Return-Path below the one the receiving server put on top.
+        ("Return-Path: <mallory@example.net>", "Return-Path: <>", "X-Failed-Recipients: a@b.c"),
+    ],
+)
+def test_bounce_signs_anyone_can_write_make_no_bounce(extra: tuple[str, ...]) -> None:
+    result = kind_of_mail(
+        mail(
+            *extra,
+            sender="Mail Delivery System <mailer-daemon@example.net>",
+            subject="Undeliverable: Refund",
+            body="Delivery to the following recipient failed permanently:\n\n  a@example.org\n",
+        )
+    )
+    assert result.kind == "automatic"
+    assert result.failed_recipients == ()
+    assert "neither a delivery-status report nor a null or MAILER-DAEMON" in result.reason
+
+
+def test_a_delivery_status_report_needs_no_envelope() -> None:
+    """The RFC 3464 structure is a bounce whatever the envelope (a forwarded one too);
+    whom it may mark is then checked against what we sent (tests/test_bounces.py)."""
+    parsed = report(
+        "delivery-status",
+        "message/delivery-status",
+        "Reporting-MTA: dns; mx.example.net\n\n"
+        "Final-Recipient: rfc822; gone@example.net\nAction: failed\nStatus: 5.1.1\n",
+    )
+    assert kind_of_mail(parsed).failed_recipients == ("gone@example.net",)
 
 
 def test_bounce_scan_never_reports_our_own_or_the_returned_addresses() -> None:
@@ -531,12 +571,18 @@ def test_bounce_scan_never_reports_our_own_or_the_returned_addresses() -> None:
         "----- Original message -----\n\nFrom: Support <support@example.org>\n"
         "To: real.failure@example.net, cc.person@example.net\n"
     )
-    parsed = mail(sender="mailer-daemon@googlemail.com", subject="Delivery failure", body=body)
+    parsed = mail(
+        "Return-Path: <>",
+        sender="mailer-daemon@googlemail.com",
+        subject="Delivery failure",
+        body=body,
+    )
     assert kind_of_mail(parsed).failed_recipients == ("real.failure@example.net",)
 
 
 def test_failure_subject_from_a_machine_sender_is_a_bounce() -> None:
     parsed = mail(
+        "Return-Path: <>",
         "Auto-Submitted: auto-replied",
         sender="Mail System <system@mx.example.net>",
         subject="Undeliverable: Re: [#77] Refund",
@@ -674,4 +720,6 @@ def test_cpython_bounces(cpython: dict[str, KindOfMail | str]) -> None:
     assert isinstance(banned, KindOfMail) and banned.kind == "bounce"
     assert banned.failed_recipients[0] == "xxxxxxx@dot.ca.gov"
     bounces = {name for name, result in cpython.items() if _kind(result) == "bounce"}
-    assert bounces == {"msg_05.txt", "msg_16.txt", "msg_25.txt", "msg_42.txt", "msg_43.txt"}
+    # msg_42 is only a "Mail Delivery Subsystem" From line: no report, no envelope.
+    assert bounces == {"msg_05.txt", "msg_16.txt", "msg_25.txt", "msg_43.txt"}
+    assert _kind(cpython["msg_42.txt"]) == "automatic"

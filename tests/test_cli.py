@@ -395,7 +395,13 @@ def test_tickets_list_pages_only_the_table(ready: Cli, tmp_path: Path) -> None:
 def test_tickets_status_filter(ready: Cli, tmp_path: Path) -> None:
     folder = eml_folder(
         tmp_path / "mail",
-        {"1.eml": mail(1), "2.eml": mail(2), "3.eml": mail(3), "4.eml": mail(4, reply_to=2)},
+        {
+            "1.eml": mail(1),
+            "2.eml": mail(2),
+            "3.eml": mail(3),
+            # Customer 2 answering (anyone else's reply would open a related ticket).
+            "4.eml": mail(4, reply_to=2, sender="c2@example.org"),
+        },
     )
     ready("import", str(folder))
     db = ready.database()

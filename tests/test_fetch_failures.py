@@ -42,6 +42,7 @@ from postdesk.testing.fetching import (
     stored_message_ids,
     sync_state,
 )
+from postdesk.testing.owners import ended_owner
 
 
 class Crash(BaseException):
@@ -515,11 +516,13 @@ def _dead_pid() -> int:
         (lambda: f"{socket.gethostname()}:{os.getppid()}:live", 300, True),
         (lambda: f"other-host.example:{os.getpid()}:far", 300, True),
         (lambda: f"other-host.example:{os.getpid()}:far", -1, False),
-        (lambda: f"{socket.gethostname()}:{_dead_pid()}:dead", 300, False),
-        (lambda: f"{socket.gethostname()}:{_dead_pid()}:-:dead", 300, False),
-        # Our own pid, but another start time: a crashed service whose pid the restarted
-        # one got again (pid 1 in a container), not a live process.
-        (lambda: f"{socket.gethostname()}:{os.getpid()}:1:crashed", 300, False),
+        # A postdesk process of this machine that has ended: its instance is free.
+        (lambda: ended_owner(), 300, False),
+        # Another machine with the same host name (containers, cloned VMs): the pid means
+        # nothing here and its instance has no lock file on this machine.
+        (lambda: f"{socket.gethostname()}:{_dead_pid()}:{'ab' * 16}:elsewhere", 300, True),
+        # Owner names of older versions carry no instance: only the expiry settles them.
+        (lambda: f"{socket.gethostname()}:{_dead_pid()}:-:dead", 300, True),
         (lambda: lease.make_owner(), 300, True),
     ],
     ids=[
@@ -527,8 +530,8 @@ def _dead_pid() -> int:
         "live-elsewhere",
         "expired",
         "dead-here",
-        "dead-here-no-start-time",
-        "same-pid-restarted",
+        "same-host-name-elsewhere",
+        "older-owner-name",
         "same-process-other-service",
     ],
 )

@@ -30,9 +30,10 @@ from postdesk.notify.outbox import (
 from postdesk.notify.smtp import OutboxSender, data_lines
 from postdesk.testing.cli import Cli
 from postdesk.testing.config import write_config
+from postdesk.testing.owners import ended_owner
 from postdesk.testing.smtpsink import SmtpSink
 
-DEAD_OWNER = f"{socket.gethostname()}:999999:1:dead"  # a pid that does not exist here
+DEAD_OWNER = ended_owner()  # a sender of this machine that has ended
 
 
 def message(n: int, *, to: str = "alice@example.com", body: str = "Hello\n") -> EmailMessage:

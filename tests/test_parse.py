@@ -247,24 +247,23 @@ def test_sanitize_filename_is_idempotent() -> None:
 
 def test_store_is_content_addressed(tmp_path: Path) -> None:
     store = AttachmentStore(tmp_path)
-    stored = store.save(b"%PDF-1.4 test", "../../receipt.pdf")
+    stored = store.save(b"%PDF-1.4 test")
     digest = hashlib.sha256(b"%PDF-1.4 test").hexdigest()
     assert stored.sha256 == digest
     assert stored.size == len(b"%PDF-1.4 test")
-    assert stored.relpath == f"{digest[:2]}/{digest}/receipt.pdf"
+    assert stored.relpath == f"sha256/{digest[:2]}/{digest}"
     assert (tmp_path / stored.relpath).read_bytes() == b"%PDF-1.4 test"
 
 
-def test_store_is_idempotent_and_does_not_rewrite(tmp_path: Path) -> None:
+def test_store_keeps_each_content_once_and_does_not_rewrite(tmp_path: Path) -> None:
     store = AttachmentStore(tmp_path)
-    first = store.save(b"data", "a.txt")
+    first = store.save(b"data")
     path = tmp_path / first.relpath
     inode = path.stat().st_ino
-    second = store.save(b"data", "a.txt")
+    second = store.save(b"data")
     assert second == first
     assert path.stat().st_ino == inode
-    other = store.save(b"data", "b.txt")  # same blob, second name: same directory
-    assert (tmp_path / other.relpath).parent == path.parent
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [path]
 
 
 def test_store_leaves_no_temporary_files(tmp_path: Path) -> None:
@@ -273,7 +272,7 @@ def test_store_leaves_no_temporary_files(tmp_path: Path) -> None:
 
     def writer() -> None:
         for data in payloads:
-            store.save(data, "same.bin")
+            store.save(data)
 
     threads = [threading.Thread(target=writer) for _ in range(8)]
     for thread in threads:
@@ -281,9 +280,11 @@ def test_store_leaves_no_temporary_files(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     files = [path for path in tmp_path.rglob("*") if path.is_file()]
-    assert sorted(path.name for path in files) == ["same.bin"] * 4
+    assert sorted(path.name for path in files) == sorted(
+        hashlib.sha256(data).hexdigest() for data in payloads
+    )
     for data in payloads:
-        assert store.save(data, "same.bin").size == len(data)
+        assert store.save(data).size == len(data)
     assert not [path for path in tmp_path.rglob(".tmp-*")]
 
 

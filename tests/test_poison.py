@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from postdesk.owner import make_owner
 from postdesk.testing.config import settings_for, write_config
 from postdesk.testing.inbox import ingest, mail, ticket_of
 from postdesk.testing.mailgen import generate
+from postdesk.testing.owners import ended_owner
 from postdesk.testing.poison import REACHED_ENV, TASK, poison
 from postdesk.tickets import list_tickets
 
@@ -109,11 +109,7 @@ def test_whose_claims_count_as_live() -> None:
     assert not _claim_is_live(elsewhere, now - CLAIM_EXPIRY - timedelta(seconds=1), now)
     here = make_owner()  # this process, but no processor of that name is running
     assert not _claim_is_live(here, now, now)
-    gone = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True
-    )
-    dead = f"{socket.gethostname()}:{int(gone.stdout)}:1:abcd1234"
-    assert not _claim_is_live(dead, now, now)
+    assert not _claim_is_live(ended_owner(), now, now)
 
 
 def test_a_worker_death_once_is_only_a_retry(tmp_path: Path, db: Database, db_url: str) -> None:

@@ -56,3 +56,31 @@ def test_unreadable_key_file_is_a_config_error(tmp_path: Path) -> None:
     (settings.data_dir / KEY_FILE).write_text("not hex at all\n")
     with pytest.raises(ConfigError, match="delete it to make a new one"):
         load_key(settings)
+
+
+@pytest.mark.parametrize(
+    ("original", "lookalike"),
+    [("s", "\u017f"), ("k", "\u212a"), ("1", "\u06f1")],  # long s, Kelvin sign, Persian one
+)
+def test_lookalike_characters_are_no_token_and_no_error(original: str, lookalike: str) -> None:
+    """Case-insensitive matching alone lets U+017F pass for s and U+212A for k; comparing
+    such a signature used to raise TypeError (non-ASCII str in hmac.compare_digest)."""
+    tokens = ReplyTokens(b"k" * 32)
+
+    def forge(address: str) -> str:
+        local, _, rest = address.partition("+")
+        return f"{local}+{rest.replace(original, lookalike)}"
+
+    # A ticket whose token has the letter (or digit) to imitate.
+    number = next(n for n in range(1, 10_000) if original in tokens.token(n))
+    address = tokens.address("support@example.com", number)
+    assert tokens.find([address]) == number
+    assert forge(address) != address
+    assert tokens.find([forge(address)]) is None
+    agent = next(
+        tokens.agent_address("support@example.com", number, a)
+        for a in range(1, 10_000)
+        if original in tokens.agent_address("support@example.com", number, a).partition("+")[2]
+    )
+    assert tokens.find_agent([agent]) is not None
+    assert tokens.find_agent([forge(agent)]) is None

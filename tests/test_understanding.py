@@ -56,8 +56,8 @@ def set_ticket_status(db: Database, number: int, status: str, *, ago: timedelta)
         ticket.closed_at = datetime.now(UTC) - ago
 
 
-def add_outbound(db: Database, number: int, mid: str) -> None:
-    """Record a message postdesk sent on ticket `number` (what notify will do)."""
+def add_outbound(db: Database, number: int, mid: str, to: str | None = None) -> None:
+    """Record a message postdesk sent on ticket `number` (what notify will do), to `to`."""
     with db.transaction() as session:
         session.add(
             Message(
@@ -66,6 +66,7 @@ def add_outbound(db: Database, number: int, mid: str) -> None:
                 message_id=mid,
                 subject="Re: your request",
                 from_email=SUPPORT,
+                to=[{"email": to, "name": ""}] if to else [],
                 text="We are on it.",
                 thread_rule="outbound",
             )
@@ -292,7 +293,7 @@ def test_automatic_mail_without_ticket_is_kept_but_not_for_humans(
 def test_bounce_attaches_to_ticket_and_marks_contact(service: Service, db: Database) -> None:
     ingest(service, mail("b1@x", sender="Dan <dan@gone.example>", subject="Order 5", date=T0))
     number = ticket_of(db, "b1@x")
-    add_outbound(db, number, "reply-5@support.example")
+    add_outbound(db, number, "reply-5@support.example", to="dan@gone.example")
     dsn = (
         "From: Mail Delivery System <MAILER-DAEMON@mx.support.example>\r\n"
         f"To: {SUPPORT}\r\n"

@@ -14,6 +14,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from postdesk.classify.data import LabelledData
 from postdesk.classify.errors import ModelError, TrainingDataError
@@ -23,6 +24,7 @@ from postdesk.classify.store import ModelStore
 from postdesk.classify.training import Progress, TrainedModel, cv_macro_f1, train_model
 from postdesk.classify.triage import TICKET_TARGETS
 from postdesk.config import Settings
+from postdesk.files import private_directory, write_atomically
 from postdesk.models.db import Database
 
 log = logging.getLogger(__name__)
@@ -157,9 +159,10 @@ def _state_path(store: ModelStore) -> str:
 
 def _write_last_retrain(store: ModelStore, when: datetime) -> None:
     try:
-        store.root.mkdir(parents=True, exist_ok=True)
-        with open(_state_path(store), "w", encoding="utf-8") as handle:
-            json.dump({"last_retrain": when.isoformat()}, handle)
+        private_directory(store.root)
+        write_atomically(
+            Path(_state_path(store)), json.dumps({"last_retrain": when.isoformat()}).encode()
+        )
     except OSError as exc:
         raise ModelError(f"cannot write {_state_path(store)}: {exc.strerror or exc}") from None
 

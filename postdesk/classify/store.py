@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from postdesk.classify.errors import ModelError
-from postdesk.files import write_atomically
+from postdesk.files import private_directory, private_file, write_atomically
 
 if TYPE_CHECKING:
     from postdesk.classify.training import TrainedModel
@@ -72,7 +72,7 @@ def save_model_file(model: TrainedModel, path: str | Path) -> Path:
     p = Path(path)
     payload = {"format": FORMAT, "metadata": json.dumps(model.metadata), "pipeline": model.pipeline}
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
+        private_directory(p.parent)
         write_atomically(p, sio.dumps(payload, compression=zipfile.ZIP_DEFLATED))
     except OSError as exc:
         raise ModelError(f"cannot write model file {p}: {exc.strerror or exc}") from None
@@ -140,7 +140,8 @@ class ModelStore:
     def _locked(self) -> Iterator[None]:
         # One writer at a time (a `model train` next to a `postdesk run` retraining).
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            private_directory(self.root)
+            private_file(self.root / ".lock")
             handle = (self.root / ".lock").open("a")
         except OSError as exc:
             raise ModelError(f"cannot use model store {self.root}: {exc.strerror or exc}") from None

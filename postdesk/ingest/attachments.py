@@ -4,7 +4,10 @@ Names come from strangers: they may carry paths, reserved device names, control 
 bidi-override characters or hundreds of bytes. `sanitize_filename` keeps what a person
 would recognise (letters of any script, including the Persian zero-width non-joiner) and
 drops the rest. `AttachmentStore` keeps each distinct blob once, under
-`<root>/<sha[:2]>/<sha>/<name>`, written atomically so a reader never sees half a file.
+`<root>/sha256/<sha[:2]>/<sha>`, written atomically so a reader never sees half a file;
+the names (one per message that carried it) are kept with the messages. Stores written
+before kept a copy per name under `<root>/<sha[:2]>/<sha>/<name>`; those paths stay
+valid (each attachment row records its own).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from postdesk.files import write_atomically
+from postdesk.files import private_directory, write_atomically
 
 MAX_FILENAME_BYTES: Final = 200
 # An "extension" longer than this is part of the name ("Minutes.of the meeting with ACME").
@@ -172,13 +175,13 @@ class AttachmentStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def save(self, data: bytes, filename: str) -> StoredAttachment:
-        """Store data under its sha256 and the (re-sanitised) filename; idempotent."""
+    def save(self, data: bytes) -> StoredAttachment:
+        """Store data under its sha256, once whatever it is called; idempotent. Names are
+        the caller's to keep (messages' attachment rows), not part of the path."""
         digest = hashlib.sha256(data).hexdigest()
-        name = sanitize_filename(filename, "application/octet-stream", 0)
-        relpath = f"{digest[:2]}/{digest}/{name}"
-        target = self.root / digest[:2] / digest / name
+        relpath = f"sha256/{digest[:2]}/{digest}"
+        target = self.root / relpath
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
+            private_directory(target.parent)
             write_atomically(target, data)
         return StoredAttachment(sha256=digest, size=len(data), relpath=relpath)

@@ -136,6 +136,16 @@ def trusted(values: Iterable[str], authserv_ids: Collection[str]) -> AuthResults
     return None
 
 
+def trusted_header(values: Iterable[str], authserv_ids: Collection[str]) -> str | None:
+    """The text of the header `trusted` would read (unfolded, at most MAX_HEADER long), or
+    None: what is recorded on each message for rules that need it later."""
+    for value in values:
+        found = parse(value)
+        if found is not None and found.authserv_id in authserv_ids:
+            return " ".join(value.split())
+    return None
+
+
 def _domain(value: str) -> str:
     """The domain of an address or a bare domain, lower-case, without a trailing dot."""
     return value.rpartition("@")[2].strip().strip("<>").rstrip(".").lower()

@@ -9,7 +9,11 @@ every parsed message gets its kind (`kind_of_mail`, a `MailKind`) before threadi
 - ``bounce``: a delivery report about mail we sent: an RFC 3464 DSN
   (message/delivery-status or message/global-delivery-status, multipart/report with
   report-type=delivery-status), or a non-standard one (MAILER-DAEMON sender,
-  X-Failed-Recipients, a postmaster or null-sender message with a failure subject).
+  X-Failed-Recipients, a postmaster or null-sender message with a failure subject) that
+  came with a null or MAILER-DAEMON envelope sender (Return-Path). Headers, subjects and
+  From lines anyone can write; without that structure or envelope such a message is
+  ``automatic`` (never answered, marks nobody as bouncing). Even a real bounce marks a
+  contact as bouncing only when it names a message we sent to them (ingest/steps.py).
   `failed_recipients` lists the addresses that failed for good: DSN recipients with
   Action: failed, else X-Failed-Recipients, else the addresses the usual Exim, Postfix,
   qmail, sendmail, Gmail and Office 365 texts list. A delay warning is a bounce with no
@@ -311,6 +315,15 @@ def _bounce(parsed: ParsedMessage, own: set[str]) -> KindOfMail | None:
             reason = f"failure subject from {machine}"
     if reason is None:
         return None
+    if not dsn_report and not _envelope_from_machine(headers):
+        # Anyone can write these headers, subjects and From lines; the envelope sender
+        # is set by the mail system. Not a bounce, so it marks nobody as bouncing; still
+        # machine-looking mail, which is never answered.
+        return KindOfMail(
+            MailKind.AUTOMATIC,
+            f"looks like a bounce ({reason}) but has neither a delivery-status report nor "
+            "a null or MAILER-DAEMON return path",
+        )
 
     text = _report_text(parsed.text)
     recipients = failed_header or _body_recipients(text, own, parsed)
@@ -327,6 +340,19 @@ def _bounce(parsed: ParsedMessage, own: set[str]) -> KindOfMail | None:
             MailKind.BOUNCE, f"{reason}: delivery delayed (warning only)", (), original
         )
     return KindOfMail(MailKind.BOUNCE, f"{reason}: no failed recipient named", (), original)
+
+
+def _envelope_from_machine(headers: Mapping[str, tuple[str, ...]]) -> bool:
+    """Whether the envelope sender, as the delivering server recorded it (the topmost
+    Return-Path, else X-Envelope-From), is null or MAILER-DAEMON: how mail systems send
+    delivery reports (RFC 5321 4.5.5)."""
+    for name in ("return-path", "x-envelope-from"):
+        value = _first(headers, name)
+        if value is None:
+            continue
+        path = value.strip().strip("<>").strip().lower()
+        return path == "" or path.partition("@")[0] == "mailer-daemon"
+    return False
 
 
 def _machine_sign(headers: Mapping[str, tuple[str, ...]], sender: str) -> str | None:

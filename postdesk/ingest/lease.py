@@ -2,11 +2,11 @@
 
 A lease is a row update (owner + expiry) on the folder's sync row, so it works the same
 on SQLite and on PostgreSQL shared by several machines. A holder renews it with every
-batch; a crashed holder's lease expires. On the same host a lease whose owning process
-no longer exists is taken over at once, so `postdesk run --once` started again right
-after a crash does not wait for the expiry; the owner name records the process start
-time too, so a restarted service that got the same pid (pid 1 in a container) is not
-mistaken for the crashed one.
+batch; a crashed holder's lease expires. A holder known to be gone is taken over at
+once, so `postdesk run --once` started again right after a crash does not wait for the
+expiry: known by the random instance id in the owner name, whose lock file on the
+holder's machine nobody holds any more (postdesk/owner.py). Host name and pid decide
+nothing: a live holder on another machine with the same name is never taken over.
 """
 
 from __future__ import annotations

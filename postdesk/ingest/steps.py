@@ -13,10 +13,12 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any, overload
 
-from sqlalchemy import bindparam, exists, insert, select, update
+from sqlalchemy import Connection, bindparam, exists, insert, select, update
 
 from postdesk.errors import ParseError, PostdeskError
 from postdesk.ingest.attachments import AttachmentStore
+from postdesk.ingest.authres import HEADER as AUTH_HEADER
+from postdesk.ingest.authres import trusted_header
 from postdesk.ingest.automatic import kind_of_mail
 from postdesk.ingest.parse import Address, ParsedMessage, parse_message
 from postdesk.ingest.process import RawInput, WorkItem
@@ -38,6 +40,7 @@ from postdesk.models import (
     MailKind,
     Message,
     MessageRef,
+    OutboxMail,
     RawMessage,
     UTCDateTime,
 )
@@ -327,6 +330,7 @@ class TicketStep:
             actor=sender.email,
             closed_why=None if human else f"{kind} mail: {found.reason if found else ''}",
             follow_up_of=follow_up_of,
+            related_to=match.related,
         )
         item.ticket_id = ticket_id
         item.created_ticket = True
@@ -373,8 +377,10 @@ class FileStep:
 
     name = "file"
 
-    def __init__(self, attachments: AttachmentStore) -> None:
+    def __init__(self, attachments: AttachmentStore, authserv_ids: Collection[str] = ()) -> None:
         self.attachments = attachments
+        # The receiving server's id(s): its topmost Authentication-Results is recorded.
+        self.authserv_ids = frozenset(a.lower() for a in authserv_ids)
 
     def __call__(self, item: WorkItem) -> None:
         parsed = item.need_parsed()
@@ -408,6 +414,11 @@ class FileStep:
                 "kind_reason": found.reason if found else "",
                 "visible_text": item.visible,
                 "agent_check": item.agent_check,
+                "auth_results": trusted_header(
+                    parsed.headers.get(AUTH_HEADER, ()), self.authserv_ids
+                )
+                if self.authserv_ids
+                else None,
             },
         ).scalar_one()
         item.message_pk = message_pk
@@ -419,7 +430,7 @@ class FileStep:
         if parsed.attachments:
             rows: list[dict[str, Any]] = []
             for attachment in parsed.attachments:
-                stored = self.attachments.save(attachment.data, attachment.filename)
+                stored = self.attachments.save(attachment.data)
                 rows.append(
                     {
                         "message_pk": message_pk,
@@ -442,6 +453,31 @@ _MARK_BOUNCING = (
     .where(_contacts.c.email.in_(bindparam("emails", expanding=True)))
     .values(bouncing_since=_now, bounce_reason=bindparam("reason"))
 )
+_outbox = table_of(OutboxMail)
+_OUTBOX_RECIPIENTS = select(_outbox.c.recipients).where(
+    _outbox.c.message_id == bindparam("message_id")
+)
+_SENT_ADDRESSEES = select(_messages.c.to, _messages.c.cc).where(
+    _messages.c.message_id == bindparam("message_id"), _messages.c.direction == "out"
+)
+
+
+def _sent_to(conn: Connection, message_id: str | None) -> set[str]:
+    """The addresses we sent the message `message_id` to (lower-case); empty when it is
+    not one of ours."""
+    if not message_id:
+        return set()
+    params = {"message_id": _fit(message_id)}
+    found: set[str] = set()
+    for (recipients,) in conn.execute(_OUTBOX_RECIPIENTS, params):
+        found.update(str(r).lower() for r in recipients or ())
+    for to, cc in conn.execute(_SENT_ADDRESSEES, params):
+        for entry in (*(to or ()), *(cc or ())):
+            if isinstance(entry, dict):
+                found.add(str(entry.get("email", "")).lower())
+    return found
+
+
 _CLEAR_BOUNCING = (
     update(_contacts)
     .where(_contacts.c.id == bindparam("contact_id"), _contacts.c.bouncing_since.is_not(None))
@@ -450,7 +486,12 @@ _CLEAR_BOUNCING = (
 
 
 class BounceStep:
-    """Mark the failed recipients of a bounce as bouncing; clear it when they write again."""
+    """Mark the failed recipients of a bounce as bouncing; clear it when they write again.
+
+    Only recipients of the message the bounce reports on, when that is a message we sent
+    (its Message-ID is an outbox row's or an outbound message's): a report about mail we
+    never sent, or naming someone else, marks nobody.
+    """
 
     name = "bounce"
 
@@ -458,13 +499,23 @@ class BounceStep:
         found = item.kind
         sender = item.need_sender()
         if found is not None and found.kind == MailKind.BOUNCE and found.failed_recipients:
-            item.conn.execute(
-                _MARK_BOUNCING,
-                {
-                    "emails": list(found.failed_recipients),
-                    "now": item.need_arrived(),
-                    "reason": found.reason[:500],
-                },
-            )
+            sent_to = _sent_to(item.conn, found.original_message_id)
+            named = [email for email in found.failed_recipients if email in sent_to]
+            if len(named) < len(found.failed_recipients):
+                log.info(
+                    "raw %s: bounce names %d address(es) not sent message <%s>: not marked",
+                    item.raw.id,
+                    len(found.failed_recipients) - len(named),
+                    found.original_message_id or "?",
+                )
+            if named:
+                item.conn.execute(
+                    _MARK_BOUNCING,
+                    {
+                        "emails": named,
+                        "now": item.need_arrived(),
+                        "reason": found.reason[:500],
+                    },
+                )
         elif (found is None or found.kind == MailKind.HUMAN) and sender.bouncing:
             item.conn.execute(_CLEAR_BOUNCING, {"contact_id": sender.id})

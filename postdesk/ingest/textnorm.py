@@ -56,6 +56,12 @@ _FORWARD = re.compile(
     + r")\s*(?:(?:\[\d+\]|\(\d+\))\s*)?[:：]",
     re.IGNORECASE,
 )
+_REPLY = re.compile(
+    r"^\s*(?:"
+    + "|".join(re.escape(w) for w in sorted(REPLY_PREFIXES, key=len, reverse=True))
+    + r")\s*(?:(?:\[\d+\]|\(\d+\))\s*)?[:：]",
+    re.IGNORECASE,
+)
 # Ticket tags [#12], list tags [support-list], and (fwd)-style trailers.
 _TAGS = re.compile(r"\[\s*(?:#\s*)?[\w.\-۰-۹٠-٩ ]{1,40}\]|\(\s*fwd\s*\)", re.IGNORECASE)
 _LEADING_TAG = re.compile(r"^\s*\[[^\]]{0,60}\]\s*")
@@ -82,6 +88,12 @@ def subject_key(subject: str) -> str:
 def is_forward(subject: str) -> bool:
     """Whether `subject` starts with a forward prefix (``Fwd:``, ``WG:``, ``هدایت:`` ...)."""
     return _FORWARD.match(_TAGS.sub(" ", subject).strip()) is not None
+
+
+def is_reply(subject: str) -> bool:
+    """Whether `subject` starts with a reply prefix (``Re:``, ``AW:``, ``پاسخ:`` ...),
+    tags such as ``[#12]`` or ``[list]`` before it ignored."""
+    return _REPLY.match(_TAGS.sub(" ", subject).strip()) is not None
 
 
 _GENERIC = {

@@ -2,24 +2,33 @@
 
 Rules, first match wins:
 1. `reply-token`: a recipient address carries a validly signed reply token
-   (``support+t<N>-<sig>@``, see ingest/tokens.py) naming ticket N;
+   (``support+t<N>-<sig>@``, or an agent's ``support+t<N>a<A>-<sig>@``, see
+   ingest/tokens.py) naming ticket N, whoever sends it: only mail from us carries it;
 2. `message-id`: a message with the same Message-ID is already on a ticket (a second
-   copy with different content, e.g. re-sent with another footer);
+   copy with different content, e.g. re-sent with another footer), from the same sender
+   (or our own mail coming back); from anyone else it joins nothing and the first
+   stored message keeps the id;
 3. `in-reply-to` / `references`: a Message-ID it answers is on a ticket (In-Reply-To
    first, then References from the nearest ancestor back to the root; for a bounce, the
    Message-ID of the mail that bounced). Outbound mail is stored too, so replies to our
    own messages match;
 4. `referenced-by`: a stored message answers this one (the parent arrived late);
 5. `shared-parent`: a stored message answers the same missing message as this one;
+   Rules 3-5 join only when the sender takes part in the ticket (`_takes_part`: an
+   agent, the requester, an earlier sender, an address the ticket's mail went to, or a
+   reply sent to an address other than ours that the ticket's inbound mail also went
+   to, i.e. the list it runs on). A delivery report about mail we sent joins that mail;
 6. `subject-tag`: the subject carries `[#N]` (any digits: ASCII, Persian, Arabic-Indic)
-   and the sender takes part in ticket N (requester, agent, earlier sender, or an
-   address on the To/Cc of its messages), so quoting someone else's ticket number does
-   not attach mail to it;
-7. `subject`: human mail only, for clients that strip threading headers: the same
-   requester, the same subject key (prefixes, tags and Persian spelling normalised, see
-   textnorm.py), the ticket not solved or closed, its last message within the window;
-   generic subjects never match;
-8. otherwise `new`. A customer's forward (Fwd: with a forwarded message inside) is
+   and the sender takes part in ticket N (as above), so quoting someone else's ticket
+   number does not attach mail to it;
+7. `subject`: human mail only, for clients that strip threading headers: a subject with
+   a reply prefix (lexicon/prefixes.py) and no reply header that leads to a stored
+   message; the same requester, the same subject key (prefixes, tags and Persian
+   spelling normalised, see textnorm.py), the ticket not solved or closed, its last
+   message within the window; generic subjects never match;
+8. `related`: a header rule or the subject (without a reply prefix) pointed at a ticket
+   the message may not join: a new ticket, linked to that one (`ThreadMatch.related`);
+9. otherwise `new`. A customer's forward (Fwd: with a forwarded message inside) is
    `forward`, a new ticket, whatever its headers say (only an identical copy matches).
 
 A match on a ticket that was merged into another is moved to that one. The queries that
@@ -53,7 +62,7 @@ from sqlalchemy.sql.selectable import ScalarSelect
 
 from postdesk.ingest.parse import ParsedMessage
 from postdesk.ingest.sender import Sender
-from postdesk.ingest.textnorm import is_forward, is_generic_subject, subject_key
+from postdesk.ingest.textnorm import is_forward, is_generic_subject, is_reply, subject_key
 from postdesk.ingest.tokens import ReplyTokens
 from postdesk.lexicon import any_phrase
 from postdesk.lexicon.quoting import (
@@ -68,6 +77,7 @@ from postdesk.tickets.lifecycle import resolve_merged
 
 NEW = "new"
 FORWARD = "forward"
+RELATED = "related"  # a new ticket, linked to the one its headers or subject pointed at
 _RECIPIENT_HEADERS = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to")
 # The line above a message forwarded inline: a forward marker or an original-message
 # separator between rules of dashes ("---------- Forwarded message ---------",
@@ -90,6 +100,11 @@ class ThreadOptions:
 
     tokens: ReplyTokens | None = None
     subject_window: timedelta = timedelta(days=7)
+    # Our mailboxes' and agents' addresses (lower-case): a shared recipient that is one
+    # of them (or a plus-address of one) says nothing about who takes part. Empty (no
+    # mailbox configured, e.g. import only): the shared-recipient rule is off, since
+    # postdesk cannot tell the support address from a list's.
+    own_addresses: frozenset[str] = frozenset()
 
 
 DEFAULT_OPTIONS = ThreadOptions()
@@ -102,6 +117,9 @@ class ThreadMatch:
     ticket_id: int | None
     rule: str
     reason: str
+    # For a new ticket: the ticket it is linked to as related (the one a header or the
+    # subject pointed at, which the sender is not on).
+    related: int | None = None
 
 
 def subject_tags(subject: str) -> list[int]:
@@ -189,6 +207,8 @@ def _candidates(count: int) -> Select[Any]:
     return select(
         firsts.c.n,
         of_message(firsts.c.stored_pk, "ticket_id").label("stored_ticket"),
+        of_message(firsts.c.stored_pk, "contact_id").label("stored_contact"),
+        of_message(firsts.c.stored_pk, "direction").label("stored_direction"),
         merged_into(firsts.c.stored_pk).label("stored_merged"),
         of_message(firsts.c.referring_pk, "ticket_id").label("referring_ticket"),
         merged_into(firsts.c.referring_pk).label("referring_merged"),
@@ -199,6 +219,7 @@ def _candidates(count: int) -> Select[Any]:
 _TAGGED_TICKET = select(_tickets.c.requester_id, _tickets.c.merged_into_id).where(
     _tickets.c.id == bindparam("ticket_id")
 )
+_REQUESTER = select(_tickets.c.requester_id).where(_tickets.c.id == bindparam("ticket_id"))
 _HAS_WRITTEN = select(
     exists().where(
         _messages.c.ticket_id == bindparam("ticket_id"),
@@ -240,7 +261,13 @@ def _find(
     """The match, and the ticket the matched ticket was merged into (None if it was not)."""
     forward = kind == MailKind.HUMAN and sender.role != AGENT and _is_customer_forward(parsed)
     if options.tokens is not None and not forward:
-        number = options.tokens.find(recipients(parsed))
+        addresses = recipients(parsed)
+        number = options.tokens.find(addresses)
+        if number is None:
+            # An agent's token mailed by someone else (a forwarded notification): the
+            # token still names the ticket; ingest/author.py withholds the agent's powers.
+            agent_token = options.tokens.find_agent(addresses)
+            number = agent_token[0] if agent_token else None
         if number is not None and number <= MAX_TICKET_ID:
             tagged = conn.execute(_TAGGED_TICKET, {"ticket_id": number}).first()
             if tagged is not None:
@@ -258,6 +285,8 @@ def _find(
     # Message-ID -> the ticket the merge chain starts from, where that ticket was merged.
     merges: dict[int, int] = {}
     stored: dict[str, int] = {}
+    stored_contact: dict[str, int | None] = {}
+    sent_by_us: set[str] = set()  # Message-IDs of mail postdesk sent
     referring: dict[str, tuple[int, str | None]] = {}
     if keys:
         # Statements come in sizes 1, 2, 4, 8...: each size is compiled once per process
@@ -270,6 +299,9 @@ def _find(
             key = keys[row.n]
             if row.stored_ticket is not None:
                 stored[key] = row.stored_ticket
+                stored_contact[key] = row.stored_contact
+                if row.stored_direction == "out":
+                    sent_by_us.add(key)
                 if row.stored_merged is not None:
                     merges[row.stored_ticket] = row.stored_merged
             if row.referring_ticket is not None:
@@ -280,36 +312,63 @@ def _find(
     def on(ticket_id: int, rule: str, reason: str) -> tuple[ThreadMatch, int | None]:
         return ThreadMatch(ticket_id, rule, reason), merges.get(ticket_id)
 
+    # The first ticket a header rule pointed at but the sender is not on: the message
+    # opens a ticket of its own linked to that one, unless a later rule finds its place.
+    related: tuple[int, str] | None = None
+
+    def joins(ticket_id: int, rule: str, reason: str) -> tuple[ThreadMatch, int | None] | None:
+        nonlocal related
+        if _takes_part(conn, ticket_id, sender, parsed, options):
+            return on(ticket_id, rule, reason)
+        if related is None:
+            related = (ticket_id, f"{reason}, but {sender.email} is not on that ticket")
+        return None
+
     if own and own in stored:
-        return on(
-            stored[own], "message-id", f"Message-ID <{own}> is already on ticket {stored[own]}"
-        )
+        reason = f"Message-ID <{own}> is already on ticket {stored[own]}"
+        # Our own mail coming back (kind "own": its Message-ID is one we sent) is a copy.
+        if stored_contact.get(own) == sender.id or (kind == MailKind.OWN and own in sent_by_us):
+            return on(stored[own], "message-id", reason)
+        # Another sender reusing a Message-ID neither joins that ticket nor replaces the
+        # message: the first stored message keeps the id (lookups take the lowest row).
+        related = (stored[own], f"{reason} from another sender")
     if forward:
         return ThreadMatch(None, FORWARD, "a customer's forward opens a ticket of its own"), None
 
-    hit = _first_ticket(stored, ids)
-    if hit is not None:
-        mid, ticket_id = hit
-        how = dict(ancestors)[mid]
+    for mid, how in ancestors:
+        if mid not in stored:
+            continue
+        ticket_id = stored[mid]
         header = "In-Reply-To" if how == "in-reply-to" else "References"
         if mid == bounced_id:
             header = "the bounced message"
-        return on(ticket_id, how, f"{header} <{mid}> is a message of ticket {ticket_id}")
+        reason = f"{header} <{mid}> is a message of ticket {ticket_id}"
+        if mid == bounced_id and kind == MailKind.BOUNCE and mid in sent_by_us:
+            # A delivery report about mail postdesk sent goes with that mail.
+            return on(ticket_id, how, reason)
+        found = joins(ticket_id, how, reason)
+        if found is not None:
+            return found
+        break  # the nearest stored ancestor decides; older ones belong to the same thread
 
     if own and own in referring:
         ticket_id, child = referring[own]
-        return on(
+        found = joins(
             ticket_id, "referenced-by", f"message <{child}> of ticket {ticket_id} answers this one"
         )
+        if found is not None:
+            return found
 
     hit = _first_ticket({mid: ticket for mid, (ticket, _) in referring.items()}, ids)
     if hit is not None:
         mid, ticket_id = hit
-        return on(
+        found = joins(
             ticket_id,
             "shared-parent",
             f"ticket {ticket_id} already has a reply to <{mid}>, which is not stored",
         )
+        if found is not None:
+            return found
 
     for number in subject_tags(parsed.subject):
         if number > MAX_TICKET_ID:
@@ -317,15 +376,19 @@ def _find(
         tagged = conn.execute(_TAGGED_TICKET, {"ticket_id": number}).first()
         if tagged is None:
             continue
-        if _takes_part(conn, number, tagged.requester_id, sender):
+        if _takes_part(conn, number, sender, parsed, options, tagged.requester_id):
             reason = f"subject tag [#{number}] and the sender is on it"
             return ThreadMatch(number, "subject-tag", reason), tagged.merged_into_id
 
-    # A contact this message created has no tickets yet: the subject rule cannot match.
+    # Only a reply whose threading headers lead nowhere (a client that strips them) is
+    # matched by subject: a fresh mail with a familiar subject is a new request. A
+    # contact this message created has no tickets yet: the subject rule cannot match.
+    usable_headers = bool(stored) or bool(referring)
     if (
         kind == MailKind.HUMAN
         and arrived is not None
         and not sender.new
+        and not usable_headers
         and not is_generic_subject(parsed.subject)
     ):
         key = subject_key(parsed.subject)
@@ -334,10 +397,23 @@ def _find(
             {"requester_id": sender.id, "since": arrived - options.subject_window},
         )
         for ticket_id, subject in rows:
-            if subject_key(subject) == key:
+            if subject_key(subject) != key:
+                continue
+            if is_reply(parsed.subject):
                 reason = f"same sender and subject as open ticket {ticket_id}, within the window"
                 # Merged tickets are not candidates (see the query).
                 return ThreadMatch(ticket_id, "subject", reason), None
+            if related is None:
+                related = (
+                    ticket_id,
+                    f"same sender and subject as open ticket {ticket_id}, but no reply prefix",
+                )
+            break
+    if related is not None:
+        ticket_id, reason = related
+        if ticket_id in merges:
+            ticket_id = resolve_merged(conn, merges[ticket_id])
+        return ThreadMatch(None, RELATED, f"{reason}; a new ticket, linked", ticket_id), None
     return ThreadMatch(None, NEW, "no rule matched"), None
 
 
@@ -352,7 +428,7 @@ _RECENT_OF_REQUESTER = (
     .order_by(_tickets.c.last_message_at.desc())
     .limit(20)
 )
-_ADDRESSEES = select(_messages.c.to, _messages.c.cc).where(
+_ADDRESSEES = select(_messages.c.direction, _messages.c.to, _messages.c.cc).where(
     _messages.c.ticket_id == bindparam("ticket_id")
 )
 
@@ -373,17 +449,61 @@ def _is_customer_forward(parsed: ParsedMessage) -> bool:
     return _INLINE_FORWARD.search(parsed.text) is not None
 
 
-def _takes_part(conn: Connection, ticket_id: int, requester_id: int, sender: Sender) -> bool:
-    if sender.role == AGENT or requester_id == sender.id:
+def _takes_part(
+    conn: Connection,
+    ticket_id: int,
+    sender: Sender,
+    parsed: ParsedMessage,
+    options: ThreadOptions,
+    requester_id: int | None = None,
+) -> bool:
+    """Whether `sender` is on ticket `ticket_id`: an agent, the requester, someone who
+    wrote on it, or an address its messages went to (a Cc'd colleague; the customer our
+    replies went to). A reply sent to an address other than ours that the ticket's
+    inbound mail also went to (the list the conversation runs on) counts as well."""
+    if sender.role == AGENT:
+        return True
+    if requester_id is None:
+        requester_id = conn.execute(_REQUESTER, {"ticket_id": ticket_id}).scalar()
+    if requester_id == sender.id:
         return True
     if (
         not sender.new
         and conn.execute(_HAS_WRITTEN, {"ticket_id": ticket_id, "contact_id": sender.id}).scalar()
     ):
         return True
-    # Someone the customer put on To/Cc of the conversation is part of it too.
-    for to, cc in conn.execute(_ADDRESSEES, {"ticket_id": ticket_id}):
+    addressees: set[str] = set()
+    # Addresses inbound mail of the ticket went to besides ours: a mailing list, a
+    # colleague on Cc. Outbound mail is left out, so that naming the customer our reply
+    # went to does not let a stranger in.
+    shared: set[str] = set()
+    for direction, to, cc in conn.execute(_ADDRESSEES, {"ticket_id": ticket_id}):
         for entry in (*(to or ()), *(cc or ())):
-            if isinstance(entry, dict) and str(entry.get("email", "")).lower() == sender.email:
-                return True
-    return False
+            if isinstance(entry, dict):
+                email = str(entry.get("email", "")).lower()
+                addressees.add(email)
+                if direction == "in":
+                    shared.add(email)
+    if sender.email in addressees:
+        return True
+    # A reply-all to the conversation's other recipients (the list it runs on) is a
+    # reply in the open: everyone on the conversation sees it.
+    # Only where postdesk knows its own addresses: otherwise the support address itself
+    # would look like such a list. The addresses the message was delivered to are ours.
+    if not options.own_addresses:
+        return False
+    delivered = {
+        a.strip().strip("<>").lower()
+        for name in _RECIPIENT_HEADERS
+        for a in parsed.headers.get(name, ())
+    }
+    mine = {a.email.lower() for a in (*parsed.to, *parsed.cc)} - {sender.email} - delivered
+    return any(not _is_own(email, options.own_addresses) for email in mine & shared)
+
+
+def _is_own(email: str, own: frozenset[str]) -> bool:
+    """Whether `email` is one of `own` or a plus-address of one (a reply token)."""
+    if email in own:
+        return True
+    local, at, domain = email.partition("@")
+    return bool(at) and f"{local.split('+', 1)[0]}@{domain}" in own

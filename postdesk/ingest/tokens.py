@@ -28,13 +28,16 @@ from pathlib import Path
 
 from postdesk.config import Settings
 from postdesk.errors import ConfigError
+from postdesk.files import private_directory
 
 KEY_FILE = "reply-token.key"
 _SIGNATURE_CHARS = 12
-_TOKEN = re.compile(r"\+t(\d{1,12})-([a-z2-7]{12})@", re.IGNORECASE)
+# ASCII only: under IGNORECASE alone, look-alike letters such as U+017F (long s) and
+# U+212A (Kelvin sign) match s and k, and \d matches Persian digits.
+_TOKEN = re.compile(r"\+t(\d{1,12})-([a-z2-7]{12})@", re.IGNORECASE | re.ASCII)
 # An agent's token names the ticket and the agent (their contact id): only that agent's
 # reply, from one of that agent's addresses, may act on the ticket (the relay checks).
-_AGENT_TOKEN = re.compile(r"\+t(\d{1,12})a(\d{1,12})-([a-z2-7]{12})@", re.IGNORECASE)
+_AGENT_TOKEN = re.compile(r"\+t(\d{1,12})a(\d{1,12})-([a-z2-7]{12})@", re.IGNORECASE | re.ASCII)
 
 
 class ReplyTokens:
@@ -134,7 +137,7 @@ def _key_file(path: Path) -> bytes:
     """
     if not path.exists():
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_directory(path.parent)
             scratch = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
             fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:

@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError as _SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from postdesk.errors import DatabaseError
+from postdesk.files import private_file
 
 _DURABLE = "postdesk_durable"
 _READONLY = "postdesk_readonly"
@@ -56,6 +57,15 @@ class Database:
                         f"the directory of the SQLite database {db_path} does not exist; "
                         "create it or change database.url"
                     )
+                if not db_path.startswith("file:"):
+                    # Owner-only from the start; SQLite gives its journal and WAL files
+                    # the database file's mode.
+                    try:
+                        private_file(Path(db_path))
+                    except OSError as exc:
+                        raise DatabaseError(
+                            f"cannot create the SQLite database {db_path}: {exc.strerror or exc}"
+                        ) from None
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         else:
             kwargs["pool_pre_ping"] = True

@@ -196,6 +196,10 @@ class Message(Base):
     # as that agent's and why (postdesk/ingest/author.py); None for everyone else's mail.
     # Proven mail of an agent's own (no token reply) starts with AGENT_OWN_MAIL.
     agent_check: Mapped[str | None] = mapped_column(Text)
+    # The topmost Authentication-Results header from the configured receiving server
+    # (`[authentication] authserv_id`, ingest/authres.py) as it came, for rules that need
+    # to know whether the sender's domain vouched for the mail; None without one.
+    auth_results: Mapped[str | None] = mapped_column(Text)
 
     ticket: Mapped[Ticket] = relationship(back_populates="messages")
     contact: Mapped[Contact | None] = relationship()

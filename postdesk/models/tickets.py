@@ -139,6 +139,9 @@ class TicketEvent(Base):
 
 FOLLOW_UP = "follow-up"  # a reply to a long-closed ticket opened this one
 MERGED = "merged"  # the other ticket was merged into this one
+# The message that opened this ticket pointed at the other one (a reply header or the
+# same subject) but was not let in: its sender is not on that ticket, or it was new mail.
+RELATED = "related"
 
 
 class TicketLink(Base):

@@ -45,6 +45,20 @@ def mailbox_toml(
     return "\n".join(lines) + "\n"
 
 
+def import_mailbox_toml(address: str, name: str = "support") -> str:
+    """A [[mailbox]] block naming the support address, for runs that only import (its
+    server is never connected to): postdesk then knows which address is its own."""
+    lines = [
+        "[[mailbox]]",
+        f"name = {toml_str(name)}",
+        f"address = {toml_str(address)}",
+        'host = "127.0.0.1"',
+        f"username = {toml_str(address)}",
+        'password = "unused"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def write_config(directory: Path, db_url: str, *blocks: str, top: str = "") -> Path:
     """Write postdesk.toml in `directory` with the database and the given blocks."""
     path = directory / "postdesk.toml"

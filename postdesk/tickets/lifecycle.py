@@ -30,7 +30,14 @@ from postdesk.errors import PostdeskError
 from postdesk.models import Message, Ticket, TicketEvent, TicketLink, UTCDateTime, utcnow
 from postdesk.models.base import table_of
 from postdesk.models.db import Database
-from postdesk.models.tickets import FOLLOW_UP, MERGED, SYSTEM_ACTOR, TICKET_STATUSES, TicketStatus
+from postdesk.models.tickets import (
+    FOLLOW_UP,
+    MERGED,
+    RELATED,
+    SYSTEM_ACTOR,
+    TICKET_STATUSES,
+    TicketStatus,
+)
 
 # The labels a ticket carries, and who may set them: a person ("human") or, below them,
 # a model or a rule. Only people's labels train the next model (postdesk.classify).
@@ -87,12 +94,14 @@ def open_ticket(
     actor: str,
     closed_why: str | None = None,
     follow_up_of: int | None = None,
+    related_to: int | None = None,
 ) -> int:
     """Open a ticket for a message from `requester_id` that arrived `at`; its number.
 
     With `closed_why`, mail nobody has to answer (automatic replies, bounces, our own
     mail) is kept on a ticket that is closed from the start, so it never waits in anyone's
     queue. With `follow_up_of`, the ticket continues a long-closed one and is linked to it.
+    With `related_to`, it is linked as related to that ticket (ingest/threader.py).
     """
     human = closed_why is None
     ticket_id: int = conn.execute(
@@ -111,11 +120,18 @@ def open_ticket(
     data: dict[str, Any] = {} if human else {"closed": closed_why}
     if follow_up_of is not None:
         data["follow_up"] = follow_up_of
+    if related_to is not None:
+        data["related"] = related_to
     conn.execute(_ADD_EVENTS, [_event(ticket_id, at, "created", actor, data)])
     if follow_up_of is not None:
         conn.execute(
             _ADD_LINK,
             {"ticket_id": ticket_id, "other_id": follow_up_of, "kind": FOLLOW_UP, "created_at": at},
+        )
+    if related_to is not None:
+        conn.execute(
+            _ADD_LINK,
+            {"ticket_id": ticket_id, "other_id": related_to, "kind": RELATED, "created_at": at},
         )
     return ticket_id
 

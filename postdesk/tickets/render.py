@@ -565,6 +565,8 @@ def _describe_link(link: dict[str, Any], number: int) -> str:
         if link["ticket"] == number:
             return f"Follow-up of #{other}"
         return f"Followed up by #{other}"
+    if kind == "related":
+        return f"Related to #{other}"
     return f"Related ({kind}): #{other}"
 
 

@@ -305,6 +305,7 @@ def _message_dict(message: Message) -> dict[str, Any]:
         "attachments": [_attachment_dict(a) for a in message.attachments],
         "defects": message.defects,
         "agent_check": message.agent_check,
+        "authentication_results": message.auth_results,
     }
 
 
