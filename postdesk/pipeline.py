@@ -60,7 +60,7 @@ def steps(
     threading = settings.threading
     tokens = ReplyTokens(load_key(settings))
     pipeline: list[Step | None] = [
-        ParseStep(),
+        ParseStep(settings.limits),
         KindStep([box.address for box in settings.mailboxes]),
         SenderStep(team_addresses(settings)),
         AuthorStep(tokens, settings.authentication.authserv_id),
@@ -70,7 +70,7 @@ def steps(
                 subject_window=timedelta(days=threading.subject_window_days),
             )
         ),
-        VisibleTextStep(),
+        VisibleTextStep(settings.limits.max_text_chars),
         SurveyAnswerStep(),
         TicketStep(closed_after=timedelta(days=threading.new_ticket_after_closed_days)),
         FileStep(AttachmentStore(settings.data_dir / "attachments")),

@@ -192,6 +192,6 @@ def test_every_section_lists_its_keys_from_the_dataclass(tmp_path: Path) -> None
     )
     top = error({**DB, "x": 1}, tmp_path)
     assert top.problem == (
-        "unknown key (allowed: agent, authentication, calendar, data_dir, database, mailbox, "
-        "notify, outbox, run, sla, smtp, threading, triage)"
+        "unknown key (allowed: agent, authentication, calendar, data_dir, database, limits, "
+        "mailbox, notify, outbox, run, sla, smtp, threading, triage)"
     )

@@ -8,6 +8,7 @@ message), and change tickets only through the lifecycle (postdesk/tickets/lifecy
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
@@ -15,9 +16,10 @@ from typing import Any, overload
 
 from sqlalchemy import bindparam, exists, insert, select, update
 
+from postdesk.config import LimitSettings
 from postdesk.ingest.attachments import AttachmentStore
 from postdesk.ingest.automatic import kind_of_mail
-from postdesk.ingest.parse import Address, ParsedMessage, parse_message
+from postdesk.ingest.parse import DEFAULT_LIMITS, Address, ParsedMessage, parse_message
 from postdesk.ingest.process import RawInput, WorkItem
 from postdesk.ingest.quotes import visible_text
 from postdesk.ingest.sender import get_or_create_contact, sender_address
@@ -84,8 +86,11 @@ class ParseStep:
 
     name = "parse"
 
+    def __init__(self, limits: LimitSettings = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+
     def __call__(self, item: WorkItem) -> None:
-        item.parsed = parse_message(item.raw.content)
+        item.parsed = parse_message(item.raw.content, self.limits)
         item.arrived = arrival_time(item.raw, item.parsed)
 
 
@@ -167,9 +172,18 @@ class VisibleTextStep:
 
     name = "visible"
 
+    def __init__(self, max_chars: int = DEFAULT_LIMITS.max_text_chars) -> None:
+        self.max_chars = max_chars
+
     def __call__(self, item: WorkItem) -> None:
         parsed = item.need_parsed()
-        item.visible = visible_text(parsed.text, parsed.html)
+        visible = visible_text(parsed.text, parsed.html)
+        if len(visible) > self.max_chars:
+            # Recorded with the parser's defects, which the message row keeps.
+            note = f"visible text cut to {self.max_chars:,} characters ([limits] max_text_chars)"
+            item.parsed = dataclasses.replace(parsed, defects=(*parsed.defects, note))
+            visible = visible[: self.max_chars]
+        item.visible = visible
 
 
 class TicketStep:
