@@ -31,10 +31,12 @@ from postdesk.errors import ConfigError
 
 KEY_FILE = "reply-token.key"
 _SIGNATURE_CHARS = 12
-_TOKEN = re.compile(r"\+t(\d{1,12})-([a-z2-7]{12})@", re.IGNORECASE)
+# ASCII only: with IGNORECASE alone, "\u017f" (long s) matches "s" and "\u212a" (Kelvin)
+# matches "k", and a look-alike signature reached the comparison as non-ASCII text.
+_TOKEN = re.compile(r"\+t(\d{1,12})-([a-z2-7]{12})@", re.IGNORECASE | re.ASCII)
 # An agent's token names the ticket and the agent (their contact id): only that agent's
 # reply, from one of that agent's addresses, may act on the ticket (the relay checks).
-_AGENT_TOKEN = re.compile(r"\+t(\d{1,12})a(\d{1,12})-([a-z2-7]{12})@", re.IGNORECASE)
+_AGENT_TOKEN = re.compile(r"\+t(\d{1,12})a(\d{1,12})-([a-z2-7]{12})@", re.IGNORECASE | re.ASCII)
 
 
 class ReplyTokens:
