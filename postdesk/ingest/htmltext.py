@@ -62,6 +62,12 @@ _INLINE_WRAPPERS: Final = (
 _HIDDEN_STYLE: Final = re.compile(r"display\s*:\s*none|mso-hide\s*:\s*all", re.IGNORECASE)
 _XML_DECLARATION: Final = re.compile(r"^\s*<\?xml[^>]*>")
 _EXTRA_BLANK_LINES: Final = re.compile(r"\n{4,}")
+# Spaces and tabs before a line end, matched only from the start of their run: without the
+# lookbehind, a run that does not end its line (40,000 spaces, then a letter) is rescanned
+# from each of its spaces, the square of its length.
+_TRAILING_SPACE: Final = re.compile(r"(?<![ \t])[ \t]+(?=\n|\Z)")
+_SPACES: Final = re.compile(r"\s+")
+_MARK_WITH_SPACES: Final = re.compile(" ?\ue000 ?")
 # NBSP is layout in mail HTML (Outlook indents and pads with it), never content.
 _SPACE_LIKE: Final = str.maketrans({"\xa0": " ", "\x00": None, "\r": None})
 
@@ -74,9 +80,7 @@ def html_to_text(html: str, max_chars: int | None = None) -> str:
     that many characters (a table pads every row to its widest cell, so a few kilobytes
     of HTML can render as megabytes of spaces).
 
-    Linear in the size of the HTML and of inscriptis' output: trailing spaces are
-    stripped line by line, not with a `[ \\t]+$` regex, which retries from every space
-    of a run that does not end its line and so costs the square of the run's length.
+    Linear in the size of the HTML and of inscriptis' output (see _TRAILING_SPACE).
     """
     if not html or html.isspace():
         return ""
@@ -98,7 +102,7 @@ def html_to_text(html: str, max_chars: int | None = None) -> str:
         # over; the caller keeps the HTML itself.
         return ""
     text = text.translate(_SPACE_LIKE)
-    text = "\n".join(line.rstrip(" \t") for line in text.split("\n"))
+    text = _TRAILING_SPACE.sub("", text)
     text = _EXTRA_BLANK_LINES.sub("\n\n\n", text)
     text = text.strip("\n")
     return text if max_chars is None else text[:max_chars]
@@ -175,7 +179,7 @@ def _without_layout(html: str) -> str:
         return ""
     _prune(tree)
     text: str = tree.xpath("string()")
-    return "\n".join(" ".join(line.split()) for line in text.split(_LINE_MARK))
+    return _MARK_WITH_SPACES.sub("\n", _SPACES.sub(" ", text))
 
 
 def _drop_keeping_tail(element: Any) -> None:

@@ -39,9 +39,8 @@ from postdesk.ingest.charset import (
 from postdesk.ingest.htmltext import html_to_text
 
 # Nesting and part-count limits: deeper or further parts are kept as opaque attachments
-# (the part count is [limits] max_parts; this is its default).
+# (the part count is [limits] max_parts).
 MAX_DEPTH: Final = 10
-MAX_PARTS: Final = 500
 DEFAULT_LIMITS: Final = LimitSettings()
 # A References header is a thread's whole ancestry; the newest ids are the useful ones.
 MAX_REFERENCES: Final = 100

@@ -223,7 +223,7 @@ _MAX_QUOTE_PREFIX: Final = 8
 # capped by [limits] max_html_chars, and a line costs at most its text plus the prefix,
 # so this is only reached by HTML made of little but line breaks.
 _RENDER_BUDGET: Final = 8_000_000
-_ELEMENT_BUDGET: Final = 50_000
+_ELEMENT_BUDGET: Final = 20_000
 
 
 def visible_text(text: str, html: str | None = None) -> str:

@@ -199,8 +199,8 @@ def broken_charsets(scale: float) -> bytes:
 
 
 def repetitive(scale: float) -> bytes:
-    """Zip-bomb-like content: 20 MB of one letter in base64, and a zip of zeros."""
-    size = _n(20_000_000, scale, 100_000)
+    """Zip-bomb-like content: 15 MB of one letter in base64, and a zip of zeros."""
+    size = _n(15_000_000, scale, 100_000)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("zeros.bin", b"\0" * _n(100_000_000, scale, 1_000_000))
