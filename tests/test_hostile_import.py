@@ -11,14 +11,20 @@ cheap here; bench/hostile.py imports them at full size against the defaults.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
+from postdesk.config import load_settings
 from postdesk.models import Message, RawMessage
+from postdesk.models.db import Database
 from postdesk.testing.cli import Cli
-from postdesk.testing.config import write_config
-from postdesk.testing.hostile import HostileMail, hostile_mail, write_folder
+from postdesk.testing.config import mailbox_toml, write_config
+from postdesk.testing.dovecot import Dovecot, MailUser
+from postdesk.testing.fetching import mails, one_pass, put
+from postdesk.testing.hostile import HostileMail, hostile_mail, oversized, write_folder
 
 LIMITS = """
 [limits]
@@ -89,3 +95,48 @@ def test_import_of_hostile_mail_ends_in_tickets_or_quarantine(
 
 def _raw(mails: list[HostileMail], name: str) -> bytes:
     return next(mail.raw for mail in mails if mail.name == name)
+
+
+def test_fetched_mail_over_the_limit_is_stored_quarantined(
+    dovecot_server: Dovecot, mail_user: MailUser, db: Database, tmp_path: Path
+) -> None:
+    """The IMAP path applies the same limit: stored, quarantined, the rest processed."""
+    big = oversized(4096)
+    normal = mails(2)
+    put(dovecot_server, mail_user, [normal[0], big, normal[1]])
+    path = write_config(
+        tmp_path,
+        db.url,
+        mailbox_toml(dovecot_server, mail_user),
+        top="[limits]\nmax_message_bytes = 4096\n",
+    )
+    settings = load_settings(path)
+    assert dataclasses.astuple(settings.limits)[:2] == (4096, 102_400)
+    result = one_pass(settings, db)
+    assert result.fetches[0].stored == 3
+    assert result.processed.processed == 2
+    with db.read_session() as session:
+        rows = session.execute(
+            select(RawMessage.status, RawMessage.reason, RawMessage.size).order_by(RawMessage.id)
+        ).all()
+    assert [row[0] for row in rows] == ["processed", "quarantined", "processed"]
+    assert rows[1][1] == (
+        f"too large: message of {len(big):,} bytes, the limit is 4,096 ([limits] max_message_bytes)"
+    )
+    assert rows[1][2] == len(big)
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("max_message_bytes = 100", "max_message_bytes: must be at least 1024"),
+        ("max_parts = 0", "max_parts: must be a positive number"),
+        ('max_header_bytes = "big"', "max_header_bytes"),
+        ("max_size = 1", "unknown key"),
+    ],
+)
+def test_a_bad_limit_is_a_one_line_config_error(tmp_path: Path, line: str, problem: str) -> None:
+    cli = Cli(write_config(tmp_path, "sqlite:///x.db", top=f"[limits]\n{line}\n"))
+    error = cli("init", code=1).stderr
+    assert "[limits]" in error or "limits." in error
+    assert problem in error
