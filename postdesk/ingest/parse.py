@@ -41,6 +41,10 @@ from postdesk.ingest.htmltext import html_to_text
 # Nesting and part-count limits: deeper or further parts are kept as opaque attachments
 # (the part count is [limits] max_parts).
 MAX_DEPTH: Final = 10
+# The stdlib parser tests every line against the boundary of each enclosing multipart,
+# so nesting costs lines x depth; past this many boundary declarations the rest of a
+# message is not parsed (it stays in the raw message).
+MAX_BOUNDARIES: Final = 50
 DEFAULT_LIMITS: Final = LimitSettings()
 # A References header is a thread's whole ancestry; the newest ids are the useful ones.
 MAX_REFERENCES: Final = 100
@@ -82,6 +86,7 @@ _HTML_META_CHARSET: Final = re.compile(
 )
 _LEADING_BLANK_LINES: Final = re.compile(r"\A(?:[ \t]*\n)+")
 _CID_REFERENCE: Final = re.compile(r"""cid:([^"'\s>)]+)""", re.IGNORECASE)
+_BOUNDARY_PARAMETER: Final = re.compile(rb"boundary[ \t]*=", re.IGNORECASE)
 _BODY_TEXT: Final = frozenset({"text/plain", "text/html"})
 _ENCLOSED_MESSAGES: Final = frozenset({"message/rfc822", "message/global", "message/news"})
 _MIME_FIELDS: Final = frozenset(
@@ -447,7 +452,7 @@ class _Parser:
         self.linesep = "\r\n" if first_line.endswith(b"\r\n") else "\n"
         parser = email.parser.BytesParser(policy=email.policy.compat32)
         try:
-            message = self._single_part(parser, raw) or parser.parsebytes(raw)
+            message = self._single_part(parser, raw) or parser.parsebytes(self._cut(raw))
         except RecursionError:
             # The stdlib parser recurses once per nesting level; thousands of levels are
             # an attack or a mail loop. Headers still parse; the body is kept whole.
@@ -484,6 +489,38 @@ class _Parser:
             return None
         message.set_payload(raw[body_start:].decode("ascii", "surrogateescape"))
         return message
+
+    def _cut(self, raw: bytes) -> bytes:
+        """`raw` up to where it would hold too many parts or boundaries to parse cheaply.
+
+        The stdlib parser builds an object per part before the part limit can apply:
+        20,000 tiny parts cost seconds. A multipart message has about two lines starting
+        with "--" per part, so past ten per allowed part the rest is not parsed; nor past
+        MAX_BOUNDARIES boundary declarations (nesting costs the parser lines x depth).
+        The rest stays in the raw message, and a defect says where the parse stopped.
+        """
+        budget = 10 * self.limits.max_parts
+        position = 0
+        for _ in range(budget):
+            position = raw.find(b"\n--", position)
+            if position < 0:
+                break
+            position += 3
+        else:
+            self._defect(
+                f"more than {budget:,} boundary lines: read up to byte {position - 2:,}, "
+                "the rest only in the raw message ([limits] max_parts)"
+            )
+            raw = raw[: position - 2]
+        for count, declared in enumerate(_BOUNDARY_PARAMETER.finditer(raw), start=1):
+            if count > MAX_BOUNDARIES:
+                end = raw.rfind(b"\n", 0, declared.start()) + 1
+                self._defect(
+                    f"more than {MAX_BOUNDARIES} multipart boundaries: read up to byte {end:,}, "
+                    "the rest only in the raw message"
+                )
+                return raw[:end]
+        return raw
 
     # parts
 
