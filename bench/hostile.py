@@ -15,7 +15,8 @@ memory. Then the whole hostile folder in one import, as an operator would run it
 this checkout only).
 
 `--old PATH` runs the same messages against another checkout (e.g. one from before the
-limits) for a before/after table; its slow cases are cut off at `--timeout` seconds.
+limits, `git archive <commit> postdesk | tar -x -C PATH`) for a before/after table; its
+slow cases are cut off at `--timeout` seconds. `--old-only` measures only that one.
 
     .venv/bin/python bench/hostile.py [--scale 1.0] [--ordinary 100] [--timeout 120]
         [--old /path/to/older/checkout]
@@ -228,6 +229,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per message")
     parser.add_argument("--memory-limit", type=int, default=3072, help="MB per process")
     parser.add_argument("--old", type=Path, help="another checkout to compare with")
+    parser.add_argument("--old-only", action="store_true", help="measure only --old")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -237,14 +239,17 @@ def main() -> None:
         hostile, plain = _write_mail(Path(tmp), args.scale, args.ordinary)
         total = sum(path.stat().st_size for path in hostile) / 1e6
         print(f"{len(hostile)} hostile messages ({total:.1f} MB), scale {args.scale:g}")
-        print(f"this checkout ({ROOT}):")
-        figures = measure(hostile, plain, ROOT, args, whole=True)
+        figures = None
+        if not (args.old_only and args.old is not None):
+            print(f"this checkout ({ROOT}):")
+            figures = measure(hostile, plain, ROOT, args, whole=True)
         old = None
         if args.old is not None:
             print(f"the other checkout ({args.old}):")
             # Not the whole folder: the old code's slow cases would each run to the timeout.
             old = measure(hostile, plain, args.old.resolve(), args, whole=False)
-        report(f"this checkout ({ROOT})", figures)
+        if figures is not None:
+            report(f"this checkout ({ROOT})", figures)
         if old is not None:
             report(f"the other checkout ({args.old})", old)
 
