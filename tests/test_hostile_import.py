@@ -18,6 +18,8 @@ import pytest
 from sqlalchemy import select
 
 from postdesk.config import load_settings
+from postdesk.daemon import Service, import_messages
+from postdesk.ingest.sources import ImportedMessage
 from postdesk.models import Message, RawMessage
 from postdesk.models.db import Database
 from postdesk.testing.cli import Cli
@@ -140,3 +142,29 @@ def test_a_bad_limit_is_a_one_line_config_error(tmp_path: Path, line: str, probl
     error = cli("init", code=1).stderr
     assert "[limits]" in error or "limits." in error
     assert problem in error
+
+
+def test_import_batches_are_capped_in_bytes(tmp_path: Path, sqlite_url: str) -> None:
+    """[limits] import_batch_bytes: a transaction stores at most that (or one message)."""
+    path = write_config(tmp_path, sqlite_url, top="[limits]\nimport_batch_bytes = 4096\n")
+    Cli(path)("init")
+    settings = load_settings(path)
+    sizes = [1500, 1500, 1500, 9000, 100]
+    found = [ImportedMessage(f"m{index}", _sized(index, size)) for index, size in enumerate(sizes)]
+    batches: list[int] = []
+    db = Database(settings.database.url)
+    try:
+        result = import_messages(Service(settings, db), found, progress=batches.append)
+    finally:
+        db.dispose()
+    # 1500 + 1500 fit in 4096, a third does not; 9000 is a batch of its own.
+    assert batches == [2, 1, 1, 1]
+    assert result.stored == 5 and result.processed.created == 5
+
+
+def _sized(index: int, size: int) -> bytes:
+    head = (
+        f"From: c{index}@example.net\nTo: support@example.org\nSubject: size {index}\n"
+        f"Message-ID: <sized{index}@example.net>\nDate: {'Mon, 01 Dec 2025 10:00:00 +0000'}\n\n"
+    ).encode()
+    return head + b"x" * (size - len(head) - 1) + b"\n"

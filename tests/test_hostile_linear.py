@@ -39,6 +39,7 @@ from postdesk.ingest.htmltext import html_to_text
 from postdesk.ingest.parse import message_id_list, parse_message
 from postdesk.ingest.quotes import reply_text, visible_text
 from postdesk.ingest.textnorm import subject_key
+from postdesk.testing.hostile import deep_mime
 
 # Nested unbounded quantifiers that cannot backtrack into each other.
 NESTED_OK = {
@@ -248,3 +249,13 @@ def test_wide_table_renders_without_padding_every_row() -> None:
     assert len(text) <= 3 * len(html)
     # A small table keeps its columns.
     assert html_to_text("<table><tr><td>a</td><td>b</td></tr></table>", 100_000) == "a  b"
+
+
+def test_parse_stops_at_too_many_boundaries() -> None:
+    """2,000 nested multiparts: the stdlib parser sees the first 50 boundaries only."""
+    parsed = parse_message(deep_mime(1.0))
+    assert any(d.startswith("more than 50 multipart boundaries") for d in parsed.defects)
+    assert "nesting deeper than 10: kept as opaque attachments" in parsed.defects
+    # The word in text, or a boundary parameter under the limit, cuts nothing.
+    text = "boundary = here\n" * 100
+    assert parse_message(_mail("", text)).text == text.rstrip("\n")

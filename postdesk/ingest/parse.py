@@ -86,7 +86,6 @@ _HTML_META_CHARSET: Final = re.compile(
 )
 _LEADING_BLANK_LINES: Final = re.compile(r"\A(?:[ \t]*\n)+")
 _CID_REFERENCE: Final = re.compile(r"""cid:([^"'\s>)]+)""", re.IGNORECASE)
-_BOUNDARY_PARAMETER: Final = re.compile(rb"boundary[ \t]*=", re.IGNORECASE)
 _BODY_TEXT: Final = frozenset({"text/plain", "text/html"})
 _ENCLOSED_MESSAGES: Final = frozenset({"message/rfc822", "message/global", "message/news"})
 _MIME_FIELDS: Final = frozenset(
@@ -512,9 +511,21 @@ class _Parser:
                 "the rest only in the raw message ([limits] max_parts)"
             )
             raw = raw[: position - 2]
-        for count, declared in enumerate(_BOUNDARY_PARAMETER.finditer(raw), start=1):
+        # bytes.find on a lower-cased copy: a case-insensitive regex scans at a tenth of
+        # the speed, a third of a second on a 20 MB message.
+        lowered = raw.lower()
+        position = 0
+        count = 0
+        while (position := lowered.find(b"boundary", position)) >= 0:
+            start = position
+            position += 8
+            while lowered[position : position + 1] in (b" ", b"\t"):
+                position += 1
+            if lowered[position : position + 1] != b"=":
+                continue
+            count += 1
             if count > MAX_BOUNDARIES:
-                end = raw.rfind(b"\n", 0, declared.start()) + 1
+                end = raw.rfind(b"\n", 0, start) + 1
                 self._defect(
                     f"more than {MAX_BOUNDARIES} multipart boundaries: read up to byte {end:,}, "
                     "the rest only in the raw message"
