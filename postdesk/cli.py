@@ -233,7 +233,8 @@ def import_(obj: Context, path: Path, mailbox: str | None, dry_run: bool) -> Non
     click.echo(
         f"read {result.read} message(s): {result.stored} stored, {result.duplicates} already "
         f"stored; {p.created} new ticket(s), {p.appended} added to tickets, "
-        f"{p.quarantined} quarantined"
+        f"{p.quarantined + result.too_large} quarantined"
+        + (f" ({result.too_large} too large)" if result.too_large else "")
     )
     _report_skipped(skipped, obj.verbose)
     if p.quarantined:

@@ -379,6 +379,12 @@ def _memory_budget(value: int, key: Key) -> int:
     return value
 
 
+def _at_least_1024(value: int, key: Key) -> int:
+    if value < 1024:
+        raise key.fail("must be at least 1024")
+    return value
+
+
 @dataclass(frozen=True)
 class ProcessingSettings:
     """How stored mail is processed (postdesk/ingest/process.py, ingest/worker.py).
@@ -395,6 +401,32 @@ class ProcessingSettings:
     parse_worker: bool = True
     parse_seconds: float = field(default=20.0, metadata=option(_positive_seconds))
     parse_memory_mb: int = field(default=512, metadata=option(_memory_budget))
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """How much of a message postdesk reads: mail is written by strangers.
+
+    A message over `max_message_bytes`, or whose header block is over
+    `max_header_bytes`, is stored as it came and quarantined "too large", never parsed
+    (the defaults follow the big mail providers' 25 MB and Postfix's header_size_limit).
+    The other caps cut what is read from a message that is parsed, and each cut is
+    recorded as a defect on the message: the characters of decoded body text
+    (`max_text_chars`, also the cap on the derived `text` and `visible_text`), the
+    characters of HTML converted to text (`max_html_chars`) and the MIME parts walked
+    (`max_parts`; the rest are kept as one attachment). `import_batch_bytes` caps the
+    bytes `postdesk import` stores per transaction (the IMAP fetch has `batch_bytes` per
+    mailbox).
+    """
+
+    max_message_bytes: int = field(default=25 * 1024 * 1024, metadata=option(_at_least_1024))
+    max_header_bytes: int = field(default=100 * 1024, metadata=option(_at_least_1024))
+    max_text_chars: int = field(default=1_000_000, metadata=option(_at_least_1024))
+    max_html_chars: int = field(default=1_000_000, metadata=option(_at_least_1024))
+    # Each attachment is its own file, flushed to disk (two fsyncs): 500 parts cost 6 s on
+    # a busy disk. Mail with more than 100 parts is a mailing accident or an attack.
+    max_parts: int = field(default=100, metadata=option(_positive))
+    import_batch_bytes: int = field(default=20 * 1024 * 1024, metadata=option(_at_least_1024))
 
 
 @dataclass(frozen=True)
@@ -824,6 +856,7 @@ class Settings:
     run: RunSettings = field(default_factory=RunSettings)
     processing: ProcessingSettings = field(default_factory=ProcessingSettings)
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     threading: ThreadingSettings = field(default_factory=ThreadingSettings)
     authentication: AuthenticationSettings = field(default_factory=AuthenticationSettings)

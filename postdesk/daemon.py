@@ -187,7 +187,12 @@ class Service:
 
     def fetch_mailbox(self, box: MailboxSettings, mailbox_id: int) -> FetchResult:
         fetcher = FolderFetcher(
-            self.db, box, mailbox_id, owner=self.owner, should_stop=self.stopping
+            self.db,
+            box,
+            mailbox_id,
+            owner=self.owner,
+            should_stop=self.stopping,
+            limits=self.settings.limits,
         )
         with ImapSource(box) as source:
             return fetcher.run(source)
@@ -331,6 +336,7 @@ class ImportResult:
     read: int = 0
     stored: int = 0
     duplicates: int = 0
+    too_large: int = 0  # stored quarantined, over [limits]
     processed: ProcessResult = field(default_factory=ProcessResult)
     interrupted: bool = False
     read_all: bool = False  # the source was read to its end
@@ -351,6 +357,9 @@ def import_messages(
     processing: Callable[[int, int], None] | None = None,
 ) -> ImportResult:
     """Store `messages` (batched, durable commits), then process them oldest first.
+
+    A batch is at most IMPORT_BATCH messages and [limits] import_batch_bytes (a message
+    larger than that is a batch of its own).
 
     Messages are processed in Date-header order so that a thread read out of order on
     disk still opens its ticket with the first message. Anything else left pending is
@@ -373,9 +382,12 @@ def import_messages(
                 [Incoming(item.raw, item.origin) for item in batch],
                 source=IMPORT,
                 mailbox_id=mailbox_id,
+                limits=service.settings.limits,
             )
         for stored in outcomes:
             raw_ids.append(stored.raw_id)
+            if stored.too_large is not None:
+                result.too_large += 1
             if stored.new:
                 result.stored += 1
             else:
@@ -384,11 +396,18 @@ def import_messages(
             progress(len(batch))
         batch.clear()
 
+    batch_bytes = 0
+    cap = service.settings.limits.import_batch_bytes
     for item in messages:
         result.read += 1
+        if batch and batch_bytes + len(item.raw) > cap:
+            flush()
+            batch_bytes = 0
         batch.append(item)
+        batch_bytes += len(item.raw)
         if len(batch) >= IMPORT_BATCH:
             flush()
+            batch_bytes = 0
         if service.stopping():
             break
     else:

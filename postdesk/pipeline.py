@@ -52,7 +52,11 @@ def parse_budget(settings: Settings) -> Budget | None:
     processing = settings.processing
     if not processing.parse_worker:
         return None
-    return Budget(seconds=processing.parse_seconds, memory_mb=processing.parse_memory_mb)
+    return Budget(
+        seconds=processing.parse_seconds,
+        memory_mb=processing.parse_memory_mb,
+        limits=settings.limits,
+    )
 
 
 def steps(
@@ -73,7 +77,7 @@ def steps(
     tokens = ReplyTokens(load_key(settings))
     budget = budget or parse_budget(settings)
     pipeline: list[Step | None] = [
-        ParseStep(budget),
+        ParseStep(budget, settings.limits),
         KindStep([box.address for box in settings.mailboxes]),
         SenderStep(team_addresses(settings)),
         AuthorStep(tokens, settings.authentication.authserv_id),
@@ -84,7 +88,7 @@ def steps(
                 own_addresses=frozenset(team_addresses(settings) if settings.mailboxes else ()),
             )
         ),
-        VisibleTextStep(),
+        VisibleTextStep(settings.limits.max_text_chars),
         SurveyAnswerStep(),
         TicketStep(
             closed_after=timedelta(days=threading.new_ticket_after_closed_days),

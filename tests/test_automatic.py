@@ -676,7 +676,15 @@ def _kind(result: KindOfMail | str) -> str:
 
 
 def test_every_flanker_message_is_classified(flanker: dict[str, KindOfMail | str]) -> None:
-    assert all(isinstance(result, KindOfMail) for result in flanker.values())
+    # long-header.eml's 200 KB Subject is over [limits] max_header_bytes: not parsed.
+    assert flanker["long-header.eml"] == (
+        "too large: header block of 209,871 bytes, the limit is 102,400 ([limits] max_header_bytes)"
+    )
+    assert all(
+        isinstance(result, KindOfMail)
+        for name, result in flanker.items()
+        if name != "long-header.eml"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(FLANKER_BOUNCES))

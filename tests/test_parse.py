@@ -718,9 +718,14 @@ def test_parse_part_limit() -> None:
     parts = "".join(f"--z\nContent-Type: text/plain\n\npart {n}\n" for n in range(1200))
     raw = message(BASIC + "\nContent-Type: multipart/mixed; boundary=z", parts + "--z--\n")
     parsed = parse_message(raw)
-    assert "part 0" in parsed.text and "part 1100" not in parsed.text
+    assert "part 0" in parsed.text and "part 98" in parsed.text and "part 100" not in parsed.text
     assert len(parsed.attachments) == 1
-    assert b"part 1199" in parsed.attachments[0].data
+    # Parts past [limits] max_parts (100) are one attachment, up to ten boundary lines a
+    # part; the rest is left in the raw message, unparsed.
+    assert b"part 998" in parsed.attachments[0].data
+    assert b"part 1000" not in parsed.attachments[0].data
+    assert "more than 100 parts: the rest kept as one attachment" in parsed.defects
+    assert any(defect.startswith("more than 1,000 boundary lines") for defect in parsed.defects)
 
 
 def test_parse_mutated_messages_raise_nothing_but_parse_error() -> None:

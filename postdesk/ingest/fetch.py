@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from postdesk.config import MailboxSettings
+from postdesk.config import LimitSettings, MailboxSettings
 from postdesk.errors import MailboxError
 from postdesk.ingest import lease
 from postdesk.ingest.imap import ImapSource
@@ -71,9 +71,11 @@ class FolderFetcher:
         *,
         owner: str,
         should_stop: Callable[[], bool] = lambda: False,
+        limits: LimitSettings | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
+        self.limits = limits or LimitSettings()
         self.mailbox_id = mailbox_id
         self.owner = owner
         self.should_stop = should_stop
@@ -185,6 +187,7 @@ class FolderFetcher:
                     uidvalidity=uidvalidity,
                     messages=fetched,
                     checkpoint=batch[-1] if hold is None else hold,
+                    limits=self.limits,
                 )
                 if sync.resync_until_uid is not None and batch[-1] >= sync.resync_until_uid:
                     sync.resync_until_uid = None

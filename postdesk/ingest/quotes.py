@@ -215,6 +215,15 @@ _HTML_SIGNATURE_IDS: Final = frozenset({"signature", "ms-outlook-mobile-signatur
 _HTML_HEADER_IDS: Final = frozenset({"divrplyfwdmsg", "olk_src_body_section", "appendonsend"})
 _HTML_HEADER_CLASSES: Final = frozenset({"outlookmessageheader"})
 _XML_DECLARATION: Final = re.compile(r"^\s*<\?xml[^>]*>")
+# The rendered HTML marks each line with one "> " per <blockquote> level, but only up to
+# this many: the rules need to know a line is quoted, not how deep, and 250 nested quotes
+# around many <br>s would otherwise make each short line 500 characters long.
+_MAX_QUOTE_PREFIX: Final = 8
+# What the HTML may render to, in characters; the rest is not read. The message's HTML is
+# capped by [limits] max_html_chars, and a line costs at most its text plus the prefix,
+# so this is only reached by HTML made of little but line breaks.
+_RENDER_BUDGET: Final = 8_000_000
+_ELEMENT_BUDGET: Final = 20_000
 
 
 def visible_text(text: str, html: str | None = None) -> str:
@@ -655,6 +664,10 @@ def _html_lines(html: str) -> str:
     an Outlook reply header (divRplyFwdMsg, the border-top header div of Outlook desktop)
     is preceded by an "-----Original Message-----" line, and a signature container by a
     "-- " line, so the plain-text rules apply unchanged.
+
+    Only the first _ELEMENT_BUDGET elements and _RENDER_BUDGET characters are read: the
+    new text is at the top, and an HTML body of half a million <br>s would otherwise
+    cost seconds here.
     """
     try:
         root = _parse_html(html)
@@ -665,10 +678,14 @@ def _html_lines(html: str) -> str:
     out = _HtmlText()
     walker = lxml.etree.iterwalk(root, events=("start", "end"))
     skipped: list[Any] = []
+    budget = _ELEMENT_BUDGET
     for event, element in walker:
         tag = element.tag if isinstance(element.tag, str) else ""
         tag = tag.lower()
         if event == "start":
+            budget -= 1
+            if budget < 0 or out.size > _RENDER_BUDGET:
+                break
             if tag in _HTML_SKIP or _HTML_HIDDEN_STYLE.search(element.get("style") or ""):
                 skipped.append(element)
                 walker.skip_subtree()
@@ -756,6 +773,7 @@ class _HtmlText:
         self.parts: list[str] = []
         self.depth = 0
         self.pre = 0
+        self.size = 0
 
     def add(self, text: str) -> None:
         if self.pre:
@@ -782,8 +800,12 @@ class _HtmlText:
             self.line("")
 
     def line(self, content: str) -> None:
-        prefix = "> " * self.depth
-        self.lines.append((prefix + content).rstrip())
+        if self.size > _RENDER_BUDGET:
+            return
+        prefix = "> " * min(self.depth, _MAX_QUOTE_PREFIX)
+        line = (prefix + content).rstrip()
+        self.size += len(line) + 1
+        self.lines.append(line)
 
     def finish(self) -> str:
         self.newline()

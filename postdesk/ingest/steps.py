@@ -15,14 +15,14 @@ from typing import Any, overload
 
 from sqlalchemy import Connection, bindparam, exists, insert, select, update
 
+from postdesk.config import LimitSettings
 from postdesk.errors import ParseError, PostdeskError
 from postdesk.ingest.attachments import AttachmentStore
 from postdesk.ingest.authres import HEADER as AUTH_HEADER
 from postdesk.ingest.authres import trusted_header
 from postdesk.ingest.automatic import kind_of_mail
-from postdesk.ingest.parse import Address, ParsedMessage, parse_message
+from postdesk.ingest.parse import DEFAULT_LIMITS, Address, ParsedMessage, parse_message
 from postdesk.ingest.process import RawInput, WorkItem
-from postdesk.ingest.quotes import visible_text
 from postdesk.ingest.sender import Sender, get_or_create_contact, sender_address
 from postdesk.ingest.store import IMPORT, MESSAGE_ID_WIDTH
 from postdesk.ingest.threader import (
@@ -33,7 +33,7 @@ from postdesk.ingest.threader import (
     find_ticket,
 )
 from postdesk.ingest.tokens import may_be_ours
-from postdesk.ingest.worker import Budget, shared_worker
+from postdesk.ingest.worker import Budget, capped_visible, shared_worker
 from postdesk.models import (
     Attachment,
     Contact,
@@ -95,8 +95,11 @@ class ParseStep:
 
     name = "parse"
 
-    def __init__(self, budget: Budget | None = None) -> None:
+    def __init__(
+        self, budget: Budget | None = None, limits: LimitSettings = DEFAULT_LIMITS
+    ) -> None:
         self.budget = budget
+        self.limits = limits
 
     def prefetch(self, contents: Sequence[bytes]) -> None:
         """Hand a batch's messages to the worker ahead of their turn (see Processor)."""
@@ -105,7 +108,7 @@ class ParseStep:
 
     def __call__(self, item: WorkItem) -> None:
         if self.budget is None:
-            item.parsed = parse_message(item.raw.content)
+            item.parsed = parse_message(item.raw.content, self.limits)
         else:
             read = shared_worker(self.budget).read(item.raw.content)
             item.parsed, item.visible = read.parsed, read.visible
@@ -205,11 +208,13 @@ class VisibleTextStep:
 
     name = "visible"
 
+    def __init__(self, max_chars: int = DEFAULT_LIMITS.max_text_chars) -> None:
+        self.max_chars = max_chars
+
     def __call__(self, item: WorkItem) -> None:
         if item.visible is not None:
             return  # found with the parse, under its budget (ParseStep)
-        parsed = item.need_parsed()
-        item.visible = visible_text(parsed.text, parsed.html)
+        item.parsed, item.visible = capped_visible(item.need_parsed(), self.max_chars)
 
 
 class AgentMailWithoutTicket(PostdeskError):

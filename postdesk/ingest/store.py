@@ -7,6 +7,11 @@ twice, is one raw message with several deliveries. Inserts use the database's
 `ON CONFLICT DO NOTHING`, so two processes storing the same message at once cannot both
 win.
 
+A message over the size limits ([limits] max_message_bytes, max_header_bytes) is stored
+as it came but quarantined at once, "too large" with its size and the limit, so it is
+never parsed: like a mail server refusing it, except that nothing is lost and an operator
+who raises the limit can replay it with `postdesk inbound retry`.
+
 A batch is stored with one multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING` (and
 one more query for the keys that were stored already), not a statement per message.
 """
@@ -23,7 +28,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 
-from postdesk.ingest.parse import HeaderSummary, header_summary
+from postdesk.config import LimitSettings
+from postdesk.ingest.parse import DEFAULT_LIMITS, HeaderSummary, header_summary, too_large
 from postdesk.models import Delivery, MailboxSync, RawMessage, RawStatus, utcnow
 from postdesk.models.base import table_of
 
@@ -83,6 +89,7 @@ class Stored:
     raw_id: int
     new: bool
     message_id: str | None
+    too_large: str | None = None  # the quarantine reason of a new message over the limits
 
 
 @dataclass(frozen=True)
@@ -95,12 +102,18 @@ class Incoming:
 
 
 def store_many(
-    session: Session, messages: Sequence[Incoming], *, source: str, mailbox_id: int | None
+    session: Session,
+    messages: Sequence[Incoming],
+    *,
+    source: str,
+    mailbox_id: int | None,
+    limits: LimitSettings = DEFAULT_LIMITS,
 ) -> list[Stored]:
     """Insert each message unless an identical one is stored already; never commits.
 
     Returns one outcome per message, in order. A message repeated within `messages` is
-    stored once; its later copies are reported as duplicates of the first.
+    stored once; its later copies are reported as duplicates of the first. A message
+    over `limits` is stored quarantined (see the module's docstring).
     """
     if not messages:
         return []
@@ -108,6 +121,7 @@ def store_many(
     now = utcnow()
     keys: list[str] = []
     message_ids: list[str | None] = []
+    reasons: dict[str, str] = {}
     rows: dict[str, dict[str, object]] = {}
     for message in messages:
         summary = header_summary(message.raw)
@@ -116,6 +130,9 @@ def store_many(
         message_ids.append(summary.message_id)
         if key in rows:
             continue
+        reason = too_large(len(message.raw), summary.header_bytes, limits)
+        if reason is not None:
+            reasons[key] = reason
         rows[key] = {
             "dedupe_key": key,
             "message_id": summary.message_id[:MESSAGE_ID_WIDTH] if summary.message_id else None,
@@ -127,7 +144,9 @@ def store_many(
             "source": source,
             "origin": message.origin,
             "received_at": message.received_at or now,
-            "status": RawStatus.PENDING,
+            "status": RawStatus.PENDING if reason is None else RawStatus.QUARANTINED,
+            "reason": reason,
+            "processed_at": None if reason is None else now,
             "attempts": 0,
         }
     inserted = conn.execute(_INSERT_RAW.on(conn), list(rows.values()))
@@ -142,7 +161,7 @@ def store_many(
         new = key in new_ids and key not in first_seen
         first_seen.add(key)
         raw_id = new_ids[key] if key in new_ids else old_ids[key]
-        results.append(Stored(raw_id, new, message_id))
+        results.append(Stored(raw_id, new, message_id, reasons.get(key) if new else None))
     return results
 
 
@@ -163,6 +182,7 @@ def store_imap_batch(
     uidvalidity: int,
     messages: Sequence[FetchedMessage],
     checkpoint: int,
+    limits: LimitSettings = DEFAULT_LIMITS,
 ) -> list[Stored]:
     """Store a fetched batch, its deliveries and the new checkpoint, in the caller's transaction.
 
@@ -175,6 +195,7 @@ def store_imap_batch(
         [Incoming(m.raw, f"{where} uid {m.uid} (uidvalidity {uidvalidity})") for m in messages],
         source=IMAP,
         mailbox_id=mailbox_id,
+        limits=limits,
     )
     record_deliveries(
         session,

@@ -57,8 +57,9 @@ from multiprocessing.process import BaseProcess
 from types import MappingProxyType
 from typing import Any
 
+from postdesk.config import LimitSettings
 from postdesk.errors import ParseError, PostdeskError
-from postdesk.ingest.parse import ParsedMessage, parse_message
+from postdesk.ingest.parse import DEFAULT_LIMITS, ParsedMessage, parse_message
 from postdesk.ingest.quotes import visible_text
 
 log = logging.getLogger(__name__)
@@ -92,10 +93,20 @@ class ReadMessage:
     visible: str  # the text without quoted history and signature (ingest/quotes.py)
 
 
-def read_message(raw: bytes) -> ReadMessage:
+def read_message(raw: bytes, limits: LimitSettings = DEFAULT_LIMITS) -> ReadMessage:
     """Parse a message and find its visible text (in-process; the worker runs this)."""
-    parsed = parse_message(raw)
-    return ReadMessage(parsed, visible_text(parsed.text, parsed.html))
+    parsed = parse_message(raw, limits)
+    return ReadMessage(*capped_visible(parsed, limits.max_text_chars))
+
+
+def capped_visible(parsed: ParsedMessage, max_chars: int) -> tuple[ParsedMessage, str]:
+    """The visible text of `parsed`, cut to `max_chars` ([limits] max_text_chars); a cut
+    is recorded with the parser's defects, which the message row keeps."""
+    visible = visible_text(parsed.text, parsed.html)
+    if len(visible) <= max_chars:
+        return parsed, visible
+    note = f"visible text cut to {max_chars:,} characters ([limits] max_text_chars)"
+    return dataclasses.replace(parsed, defects=(*parsed.defects, note)), visible[:max_chars]
 
 
 @dataclass(frozen=True)
@@ -105,11 +116,14 @@ class Budget:
     seconds: float = 20.0
     memory_mb: int = 512
     task: str = DEFAULT_TASK
+    limits: LimitSettings = DEFAULT_LIMITS  # how much of a message is read ([limits])
 
 
-def _load_task(task: str) -> Callable[[bytes], ReadMessage]:
+def _load_task(task: str) -> Callable[[bytes, LimitSettings], ReadMessage]:
     module, _, name = task.partition(":")
-    function: Callable[[bytes], ReadMessage] = getattr(importlib.import_module(module), name)
+    function: Callable[[bytes, LimitSettings], ReadMessage] = getattr(
+        importlib.import_module(module), name
+    )
     return function
 
 
@@ -147,12 +161,17 @@ def _unwire(result: ReadMessage) -> ReadMessage:
     return ReadMessage(parsed, result.visible)
 
 
-def _answer(task: Callable[[bytes], ReadMessage], raw: bytes, backstop: int) -> tuple[str, Any]:
+def _answer(
+    task: Callable[[bytes, LimitSettings], ReadMessage],
+    raw: bytes,
+    limits: LimitSettings,
+    backstop: int,
+) -> tuple[str, Any]:
     """Read one message in the worker: ("ok", result), ("parse", reason), ("memory", None)
     or ("error", what)."""
     signal.alarm(backstop)
     try:
-        return ("ok", _wire(task(raw)))
+        return ("ok", _wire(task(raw, limits)))
     except ParseError as exc:
         return ("memory", None) if _out_of_memory(exc) else ("parse", str(exc))
     except MemoryError:
@@ -195,7 +214,7 @@ def _serve(conn: Connection, budget: Budget) -> None:
                 conn.recv()
                 conn.send(cancelled)
                 break
-            answer = _answer(task, raw, backstop)
+            answer = _answer(task, raw, budget.limits, backstop)
             retiring = answer[0] == "memory" or (start and _address_space() - start > limit // 2)
             try:
                 conn.send((*answer, bool(retiring)))

@@ -22,6 +22,8 @@ import os
 import time
 from pathlib import Path
 
+from postdesk.config import LimitSettings
+from postdesk.ingest.parse import DEFAULT_LIMITS
 from postdesk.ingest.worker import ReadMessage, read_message
 
 TASK = "postdesk.testing.poison:read_with_triggers"
@@ -55,7 +57,7 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
-def read_with_triggers(raw: bytes) -> ReadMessage:
+def read_with_triggers(raw: bytes, limits: LimitSettings = DEFAULT_LIMITS) -> ReadMessage:
     """`read_message`, unless the message carries a trigger (see the module docstring)."""
     what = _trigger(raw)
     if what == "exit":
@@ -74,4 +76,4 @@ def read_with_triggers(raw: bytes) -> ReadMessage:
         while main is not None and _alive(main.pid) and time.monotonic() < stop:
             time.sleep(0.05)
         os._exit(4)
-    return read_message(raw)
+    return read_message(raw, limits)
