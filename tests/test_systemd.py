@@ -132,7 +132,9 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> float:
 
 
 def _json_lines(log: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    """The complete lines of a log the service may be writing right now."""
+    complete = log.read_text().split("\n")[:-1]  # the last one may be half written
+    return [json.loads(line) for line in complete if line.strip()]
 
 
 def test_notify_ready_watchdog_and_stopping(
@@ -222,12 +224,15 @@ def test_sighup_reloads_the_config_and_keeps_it_when_broken(
         def events(name: str) -> list[dict[str, Any]]:
             return [e for e in _json_lines(log) if e.get("event") == name]
 
+        def processed() -> int:
+            return sum(e["processed"] for e in events("pass"))
+
         _wait(lambda: bool(events("mailbox_failed")), 30, "the login failure")
-        assert _ticketed(config) == 0
+        assert processed() == 0
         write(mail_user)
         proc.send_signal(signal.SIGHUP)
         _wait(lambda: bool(events("recovered")), 30, "the recovered line")
-        _wait(lambda: _ticketed(config) == 2, 30, "the first two messages in tickets")
+        _wait(lambda: processed() == 2, 30, "the first two messages processed")
         (recovered,) = events("recovered")
         assert recovered["mailbox"] == "support"
         assert recovered["level"] == "INFO"
@@ -243,9 +248,10 @@ def test_sighup_reloads_the_config_and_keeps_it_when_broken(
             "the refused reload",
         )
         dovecot_server.fill(mail_user, [m.raw for m in mails[2:]])
-        _wait(lambda: _ticketed(query) == 4, 30, "the later mail in tickets")
+        _wait(lambda: processed() == 4, 30, "the later mail processed")
         assert proc.poll() is None
         assert _stop(proc) < 5
+        assert _ticketed(query) == 4
     finally:
         if proc.poll() is None:
             proc.kill()
