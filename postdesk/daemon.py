@@ -186,18 +186,20 @@ class Service:
         path = self.settings.path
         try:
             new = load_settings(path)
+            if not new.mailboxes:
+                raise ConfigError(str(path), "mailbox", "no [[mailbox]] configured")
+            # Built now, so that a broken template override is refused here rather
+            # than failing every pass after the reload.
+            notify = notify_steps(new)
         except PostdeskError as exc:
             log.error("reload: keeping the running config: %s", " ".join(str(exc).split()))
-            return False
-        if not new.mailboxes:
-            log.error("reload: keeping the running config: %s has no [[mailbox]]", path)
             return False
         if new.database.url != self.settings.database.url:
             log.warning("reload: database.url changed; restart postdesk to use the new database")
             new = replace(new, database=self.settings.database)
-        from postdesk.logs import secrets_of, update_secrets
+        from postdesk.logs import add_secrets, secrets_of
 
-        update_secrets(secrets_of(new))
+        add_secrets(secrets_of(new))  # the old ones stay masked too
         names = {box.name for box in new.mailboxes}
         for table in (self._failures, self._retry_at):
             for name in [n for n in table if n not in names]:
@@ -208,7 +210,7 @@ class Service:
         self._retry_at.clear()
         self.settings = new
         self.triage = TriageStep(ActiveTriage(new))
-        self._notify = None
+        self._notify = notify
         self._alerts = None
         log.info(
             "reloaded %s: %d mailbox(es): %s",

@@ -75,6 +75,9 @@ class _Redacting:
         kept = {s for s in secrets if len(s) >= MIN_SECRET}
         self._secrets = tuple(sorted(kept, key=len, reverse=True))
 
+    def add_secrets(self, secrets: Iterable[str]) -> None:
+        self.set_secrets({*self._secrets, *secrets})
+
     def redact(self, text: str) -> str:
         for secret in self._secrets:
             if secret in text:
@@ -140,10 +143,10 @@ def use_format(name: str, secrets: Iterable[str] = ()) -> None:
         handler.setFormatter(formatter)
 
 
-def update_secrets(secrets: Iterable[str]) -> None:
-    """Mask `secrets` from now on (after the config was reloaded)."""
-    wanted = set(secrets)
+def add_secrets(secrets: Iterable[str]) -> None:
+    """Mask `secrets` too from now on (after the config was reloaded; the previous
+    ones stay masked, a late error message may still quote one)."""
     for handler in logging.getLogger().handlers:
         formatter = handler.formatter
         if isinstance(formatter, _Redacting):
-            formatter.set_secrets(wanted)
+            formatter.add_secrets(secrets)
