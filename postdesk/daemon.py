@@ -106,6 +106,8 @@ START_EXTEND_USEC = 120_000_000
 START_BEAT = 20.0
 # The sleep between passes wakes at least this often (watchdog, signals).
 MAX_SLICE = 5.0
+# Scheduled retraining cannot report progress; the watchdog is fed for it this long.
+RETRAIN_KEEPALIVE = 3600.0
 
 
 class Service:
@@ -250,7 +252,8 @@ class Service:
             return
         log.info("triage: scheduled retraining from the labelled tickets")
         try:
-            outcomes = retrain_from_db(self.settings, self.db, n_jobs=1)
+            with self._keepalive(RETRAIN_KEEPALIVE):
+                outcomes = retrain_from_db(self.settings, self.db, n_jobs=1)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
@@ -263,6 +266,30 @@ class Service:
                 log.info("triage: %s: %s", outcome.target, outcome.registration.reason)
             else:
                 log.info("triage: %s not retrained: %s", outcome.target, outcome.skipped)
+
+    @contextmanager
+    def _keepalive(self, limit: float) -> Iterator[None]:
+        """Feed the watchdog from a helper thread for at most `limit` seconds while the
+        loop runs something that cannot report progress (model training): a slow
+        retrain is not a hang, but one running past `limit` lets systemd restart us."""
+        every = self.notifier.watchdog_interval
+        if every is None or not self._ready:
+            yield
+            return
+        done = threading.Event()
+        until = time.monotonic() + limit
+
+        def ping() -> None:
+            while not done.wait(every) and time.monotonic() < until:
+                self.notifier.watchdog()
+
+        thread = threading.Thread(target=ping, name="postdesk-keepalive", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def fetch_mailbox(self, box: MailboxSettings, mailbox_id: int) -> FetchResult:
         fetcher = FolderFetcher(

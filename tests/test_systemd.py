@@ -368,3 +368,34 @@ def test_unit_passes_systemd_analyze_verify(systemd_analyze: Path, tmp_path: Pat
     assert good.returncode == 0 and not problems, good.stdout + good.stderr
     bad = verify(text.replace("Type=notify", "Type=notifyy"))
     assert "postdesk.service" in bad.stdout + bad.stderr
+
+
+def test_keepalive_feeds_the_watchdog_for_a_bounded_time(
+    tmp_path: Path, sqlite_url: str, listener: NotifyListener
+) -> None:
+    """Around work that cannot report progress (scheduled retraining) pings come from a
+    helper thread, but only up to the limit: a retrain that hangs still gets restarted."""
+    from postdesk.config import load_settings
+    from postdesk.daemon import Service
+    from postdesk.models.db import Database
+
+    config = write_config(
+        tmp_path,
+        sqlite_url,
+        '[[mailbox]]\nname = "a"\naddress = "a@example.com"\nhost = "127.0.0.1"\n'
+        'username = "a"\npassword = "unused"\n',
+    )
+    db = Database(sqlite_url)
+    service = Service(load_settings(config), db)
+    service.notifier = Notifier.from_environ(
+        {"NOTIFY_SOCKET": listener.name, "WATCHDOG_USEC": "200000"}
+    )
+    service._ready = True  # as after the first pass
+    started = time.monotonic()
+    with service._keepalive(0.6):
+        time.sleep(1.5)
+    time.sleep(0.3)
+    pings = [at - started for at, f in listener.messages if "WATCHDOG" in f]
+    db.dispose()
+    assert len(pings) >= 3, pings
+    assert max(pings) < 0.9, pings  # none after the limit (one may be in flight at it)
