@@ -28,8 +28,10 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	scripts/ensure-dovecot
 	scripts/ensure-test-data $(PY)
+	scripts/ensure-systemd
 	url="$$($(PY) scripts/ensure_postgres.py)" && \
 	POSTDESK_TEST_PG_URL="$$url" POSTDESK_REQUIRE_DOVECOT=1 POSTDESK_REQUIRE_PG=1 \
+	POSTDESK_REQUIRE_SYSTEMD=1 \
 	POSTDESK_REQUIRE_SHARED=$${POSTDESK_REQUIRE_SHARED:-0} \
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 

@@ -129,22 +129,61 @@ def init(obj: Context) -> None:
 @click.option(
     "--once", is_flag=True, help="One pass: fetch, process, send the outbox once, then exit."
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one object per line with time, level, logger, message and the event's "
+    "fields (mailbox, uid, message_id, ticket), for log shippers.",
+)
 @pass_context
-def run(obj: Context, once: bool) -> None:
+def run(obj: Context, once: bool, log_format: str) -> None:
     """Fetch mail from every mailbox, turn it into tickets, and send the outbox.
+
+    Without --once it runs until SIGTERM or SIGINT (it finishes the message in hand,
+    then exits 0); SIGHUP re-reads the config file. It logs at INFO without -v: a
+    startup line and one summary line per pass; -vv adds a line per message. Under
+    systemd it reports readiness and feeds the watchdog (systemd/postdesk.service).
 
     \b
     Example:
       $ postdesk run --once
-      $ postdesk -v run
+      $ postdesk run --log-format json
     """
     from postdesk.daemon import PassResult, Service, signals_stop
+    from postdesk.logs import secrets_of, use_format
+    from postdesk.sdnotify import Notifier
 
     settings = obj.settings()
+    use_format(log_format, secrets_of(settings))
+    if not once and logging.getLogger().level > logging.INFO:
+        # A service's journal should show what it does; -v is still needed for --once.
+        logging.getLogger().setLevel(logging.INFO)
     if not settings.mailboxes:
         raise PostdeskError(f"{settings.path}: no [[mailbox]] configured, nothing to fetch")
     obj.writable_data_dir()  # attachments, models and the reply-token key go there
-    service = Service(settings, obj.database())
+    db = obj.database()
+    service = Service(settings, db)
+    notifier = Notifier.from_environ()
+    logging.getLogger("postdesk").info(
+        "postdesk %s starting%s: config %s, %d mailbox(es): %s; database %s; poll every %g s%s",
+        __version__,
+        " (one pass)" if once else "",
+        settings.path,
+        len(settings.mailboxes),
+        ", ".join(box.name for box in settings.mailboxes),
+        db.display_url,
+        settings.run.poll_interval,
+        "; systemd notify on" if notifier.enabled else "",
+        extra={
+            "event": "startup",
+            "version": __version__,
+            "config": str(settings.path),
+            "mailboxes": [box.name for box in settings.mailboxes],
+            "database": db.display_url,
+        },
+    )
 
     def report(outcome: PassResult) -> None:
         fetched = sum(f.stored for f in outcome.fetches)
@@ -169,14 +208,18 @@ def run(obj: Context, once: bool) -> None:
                 + (f", {sent.unconfirmed} unconfirmed" if sent.unconfirmed else "")
             )
 
-    with signals_stop(service):
+    with signals_stop(service, reload=not once):
         if once:
-            outcome = service.run_once()
-            report(outcome)
-            if outcome.errors and len(outcome.errors) == len(settings.mailboxes):
+            outcome = service.run_forever(report, once=True, notifier=notifier)
+            if (
+                outcome is not None
+                and outcome.errors
+                and len(outcome.errors) == len(service.settings.mailboxes)
+            ):
                 sys.exit(1)
         else:
-            service.run_forever(report if obj.verbose else None)
+            service.run_forever(notifier=notifier)
+    logging.getLogger("postdesk").info("postdesk stopped", extra={"event": "stopped"})
 
 
 @main.command("import")

@@ -5,7 +5,17 @@ mailbox isolated: a failing server is logged and recorded, the others go on), th
 every pending raw message through the processing steps, then check the SLA clocks (the
 alerts, postdesk/sla/alerts.py) and send the outbox. `run --once` is one pass;
 `run` repeats passes every `run.poll_interval` seconds until SIGTERM/SIGINT, finishing the
-message in hand before it exits.
+message in hand before it exits; SIGHUP re-reads the config file between passes.
+
+Under systemd (`Type=notify`, see systemd/postdesk.service) the loop reports READY=1 once
+the first pass has tried every mailbox (each synced or failed; a database outage in that
+pass counts as a failure, so the service does not restart in a loop while the database
+is down: it says so in its STATUS and retries), STATUS= after every pass, STOPPING=1 on
+the way out, and keeps the watchdog alive: WATCHDOG=1 is sent from the loop itself
+(between messages while a pass works, in slices while it sleeps), so a loop stuck
+anywhere stops the pings and systemd restarts the service. Until READY, the same
+progress extends systemd's start timeout instead, so a first sync of a large mailbox
+is not mistaken for a hang.
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import FrameType
 
@@ -24,8 +34,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from postdesk.classify.step import ActiveTriage, TriageStep
-from postdesk.config import MailboxSettings, Settings
-from postdesk.errors import ConfigError, MailboxError
+from postdesk.config import MailboxSettings, Settings, load_settings
+from postdesk.errors import ConfigError, MailboxError, PostdeskError
 from postdesk.ingest.fetch import FetchResult, FolderFetcher, record_failure
 from postdesk.ingest.imap import ImapSource
 from postdesk.ingest.lease import make_owner
@@ -42,6 +52,7 @@ from postdesk.notify.smtp import DrainResult, OutboxSender
 from postdesk.notify.templates import Templates
 from postdesk.pausepoints import pause_point
 from postdesk.pipeline import notify_steps, parse_budget, steps
+from postdesk.sdnotify import Notifier
 from postdesk.sla.alerts import AlertResult, SlaAlerts
 
 log = logging.getLogger(__name__)
@@ -92,6 +103,13 @@ def sync_config(db: Database, settings: Settings) -> dict[str, int]:
 
 
 MAX_BACKOFF = 900.0
+# Until READY, each sign of progress asks systemd for this much more start-up time.
+START_EXTEND_USEC = 120_000_000
+START_BEAT = 20.0
+# The sleep between passes wakes at least this often (watchdog, signals).
+MAX_SLICE = 5.0
+# Scheduled retraining cannot report progress; the watchdog is fed for it this long.
+RETRAIN_KEEPALIVE = 3600.0
 
 
 class Service:
@@ -128,13 +146,85 @@ class Service:
         self._retrain_failed_at: float | None = None
         # What parsing one message may cost (None: in-process, no budget).
         self.budget: Budget | None = parse_budget(settings)
+        # Service manager notifications (a no-op one unless `run_forever` gets one).
+        self.notifier = Notifier(None)
+        self._ready = False
+        self._last_beat = 0.0
+        self._reload = False
+        self._wake = threading.Event()  # cuts the sleep between passes short
 
     def stop(self) -> None:
         """Ask the service to finish the message in hand and return."""
         self._stop.set()
+        self._wake.set()
 
     def stopping(self) -> bool:
+        """Whether to stop; asked between messages, so it also keeps the watchdog fed."""
+        self.heartbeat()
         return self._stop.is_set()
+
+    def request_reload(self) -> None:
+        """Re-read the config file before the next pass (SIGHUP)."""
+        self._reload = True
+        self._wake.set()
+
+    def heartbeat(self) -> None:
+        """Tell systemd the loop is alive: WATCHDOG=1 every half watchdog interval once
+        READY, EXTEND_TIMEOUT_USEC before it. Cheap enough to call per message."""
+        notifier = self.notifier
+        if not notifier.enabled:
+            return
+        now = time.monotonic()
+        if self._ready:
+            every = notifier.watchdog_interval
+            if every is None or now - self._last_beat < every:
+                return
+            self._last_beat = now
+            notifier.watchdog()
+        elif now - self._last_beat >= START_BEAT:
+            self._last_beat = now
+            notifier.send(extend_timeout_usec=START_EXTEND_USEC)
+
+    def reload_config(self) -> bool:
+        """Re-read the config file. On an error the running config stays and one line
+        says why. `database.url` is not switched while running (open transactions and
+        leases belong to the old one): a change is logged and needs a restart."""
+        path = self.settings.path
+        try:
+            new = load_settings(path)
+            if not new.mailboxes:
+                raise ConfigError(str(path), "mailbox", "no [[mailbox]] configured")
+            # Built now, so that a broken template override is refused here rather
+            # than failing every pass after the reload.
+            notify = notify_steps(new)
+        except PostdeskError as exc:
+            log.error("reload: keeping the running config: %s", " ".join(str(exc).split()))
+            return False
+        if new.database.url != self.settings.database.url:
+            log.warning("reload: database.url changed; restart postdesk to use the new database")
+            new = replace(new, database=self.settings.database)
+        from postdesk.logs import add_secrets, secrets_of
+
+        add_secrets(secrets_of(new))  # the old ones stay masked too
+        names = {box.name for box in new.mailboxes}
+        for table in (self._failures, self._retry_at):
+            for name in [n for n in table if n not in names]:
+                del table[name]
+        # A reload usually follows a fix (a password, a password file, a host): every
+        # failing mailbox is tried at the next pass instead of at the end of its
+        # back-off; one still failing starts a longer back-off from there.
+        self._retry_at.clear()
+        self.settings = new
+        self.triage = TriageStep(ActiveTriage(new))
+        self._notify = notify
+        self._alerts = None
+        log.info(
+            "reloaded %s: %d mailbox(es): %s",
+            path,
+            len(new.mailboxes),
+            ", ".join(box.name for box in new.mailboxes),
+        )
+        return True
 
     def processor(self) -> Processor:
         """A processor running the pipeline's steps, with the models active now."""
@@ -171,7 +261,8 @@ class Service:
             return
         log.info("triage: scheduled retraining from the labelled tickets")
         try:
-            outcomes = retrain_from_db(self.settings, self.db, n_jobs=1)
+            with self._keepalive(RETRAIN_KEEPALIVE):
+                outcomes = retrain_from_db(self.settings, self.db, n_jobs=1)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
@@ -184,6 +275,30 @@ class Service:
                 log.info("triage: %s: %s", outcome.target, outcome.registration.reason)
             else:
                 log.info("triage: %s not retrained: %s", outcome.target, outcome.skipped)
+
+    @contextmanager
+    def _keepalive(self, limit: float) -> Iterator[None]:
+        """Feed the watchdog from a helper thread for at most `limit` seconds while the
+        loop runs something that cannot report progress (model training): a slow
+        retrain is not a hang, but one running past `limit` lets systemd restart us."""
+        every = self.notifier.watchdog_interval
+        if every is None or not self._ready:
+            yield
+            return
+        done = threading.Event()
+        until = time.monotonic() + limit
+
+        def ping() -> None:
+            while not done.wait(every) and time.monotonic() < until:
+                self.notifier.watchdog()
+
+        thread = threading.Thread(target=ping, name="postdesk-keepalive", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def fetch_mailbox(self, box: MailboxSettings, mailbox_id: int) -> FetchResult:
         fetcher = FolderFetcher(
@@ -222,14 +337,22 @@ class Service:
                     message = f"mailbox {box.name!r}: unexpected {type(exc).__name__}: {detail}"
                     self._mailbox_failed(box, ids[box.name], message, result)
                     continue
-                self._failures.pop(box.name, None)
+                failed_before = self._failures.pop(box.name, 0)
                 self._retry_at.pop(box.name, None)
                 result.fetches.append(fetched)
-                log.info(
+                if failed_before:
+                    log.info(
+                        "mailbox %s: recovered after %d failed attempt(s)",
+                        box.name,
+                        failed_before,
+                        extra={"mailbox": box.name, "event": "recovered"},
+                    )
+                log.debug(
                     "mailbox %s: %d new, %d already stored",
                     box.name,
                     fetched.stored,
                     fetched.duplicates,
+                    extra={"mailbox": box.name},
                 )
         if fetch:
             pause_point("fetched")
@@ -269,7 +392,12 @@ class Service:
     ) -> None:
         result.errors[box.name] = message
         wait = self._backoff(box.name)
-        log.error("%s (next try in %.0f s)", message, wait)
+        log.error(
+            "%s (next try in %.0f s)",
+            message,
+            wait,
+            extra={"mailbox": box.name, "event": "mailbox_failed"},
+        )
         try:
             record_failure(self.db, mailbox_id, box.folder, message)
         except SQLAlchemyError as exc:
@@ -283,40 +411,162 @@ class Service:
         self._retry_at[name] = self._clock() + wait
         return wait
 
-    def run_forever(self, on_pass: Callable[[PassResult], None] | None = None) -> None:
-        """Pass after pass until stop() (SIGTERM/SIGINT through `signals_stop`)."""
-        interval = self.settings.run.poll_interval
+    def run_forever(
+        self,
+        on_pass: Callable[[PassResult], None] | None = None,
+        *,
+        once: bool = False,
+        notifier: Notifier | None = None,
+    ) -> PassResult | None:
+        """Pass after pass until stop() (SIGTERM/SIGINT through `signals_stop`).
+
+        `once`: exactly one iteration of the same loop (`run --once`), and a database
+        outage raises instead of being waited out. Returns the last pass's result (None
+        if no pass completed).
+        """
+        self.notifier = notifier if notifier is not None else Notifier(None)
         outages = 0
-        while not self.stopping():
-            try:
-                outcome = self.run_once()
-            except SQLAlchemyError as exc:
-                # The database is down or unreachable: nothing can be stored, so wait
-                # and try again rather than exit (mail stays safe on the server).
-                outages += 1
-                wait = min(interval * (1 << min(outages - 1, 20)), MAX_BACKOFF)
-                log.error(
-                    "database unavailable (%s); next pass in %.0f s", describe_error(exc), wait
-                )
-                self._stop.wait(wait)
-                continue
-            outages = 0
-            if on_pass is not None:
-                on_pass(outcome)
-            if not self.stopping():
-                self.retrain_if_due()
-            self._stop.wait(interval)
+        last: PassResult | None = None
+        try:
+            while not self.stopping():
+                if self._reload:
+                    self._reload = False
+                    self.notifier.reloading()
+                    self.reload_config()
+                    self.notifier.ready(self._status(last))
+                self._wake.clear()
+                interval = self.settings.run.poll_interval
+                started = time.monotonic()
+                try:
+                    outcome = self.run_once()
+                except SQLAlchemyError as exc:
+                    if once:
+                        raise
+                    # The database is down or unreachable: nothing can be stored, so wait
+                    # and try again rather than exit (mail stays safe on the server).
+                    outages += 1
+                    wait = min(interval * (1 << min(outages - 1, 20)), MAX_BACKOFF)
+                    reason = describe_error(exc)
+                    log.error(
+                        "database unavailable (%s); next pass in %.0f s",
+                        reason,
+                        wait,
+                        extra={"event": "database_unavailable"},
+                    )
+                    self._mark_ready(f"database unavailable, retrying in {wait:.0f} s")
+                    self._sleep(wait)
+                    continue
+                if outages:
+                    log.info(
+                        "database reachable again after %d failed pass(es)",
+                        outages,
+                        extra={"event": "recovered"},
+                    )
+                outages = 0
+                last = outcome
+                self._log_pass(outcome, time.monotonic() - started)
+                self._mark_ready(self._status(outcome))
+                if on_pass is not None:
+                    on_pass(outcome)
+                if once:
+                    break
+                if not self.stopping():
+                    self.retrain_if_due()
+                self._sleep(interval)
+        finally:
+            self.notifier.stopping("stopping: finishing the message in hand")
+        return last
+
+    def _mark_ready(self, status: str) -> None:
+        if not self._ready:
+            self._ready = True
+            self._last_beat = time.monotonic()
+            self.notifier.ready(status)
+            self.notifier.watchdog()
+        else:
+            self.notifier.status(status)
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait `seconds`, waking in slices to feed the watchdog; stop() and a reload
+        request end the wait early."""
+        end = time.monotonic() + seconds
+        every = self.notifier.watchdog_interval
+        # Twice per ping interval, so a ping is never late by a whole slice.
+        slice_ = min(MAX_SLICE, every / 2) if every else MAX_SLICE
+        while not self.stopping() and not self._reload:
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            self._wake.wait(min(left, slice_))
+
+    def _log_pass(self, outcome: PassResult, seconds: float) -> None:
+        """The summary line of a pass (per-message lines are at DEBUG)."""
+        p = outcome.processed
+        sent = outcome.outbox
+        counts: dict[str, int] = {
+            "fetched": sum(f.fetched for f in outcome.fetches),
+            "stored": sum(f.stored for f in outcome.fetches),
+            "duplicates": sum(f.duplicates for f in outcome.fetches),
+            "processed": p.processed,
+            "tickets_opened": p.created,
+            "appended": p.appended,
+            "quarantined": p.quarantined,
+            "sent": sent.sent if sent is not None else 0,
+            "send_failed": (sent.failed if sent is not None else 0),
+            "sla_alerts": outcome.sla.alerts if outcome.sla is not None else 0,
+        }
+        failed = sorted(outcome.errors)
+        log.info(
+            "pass: %d mailbox(es) synced, %d failed%s; fetched %d, stored %d, processed %d "
+            "(%d new tickets, %d added), quarantined %d, sent %d; %.2f s",
+            len(outcome.fetches),
+            len(failed),
+            f" ({', '.join(failed)})" if failed else "",
+            counts["fetched"],
+            counts["stored"],
+            counts["processed"],
+            counts["tickets_opened"],
+            counts["appended"],
+            counts["quarantined"],
+            counts["sent"],
+            seconds,
+            extra={
+                "event": "pass",
+                **counts,
+                "mailboxes_synced": [f.mailbox for f in outcome.fetches],
+                "mailboxes_failed": failed,
+                "duration_s": round(seconds, 3),
+            },
+        )
+
+    def _status(self, outcome: PassResult | None) -> str:
+        """A short STATUS= line for `systemctl status`."""
+        if outcome is None:
+            return "waiting for the first pass"
+        boxes = len(self.settings.mailboxes)
+        ok = len(outcome.fetches)
+        text = f"{ok}/{boxes} mailbox(es) synced, {outcome.processed.processed} processed"
+        if outcome.errors:
+            text += f"; failing: {', '.join(sorted(outcome.errors))}"
+        return text
 
 
 @contextmanager
-def signals_stop(service: Service) -> Iterator[None]:
-    """While inside, SIGTERM and SIGINT ask `service` to stop instead of killing it."""
+def signals_stop(service: Service, *, reload: bool = False) -> Iterator[None]:
+    """While inside, SIGTERM and SIGINT ask `service` to stop instead of killing it;
+    with `reload`, SIGHUP asks it to re-read its config before the next pass."""
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s, finishing the current message", signal.Signals(signum).name)
         service.stop()
 
+    def hangup(_signum: int, _frame: FrameType | None) -> None:
+        log.info("received SIGHUP, reloading the config before the next pass")
+        service.request_reload()
+
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    if reload:
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hangup)
     try:
         yield
     finally:

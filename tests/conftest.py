@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,22 @@ def smtp_sink() -> Iterator[SmtpSink]:
     """A plain SMTP sink (no TLS, no auth) on a free loopback port."""
     with SmtpSink() as sink:
         yield sink
+
+
+REQUIRE_SYSTEMD_ENV = "POSTDESK_REQUIRE_SYSTEMD"
+
+
+@pytest.fixture(scope="session")
+def systemd_analyze() -> Path:
+    """The systemd-analyze binary. Without one the test is skipped, or fails if CI
+    requires it (`make test` installs it through scripts/ensure-systemd)."""
+    found = shutil.which("systemd-analyze")
+    if found is None:
+        reason = "systemd-analyze is not installed (scripts/ensure-systemd installs systemd)"
+        if _flag(REQUIRE_SYSTEMD_ENV):
+            pytest.fail(f"{reason}, and {REQUIRE_SYSTEMD_ENV}=1 requires it", pytrace=False)
+        pytest.skip(reason)
+    return Path(found)
 
 
 # --- databases -------------------------------------------------------------------------

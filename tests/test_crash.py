@@ -144,8 +144,9 @@ def _classify(line: bytes) -> str | None:
 
 
 def run_cli(config: Path, plan: KillPlan | None, cwd: Path) -> RunOutcome:
-    """Run `postdesk -v run --once`; kill it with SIGKILL as `plan` says (None: never)."""
-    argv = [sys.executable, "-m", "postdesk", "-c", str(config), "-v", "run", "--once"]
+    """Run `postdesk -vv run --once` (-vv: the per-message lines are at DEBUG); kill it
+    with SIGKILL as `plan` says (None: never)."""
+    argv = [sys.executable, "-m", "postdesk", "-c", str(config), "-vv", "run", "--once"]
     started = time.monotonic()
     proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdout is not None

@@ -196,13 +196,19 @@ class FolderFetcher:
             result.stored += new
             result.duplicates += len(stored) - new
             for fetched_message, outcome in zip(fetched, stored, strict=True):
-                log.info(
+                log.debug(
                     "mailbox %s: uid %d message-id <%s> %s raw %d",
                     name,
                     fetched_message.uid,
                     outcome.message_id or "",
                     "stored as" if outcome.new else "duplicate of",
                     outcome.raw_id,
+                    extra={
+                        "mailbox": name,
+                        "uid": fetched_message.uid,
+                        "message_id": outcome.message_id,
+                        "raw_id": outcome.raw_id,
+                    },
                 )
             pause_point("fetch-committed")
             result.finished += self._finish(source, uidvalidity, batch)

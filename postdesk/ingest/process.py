@@ -646,13 +646,20 @@ class Processor:
             result.created += 1
         else:
             result.appended += 1
-        log.info(
+        # Per message at DEBUG: `postdesk run` logs a summary line per pass at INFO.
+        log.debug(
             "raw %d message-id <%s> %s ticket %s (%s)",
             item.raw.id,
             parsed.message_id if parsed else "",
             "opened" if item.created_ticket else "added to",
             item.ticket_id if item.ticket_id is not None else "?",
             item.match.rule if item.match else "?",
+            extra={
+                "raw_id": item.raw.id,
+                "mailbox_id": item.raw.mailbox_id,
+                "message_id": parsed.message_id if parsed else None,
+                "ticket": item.ticket_id,
+            },
         )
 
     def _quarantine(self, conn: Connection, raw_id: int, reason: str) -> None:

@@ -220,7 +220,13 @@ class OutboxSender:
             return False
         sent(self.db, row.id, self.owner, f"{answer.code} {answer.message}".strip())
         result.sent += 1
-        log.info("outbox %d <%s>: sent to %s", row.id, row.message_id, ", ".join(row.recipients))
+        log.debug(
+            "outbox %d <%s>: sent to %s",
+            row.id,
+            row.message_id,
+            ", ".join(row.recipients),
+            extra={"outbox_id": row.id, "message_id": row.message_id},
+        )
         return True
 
     def _transient(
