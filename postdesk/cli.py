@@ -38,6 +38,8 @@ from postdesk.clikit import (
     terminal_safe,
 )
 from postdesk.errors import ConfigError, PostdeskError
+from postdesk.health.cli import doctor as doctor_command
+from postdesk.health.cli import status as status_command
 from postdesk.models import RawStatus
 from postdesk.models.migrate import upgrade
 from postdesk.notify.cli import outbox as outbox_commands
@@ -1054,7 +1056,14 @@ def inbound_discard(obj: Context, ids: tuple[int, ...]) -> None:
 
 
 # Each feature's commands live beside the feature and are registered here, in one place.
-for feature_commands in (model_commands, outbox_commands, qa_commands, kpi_command):
+for feature_commands in (
+    model_commands,
+    outbox_commands,
+    qa_commands,
+    kpi_command,
+    status_command,
+    doctor_command,
+):
     main.add_command(feature_commands)
 
 if __name__ == "__main__":  # pragma: no cover
