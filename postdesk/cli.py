@@ -178,7 +178,10 @@ def run(obj: Context, once: bool) -> None:
             if outcome.errors and len(outcome.errors) == len(settings.mailboxes):
                 sys.exit(1)
         else:
-            service.run_forever(report if obj.verbose else None)
+            from postdesk.health.metrics import served
+
+            with served(settings, service.db, report if obj.verbose else None) as on_pass:
+                service.run_forever(on_pass)
 
 
 @main.command("import")
