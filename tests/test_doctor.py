@@ -8,6 +8,8 @@ account does not have, an SMTP port nobody listens on.
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -179,3 +181,47 @@ def test_database_without_schema_and_a_broken_config(
     result = Cli(config)("doctor", code=1)
     assert result.stdout.startswith(f"FAIL  config: {config}: database.url: ")
     assert len(result.stdout.splitlines()) == 1
+
+
+def test_starttls_and_tls_mismatch_and_a_silent_server_within_the_timeout(
+    dovecot_server: Dovecot, mail_user: MailUser, db_url: str, tmp_path: Path
+) -> None:
+    lines = doctor(
+        tmp_path, db_url, mailbox_toml(dovecot_server, mail_user, security="starttls"), code=0
+    )
+    assert any(
+        line.startswith(
+            f"ok    mailbox 'support': connected to 127.0.0.1:{dovecot_server.port}, "
+            "STARTTLS (TLSv1."
+        )
+        for line in lines
+    ), lines
+
+    # security = "ssl" on the plain port: the TLS handshake meets a plain greeting.
+    mismatch = mailbox_toml(dovecot_server, mail_user, security="ssl").replace(
+        f"port = {dovecot_server.ssl_port}", f"port = {dovecot_server.port}"
+    )
+    (line,) = failures(doctor(tmp_path, db_url, mismatch, code=1))
+    assert line.startswith(
+        f"FAIL  mailbox 'support': connecting to 127.0.0.1:{dovecot_server.port} failed: TLS error"
+    )
+    assert "fix: check port and security of [[mailbox]] 'support'" in line
+
+    # A server that takes the connection and never says a word: bounded by --timeout.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        block = mailbox_toml(dovecot_server, mail_user).replace(
+            f"port = {dovecot_server.port}", f"port = {port}"
+        )
+        config = write_config(tmp_path, db_url, block)
+        started = time.monotonic()
+        result = Cli(config)("doctor", "--timeout", "1", code=1)
+        took = time.monotonic() - started
+    (line,) = failures(result.stdout.splitlines())
+    assert line.startswith(
+        f"FAIL  mailbox 'support': connecting to 127.0.0.1:{port} failed: timed out"
+    )
+    assert "no firewall drops the connection" in line
+    assert took < 10, took
