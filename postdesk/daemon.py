@@ -266,7 +266,8 @@ class Service:
         wait = self._backoff(box.name)
         log.error("%s (next try in %.0f s)", message, wait)
         try:
-            record_failure(self.db, mailbox_id, box.folder, message)
+            retry_at = self.now() + timedelta(seconds=wait)
+            record_failure(self.db, mailbox_id, box.folder, message, retry_at=retry_at)
         except SQLAlchemyError as exc:
             log.error("mailbox %s: could not record the failure: %s", box.name, exc)
 

@@ -5,7 +5,8 @@ and the failures, real SQLite and PostgreSQL for the counts."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+import re
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from alembic import command
@@ -95,6 +96,12 @@ def test_fetches_failures_counts_outbox_and_exit_status(
     assert support["pending"] == 0 and support["quarantined"] == 1
     assert sales["last_success_at"] is None and sales["lag_seconds"] is None
     assert "login as" in sales["last_error"] and sales["last_error_at"] is not None
+    # The back-off: one poll interval (60 s) after the first failure.
+    retry = datetime.fromisoformat(sales["retry_at"]) - datetime.fromisoformat(
+        sales["last_error_at"]
+    )
+    assert 58 <= retry.total_seconds() <= 61, retry
+    assert support["retry_at"] is None
     assert data["unassigned_pending"] == 1
     assert data["outbox"]["queued"] == 1 and data["outbox"]["failed"] == 1
     assert 7100 < data["oldest_queued_seconds"] < 7300
@@ -109,6 +116,7 @@ def test_fetches_failures_counts_outbox_and_exit_status(
     assert "; 0 pending, 1 quarantined" in text
     assert "mailbox sales (INBOX): last fetched never; 0 pending, 0 quarantined" in text
     assert "  last error " in text and "login as" in text
+    assert re.search(r"\n  next try \S+ \S+ UTC \(in [1-6]?\d s\)\n", text), text
     assert "without a configured mailbox: 1 pending, 0 quarantined" in text
     assert "outbox: 1 queued (oldest 2 h), 1 failed, 0 unconfirmed, 0 sent" in text
     assert f"schema: {head_revision()} (current)" in text

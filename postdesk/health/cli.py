@@ -67,6 +67,10 @@ def status_lines(found: Status) -> list[str]:
         )
         if box.last_error:
             lines.append(f"  last error {_when(box.last_error_at, now)}: {box.last_error}")
+            if box.retry_at is not None:
+                wait = (box.retry_at - now).total_seconds()
+                due = f"in {span(wait)}" if wait > 0 else "due now"
+                lines.append(f"  next try {box.retry_at:%Y-%m-%d %H:%M:%S} UTC ({due})")
     if found.unassigned_pending or found.unassigned_quarantined:
         lines.append(
             f"without a configured mailbox: {found.unassigned_pending} pending, "

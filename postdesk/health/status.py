@@ -14,9 +14,8 @@ it) is listed in `Status.problems`:
 - mail queued in the outbox for longer than `max_lag` (the relay is not taking it);
 - a schema older than this postdesk's (run `postdesk init`).
 
-The back-off after a failure (the wait before the next attempt) lives in the running
-service's memory only; the database records the error and when it happened, which is
-what this command shows.
+After a failure the service records when it will try the folder again (its back-off,
+`retry_at`); a successful fetch clears the error and that time.
 """
 
 from __future__ import annotations
@@ -55,6 +54,7 @@ class MailboxStatus:
     lag_seconds: float | None = None  # now - last_success_at
     last_error: str | None = None  # set while the latest attempt failed
     last_error_at: datetime | None = None
+    retry_at: datetime | None = None  # while failing: the service's next attempt
     pending: int = 0
     quarantined: int = 0
 
@@ -165,6 +165,7 @@ def collect(
             entry.last_success_at = sync.last_success_at
             entry.last_error = sync.last_error
             entry.last_error_at = sync.last_error_at if sync.last_error else None
+            entry.retry_at = sync.retry_at if sync.last_error else None
         if entry.last_success_at is not None:
             entry.lag_seconds = max((now - entry.last_success_at).total_seconds(), 0.0)
         _mailbox_problems(status, entry, limit)
