@@ -225,3 +225,10 @@ def test_starttls_and_tls_mismatch_and_a_silent_server_within_the_timeout(
     )
     assert "no firewall drops the connection" in line
     assert took < 10, took
+
+
+def test_a_line_never_carries_control_characters() -> None:
+    from postdesk.health.doctor import Check
+
+    line = Check("mailbox 'x'", "FAIL", "server said \x1b[2Jhello\x07", "fix \r\n it").line()
+    assert line == "FAIL  mailbox 'x': server said \\x1b[2Jhello\\x07; fix: fix \\x0d\\x0a it"

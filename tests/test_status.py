@@ -156,6 +156,15 @@ def test_schema_behind_says_to_run_init(tmp_path: Path) -> None:
     assert cli("status").stdout.splitlines()[-1] == "healthy"  # no mailboxes, nothing queued
 
 
+def test_a_missing_sqlite_file_is_one_line_and_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing-here.db"
+    result = Cli(write_config(tmp_path, f"sqlite:///{missing}"))("status", code=1)
+    assert result.stderr.strip() == (
+        f"postdesk: error: database file {missing} does not exist; run `postdesk init`"
+    )
+    assert not missing.exists()
+
+
 def test_active_models_are_listed(tmp_path: Path, sqlite_url: str) -> None:
     cli = Cli(write_config(tmp_path, sqlite_url))
     cli("init")

@@ -33,15 +33,23 @@ def status(obj: Context, max_lag: float | None, as_json: bool) -> None:
       $ postdesk status
       $ postdesk status --json --max-lag 600
     """
+    from postdesk.errors import DatabaseError
     from postdesk.health.status import collect
+    from postdesk.models.db import sqlite_file
 
+    settings = obj.settings()
+    path = sqlite_file(settings.database.url)
+    if path is not None and not path.exists():
+        # Connecting would create an empty file; an older schema is reported, not refused.
+        raise DatabaseError(f"database file {path} does not exist; run `postdesk init`")
     limit = timedelta(seconds=max_lag) if max_lag is not None else None
-    found = collect(obj.settings(), obj.database(migrated=False), max_lag=limit)
+    found = collect(settings, obj.database(migrated=False), max_lag=limit)
     if as_json:
         print_json(found.as_json())
     else:
         for line in status_lines(found):
-            click.echo(line)
+            # A recorded error may quote a server: never let it drive the terminal.
+            click.echo("".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in line))
     if found.problems:
         fail(f"unhealthy: {len(found.problems)} problem(s), listed above")
 

@@ -59,8 +59,12 @@ class Check:
         return self.state == "FAIL"
 
     def line(self) -> str:
+        """The check as one line; control characters (a server's words may hold some)
+        are shown as escapes, so nothing a server sends can drive the terminal."""
         text = f"{self.state:<5} {self.name}: {self.detail}"
-        return f"{text}; fix: {self.fix}" if self.fix else text
+        if self.fix:
+            text += f"; fix: {self.fix}"
+        return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
 
 
 def _ok(name: str, detail: str) -> Check:
