@@ -8,6 +8,7 @@ import click
 
 from postdesk.clikit import Context, fail, json_option, pass_context, print_json
 from postdesk.health.status import Status, span
+from postdesk.termsafe import terminal_safe
 
 
 @click.command()
@@ -49,7 +50,7 @@ def status(obj: Context, max_lag: float | None, as_json: bool) -> None:
     else:
         for line in status_lines(found):
             # A recorded error may quote a server: never let it drive the terminal.
-            click.echo("".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in line))
+            click.echo(" ".join(terminal_safe(line).split("\n")))
     if found.problems:
         fail(f"unhealthy: {len(found.problems)} problem(s), listed above")
 

@@ -39,6 +39,7 @@ from postdesk.errors import ConfigError, DatabaseError
 from postdesk.ingest.imap import _describe, _tls_context
 from postdesk.models.db import Database, sqlite_file
 from postdesk.models.migrate import current_revision, head_revision
+from postdesk.termsafe import terminal_safe
 
 DEFAULT_TIMEOUT = 10.0
 # A missing folder's message lists at most this many of the folders that exist.
@@ -59,12 +60,11 @@ class Check:
         return self.state == "FAIL"
 
     def line(self) -> str:
-        """The check as one line; control characters (a server's words may hold some)
-        are shown as escapes, so nothing a server sends can drive the terminal."""
+        """The check as one line, made terminal-safe: a server's words may be in it."""
         text = f"{self.state:<5} {self.name}: {self.detail}"
         if self.fix:
             text += f"; fix: {self.fix}"
-        return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+        return " ".join(terminal_safe(text).split("\n"))
 
 
 def _ok(name: str, detail: str) -> Check:
