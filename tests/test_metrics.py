@@ -132,6 +132,13 @@ def test_counters_gauges_and_latency_after_passes(
         assert again[latency.format("count")] == 3
         # The failing mailbox waits out its back-off (a poll interval, 60 s): not tried again.
         assert again['postdesk_fetch_failures_total{mailbox="sales"}'] == 1
+
+        # New mail in a later pass is observed, once.
+        put(dovecot_server, mail_user, mails(1, seed=11))
+        metrics.record(service.run_once())
+        later = scrape(port)
+        assert later[latency.format("count")] == 4
+        assert later['postdesk_messages_ingested_total{mailbox="support"}'] == 5
     finally:
         metrics.close()
 

@@ -13,8 +13,9 @@ Two kinds of numbers:
   database (a person retrying quarantined mail, another instance sending the outbox).
 
 The latency histogram observes every message the database shows processed since the
-previous pass, whichever instance processed it; with several instances, read it from
-one. The endpoint has no authentication: listen on loopback or a private network.
+previous pass, whichever instance processed it (with several instances, read it from
+one), except quarantined mail a person retried: waiting for that person is not
+processing latency. The endpoint has no authentication: listen on loopback or a private network.
 
 prometheus-client is the `metrics` extra (`pip install 'postdesk[metrics]'`): most
 installations never scrape, and the service imports it only when `[metrics] listen` is
@@ -29,8 +30,9 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from postdesk.config import Settings, listen_address
 from postdesk.errors import ConfigError, PostdeskError
@@ -175,6 +177,12 @@ class Metrics:
             self.fetch_failures.labels(box.name)
         r.register(DatabaseCollector(settings, db))
         self._since = now()
+        self._floor = 0
+        try:
+            with db.read_session() as session:
+                self._floor = self._next_floor(session)
+        except SQLAlchemyError as exc:
+            log.warning("metrics: cannot read the database yet: %s", _reason(exc))
         self._server: Any = None
 
     def record(self, result: PassResult) -> None:
@@ -204,20 +212,38 @@ class Metrics:
                     )
                 ).scalars():
                     self.quarantined.labels(names.get(mailbox_id, NO_MAILBOX)).inc()
+            # Only ids above the floor can have been processed since the last pass (the
+            # index on status and id finds them without reading the whole table).
             rows = session.execute(
                 select(RawMessage.mailbox_id, RawMessage.received_at, RawMessage.processed_at)
                 .where(
                     RawMessage.status == RawStatus.PROCESSED,
+                    RawMessage.id > self._floor,
                     RawMessage.processed_at > self._since,
                 )
                 .order_by(RawMessage.processed_at)
             ).all()
+            self._floor = self._next_floor(session)
         for mailbox_id, received_at, processed_at in rows:
             if processed_at is None:  # the query excludes it; for the type checker
                 continue
             seconds = max((processed_at - received_at).total_seconds(), 0.0)
             self.latency.labels(names.get(mailbox_id, NO_MAILBOX)).observe(seconds)
             self._since = max(self._since, processed_at)
+
+    @staticmethod
+    def _next_floor(session: Session) -> int:
+        """The highest id below every message that may be processed from now on: those
+        pending now and those stored later. (A quarantined message a person retries is
+        left out: the wait for that person is not processing latency.)"""
+        # The highest id first: a message stored between the two reads is above it.
+        highest = session.execute(select(func.max(RawMessage.id))).scalar_one()
+        pending = session.execute(
+            select(func.min(RawMessage.id)).where(RawMessage.status == RawStatus.PENDING)
+        ).scalar_one()
+        if pending is not None:
+            return min(int(pending) - 1, int(highest or 0))
+        return int(highest or 0)
 
     def serve(self) -> tuple[str, int]:
         """Start the HTTP endpoint in a background thread; the address it listens on."""
