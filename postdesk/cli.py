@@ -38,6 +38,8 @@ from postdesk.clikit import (
     terminal_safe,
 )
 from postdesk.errors import ConfigError, PostdeskError
+from postdesk.health.cli import doctor as doctor_command
+from postdesk.health.cli import status as status_command
 from postdesk.models import RawStatus
 from postdesk.models.migrate import upgrade
 from postdesk.notify.cli import outbox as outbox_commands
@@ -218,7 +220,12 @@ def run(obj: Context, once: bool, log_format: str) -> None:
             ):
                 sys.exit(1)
         else:
-            service.run_forever(notifier=notifier)
+            from postdesk.health.metrics import served
+
+            # The summary of each pass is a log line (daemon.py); the callback only
+            # records the metrics when [metrics] listen is set.
+            with served(service.settings, service.db) as on_pass:
+                service.run_forever(on_pass, notifier=notifier)
     logging.getLogger("postdesk").info("postdesk stopped", extra={"event": "stopped"})
 
 
@@ -1098,7 +1105,14 @@ def inbound_discard(obj: Context, ids: tuple[int, ...]) -> None:
 
 
 # Each feature's commands live beside the feature and are registered here, in one place.
-for feature_commands in (model_commands, outbox_commands, qa_commands, kpi_command):
+for feature_commands in (
+    model_commands,
+    outbox_commands,
+    qa_commands,
+    kpi_command,
+    status_command,
+    doctor_command,
+):
     main.add_command(feature_commands)
 
 if __name__ == "__main__":  # pragma: no cover

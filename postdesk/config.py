@@ -439,6 +439,36 @@ class OutboxSettings:
     batch_size: int = field(default=50, metadata=option(_positive))
 
 
+_LISTEN = re.compile(r"\[?([0-9A-Za-z.:-]{1,253}?)\]?:(\d{1,5})")
+
+
+def _listen_address(value: str, key: Key) -> str:
+    if value and not _LISTEN.fullmatch(value):
+        raise key.fail(f'got {value!r}; expected "host:port", e.g. "127.0.0.1:9108"')
+    if value and not 0 < int(value.rsplit(":", 1)[1]) < 65536:
+        raise key.fail(f"got {value!r}; the port must be 1 to 65535")
+    return value
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """The host and port of a checked `[metrics] listen` value ("[::1]:9108" too)."""
+    found = _LISTEN.fullmatch(value)
+    assert found is not None, value
+    return found.group(1), int(found.group(2))
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """The Prometheus endpoint of `postdesk run` (postdesk/health/metrics.py).
+
+    Off unless `listen` is set, e.g. "127.0.0.1:9108"; it needs the `metrics` extra
+    (`pip install 'postdesk[metrics]'`). The endpoint has no authentication: listen on
+    loopback or a private network only.
+    """
+
+    listen: str = field(default="", metadata=option(_listen_address))
+
+
 @dataclass(frozen=True)
 class NotifySettings:
     """The mail postdesk writes: its templates, and how much automatic mail anyone gets."""
@@ -857,6 +887,7 @@ class Settings:
     processing: ProcessingSettings = field(default_factory=ProcessingSettings)
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     threading: ThreadingSettings = field(default_factory=ThreadingSettings)
     authentication: AuthenticationSettings = field(default_factory=AuthenticationSettings)

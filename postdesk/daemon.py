@@ -399,7 +399,8 @@ class Service:
             extra={"mailbox": box.name, "event": "mailbox_failed"},
         )
         try:
-            record_failure(self.db, mailbox_id, box.folder, message)
+            retry_at = self.now() + timedelta(seconds=wait)
+            record_failure(self.db, mailbox_id, box.folder, message, retry_at=retry_at)
         except SQLAlchemyError as exc:
             log.error("mailbox %s: could not record the failure: %s", box.name, exc)
 

@@ -193,6 +193,6 @@ def test_every_section_lists_its_keys_from_the_dataclass(tmp_path: Path) -> None
     top = error({**DB, "x": 1}, tmp_path)
     assert top.problem == (
         "unknown key (allowed: agent, authentication, calendar, data_dir, database, "
-        "display_timezone, limits, mailbox, notify, outbox, processing, run, sla, smtp, threading, "
-        "triage)"
+        "display_timezone, limits, mailbox, metrics, notify, outbox, processing, run, sla, "
+        "smtp, threading, triage)"
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -113,7 +114,11 @@ class FolderFetcher:
         self, session: Session, sync_id: int, uidvalidity: int, completed: bool
     ) -> None:
         """The pass worked: forget the last error; a finished resync is over."""
-        values: dict[str, object] = {"last_error": None, "last_success_at": utcnow()}
+        values: dict[str, object] = {
+            "last_error": None,
+            "retry_at": None,
+            "last_success_at": utcnow(),
+        }
         if completed:
             # Every UID that existed when the pass began has been matched or fetched, so
             # whatever arrives later is new mail, whatever resync_until_uid still says
@@ -372,8 +377,10 @@ def ensure_sync_row(session: Session, mailbox_id: int, folder: str) -> int:
     ).scalar_one()
 
 
-def record_failure(db: Database, mailbox_id: int, folder: str, error: str) -> None:
-    """Remember the last error of a folder, for `postdesk` status output.
+def record_failure(
+    db: Database, mailbox_id: int, folder: str, error: str, *, retry_at: datetime | None = None
+) -> None:
+    """Remember the last error of a folder, and when it is tried again, for `postdesk status`.
 
     The folder's sync row is created if need be: a mailbox whose very first pass fails
     (a wrong password, say) has none yet, and its error must be recorded all the same.
@@ -383,5 +390,5 @@ def record_failure(db: Database, mailbox_id: int, folder: str, error: str) -> No
         session.execute(
             update(MailboxSync)
             .where(MailboxSync.id == sync_id)
-            .values(last_error=" ".join(error.split()), last_error_at=utcnow())
+            .values(last_error=" ".join(error.split()), last_error_at=utcnow(), retry_at=retry_at)
         )

@@ -87,6 +87,8 @@ class MailboxSync(Base):
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # While the last attempt failed: when the service means to try again (its back-off).
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     mailbox: Mapped[Mailbox] = relationship()
 
