@@ -187,7 +187,11 @@ def test_a_broken_model_leaves_tickets_unclassified_not_quarantined(
 def test_run_retrains_on_schedule_from_peoples_labels(tmp_path: Path, sqlite_url: str) -> None:
     """`[triage] retrain_interval_hours`: `postdesk run` retrains between passes when due,
     on the labels people gave, and the next pass classifies with the new model."""
-    config = write_config(tmp_path, sqlite_url, "[triage]\nretrain_interval_hours = 24\n")
+    config = write_config(
+        tmp_path,
+        sqlite_url,
+        '[triage]\nretrain_interval_hours = 24\ncategories = ["billing", "sales", "technical"]\n',
+    )
     cli(config, "init")
     data = synthetic(CATEGORIES, n=45, seed=4)
     emls = tmp_path / "history"
