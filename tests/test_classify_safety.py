@@ -13,6 +13,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from postdesk.classify.data import (
@@ -308,3 +309,27 @@ def test_model_label_knows_configured_categories_and_the_active_models(
     cli("model", "train", "--csv", str(data), "--text", "title,body", "--label", "category")
     out = cli("model", "label", str(ticket), "--category", "sales", *who).stdout
     assert "recorded as set by agent@example.com" in out
+
+
+def test_label_offsets_live_in_the_stored_model_and_the_fast_scorer(tmp_path: Path) -> None:
+    from postdesk.classify.scorer import LinearScorer
+    from postdesk.classify.store import load_model_file, save_model_file
+
+    # A small label among big ones, its words shared with them: a boundary worth moving.
+    vocab = {
+        "billing": CATEGORIES["billing"],
+        "technical": CATEGORIES["technical"],
+        "sales": "price quote demo plan invoice error",
+    }
+    data = synthetic(vocab, n=300, noise=0.3, seed=9)
+    keep = [i for i, label in enumerate(data.labels) if label != "sales" or i % 4 == 0]
+    data = data.subset(keep)
+    model = train_model(data, target="category", n_jobs=1)
+    offsets = model.metadata["cv"].get("label_offsets")
+    assert offsets and any(offsets.values()), model.metadata["cv"]
+    again = load_model_file(save_model_file(model, tmp_path / "m.skops"))
+    scorer = LinearScorer.from_pipeline(again.pipeline)
+    assert scorer is not None and scorer.agrees_with(again.pipeline)
+    rows = data.rows()[:30]
+    got = np.vstack([scorer.proba(s, b) for s, b in rows])
+    np.testing.assert_allclose(got, again.pipeline.predict_proba(rows), rtol=1e-9, atol=1e-12)
