@@ -5,11 +5,20 @@ For every dataset and target, postdesk's model and the plain baseline (TF-IDF wo
 otherwise) are trained and measured the same way, through the functions behind
 `postdesk model train` / `evaluate`:
 
-- tickets-endava-it, category and ticket_type: stratified 80/20 split, seed 1
-  (`train --holdout 0.2 --seed 1`, then `evaluate MODEL --holdout 0.2 --seed 1`);
-- tickets-multilang-helpdesk (the multilingual file), queue, priority and type: 5-fold
-  cross-validation of the whole training procedure (`evaluate --cv 5`);
-- persian-snappfood-comments: train on dev.csv, evaluate on test.csv.
+- tickets-endava-it, category and ticket_type: a grouped 80/20 split, seed 1
+  (`data.grouped_holdout_split`: stratified by label, near-duplicate tickets never on
+  both sides);
+- tickets-multilang-helpdesk (the multilingual file), queue, priority and type: a
+  grouped 80/20 split, seed 1 (about 40% of these tickets have a near-copy or
+  translation, which random splits would put on both sides);
+- persian-snappfood-comments: train on dev.csv, evaluate on test.csv (separate files,
+  no comment in both);
+- intents-bitext-customer-support, category: grouped 80/20 split, seed 1.
+
+None of these sets has ticket times, so no split here is time-ordered. Every model is
+tuned only on its training part (grouped folds inside it); the held-out part is scored
+once. The verdict asks postdesk to be ahead by MARGIN macro-F1 and its confident
+predictions to reach the target precision.
 
 Columns: macro-F1 and accuracy on held-out data; coverage = share of held-out tickets
 whose prediction reaches the model's confidence threshold (chosen at training time for
@@ -37,9 +46,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from postdesk.classify.data import LabelledData, holdout_split, read_csv
+from postdesk.classify.data import LabelledData, grouped_holdout_split, read_csv
 from postdesk.classify.store import ModelStore
-from postdesk.classify.training import cross_evaluate, train_model
+from postdesk.classify.training import train_model
 from postdesk.classify.triage import Triage
 from postdesk.config import DatabaseSettings, Settings, TriageSettings
 
@@ -47,7 +56,9 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ENDAVA = SHARED_DATA / "tickets-endava-it" / "all_tickets_first5431.csv"
 MULTILANG = SHARED_DATA / "tickets-multilang-helpdesk" / "helpdesk_customer_multi_lang_tickets.csv"
 SNAPPFOOD = SHARED_DATA / "persian-snappfood-comments"
+BITEXT = SHARED_DATA / "intents-bitext-customer-support" / "TrainingdatasetBitextsample.csv"
 TARGET_PRECISION = 0.9
+MARGIN = 0.02
 
 
 @dataclass
@@ -62,7 +73,7 @@ class Row:
 
 def _holdout(path: Path, text: list[str], label: str) -> tuple[LabelledData, LabelledData]:
     data = read_csv(path, text, label)
-    train, test = holdout_split(data.labels, 0.2, 1)
+    train, test = grouped_holdout_split(data, 0.2, 1)
     return data.subset(train), data.subset(test)
 
 
@@ -77,22 +88,13 @@ def _train_test(
         )
         seconds = time.perf_counter() - started
         kind = "baseline" if baseline else "postdesk"
-        rows.append(Row(name, target, protocol, kind, model.evaluate(test), seconds))
-    return rows
-
-
-def _cv(name: str, target: str, data: LabelledData) -> list[Row]:
-    rows = []
-    for baseline in (True, False):
-        started = time.perf_counter()
-        result = cross_evaluate(
-            data, target=target, folds=5, baseline=baseline, target_precision=TARGET_PRECISION
+        result = model.evaluate(test)
+        print(
+            f"... {name} {target} {kind}: macro-F1 {result['macro_f1']:.4f} ({seconds:.0f} s)",
+            file=sys.stderr,
+            flush=True,
         )
-        seconds = time.perf_counter() - started
-        kind = "baseline" if baseline else "postdesk"
-        # Per-model training time: the mean over the folds.
-        per_fold = statistics.mean(f["training_seconds"] for f in result["folds"])
-        rows.append(Row(name, target, "5-fold CV", kind, result, per_fold or seconds / 5))
+        rows.append(Row(name, target, protocol, kind, result, seconds))
     return rows
 
 
@@ -101,15 +103,17 @@ def endava() -> list[Row]:
     for label in ("category", "ticket_type"):
         train, test = _holdout(ENDAVA, ["title", "body"], label)
         # `train --holdout 0.2 --seed 1` uses the seed for the split and the folds alike.
-        rows += _train_test("tickets-endava-it", label, "80/20 seed 1", train, test, seed=1)
+        rows += _train_test("tickets-endava-it", label, "grouped 80/20", train, test, seed=1)
     return rows
 
 
 def multilang() -> list[Row]:
     rows = []
     for label in ("queue", "priority", "type"):
-        data = read_csv(MULTILANG, ["subject", "body"], label)
-        rows += _cv("tickets-multilang-helpdesk", label, data)
+        train, test = _holdout(MULTILANG, ["subject", "body"], label)
+        rows += _train_test(
+            "tickets-multilang-helpdesk", label, "grouped 80/20", train, test, seed=1
+        )
     return rows
 
 
@@ -119,10 +123,18 @@ def snappfood() -> list[Row]:
     return _train_test("persian-snappfood-comments", "label", "dev -> test", train, test, seed=0)
 
 
+def bitext() -> list[Row]:
+    train, test = _holdout(BITEXT, ["utterance"], "category")
+    return _train_test(
+        "intents-bitext-customer-sup", "category", "grouped 80/20", train, test, seed=1
+    )
+
+
 DATASETS: dict[str, Callable[[], list[Row]]] = {
     "endava": endava,
     "multilang": multilang,
     "snappfood": snappfood,
+    "bitext": bitext,
 }
 
 
@@ -147,12 +159,13 @@ def print_table(rows: list[Row]) -> bool:
         if row.model == "baseline":
             baseline_f1[(row.dataset, row.target)] = r["macro_f1"]
         else:
-            beats = r["macro_f1"] > baseline_f1.get((row.dataset, row.target), -1.0)
+            beats = r["macro_f1"] >= baseline_f1.get((row.dataset, row.target), 1.0) + MARGIN
             precise = r["confident_precision"] is None or (
                 r["confident_precision"] >= TARGET_PRECISION
             )
             ok &= beats and precise
-            verdict = ("  beats baseline" if beats else "  NOT above baseline") + (
+            ahead = r["macro_f1"] - baseline_f1.get((row.dataset, row.target), 0.0)
+            verdict = (f"  {ahead:+.4f} " + ("ahead" if beats else f"NOT ahead by {MARGIN}")) + (
                 "" if precise else ", precision BELOW target"
             )
         print(
@@ -289,6 +302,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=sorted(DATASETS), action="append")
     parser.add_argument("--latency-only", action="store_true", help="skip the accuracy table")
+    parser.add_argument(
+        "--accuracy-only", action="store_true", help="skip training time and latency"
+    )
     args = parser.parse_args()
     if not SHARED_DATA.is_dir():
         print(f"the public corpora are not at {SHARED_DATA}; nothing to measure")
@@ -302,6 +318,9 @@ def main() -> int:
         print()
         ok = print_table(rows)
         print()
+    if args.accuracy_only:
+        print("accuracy criteria met" if ok else "SOME CRITERION NOT MET")
+        return 0 if ok else 1
     name, count, seconds = training_time()
     print(f"training on the largest dataset ({name}, {count} tickets): {seconds:.1f} s")
     median, p99, worst, versions = latency()

@@ -527,6 +527,18 @@ def _precision(value: float, key: Key) -> float:
     return value
 
 
+def _stripped_label(value: str, key: Key) -> str:
+    if not value.strip():
+        raise key.fail("a category cannot be empty")
+    return value.strip()
+
+
+def _share(value: float, key: Key) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise key.fail("expected a share from 0 to 1")
+    return value
+
+
 def _never_or_positive(value: float, key: Key) -> float:
     if value < 0:
         raise key.fail("must be 0 (never) or positive")
@@ -587,7 +599,10 @@ class TriageSettings:
     `target_precision` is what a prediction must reach to be applied without a human:
     each model's confidence threshold is chosen at training time so that predictions
     above it were at least this precise on held-out data; below it a ticket is marked
-    needs-triage. The priority rules only ever raise a priority: a ticket gets the
+    needs-triage. A newly trained model becomes active by itself only if at least
+    `min_coverage` of held-out tickets reach that threshold. `categories` lists the
+    categories people may give (`postdesk model label`); empty means the active model's
+    and those already given. The priority rules only ever raise a priority: a ticket gets the
     highest of what the rules and a confident model say. `priority_levels` orders the
     priorities from lowest to highest; `keywords` maps a priority to words that raise a
     ticket to it; `matrix` maps (impact, urgency) to a priority and applies when models
@@ -595,6 +610,8 @@ class TriageSettings:
     """
 
     target_precision: float = field(default=0.9, metadata=option(_precision))
+    min_coverage: float = field(default=0.3, metadata=option(_share))
+    categories: tuple[str, ...] = field(default=(), metadata=option(each(_stripped_label)))
     retrain_interval_hours: float = field(default=0.0, metadata=option(_never_or_positive))
     priority_levels: tuple[str, ...] = field(
         default=DEFAULT_PRIORITY_LEVELS, metadata=option(_priority_levels)

@@ -725,7 +725,7 @@ def test_cli_train_evaluate_predict_list_show_from_csv(
     assert [(m["version"], m["active"]) for m in listed] == [("category-1", True)]
     shown = json.loads(cli("model", "show", "category-1", "--json").stdout)
     assert shown["data"]["source"]["path"] == str(data)
-    assert "CV macro-F1" in cli("model", "show", "category").stdout
+    assert "held-out macro-F1" in cli("model", "show", "category").stdout
 
 
 def test_cli_holdout_split_and_out_file(cli: Cli, tmp_path: Path, categories: LabelledData) -> None:
@@ -748,7 +748,8 @@ def test_cli_holdout_split_and_out_file(cli: Cli, tmp_path: Path, categories: La
         str(model),
     )
     meta = json.loads(cli("model", "show", str(model), "--json").stdout)
-    assert meta["data"]["rows"] == 180 and meta["data"]["source"]["part"] == "train"
+    trained_on = meta["data"]["rows"]
+    assert 170 <= trained_on <= 190 and meta["data"]["source"]["part"] == "train"
     result = json.loads(
         cli(
             "model",
@@ -767,7 +768,7 @@ def test_cli_holdout_split_and_out_file(cli: Cli, tmp_path: Path, categories: La
             "--json",
         ).stdout
     )
-    assert result["rows"] == 60
+    assert result["rows"] + trained_on == 240  # the held-out part is the rest
     assert json.loads(cli("model", "list", "--json").stdout) == []  # --out bypasses the store
 
 
@@ -862,8 +863,14 @@ def test_cli_label_then_train_from_db(cli: Cli, categories: LabelledData) -> Non
         ]
     db.dispose()
     cli("model", "train", "--from-db", code=1)  # nobody labelled anything yet
+    seen: set[str] = set()
     for ticket_id, label in zip(ids, categories.labels, strict=False):
-        cli("model", "label", str(ticket_id), "--category", label, "--as", "agent@example.com")
+        # Nothing is known yet: the first label of each category adds it, on purpose.
+        new = [] if label in seen else ["--new-category"]
+        seen.add(label)
+        cli(
+            "model", "label", str(ticket_id), "--category", label, *new, "--as", "agent@example.com"
+        )
     out = cli("model", "train", "--from-db").stdout
     assert "category-1 is now the active category model" in out
     assert "priority: not trained: no ticket has a priority set" in out

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from postdesk.classify.data import holdout_split, read_csv
+from postdesk.classify.data import grouped_holdout_split, read_csv
 from postdesk.classify.store import ModelStore
 from postdesk.classify.training import train_model
 from postdesk.classify.triage import Triage
@@ -83,8 +83,14 @@ def test_multilingual_tickets_through_the_cli(tmp_path: Path) -> None:
     evaluated = runner.invoke(main, ["model", "evaluate", str(out), *common, *split, "--json"])
     assert evaluated.exit_code == 0, evaluated.output
     result = json.loads(evaluated.stdout)
-    _, held_out = holdout_split([r["type"] for r in rows], 0.2, 1)
+    _, held_out = grouped_holdout_split(read_csv(data, ["subject", "body"], "type"), 0.2, 1)
     assert result["rows"] == len(held_out)
     assert set(result["per_class"]) == {"Change", "Incident", "Problem", "Request"}
     assert result["macro_f1"] > 0.6
-    assert result["confident_precision"] >= 0.85
+    # Measured on tickets unlike the training ones (near-duplicates kept on one side), a
+    # model of half this small set may find no region where type reaches precision 0.9;
+    # then it claims none, and where it claims one, it holds.
+    if result["threshold"] is None:
+        assert result["coverage"] == 0.0 and result["confident_precision"] is None
+    else:
+        assert result["confident_precision"] >= 0.85

@@ -193,7 +193,8 @@ def test_run_retrains_on_schedule_from_peoples_labels(tmp_path: Path, sqlite_url
     config = write_config(
         tmp_path,
         sqlite_url,
-        "[run]\npoll_interval = 0.01\n\n[triage]\nretrain_interval_hours = 24\n",
+        "[run]\npoll_interval = 0.01\n\n[triage]\nretrain_interval_hours = 24\n"
+        'categories = ["billing", "sales", "technical"]\n',
     )
     cli(config, "init")
     data = synthetic(CATEGORIES, n=45, seed=4)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from postdesk.classify.errors import ModelError, TrainingDataError
-from postdesk.clikit import Context, json_option, pass_context, print_json
+from postdesk.clikit import TICKET_NUMBER, Context, json_option, pass_context, print_json
 from postdesk.config import CONFIG_ENV, DEFAULT_CONFIG, Settings
 from postdesk.errors import PostdeskError
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 # runs, so the rest of postdesk's CLI does not pay for them.
 
 DEFAULT_TARGET_PRECISION = 0.9
+# The same value as training.NO_CONFIDENT_REGION, without importing scikit-learn for it.
+NO_CONFIDENT_REGION = 1.0 - 1e-6
 
 
 class _TerminalProgress:
@@ -59,8 +62,29 @@ class _TerminalProgress:
         self.stage = None
 
 
-def _progress() -> Progress | None:
-    return _TerminalProgress() if sys.stderr.isatty() else None
+class _LineProgress:
+    """Training progress when stderr is not a terminal (a log, a pipe): a line when a
+    stage starts and one when it ends, with its time, so a long run is never silent."""
+
+    def __init__(self) -> None:
+        self.stage: str | None = None
+        self.started = 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != self.stage:
+            self.stage = stage
+            self.started = time.monotonic()
+            steps = f" ({total} steps)" if total > 1 else ""
+            click.echo(f"training: {stage}{steps}...", err=True)
+        if done >= total:
+            click.echo(
+                f"training: {stage} done in {time.monotonic() - self.started:.1f}s", err=True
+            )
+            self.stage = None
+
+
+def _progress() -> Progress:
+    return _TerminalProgress() if sys.stderr.isatty() else _LineProgress()
 
 
 def _optional_settings(obj: Context) -> Settings | None:
@@ -122,11 +146,12 @@ def _csv_data(
 
 
 def _split(data: LabelledData, holdout: float | None, seed: int, part: str) -> LabelledData:
-    from postdesk.classify.data import LabelledData, holdout_split
+    from postdesk.classify.data import LabelledData, grouped_holdout_split
 
     if holdout is None:
         return data
-    train, test = holdout_split(data.labels, holdout, seed)
+    # Near-duplicates on one side, as in every held-out number postdesk reports.
+    train, test = grouped_holdout_split(data, holdout, seed)
     chosen = train if part == "train" else test
     source = {**data.source, "holdout": holdout, "seed": seed, "part": part}
     subset = data.subset(chosen)
@@ -137,13 +162,41 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _threshold_words(threshold: Any, target_precision: Any) -> str:
+    if threshold is None or float(threshold) >= NO_CONFIDENT_REGION:
+        return (
+            f"no confident region: no threshold reaches precision {target_precision}, "
+            "every ticket goes to needs-triage"
+        )
+    return f"threshold {float(threshold):.3f}"
+
+
 def _cv_line(meta: dict[str, Any]) -> str:
     cv = meta["cv"]
     return (
-        f"CV macro-F1 {cv['macro_f1']:.3f}, accuracy {cv['accuracy']:.3f}, "
+        f"held-out macro-F1 {cv['macro_f1']:.3f}, accuracy {cv['accuracy']:.3f}, "
         f"coverage {cv['coverage']:.3f} at precision >= {meta['target_precision']} "
-        f"(threshold {_pct(meta.get('threshold'))})"
+        f"({_threshold_words(meta.get('threshold'), meta['target_precision'])})"
     )
+
+
+def _print_metrics(meta: dict[str, Any]) -> None:
+    """What training measured on held-out folds: the summary line and each label's scores."""
+    cv = meta["cv"]
+    click.echo(f"  {_cv_line(meta)}")
+    split = cv.get("split")
+    if split:
+        click.echo(f"  held-out folds: {split}")
+    per_class = cv.get("per_class") or {}
+    if not per_class:
+        return
+    width = max([len(str(label)) for label in per_class] + [5])
+    click.echo(f"  {'label':<{width}}  precision  recall      f1  support")
+    for name, row in per_class.items():
+        click.echo(
+            f"  {name:<{width}}  {row['precision']:>9.3f}  {row['recall']:>6.3f}  "
+            f"{row['f1']:>6.3f}  {row['support']:>7}"
+        )
 
 
 @click.group()
@@ -178,7 +231,7 @@ def model() -> None:
     "--holdout",
     type=float,
     metavar="FRACTION",
-    help="Leave this stratified share of the CSV out (see `evaluate --holdout`).",
+    help="Leave this share of the CSV out, near-duplicates together (see `evaluate --holdout`).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for splits and folds.")
 @click.option("--baseline", is_flag=True, help="Train the plain reference model instead.")
@@ -187,7 +240,12 @@ def model() -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write the model to this file instead of the model store.",
 )
-@click.option("--force", is_flag=True, help="Activate the new model even if it is worse.")
+@click.option("--force", is_flag=True, help="Activate the new model whatever the checks say.")
+@click.option(
+    "--accept-labels",
+    is_flag=True,
+    help="Let a model that adds labels to the active model's become active.",
+)
 @click.option(
     "--target-precision",
     type=float,
@@ -209,13 +267,17 @@ def train(
     baseline: bool,
     out: Path | None,
     force: bool,
+    accept_labels: bool,
     target_precision: float | None,
     as_json: bool,
 ) -> None:
     """Train a model from a CSV export or from the tickets in the database.
 
-    A model trained into the store becomes active only if its cross-validated macro-F1
-    is not worse than the active model's on the same data (unless --force).
+    A model trained into the store becomes active by itself only if its coverage at the
+    target precision reaches [triage] min_coverage, it predicts the active model's labels
+    (more only with --accept-labels), and its held-out macro-F1 is not worse than the
+    active model's on the same split. Otherwise it is stored and `model promote`
+    activates it; --force activates it anyway.
 
     \b
     Example:
@@ -228,7 +290,7 @@ def train(
     if from_db:
         if csv_path is not None or out is not None or holdout is not None or baseline:
             raise PostdeskError("--from-db trains into the store; drop --csv/--out/--holdout")
-        _train_from_db(obj, target, force, seed, as_json)
+        _train_from_db(obj, target, force, accept_labels, seed, as_json)
         return
     data = _split(_csv_data(csv_path, text, label, delimiter), holdout, seed, "train")
     name = check_target(target or (label or "").strip().lower().replace("-", "_"))
@@ -249,20 +311,38 @@ def train(
             return
         click.echo(
             f"trained a {name} model on {trained.metadata['data']['rows']} tickets in "
-            f"{trained.metadata['training_seconds']:.1f}s: {_cv_line(trained.metadata)}"
+            f"{trained.metadata['training_seconds']:.1f}s"
         )
+        _print_metrics(trained.metadata)
         click.echo(f"wrote {out}")
         return
     from postdesk.classify.promotion import register_model
 
-    registration = register_model(_store(obj), trained, data, force=force, progress=progress)
+    settings = obj.settings()
+    registration = register_model(
+        _store(obj),
+        trained,
+        data,
+        force=force,
+        accept_labels=accept_labels,
+        min_coverage=settings.triage.min_coverage,
+        progress=progress,
+    )
     if as_json:
-        print_json({**trained.metadata, "activated": registration.activated})
+        print_json(
+            {
+                **trained.metadata,
+                "version": registration.version,
+                "activated": registration.activated,
+                "reason": registration.reason,
+            }
+        )
         return
     click.echo(
         f"trained {registration.version} on {trained.metadata['data']['rows']} tickets in "
-        f"{trained.metadata['training_seconds']:.1f}s: {_cv_line(trained.metadata)}"
+        f"{trained.metadata['training_seconds']:.1f}s"
     )
+    _print_metrics(trained.metadata)
     _report_registration(registration)
 
 
@@ -276,7 +356,9 @@ def _report_registration(registration: Any) -> None:
         click.echo(f"{registration.version} was not activated: {registration.reason}")
 
 
-def _train_from_db(obj: Context, target: str | None, force: bool, seed: int, as_json: bool) -> None:
+def _train_from_db(
+    obj: Context, target: str | None, force: bool, accept_labels: bool, seed: int, as_json: bool
+) -> None:
     from postdesk.classify.promotion import retrain_from_db
     from postdesk.classify.triage import TICKET_TARGETS
 
@@ -288,9 +370,11 @@ def _train_from_db(obj: Context, target: str | None, force: bool, seed: int, as_
         obj.database(),
         targets=targets,
         force=force,
+        accept_labels=accept_labels,
         seed=seed,
         progress=_progress(),
     )
+    store = _store(obj)
     if as_json:
         print_json(
             [
@@ -300,6 +384,9 @@ def _train_from_db(obj: Context, target: str | None, force: bool, seed: int, as_
                     "version": o.registration.version if o.registration else None,
                     "activated": o.registration.activated if o.registration else False,
                     "reason": o.registration.reason if o.registration else None,
+                    "cv": store.metadata(o.registration.version).get("cv")
+                    if o.registration
+                    else None,
                 }
                 for o in outcomes
             ]
@@ -309,6 +396,12 @@ def _train_from_db(obj: Context, target: str | None, force: bool, seed: int, as_
             if outcome.registration is None:
                 click.echo(f"{outcome.target}: not trained: {outcome.skipped}")
             else:
+                meta = store.metadata(outcome.registration.version)
+                click.echo(
+                    f"trained {outcome.registration.version} on {meta['data']['rows']} "
+                    f"tickets in {meta['training_seconds']:.1f}s"
+                )
+                _print_metrics(meta)
                 _report_registration(outcome.registration)
     if all(o.registration is None for o in outcomes):
         raise TrainingDataError("no model was trained (see above)")
@@ -445,19 +538,41 @@ def predict(obj: Context, model_ref: str, text: str, subject: str, as_json: bool
     probability = float(probabilities[0])
     threshold = trained.threshold
     confident = threshold is not None and probability >= threshold
+    name = trained.version or model_ref
+    precision = trained.target_precision
+    if threshold is None:
+        words = (
+            f"{name} has no confident region (no threshold reaches precision {precision}), so "
+            "every ticket goes to needs-triage"
+        )
+    elif confident:
+        words = f"at or above {name}'s threshold {threshold:.3f} (precision {precision}): applied"
+    else:
+        words = (
+            f"below {name}'s threshold {threshold:.3f} (precision {precision}): unsure, the "
+            "ticket goes to needs-triage"
+        )
     result = {
-        "model": trained.version or model_ref,
+        "model": name,
         "target": trained.target,
         "label": labels[0],
         "probability": round(probability, 4),
         "threshold": threshold,
+        "target_precision": precision,
+        "confident_region": threshold is not None,
         "needs_triage": not confident,
+        "explanation": f"guess {labels[0]!r} with probability {probability:.3f}; {words}",
     }
     if as_json:
         print_json(result)
         return
-    verdict = "confident" if confident else "unsure: needs-triage"
-    click.echo(f"{labels[0]}  (p={probability:.3f}, {verdict}; model {result['model']})")
+    click.echo(f"guess        {labels[0]}")
+    click.echo(f"probability  {probability:.3f}")
+    click.echo(
+        "threshold    "
+        + (f"{threshold:.3f} for precision {precision}" if threshold is not None else "none")
+    )
+    click.echo(f"verdict      {words}")
 
 
 @model.command("list")
@@ -570,11 +685,12 @@ def rollback(obj: Context, target: str) -> None:
 
 
 @model.command()
-@click.argument("number", type=int)
+@click.argument("number", type=TICKET_NUMBER)
 @click.option("--category", metavar="NAME", help="Set the category.")
 @click.option("--priority", metavar="NAME", help="Set the priority.")
 @click.option("--confirm", is_flag=True, help="Confirm the current category and priority.")
-@click.option("--as", "actor", metavar="EMAIL", default="cli", help="Who is labelling.")
+@click.option("--new-category", is_flag=True, help="The --category is a new one (not yet known).")
+@click.option("--as", "actor", metavar="EMAIL", help="Who is labelling (an email address).")
 @pass_context
 def label(
     obj: Context,
@@ -582,23 +698,44 @@ def label(
     category: str | None,
     priority: str | None,
     confirm: bool,
-    actor: str,
+    new_category: bool,
+    actor: str | None,
 ) -> None:
     """Set or confirm ticket NUMBER's category/priority: training data for the next model.
+
+    A category must be known ([triage] categories, the active model's, or one people
+    already gave) unless --new-category; a priority one of [triage] priority_levels. A
+    merged ticket is refused: label the ticket it was merged into.
 
     \b
     Example:
       $ postdesk model label 42 --category billing
       $ postdesk model label 42 --confirm
     """
-    from postdesk.classify.labels import record_label
+    from postdesk.classify.labels import (
+        check_label,
+        check_labeller,
+        check_not_merged,
+        record_label,
+    )
     from postdesk.tickets.views import current_labels
 
     if not (category or priority or confirm):
         raise PostdeskError("give --category, --priority or --confirm")
+    if new_category and not category:
+        raise PostdeskError("--new-category goes with --category NAME")
+    actor = check_labeller(actor) if actor is not None else "cli"
+    settings = obj.settings()
     with obj.database().transaction() as session:
         conn = session.connection()
         current = current_labels(conn, number)
+        check_not_merged(conn, number)
+        if category is not None:
+            category = check_label(
+                conn, settings, number, "category", category, new_category=new_category
+            )
+        if priority is not None:
+            priority = check_label(conn, settings, number, "priority", priority)
         changes = {"category": category, "priority": priority}
         if confirm:
             for target in changes:

@@ -16,6 +16,8 @@ is recorded the same way with "confirmed": true. Predictions and rules never tra
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -30,6 +32,7 @@ from postdesk.classify.triage import (
     TICKET_TARGETS,
     TriageResult,
 )
+from postdesk.config import Settings
 from postdesk.models import Message, Ticket, TicketEvent
 from postdesk.models.db import Database
 from postdesk.tickets.lifecycle import HUMAN_SOURCE, PRIORITY, apply_triage, set_label
@@ -185,3 +188,99 @@ def training_data_from_db(db: Database, target: str) -> LabelledData:
         tuple(labels[t] for t in ids),
         {"kind": "db", "database": db.display_url, "target": target, "tickets": len(ids)},
     )
+
+
+_ADDRESS = re.compile(r"[^@\s<>,;]{1,64}@[^@\s<>,;.]{1,63}(?:\.[^@\s<>,;.]{1,63})+")
+
+
+class LabelRefused(TrainingDataError):
+    """A person's label that would teach the next model something wrong."""
+
+
+def known_categories(conn: Connection, settings: Settings) -> list[str]:
+    """The categories a person may give without `--new-category`: `[triage] categories`,
+    the active category model's labels, and those people already gave."""
+    from postdesk.classify.store import ModelStore
+
+    known = set(settings.triage.categories)
+    store = ModelStore(settings.data_dir)
+    active = store.active("category")
+    if active is not None:
+        classes = store.metadata(active).get("classes")
+        if isinstance(classes, list):
+            known.update(str(c) for c in classes)
+    given = select(Ticket.category).where(
+        Ticket.category_source == HUMAN_SOURCE, Ticket.category.is_not(None)
+    )
+    known.update(str(c) for c in conn.execute(given.distinct()).scalars())
+    return sorted(known)
+
+
+def check_label(
+    conn: Connection,
+    settings: Settings,
+    number: int,
+    target: str,
+    value: str,
+    *,
+    new_category: bool = False,
+) -> str:
+    """`value` (stripped) if it is a label `target` may have; else LabelRefused saying why.
+
+    A category must be one already known (see `known_categories`) unless `new_category`;
+    a priority one of `[triage] priority_levels`. Near misses are named ("did you mean").
+    """
+    _check_target(target)
+    value = value.strip()
+    if not value:
+        raise LabelRefused(f"the {target} cannot be empty")
+    if target == PRIORITY:
+        allowed = list(settings.triage.priority_levels)
+        if value not in allowed:
+            raise LabelRefused(
+                f"{value!r} is not a priority{_did_you_mean(value, allowed)}; "
+                f"priority_levels are {', '.join(allowed)}"
+            )
+        return value
+    if new_category:
+        return value
+    known = known_categories(conn, settings)
+    if value in known:
+        return value
+    if not known:
+        raise LabelRefused(
+            f"no categories are known yet ([triage] categories is empty, no category model "
+            f"is active); give --new-category to add {value!r}"
+        )
+    shown = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "")
+    raise LabelRefused(
+        f"{value!r} is not a known category{_did_you_mean(value, known)} (known: {shown}); "
+        "give --new-category to add it"
+    )
+
+
+def _did_you_mean(value: str, choices: list[str]) -> str:
+    folded = {c.casefold(): c for c in choices}
+    close = folded.get(value.casefold()) or next(
+        iter(difflib.get_close_matches(value, choices, n=1, cutoff=0.75)), None
+    )
+    return f" (did you mean {close!r}?)" if close else ""
+
+
+def check_labeller(address: str) -> str:
+    """The address of the person labelling (`--as`), lower-cased; LabelRefused if it is not one."""
+    address = address.strip()
+    if len(address) > 254 or not _ADDRESS.fullmatch(address):
+        raise LabelRefused(f"--as {address!r} is not an email address (e.g. agent@example.com)")
+    return address.lower()
+
+
+def check_not_merged(conn: Connection, number: int) -> None:
+    """LabelRefused if ticket `number` was merged into another (label that one instead)."""
+    merged_into = conn.execute(
+        select(Ticket.merged_into_id).where(Ticket.id == number)
+    ).scalar_one_or_none()
+    if merged_into is not None:
+        raise LabelRefused(
+            f"ticket #{number} was merged into #{merged_into}; label #{merged_into} instead"
+        )

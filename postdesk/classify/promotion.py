@@ -1,8 +1,18 @@
 """Adding a trained model to the store and deciding whether it replaces the active one;
 retraining from the database, on demand or on a schedule.
 
-A new model becomes active only if its cross-validated macro-F1 is not worse than the
-active model's on the same data. "The active model's on the same data" is the active
+A new model becomes active by itself only when all of these hold:
+
+- its coverage (share of held-out tickets whose prediction reaches the threshold for the
+  target precision) is at least `[triage] min_coverage` (default 0.3): a model that is
+  never sure sends every new ticket to needs-triage;
+- it predicts the same labels as the active model, or more of them when the operator
+  agreed with `--accept-labels` (a model trained on unrelated data, or one that lost a
+  label, never replaces the live one by itself);
+- its held-out macro-F1 is not worse than the active model's on the same data.
+
+Otherwise it is stored, the reason is given, and `postdesk model promote VERSION`
+activates it on purpose. "The active model's on the same data" is the active
 model's recipe (its tuned settings) cross-validated on the new model's training data with
 the same folds; when both were trained on identical data with the same folds, the active
 model's recorded score is used as is. `force` skips the comparison.
@@ -15,6 +25,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from postdesk.classify.data import LabelledData
 from postdesk.classify.errors import ModelError, TrainingDataError
@@ -30,6 +41,7 @@ from postdesk.models.db import Database
 log = logging.getLogger(__name__)
 
 RETRAIN_STATE = "retrain.json"
+DEFAULT_MIN_COVERAGE = 0.3
 # Scores are rounded to 4 places in metadata; equal within that is "not worse".
 TOLERANCE = 1e-4
 
@@ -53,31 +65,100 @@ def register_model(
     data: LabelledData,
     *,
     force: bool = False,
+    accept_labels: bool = False,
+    min_coverage: float = DEFAULT_MIN_COVERAGE,
     n_jobs: int | None = None,
     progress: Progress | None = None,
 ) -> Registration:
-    """Store `model` (trained on `data`) and make it active if it is not worse."""
+    """Store `model` (trained on `data`) and make it active if it is safe to (see
+    `activation_problem`); `force` activates it whatever it is."""
     version = store.add(model)
     target = model.target
     score = model.cv_macro_f1
     current = store.active(target)
-    if current is None:
-        store.promote(version)
-        return Registration(version, target, True, f"first {target} model", None, score)
     if force:
         store.promote(version)
         return Registration(version, target, True, "forced", current, score)
+    problem = _coverage_problem(model, min_coverage)
+    if problem is None and current is not None:
+        problem = _label_problem(model, store.metadata(current), current, accept_labels)
+    if problem is not None:
+        return Registration(
+            version, target, False, _kept(problem, current, version), current, score
+        )
+    if current is None:
+        store.promote(version)
+        return Registration(version, target, True, f"first {target} model", None, score)
     active = store.metadata(current)
     active_score = _active_score(active, model, data, n_jobs=n_jobs, progress=progress)
     if score + TOLERANCE >= active_score:
         store.promote(version)
-        reason = f"CV macro-F1 {score:.4f} is not worse than {current}'s {active_score:.4f}"
+        reason = (
+            f"held-out macro-F1 {score:.4f} is not worse than {current}'s {active_score:.4f} "
+            "on the same split"
+        )
         return Registration(version, target, True, reason, current, score, active_score)
-    reason = (
-        f"CV macro-F1 {score:.4f} is worse than {current}'s {active_score:.4f} on the same "
-        f"data; {current} stays active (promote {version} by hand, or train with --force)"
+    problem = (
+        f"held-out macro-F1 {score:.4f} is worse than {current}'s {active_score:.4f} on the "
+        "same split"
     )
-    return Registration(version, target, False, reason, current, score, active_score)
+    return Registration(
+        version, target, False, _kept(problem, current, version), current, score, active_score
+    )
+
+
+def _kept(problem: str, current: str | None, version: str) -> str:
+    stays = f"{current} stays active" if current else "no model is active for it"
+    return (
+        f"{problem}; {stays} (`postdesk model promote {version}` activates it on purpose, "
+        "as does training with --force)"
+    )
+
+
+def _coverage_problem(model: TrainedModel, min_coverage: float) -> str | None:
+    """Why a model that labels too few tickets by itself must not go live, or None.
+
+    Below the floor most new tickets would fall to needs-triage: worse for a team than
+    the model it replaces, or than no model.
+    """
+    coverage = float(model.metadata["cv"].get("coverage", 0.0))
+    if coverage + TOLERANCE >= min_coverage:
+        return None
+    if model.threshold is None:
+        return (
+            f"it has no confident region (no threshold reaches precision "
+            f"{model.target_precision}), so it would send every ticket to needs-triage"
+        )
+    return (
+        f"its coverage at precision {model.target_precision} is {coverage:.3f}, below the "
+        f"floor {min_coverage:g} ([triage] min_coverage)"
+    )
+
+
+def _label_problem(
+    model: TrainedModel, active: dict[str, Any], current: str, accept_labels: bool
+) -> str | None:
+    """Why a model whose labels differ from the active one's must not replace it silently."""
+    classes = active.get("classes")
+    old = {str(c) for c in classes} if isinstance(classes, list) else set()
+    new = set(model.classes)
+    if not old or new == old:
+        return None
+    missing, added = sorted(old - new), sorted(new - old)
+    if not missing and accept_labels:
+        return None
+    parts = []
+    if missing:
+        parts.append(f"it cannot predict {_names(missing)}, which {current} predicts")
+    if added:
+        parts.append(f"it adds {_names(added)}")
+    hint = "" if missing else " (train with --accept-labels to agree to the new labels)"
+    return "its labels differ from the active model's: " + "; ".join(parts) + hint
+
+
+def _names(labels: list[str]) -> str:
+    shown = ", ".join(repr(label) for label in labels[:8])
+    return shown + (f" and {len(labels) - 8} more" if len(labels) > 8 else "")
 
 
 def _active_score(
@@ -97,6 +178,7 @@ def _active_score(
         and old_data.get("fingerprint") == model.metadata["data"]["fingerprint"]
         and old_cv.get("seed") == new_cv["seed"]
         and old_cv.get("folds") == new_cv["folds"]
+        and old_cv.get("split_kind") == new_cv.get("split_kind")
     )
     if same_data and isinstance(old_cv, dict):
         return float(old_cv["macro_f1"])
@@ -120,6 +202,7 @@ def retrain_from_db(
     *,
     targets: tuple[str, ...] = TICKET_TARGETS,
     force: bool = False,
+    accept_labels: bool = False,
     seed: int = 0,
     n_jobs: int | None = None,
     progress: Progress | None = None,
@@ -145,7 +228,14 @@ def retrain_from_db(
             outcomes.append(RetrainOutcome(target, skipped=str(exc)))
             continue
         registration = register_model(
-            store, model, data, force=force, n_jobs=n_jobs, progress=progress
+            store,
+            model,
+            data,
+            force=force,
+            accept_labels=accept_labels,
+            min_coverage=settings.triage.min_coverage,
+            n_jobs=n_jobs,
+            progress=progress,
         )
         log.info("retrained %s: %s (%s)", target, registration.version, registration.reason)
         outcomes.append(RetrainOutcome(target, registration))

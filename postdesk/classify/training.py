@@ -5,8 +5,10 @@ Training postdesk's model:
 1. Labels with fewer than `MIN_CLASS_EXAMPLES` tickets are left out (nothing can be
    learned or measured from them) and listed in the model's data summary.
 2. The text is turned into TF-IDF features once; every candidate setting is then scored
-   by stratified k-fold cross-validation on held-out folds (macro-F1 of the SVM's
-   decisions). The best setting wins; on a tie the first, most regularized one.
+   on held-out folds (macro-F1 of the SVM's decisions). The folds are stratified by label
+   and keep near-duplicate tickets (translations, copies; `data.near_duplicate_groups`)
+   in one fold, so a setting that memorises copies does not look good. The best setting
+   wins; on a tie the first, most regularized one.
 3. The winner's held-out decision values are turned into probabilities by temperature
    scaling, itself fitted fold by fold on the other folds, so every probability used to
    choose the confidence threshold comes from data neither the SVM nor the scaling saw.
@@ -37,15 +39,18 @@ from joblib import Parallel, delayed, parallel_config  # type: ignore[import-unt
 from numpy.typing import NDArray
 from scipy import sparse  # type: ignore[import-untyped]
 from sklearn.base import BaseEstimator, ClassifierMixin  # type: ignore[import-untyped]
-from sklearn.calibration import CalibratedClassifierCV  # type: ignore[import-untyped]
+from sklearn.calibration import (  # type: ignore[import-untyped]
+    CalibratedClassifierCV,
+    _TemperatureScaling,
+)
 from sklearn.compose import ColumnTransformer  # type: ignore[import-untyped]
 from sklearn.exceptions import ConvergenceWarning  # type: ignore[import-untyped]
 from sklearn.frozen import FrozenEstimator  # type: ignore[import-untyped]
 from sklearn.metrics import f1_score  # type: ignore[import-untyped]
-from sklearn.model_selection import StratifiedKFold  # type: ignore[import-untyped]
+from sklearn.model_selection import StratifiedGroupKFold  # type: ignore[import-untyped]
 from sklearn.pipeline import Pipeline  # type: ignore[import-untyped]
 
-from postdesk.classify.data import LabelledData
+from postdesk.classify.data import LabelledData, near_duplicate_groups
 from postdesk.classify.errors import TrainingDataError
 from postdesk.classify.estimators import (
     BASELINE,
@@ -68,6 +73,9 @@ MIN_CLASS_EXAMPLES = FOLDS
 C_GRID = (0.1, 0.3, 1.0, 3.0)
 CLASS_WEIGHTS: tuple[str | None, ...] = ("balanced", None)
 SUBJECT_WEIGHT_GRID = (0.5, 1.0)
+
+# A threshold this high means only predictions rounded to certainty qualify: none, in effect.
+NO_CONFIDENT_REGION = 1.0 - 1e-6
 
 Progress = Callable[[str, int, int], None]
 """Called as (stage, done, total) while training; `done == total` ends a stage."""
@@ -102,8 +110,13 @@ class TrainedModel:
 
     @property
     def threshold(self) -> float | None:
+        """The confidence from which predictions are applied; None when the model has no
+        confident region (no threshold reached the target precision, or only a
+        probability of 1.0 would, which is no region to trust)."""
         value = self.metadata.get("threshold")
-        return None if value is None else float(value)
+        if value is None or float(value) >= NO_CONFIDENT_REGION:
+            return None
+        return float(value)
 
     @property
     def target_precision(self) -> float:
@@ -164,9 +177,23 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _folds(y: NDArray[Any], seed: int) -> Folds:
-    splitter = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
-    return [(tr, te) for tr, te in splitter.split(np.zeros(len(y)), y)]
+SPLIT = "grouped"
+SPLIT_WORDS = (
+    f"{FOLDS} folds stratified by label, near-duplicate tickets kept in one fold "
+    "(word TF-IDF cosine >= 0.5)"
+)
+
+
+def _folds(data: LabelledData, seed: int, k: int = FOLDS) -> Folds:
+    """k folds by label, a group of near-duplicates always on one side (see
+    data.near_duplicate_groups): what every held-out number is computed on."""
+    groups = near_duplicate_groups(data)
+    splitter = StratifiedGroupKFold(k, shuffle=True, random_state=seed)
+    with _quiet():
+        return [
+            (np.asarray(tr, np.intp), np.asarray(te, np.intp))
+            for tr, te in splitter.split(np.zeros(len(data)), data.y(), groups)
+        ]
 
 
 def _usable(data: LabelledData) -> tuple[LabelledData, dict[str, int]]:
@@ -253,7 +280,21 @@ def _fold_scores(
     with _quiet():
         model = svm(recipe).fit(X[train], y[train])
     scores = np.asarray(model.decision_function(X[test]), dtype=np.float64)
-    return scores.reshape(len(test), -1)
+    return _full_width(scores.reshape(len(test), -1), model.classes_, np.unique(y))
+
+
+def _full_width(
+    scores: NDArray[np.float64], seen: NDArray[Any], classes: NDArray[Any]
+) -> NDArray[np.float64]:
+    """Decision values over all `classes` when a training fold lacked some (grouped folds
+    can leave a rare label's few tickets all on one side): a missing label never wins."""
+    if len(seen) == len(classes):
+        return scores
+    if scores.shape[1] == 1:  # two labels seen: one column, positive for the second
+        scores = np.hstack([-scores, scores])
+    full = np.full((scores.shape[0], len(classes)), scores.min() - 10.0)
+    full[:, np.searchsorted(classes, seen)] = scores
+    return full
 
 
 def _held_out_scores(
@@ -300,6 +341,45 @@ def _calibrated_held_out(
         scaler.fit(scores[train], y[train])
         proba[test] = scaler.predict_proba(scores[test])
     return proba
+
+
+BALANCE = True
+OFFSET_GRID = np.round(np.linspace(-0.6, 0.6, 25), 3)
+OFFSET_ROUNDS = 2
+# An offset must buy at least this much held-out macro-F1 to be kept (less is noise).
+OFFSET_MIN_GAIN = 0.002
+
+
+def class_offsets(
+    scores: NDArray[np.float64], y: NDArray[Any], classes: NDArray[Any]
+) -> NDArray[np.float64]:
+    """Per-label offsets added to the SVM's decision values that raise held-out macro-F1.
+
+    A linear model trained on imbalanced tickets leans to the big labels (even with
+    balanced class weights, a small label's region is drawn where its few examples were
+    seen); macro-F1 counts every label the same, so moving each label's boundary a little
+    pays. Coordinate ascent over a small grid, label by label, `OFFSET_ROUNDS` times; an
+    offset is kept only if it gains at least `OFFSET_MIN_GAIN`, and the smallest of equal
+    gains wins. One column (two labels) gets one offset: a moved boundary.
+    """
+    offsets = np.zeros(scores.shape[1])
+    best = _macro_f1(y, _decide(scores, classes))
+    for _ in range(OFFSET_ROUNDS):
+        changed = False
+        for j in range(scores.shape[1]):
+            keep = offsets[j]
+            trial_best, trial_value = best, keep
+            for value in sorted(OFFSET_GRID, key=abs):
+                offsets[j] = value
+                f1 = _macro_f1(y, _decide(scores + offsets, classes))
+                if f1 > trial_best + OFFSET_MIN_GAIN:
+                    trial_best, trial_value = f1, value
+            offsets[j] = trial_value
+            if trial_value != keep:
+                best, changed = trial_best, True
+        if not changed:
+            break
+    return offsets
 
 
 def _postdesk_candidates(has_subject: bool) -> list[Recipe]:
@@ -375,7 +455,14 @@ def _metadata(
         "classes": [str(c) for c in classes],
         "threshold": threshold,
         "target_precision": target_precision,
-        "cv": {**cv, "folds": FOLDS, "seed": seed, "tuning": tuning or []},
+        "cv": {
+            **cv,
+            "folds": FOLDS,
+            "seed": seed,
+            "split": SPLIT_WORDS,
+            "split_kind": SPLIT,
+            "tuning": tuning or [],
+        },
         "data": summary,
         "versions": library_versions(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -389,6 +476,8 @@ def _threshold_and_cv(
     predicted = classes[proba.argmax(axis=1)]
     confidence = proba.max(axis=1)
     threshold = threshold_for_precision(confidence, predicted == y, target_precision)
+    if threshold is not None and threshold >= NO_CONFIDENT_REGION:
+        threshold = None
     confident = confidence >= threshold if threshold is not None else None
     cv = evaluation(
         list(y), list(predicted), confident, threshold=threshold, target_precision=target_precision
@@ -412,7 +501,7 @@ def train_model(
     started = time.perf_counter()
     kept, left_out = _usable(data)
     y = kept.y()
-    folds = _folds(y, seed)
+    folds = _folds(kept, seed)
     if baseline:
         proba, classes = _baseline_held_out(kept, folds, n_jobs=jobs, progress=report)
         threshold, cv = _threshold_and_cv(y, proba, classes, target_precision)
@@ -422,6 +511,7 @@ def train_model(
         report("fitting", 1, 1)
         recipe = Recipe(BASELINE)
         tuning = None
+        offsets = np.zeros(0)
     else:
         report("features", 0, 1)
         features = _Features.fit(kept)
@@ -430,10 +520,13 @@ def train_model(
         recipe, scores, tuning = _tune(
             features, y, classes, folds, has_subject=kept.has_subject, n_jobs=jobs, progress=report
         )
+        offsets = class_offsets(scores, y, classes) if BALANCE else np.zeros(scores.shape[1])
+        scores = scores + offsets
         proba = _calibrated_held_out(scores, y, classes, folds)
         threshold, cv = _threshold_and_cv(y, proba, classes, target_precision)
         report("fitting", 0, 1)
-        pipeline = _fit_final(features, recipe, y, n_jobs=jobs)
+        pipeline = _fit_final(features, recipe, y, folds, n_jobs=jobs)
+        _shift(pipeline, offsets, scores, y, classes)
         report("fitting", 1, 1)
     seconds = time.perf_counter() - started
     meta = _metadata(
@@ -450,6 +543,11 @@ def train_model(
         tuning=tuning,
     )
     meta["data"]["source"] = data.source
+    if not baseline and offsets.any():
+        names = [str(c) for c in classes] if offsets.size == len(classes) else [str(classes[1])]
+        meta["cv"]["label_offsets"] = {
+            n: round(float(o), 3) for n, o in zip(names, offsets, strict=True)
+        }
     log.info(
         "trained %s model for %s on %d tickets in %.1fs: CV macro-F1 %.3f, coverage %.2f",
         recipe.kind,
@@ -462,16 +560,44 @@ def train_model(
     return TrainedModel(pipeline, meta)
 
 
-def _fit_final(features: _Features, recipe: Recipe, y: NDArray[Any], *, n_jobs: int) -> Pipeline:
+def _shift(
+    pipeline: Pipeline,
+    offsets: NDArray[np.float64],
+    scores: NDArray[np.float64],
+    y: NDArray[Any],
+    classes: NDArray[Any],
+) -> None:
+    """Put the label offsets into the final SVM's intercepts (so the stored model, and
+    the fast scorer reading it, decide as tuned), and refit the temperature on the
+    shifted held-out decision values the threshold was chosen on."""
+    if not offsets.any():
+        return
+    calibrated = pipeline.named_steps["classifier"].calibrated_classifiers_[0]
+    calibrated.estimator.intercept_ = calibrated.estimator.intercept_ + offsets
+    encoded = np.searchsorted(classes, y)
+    scaling = _TemperatureScaling().fit(scores[:, 0] if scores.shape[1] == 1 else scores, encoded)
+    calibrated.calibrators[0] = scaling
+
+
+def _fit_final(
+    features: _Features, recipe: Recipe, y: NDArray[Any], folds: Folds, *, n_jobs: int
+) -> Pipeline:
     # The vectorizers are already fitted on all the data; the subject's weight is a
     # parameter ColumnTransformer applies at transform time, so setting it now makes the
     # pipeline compute exactly the matrix the classifier is fitted on here.
     transformer = features.transformer
     if features.subject_columns.size:
         transformer.set_params(transformer_weights=subject_weights(recipe.subject_weight))
+    # The temperature is fitted on the same grouped folds as everything else (random
+    # folds would fit it on copies' scores and make the model overconfident), unless a
+    # fold lacks a label, which scikit-learn's calibration cannot take.
+    every_label = all(len(np.unique(y[train])) == len(np.unique(y)) for train, _ in folds)
     classifier = calibrated_svm(recipe, FOLDS)
+    if every_label:
+        classifier.set_params(cv=folds)
     with _quiet(), parallel_config(backend="threading", n_jobs=n_jobs):
         classifier.fit(features.weighted(recipe.subject_weight), y)
+    classifier.set_params(cv=FOLDS)  # the stored model keeps no row indices
     return Pipeline([("features", transformer), ("classifier", classifier)])
 
 
@@ -518,7 +644,7 @@ def cv_macro_f1(
     jobs = n_jobs or default_jobs()
     kept, _ = _usable(data)
     y = kept.y()
-    folds = _folds(y, seed)
+    folds = _folds(kept, seed)
     classes = np.asarray(sorted(set(kept.labels)), dtype=object)
     if recipe.kind == BASELINE:
         proba, classes = _baseline_held_out(kept, folds, n_jobs=jobs, progress=report)
@@ -534,6 +660,8 @@ def cv_macro_f1(
         progress=report,
         stage="checking the active model",
     )
+    if BALANCE:  # as training does, so both models are measured alike
+        scores = scores + class_offsets(scores, y, classes)
     return _macro_f1(y, _decide(scores, classes))
 
 
@@ -557,12 +685,10 @@ def cross_evaluate(
     if folds < 2:
         raise TrainingDataError("cross-validation needs at least 2 folds")
     y = data.y()
-    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     predicted = np.empty(len(y), dtype=object)
     confident = np.zeros(len(y), dtype=bool)
     per_fold: list[dict[str, Any]] = []
-    with _quiet():
-        splits = list(splitter.split(np.zeros(len(y)), y))
+    splits = _folds(data, seed, folds)
     for k, (train, test) in enumerate(splits, start=1):
 
         def fold_progress(stage: str, done: int, total: int, k: int = k) -> None:
