@@ -438,12 +438,14 @@ def test_batches_are_cut_by_count_and_size(service: Service, db: Database) -> No
     )
     processor = service.processor()
     processor.batch_bytes = 120_000  # two of these messages (~55 KB each) per batch
+    processor.batch_seconds = 60.0  # cut by size and count here, never by time (slow CI)
     transactions = []
     processor.steps.append(_Probe(transactions))
     assert processor.run_ids(ids).processed == 5
     assert transactions == [2, 2, 1]
     processor = service.processor()
     processor.batch_size = 3
+    processor.batch_seconds = 60.0
     more = _store(db, *(mail(f"y{i}@x") for i in range(7)))
     sizes: list[int] = []
     processor.steps.append(_Probe(sizes))
