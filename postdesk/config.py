@@ -479,6 +479,11 @@ class NotifySettings:
     # within the window; two auto-responders facing each other stop here.
     auto_reply_limit: int = field(default=10, metadata=option(_positive))
     auto_reply_window_hours: float = field(default=3.0, metadata=option(_positive))
+    # Who is told by mail when `postdesk run` cannot log in to a mailbox (once per
+    # mailbox until it recovers); sent through the outbox, so [smtp] is needed too.
+    operators: tuple[str, ...] = field(
+        default=(), metadata=option(each(_lowercase, _email_address))
+    )
 
 
 def _read_one_or_more(raw: Any, key: Key) -> tuple[str, ...]:
