@@ -307,6 +307,9 @@ class MailboxSettings:
     batch_size: int = field(default=200, metadata=option(_positive))
     batch_bytes: int = field(default=20 * 1024 * 1024, metadata=option(_positive))
     timeout: float = field(default=60.0, metadata=option(_positive))
+    # `postdesk run` waits for new mail with IMAP IDLE where the server offers it;
+    # false polls every run.poll_interval instead (for servers whose IDLE misbehaves).
+    idle: bool = True
     # Customers who open a ticket here get an acknowledgement with its number (when
     # [smtp] is configured), signed and sent as `team` <address>.
     acknowledge: bool = True

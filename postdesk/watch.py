@@ -11,7 +11,8 @@ loops on its own connection:
    IDLE_SECONDS (25 minutes, inside RFC 2177's 29), or at once when the server announces
    EXISTS, and also after `run.poll_interval` at the latest (mail announced in the
    answer to an earlier command, just before IDLE began, is then still fetched within
-   one interval, as with polling); where it does not, wait `run.poll_interval` and
+   one interval, as with polling); where it does not (or `idle = false` in the
+   mailbox's config), wait `run.poll_interval` and
    send NOOP (which keeps the session alive) before fetching again;
 4. back to 2.
 
@@ -149,7 +150,7 @@ class MailboxWatcher:
     def _serve(self) -> None:
         """One connection's life: fetch, wait for news, fetch again, until an error."""
         with ImapSource(self.box) as source:
-            idle = source.has_capability("IDLE")
+            idle = self.box.idle and source.has_capability("IDLE")
             while not self.stopping():
                 fetcher = FolderFetcher(
                     self.db,
