@@ -133,6 +133,15 @@ def test_idle_delivers_new_mail_without_waiting_for_the_poll_interval(
                 client.append("INBOX", mail.raw)
             took = _wait(lambda n=expected: _tickets(db) == n, 5, "ticket from IDLE")  # type: ignore[misc]
             assert took < 2.0, took
+        # Stopping (SIGTERM) ends the IDLE and logs out at once.
+        stopping = time.monotonic()
+        service.stop()
+        _wait(
+            lambda: not any(t.name.startswith("postdesk-mailbox") for t in threading.enumerate()),
+            5,
+            "watcher exit",
+        )
+        assert time.monotonic() - stopping < 3
     db.dispose()
 
 
