@@ -1,11 +1,16 @@
-"""The long-running service: poll every mailbox, then turn what arrived into tickets.
+"""The long-running service: watch every mailbox, and turn what arrives into tickets.
 
-One *pass* is: for each configured mailbox, fetch new mail into the raw store (each
-mailbox isolated: a failing server is logged and recorded, the others go on), then run
-every pending raw message through the processing steps, then check the SLA clocks (the
-alerts, postdesk/sla/alerts.py) and send the outbox. `run --once` is one pass;
-`run` repeats passes every `run.poll_interval` seconds until SIGTERM/SIGINT, finishing the
-message in hand before it exits; SIGHUP re-reads the config file between passes.
+`run --once` is one *pass*: for each configured mailbox in turn, fetch new mail into the
+raw store (each mailbox isolated: a failing server is logged and recorded, the others go
+on), then run every pending raw message through the processing steps, then check the SLA
+clocks (the alerts, postdesk/sla/alerts.py) and send the outbox.
+
+`run` serves each mailbox on its own thread (postdesk/watch.py: IDLE or polling, its own
+back-off), so that no mailbox waits for another, and the main thread repeats the rest of
+the pass (process, SLA alerts, outbox, scheduled retraining) whenever a mailbox thread
+stored mail, and at least every `run.poll_interval` seconds, until SIGTERM/SIGINT: it
+finishes the message in hand, the mailbox threads end IDLE and log out, and it exits.
+SIGHUP re-reads the config file between passes and restarts the mailbox threads.
 
 Under systemd (`Type=notify`, see systemd/postdesk.service) the loop reports READY=1 once
 the first pass has tried every mailbox (each synced or failed; a database outage in that
@@ -118,9 +123,12 @@ WATCHER_STOP_SECONDS = 5.0
 class Service:
     """Fetch and process, once or on a schedule.
 
-    A mailbox that fails (server down, wrong password) is skipped for a while before
-    the next attempt: the wait doubles from one poll interval up to 15 minutes, and
-    resets on the first success. The other mailboxes are polled as usual meanwhile.
+    In sequential passes (`run_once`), a mailbox that fails (server down, wrong
+    password) is skipped for a while before the next attempt: the wait doubles from one
+    poll interval up to 15 minutes, and resets on the first success. The other mailboxes
+    are polled as usual meanwhile. The mailbox threads of `run_forever` have their own
+    back-off with jitter (postdesk/watch.py). Either way a refused login is reported
+    once (an ERROR line, and a mail to `[notify] operators`) until the mailbox recovers.
 
     `clock` paces the back-off (monotonic seconds); `now` is the wall-clock time the SLA
     clocks are read at and the outbox sends by (tests move it to reach due times).
