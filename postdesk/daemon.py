@@ -500,7 +500,8 @@ class Service:
             fetched.stored,
             extra={"mailbox": fetched.mailbox},
         )
-        failures = self._watch_failures.pop(fetched.mailbox, 0)
+        with self._lock:
+            failures = self._watch_failures.pop(fetched.mailbox, 0)
         if failures:
             self._auth_reported.discard(fetched.mailbox)
             log.info(
@@ -530,6 +531,9 @@ class Service:
         if self._stop.is_set():
             self._watch_stop.set()
         self._reported = set()
+        with self._lock:
+            for name in [n for n in self._watch_failures if n not in ids]:
+                del self._watch_failures[name]
         self._watchers = [
             MailboxWatcher(
                 self.db,
@@ -566,9 +570,6 @@ class Service:
             # READY follows a pass whose start had every mailbox's first outcome in.
             self._pass_saw_all = all(b.name in self._reported for b in self.settings.mailboxes)
             collected, self._collected = self._collected, PassResult()
-            # A failing mailbox stays failing in the summaries until it syncs again.
-            collected.errors = dict(collected.errors)
-            self._collected.errors = dict(collected.errors)
         return collected
 
     def _watched_pass(self) -> PassResult:
@@ -733,11 +734,18 @@ class Service:
         if outcome is None:
             return "waiting for the first pass"
         boxes = len(self.settings.mailboxes)
-        # In watcher mode a pass lists only the mailboxes with news.
-        ok = boxes - len(outcome.errors) if self._watchers else len(outcome.fetches)
+        failing = sorted(outcome.errors)
+        if self._watchers:
+            # A pass lists only what the mailbox threads did since the last one; the
+            # status says which mailboxes are failing now.
+            with self._lock:
+                failing = sorted(self._watch_failures)
+            ok = boxes - len(failing)
+        else:
+            ok = len(outcome.fetches)
         text = f"{ok}/{boxes} mailbox(es) synced, {outcome.processed.processed} processed"
-        if outcome.errors:
-            text += f"; failing: {', '.join(sorted(outcome.errors))}"
+        if failing:
+            text += f"; failing: {', '.join(failing)}"
         return text
 
 
