@@ -307,6 +307,9 @@ class MailboxSettings:
     batch_size: int = field(default=200, metadata=option(_positive))
     batch_bytes: int = field(default=20 * 1024 * 1024, metadata=option(_positive))
     timeout: float = field(default=60.0, metadata=option(_positive))
+    # `postdesk run` waits for new mail with IMAP IDLE where the server offers it;
+    # false polls every run.poll_interval instead (for servers whose IDLE misbehaves).
+    idle: bool = True
     # Customers who open a ticket here get an acknowledgement with its number (when
     # [smtp] is configured), signed and sent as `team` <address>.
     acknowledge: bool = True
@@ -479,6 +482,11 @@ class NotifySettings:
     # within the window; two auto-responders facing each other stop here.
     auto_reply_limit: int = field(default=10, metadata=option(_positive))
     auto_reply_window_hours: float = field(default=3.0, metadata=option(_positive))
+    # Who is told by mail when `postdesk run` cannot log in to a mailbox (once per
+    # mailbox until it recovers); sent through the outbox, so [smtp] is needed too.
+    operators: tuple[str, ...] = field(
+        default=(), metadata=option(each(_lowercase, _email_address))
+    )
 
 
 def _read_one_or_more(raw: Any, key: Key) -> tuple[str, ...]:

@@ -1,11 +1,16 @@
-"""The long-running service: poll every mailbox, then turn what arrived into tickets.
+"""The long-running service: watch every mailbox, and turn what arrives into tickets.
 
-One *pass* is: for each configured mailbox, fetch new mail into the raw store (each
-mailbox isolated: a failing server is logged and recorded, the others go on), then run
-every pending raw message through the processing steps, then check the SLA clocks (the
-alerts, postdesk/sla/alerts.py) and send the outbox. `run --once` is one pass;
-`run` repeats passes every `run.poll_interval` seconds until SIGTERM/SIGINT, finishing the
-message in hand before it exits; SIGHUP re-reads the config file between passes.
+`run --once` is one *pass*: for each configured mailbox in turn, fetch new mail into the
+raw store (each mailbox isolated: a failing server is logged and recorded, the others go
+on), then run every pending raw message through the processing steps, then check the SLA
+clocks (the alerts, postdesk/sla/alerts.py) and send the outbox.
+
+`run` serves each mailbox on its own thread (postdesk/watch.py: IDLE or polling, its own
+back-off), so that no mailbox waits for another, and the main thread repeats the rest of
+the pass (process, SLA alerts, outbox, scheduled retraining) whenever a mailbox thread
+stored mail, and at least every `run.poll_interval` seconds, until SIGTERM/SIGINT: it
+finishes the message in hand, the mailbox threads end IDLE and log out, and it exits.
+SIGHUP re-reads the config file between passes and restarts the mailbox threads.
 
 Under systemd (`Type=notify`, see systemd/postdesk.service) the loop reports READY=1 once
 the first pass has tried every mailbox (each synced or failed; a database outage in that
@@ -35,7 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from postdesk.classify.step import ActiveTriage, TriageStep
 from postdesk.config import MailboxSettings, Settings, load_settings
-from postdesk.errors import ConfigError, MailboxError, PostdeskError
+from postdesk.errors import ConfigError, MailboxError, MailboxLoginError, PostdeskError
 from postdesk.ingest.fetch import FetchResult, FolderFetcher, record_failure
 from postdesk.ingest.imap import ImapSource
 from postdesk.ingest.lease import make_owner
@@ -54,6 +59,7 @@ from postdesk.pausepoints import pause_point
 from postdesk.pipeline import notify_steps, parse_budget, steps
 from postdesk.sdnotify import Notifier
 from postdesk.sla.alerts import AlertResult, SlaAlerts
+from postdesk.watch import MailboxWatcher
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +116,19 @@ START_BEAT = 20.0
 MAX_SLICE = 5.0
 # Scheduled retraining cannot report progress; the watchdog is fed for it this long.
 RETRAIN_KEEPALIVE = 3600.0
+# On the way out, watchers get this long in all to end IDLE and log out.
+WATCHER_STOP_SECONDS = 5.0
 
 
 class Service:
     """Fetch and process, once or on a schedule.
 
-    A mailbox that fails (server down, wrong password) is skipped for a while before
-    the next attempt: the wait doubles from one poll interval up to 15 minutes, and
-    resets on the first success. The other mailboxes are polled as usual meanwhile.
+    In sequential passes (`run_once`), a mailbox that fails (server down, wrong
+    password) is skipped for a while before the next attempt: the wait doubles from one
+    poll interval up to 15 minutes, and resets on the first success. The other mailboxes
+    are polled as usual meanwhile. The mailbox threads of `run_forever` have their own
+    back-off with jitter (postdesk/watch.py). Either way a refused login is reported
+    once (an ERROR line, and a mail to `[notify] operators`) until the mailbox recovers.
 
     `clock` paces the back-off (monotonic seconds); `now` is the wall-clock time the SLA
     clocks are read at and the outbox sends by (tests move it to reach due times).
@@ -152,10 +163,23 @@ class Service:
         self._last_beat = 0.0
         self._reload = False
         self._wake = threading.Event()  # cuts the sleep between passes short
+        # Watcher mode (`run` without --once): one thread per mailbox fetches; the main
+        # loop processes. What the watchers did since the last pass is collected here.
+        self._watchers: list[MailboxWatcher] = []
+        self._watch_stop = threading.Event()
+        self._lock = threading.Lock()
+        self._collected = PassResult()
+        self._reported: set[str] = set()  # mailboxes that have synced or failed once
+        self._pass_saw_all = False
+        self._auth_reported: set[str] = set()  # login refusals reported, until recovery
+        # Failed attempts per mailbox since its last sync (kept across a reload, which
+        # restarts the watchers, so the fix a reload brings still logs "recovered").
+        self._watch_failures: dict[str, int] = {}
 
     def stop(self) -> None:
         """Ask the service to finish the message in hand and return."""
         self._stop.set()
+        self._watch_stop.set()
         self._wake.set()
 
     def stopping(self) -> bool:
@@ -325,7 +349,13 @@ class Service:
                 try:
                     fetched = self.fetch_mailbox(box, ids[box.name])
                 except MailboxError as exc:
-                    self._mailbox_failed(box, ids[box.name], str(exc), result)
+                    self._mailbox_failed(
+                        box,
+                        ids[box.name],
+                        str(exc),
+                        result,
+                        auth=isinstance(exc, MailboxLoginError),
+                    )
                     continue
                 except (KeyboardInterrupt, SystemExit):
                     raise
@@ -339,6 +369,7 @@ class Service:
                     continue
                 failed_before = self._failures.pop(box.name, 0)
                 self._retry_at.pop(box.name, None)
+                self._auth_reported.discard(box.name)
                 result.fetches.append(fetched)
                 if failed_before:
                     log.info(
@@ -388,21 +419,166 @@ class Service:
         )
 
     def _mailbox_failed(
-        self, box: MailboxSettings, mailbox_id: int, message: str, result: PassResult
+        self,
+        box: MailboxSettings,
+        mailbox_id: int,
+        message: str,
+        result: PassResult,
+        *,
+        auth: bool = False,
     ) -> None:
         result.errors[box.name] = message
-        wait = self._backoff(box.name)
-        log.error(
-            "%s (next try in %.0f s)",
-            message,
-            wait,
-            extra={"mailbox": box.name, "event": "mailbox_failed"},
-        )
+        self._report_failure(box, mailbox_id, message, self._backoff(box.name), auth)
+
+    def _report_failure(
+        self, box: MailboxSettings, mailbox_id: int, message: str, wait: float, auth: bool
+    ) -> None:
+        """Log and record a mailbox failure. A refused login is logged at ERROR and
+        mailed to `[notify] operators` once, until the mailbox recovers; its retries are
+        logged at DEBUG only. Every other failure is an ERROR line per attempt."""
+        if auth and box.name in self._auth_reported:
+            log.debug("%s (still; next try in %.0f s)", message, wait)
+        else:
+            log.error(
+                "%s (next try in %.0f s)",
+                message,
+                wait,
+                extra={"mailbox": box.name, "event": "mailbox_failed"},
+            )
+            if auth:
+                self._auth_reported.add(box.name)
+                self._mail_operators(box, message)
         try:
             retry_at = self.now() + timedelta(seconds=wait)
             record_failure(self.db, mailbox_id, box.folder, message, retry_at=retry_at)
         except SQLAlchemyError as exc:
             log.error("mailbox %s: could not record the failure: %s", box.name, exc)
+
+    def _mail_operators(self, box: MailboxSettings, message: str) -> None:
+        """Queue one plain-text mail to `[notify] operators` saying that `box` cannot
+        log in. Nothing without operators; without [smtp] it is queued all the same
+        and one line says it cannot be sent."""
+        operators = self.settings.notify.operators
+        if not operators:
+            return
+        from email.message import EmailMessage
+        from email.utils import make_msgid
+
+        from postdesk.notify.outbox import enqueue
+
+        mail = EmailMessage()
+        mail["From"] = box.address
+        mail["To"] = ", ".join(operators)
+        mail["Subject"] = f"[postdesk] cannot log in to mailbox {box.name}"
+        mail["Message-ID"] = make_msgid(domain=box.address.rpartition("@")[2] or None)
+        mail["Auto-Submitted"] = "auto-generated"
+        mail.set_content(
+            f"postdesk cannot log in to the mailbox {box.name!r} ({box.address}):\n\n"
+            f"    {message}\n\n"
+            "Mail to this mailbox is not being fetched. postdesk keeps retrying with a\n"
+            "growing wait. Fix the credentials in the config (or the password file), then\n"
+            "reload the service (systemctl reload postdesk, or SIGHUP). You get this\n"
+            "mail once; the log says when the mailbox has recovered.\n"
+        )
+        try:
+            with self.db.transaction() as session:
+                enqueue(session.connection(), mail, kind="operator", automatic=True)
+        except (PostdeskError, SQLAlchemyError) as exc:
+            log.error("mailbox %s: could not queue the mail to operators: %s", box.name, exc)
+            return
+        if self.settings.smtp is None:
+            log.warning("mailbox %s: operators' mail queued, but no [smtp] to send it", box.name)
+
+    def _watcher_fetched(self, fetched: FetchResult) -> None:
+        with self._lock:
+            self._collected.fetches.append(fetched)
+            self._collected.errors.pop(fetched.mailbox, None)
+            self._reported.add(fetched.mailbox)
+        log.debug(
+            "mailbox %s: %d new message(s) stored",
+            fetched.mailbox,
+            fetched.stored,
+            extra={"mailbox": fetched.mailbox},
+        )
+        with self._lock:
+            failures = self._watch_failures.pop(fetched.mailbox, 0)
+        if failures:
+            self._auth_reported.discard(fetched.mailbox)
+            log.info(
+                "mailbox %s: recovered after %d failed attempt(s)",
+                fetched.mailbox,
+                failures,
+                extra={"mailbox": fetched.mailbox, "event": "recovered"},
+            )
+        if fetched.stored or not self._ready:
+            self._wake.set()
+
+    def _watcher_failed(
+        self, box: MailboxSettings, mailbox_id: int, message: str, wait: float, auth: bool
+    ) -> None:
+        with self._lock:
+            self._collected.errors[box.name] = message
+            self._reported.add(box.name)
+            self._watch_failures[box.name] = self._watch_failures.get(box.name, 0) + 1
+        self._report_failure(box, mailbox_id, message, wait, auth)
+        if not self._ready:
+            self._wake.set()
+
+    def start_watchers(self) -> None:
+        """One watcher thread per configured mailbox (postdesk/watch.py)."""
+        ids = sync_config(self.db, self.settings)
+        self._watch_stop = threading.Event()
+        if self._stop.is_set():
+            self._watch_stop.set()
+        self._reported = set()
+        with self._lock:
+            for name in [n for n in self._watch_failures if n not in ids]:
+                del self._watch_failures[name]
+        self._watchers = [
+            MailboxWatcher(
+                self.db,
+                box,
+                ids[box.name],
+                owner=self.owner,
+                poll_interval=self.settings.run.poll_interval,
+                limits=self.settings.limits,
+                stop=self._watch_stop,
+                on_fetched=self._watcher_fetched,
+                on_failure=self._watcher_failed,
+            )
+            for box in self.settings.mailboxes
+        ]
+        for watcher in self._watchers:
+            watcher.start()
+
+    def stop_watchers(self, timeout: float = WATCHER_STOP_SECONDS) -> None:
+        """Ask every watcher to end IDLE and log out; wait at most `timeout` seconds in
+        all. One stuck in a server call is left behind (a daemon thread, it cannot keep
+        the process alive; its socket times out) and named in the log."""
+        self._watch_stop.set()
+        end = time.monotonic() + timeout
+        for watcher in self._watchers:
+            if not watcher.join(max(0.0, end - time.monotonic())):
+                log.warning(
+                    "mailbox %s: still waiting for the server; not waiting for it",
+                    watcher.box.name,
+                )
+        self._watchers = []
+
+    def _take_collected(self) -> PassResult:
+        with self._lock:
+            # READY follows a pass whose start had every mailbox's first outcome in.
+            self._pass_saw_all = all(b.name in self._reported for b in self.settings.mailboxes)
+            collected, self._collected = self._collected, PassResult()
+        return collected
+
+    def _watched_pass(self) -> PassResult:
+        """A pass in watcher mode: the watchers fetched; process, alerts, outbox."""
+        collected = self._take_collected()
+        result = self.run_once(fetch=False)
+        result.fetches = collected.fetches
+        result.errors = collected.errors
+        return result
 
     def _backoff(self, name: str) -> float:
         failures = self._failures.get(name, 0) + 1
@@ -428,18 +604,24 @@ class Service:
         self.notifier = notifier if notifier is not None else Notifier(None)
         outages = 0
         last: PassResult | None = None
+        watching = False
         try:
             while not self.stopping():
                 if self._reload:
                     self._reload = False
                     self.notifier.reloading()
-                    self.reload_config()
+                    if self.reload_config() and watching:
+                        self.stop_watchers()
+                        watching = False
                     self.notifier.ready(self._status(last))
                 self._wake.clear()
                 interval = self.settings.run.poll_interval
                 started = time.monotonic()
                 try:
-                    outcome = self.run_once()
+                    if not once and not watching:
+                        self.start_watchers()
+                        watching = True
+                    outcome = self._watched_pass() if watching else self.run_once()
                 except SQLAlchemyError as exc:
                     if once:
                         raise
@@ -466,7 +648,11 @@ class Service:
                 outages = 0
                 last = outcome
                 self._log_pass(outcome, time.monotonic() - started)
-                self._mark_ready(self._status(outcome))
+                if not watching or self._ready or self._pass_saw_all:
+                    self._mark_ready(self._status(outcome))
+                # else: READY waits until every mailbox has synced once or failed, while
+                # the mail of those that did is processed meanwhile (heartbeat() keeps
+                # extending the start timeout).
                 if on_pass is not None:
                     on_pass(outcome)
                 if once:
@@ -476,6 +662,8 @@ class Service:
                 self._sleep(interval)
         finally:
             self.notifier.stopping("stopping: finishing the message in hand")
+            if watching:
+                self.stop_watchers()
         return last
 
     def _mark_ready(self, status: str) -> None:
@@ -488,8 +676,8 @@ class Service:
             self.notifier.status(status)
 
     def _sleep(self, seconds: float) -> None:
-        """Wait `seconds`, waking in slices to feed the watchdog; stop() and a reload
-        request end the wait early."""
+        """Wait `seconds`, waking in slices to feed the watchdog; stop(), a reload
+        request and a watcher that stored mail end the wait early."""
         end = time.monotonic() + seconds
         every = self.notifier.watchdog_interval
         # Twice per ping interval, so a ping is never late by a whole slice.
@@ -498,7 +686,8 @@ class Service:
             left = end - time.monotonic()
             if left <= 0:
                 break
-            self._wake.wait(min(left, slice_))
+            if self._wake.wait(min(left, slice_)):
+                break  # stop, reload, or (watcher mode) new mail stored
 
     def _log_pass(self, outcome: PassResult, seconds: float) -> None:
         """The summary line of a pass (per-message lines are at DEBUG)."""
@@ -545,10 +734,18 @@ class Service:
         if outcome is None:
             return "waiting for the first pass"
         boxes = len(self.settings.mailboxes)
-        ok = len(outcome.fetches)
+        failing = sorted(outcome.errors)
+        if self._watchers:
+            # A pass lists only what the mailbox threads did since the last one; the
+            # status says which mailboxes are failing now.
+            with self._lock:
+                failing = sorted(self._watch_failures)
+            ok = boxes - len(failing)
+        else:
+            ok = len(outcome.fetches)
         text = f"{ok}/{boxes} mailbox(es) synced, {outcome.processed.processed} processed"
-        if outcome.errors:
-            text += f"; failing: {', '.join(sorted(outcome.errors))}"
+        if failing:
+            text += f"; failing: {', '.join(failing)}"
         return text
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -19,7 +20,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from postdesk.config import MailboxSettings
-from postdesk.errors import ConfigError, MailboxError
+from postdesk.errors import ConfigError, MailboxError, MailboxLoginError
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class ImapSource:
             self._login(client, s.username, password)
         except LoginError:
             self.close()
-            raise MailboxError(
+            raise MailboxLoginError(
                 f"mailbox {s.name!r} ({s.host}:{s.port}): login as {s.username!r} was refused; "
                 "check username and password"
             ) from None
@@ -325,3 +326,47 @@ class ImapSource:
                     )
             except (OSError, IMAPClientError) as exc:
                 raise self._fail(f"moving messages to {folder!r}", exc) from None
+
+    # IDLE (RFC 2177) and NOOP: waiting for new mail on the selected folder.
+
+    def idle_wait(
+        self, seconds: float, should_stop: Callable[[], bool], slice_: float = 1.0
+    ) -> bool:
+        """IDLE on the selected folder for up to `seconds`, or until the server reports
+        new mail (EXISTS/RECENT) or `should_stop()`; True when new mail was announced.
+
+        The wait is checked in `slice_`-second steps so that a stop request ends it
+        quickly; IDLE is always ended with DONE before returning, so the connection is
+        usable (and can log out) afterwards.
+        """
+        end = time.monotonic() + seconds
+        news = False
+        try:
+            self.client.idle()
+            try:
+                while not news and not should_stop():
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        break
+                    news = _announces_mail(self.client.idle_check(timeout=min(left, slice_)))
+            finally:
+                news = _announces_mail(self.client.idle_done()[1]) or news
+        except (OSError, IMAPClientError) as exc:
+            raise self._fail("waiting for new mail (IDLE)", exc) from None
+        return news
+
+    def noop(self) -> bool:
+        """NOOP: keeps the connection alive; True when the server announced new mail."""
+        try:
+            _text, responses = self.client.noop()
+        except (OSError, IMAPClientError) as exc:
+            raise self._fail("NOOP", exc) from None
+        return _announces_mail(responses)
+
+
+def _announces_mail(responses: Iterable[Any]) -> bool:
+    """Whether untagged responses include EXISTS or RECENT (new mail in the folder)."""
+    for item in responses or ():
+        if isinstance(item, tuple) and len(item) >= 2 and item[1] in (b"EXISTS", b"RECENT"):
+            return True
+    return False
