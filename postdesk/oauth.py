@@ -39,6 +39,7 @@ from typing import Any
 from postdesk.config import OAuthSettings
 from postdesk.errors import ConfigError, PostdeskError
 from postdesk.files import write_atomically
+from postdesk.logs import add_secrets
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,7 @@ class TokenSource:
                     f"{s.refresh_token_file} cannot be written ({exc.strerror or exc}); "
                     "make it writable by postdesk's user and get a new refresh token"
                 ) from None
+            add_secrets([rotated])
             log.info("%s: the provider rotated the refresh token; saved it", self.who)
         return token, seconds
 

@@ -418,3 +418,31 @@ def test_a_rotated_refresh_token_that_cannot_be_saved_fails_the_refresh(
         "(No space left on device); make it writable by postdesk's user and get a new "
         "refresh token"
     )
+
+
+def test_client_secrets_and_refresh_tokens_are_masked_in_logs(tmp_path: Path) -> None:
+    from postdesk.logs import secrets_of
+
+    refresh = tmp_path / "rt"
+    refresh.write_text("rt-0123456789abcdef\n", encoding="utf-8")
+    oauth_table = {
+        "provider": "google",
+        "client_id": "id",
+        "client_secret": "cs-0123456789abcdef",
+        "refresh_token_file": str(refresh),
+    }
+    data = {
+        "database": {"url": "sqlite:///x.db"},
+        "mailbox": [
+            {
+                "name": "m",
+                "address": "m@example.com",
+                "host": "imap.example.com",
+                "username": "m@example.com",
+                "auth": "xoauth2",
+                "oauth": oauth_table,
+            }
+        ],
+    }
+    found = secrets_of(parse_settings(data, tmp_path / "postdesk.toml"))
+    assert {"rt-0123456789abcdef", "cs-0123456789abcdef"} <= found
