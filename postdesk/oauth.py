@@ -1,4 +1,4 @@
-"""OAuth 2.0 access tokens for XOAUTH2 logins (Gmail, Microsoft 365), and the SASL string.
+"""OAuth 2.0 access tokens for XOAUTH2 logins (Gmail, Microsoft 365).
 
 A mailbox or the [smtp] relay with `auth = "xoauth2"` gets its access token one of two ways:
 
@@ -9,7 +9,12 @@ A mailbox or the [smtp] relay with `auth = "xoauth2"` gets its access token one 
   provider's token endpoint and caches the access token in memory until a minute before
   it expires. When the provider rotates the refresh token (Microsoft does, Google may),
   the new one replaces the file atomically, owner-only (0600), before the access token is
-  used, so a crash can never leave postdesk holding only a spent refresh token.
+  used, so a crash can never leave postdesk holding only a spent refresh token. Processes
+  on one machine sharing the file (`postdesk run`, `postdesk doctor`) refresh one at a
+  time, under a lock on its directory.
+
+The XOAUTH2 SASL string itself (`user=...^Aauth=Bearer ...^A^A`) is built by imapclient's
+`oauth2_login` and aiosmtplib's `auth_xoauth2`.
 
 The refresh grant is one form POST answered with JSON, so it uses urllib rather than an
 OAuth library: authlib or requests-oauthlib would add requests and a dozen modules to do
@@ -23,15 +28,18 @@ put in a message or a log line.
 
 from __future__ import annotations
 
-import base64
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,16 +62,6 @@ MAX_TOKEN = 16 * 1024
 
 class TokenError(PostdeskError):
     """No access token could be had; the message is one line naming the mailbox."""
-
-
-def xoauth2_string(user: str, token: str) -> str:
-    """The XOAUTH2 initial response before base64: user, bearer token, two ^A ends."""
-    return f"user={user}\x01auth=Bearer {token}\x01\x01"
-
-
-def xoauth2_base64(user: str, token: str) -> str:
-    """The XOAUTH2 initial response as SMTP's AUTH command carries it."""
-    return base64.b64encode(xoauth2_string(user, token).encode("utf-8")).decode("ascii")
 
 
 @dataclass
@@ -107,7 +105,9 @@ class TokenSource:
                 self.last_was_cached = True
                 return cached.token
             self.last_was_cached = False
-            token, lifetime = self._refresh()
+            assert s.refresh_token_file is not None  # the config demands one without a command
+            with _file_lock(s.refresh_token_file.parent):
+                token, lifetime = self._refresh()
             _cache[s] = _Cached(token, time.monotonic() + max(0.0, lifetime - EXPIRY_MARGIN))
             return token
 
@@ -163,7 +163,7 @@ class TokenSource:
     def _refresh(self) -> tuple[str, float]:
         """POST the refresh grant; save a rotated refresh token; (access token, lifetime)."""
         s = self.settings
-        assert s.refresh_token_file is not None  # the config demands one without a command
+        assert s.refresh_token_file is not None
         refresh_token = self._read_refresh_token(s.refresh_token_file)
         form = {
             "grant_type": "refresh_token",
@@ -262,6 +262,25 @@ class TokenSource:
             )
         what = f" ({code})" if code else ""
         return f"the token endpoint answered HTTP {exc.code}{what}; check token_url and client_id"
+
+
+@contextlib.contextmanager
+def _file_lock(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `directory` (the refresh token file's), so that processes
+    on this machine sharing a refresh token (`run`, `doctor`) refresh one at a time and
+    each reads the token the previous one saved. The file itself cannot carry the lock:
+    saving replaces it. Where the directory cannot be opened or locked, go on unlocked."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ and an OAuth token endpoint on loopback that rotates the refresh token at every 
 from __future__ import annotations
 
 import stat
+import subprocess
 import sys
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -446,3 +447,30 @@ def test_client_secrets_and_refresh_tokens_are_masked_in_logs(tmp_path: Path) ->
     }
     found = secrets_of(parse_settings(data, tmp_path / "postdesk.toml"))
     assert {"rt-0123456789abcdef", "cs-0123456789abcdef"} <= found
+
+
+def test_processes_sharing_a_rotating_refresh_token_refresh_one_at_a_time(
+    oauth_server: OAuthServer, tmp_path: Path
+) -> None:
+    """Four processes (think `postdesk run` and `postdesk doctor`) start a refresh at once;
+    each rotation spends the token the others read, unless they take turns."""
+    oauth_server.account("x@example.com")
+    path = refresh_file(tmp_path, oauth_server)
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from postdesk.config import OAuthSettings\n"
+        "from postdesk.oauth import TokenSource\n"
+        "settings = OAuthSettings(token_url=sys.argv[1], client_id=sys.argv[2],"
+        " refresh_token_file=Path(sys.argv[3]))\n"
+        "print(len(TokenSource(settings, 'p').token()))\n"
+    )
+    argv = [sys.executable, "-c", script, oauth_server.token_url, oauth_server.client_id]
+    procs = [
+        subprocess.Popen([*argv, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    outcomes = [proc.communicate(timeout=60) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0, 0], outcomes
+    assert oauth_server.requests == 4
+    assert path.read_text(encoding="utf-8").strip() == oauth_server.refresh_token
