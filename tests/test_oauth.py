@@ -295,6 +295,7 @@ def test_doctor_logs_in_with_xoauth2_and_reports_a_failing_command(
     xoauth2_sink: SmtpSink,
     sqlite_url: str,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     oauth_server.account(account.email)
     path = refresh_file(tmp_path, oauth_server)
@@ -325,7 +326,15 @@ def test_doctor_logs_in_with_xoauth2_and_reports_a_failing_command(
     )
     Cli(write_config(tmp_path, sqlite_url))("init")
     config = write_config(tmp_path, sqlite_url, imap_block, smtp_block)
+    # Google does not rotate refresh tokens, so a file left readable stays so (a rotated
+    # token is saved owner-only).
+    monkeypatch.setattr(oauth_server, "rotate", False)
+    path.chmod(0o644)
     lines = Cli(config)("doctor", "--timeout", "5", code=1).stdout.splitlines()
+    assert (
+        f"warn  mailbox 'gmail': refresh_token_file {path} is readable by others (mode 644); "
+        f"fix: chmod 600 {path}"
+    ) in lines
     assert f"ok    mailbox 'gmail': logged in as {account.email!r} with XOAUTH2" in lines
     (smtp_line,) = [line for line in lines if line.startswith("FAIL  smtp")]
     assert smtp_line.startswith("FAIL  smtp: access token: [smtp]: token_command")

@@ -175,6 +175,27 @@ def token_hint(oauth: OAuthSettings | None, section: str, config: Path) -> str:
     return f"check the oauth settings of {section} in {config} and the refresh token file"
 
 
+def _token_file_mode(oauth: OAuthSettings | None, name: str) -> list[Check]:
+    """A warning when others may read the refresh token file (it is a password)."""
+    path = oauth.refresh_token_file if oauth is not None else None
+    if path is None:
+        return []
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return []  # the refresh already said what is wrong with it
+    if not mode & 0o077:
+        return []
+    return [
+        Check(
+            name,
+            "warn",
+            f"refresh_token_file {path} is readable by others (mode {mode:o})",
+            f"chmod 600 {path}",
+        )
+    ]
+
+
 def scope_hint(section: str, protocol: str) -> str:
     """How to fix an access token the server refused."""
     scope = (
@@ -249,7 +270,7 @@ def check_mailbox(box: MailboxSettings, config: Path, timeout: float) -> list[Ch
     if unresolved:
         return [_fail(name, unresolved, f"check host of {section} in {config}")]
     address = f"{box.host}:{box.port}"
-    checks: list[Check] = []
+    checks: list[Check] = _token_file_mode(box.oauth if xoauth2 else None, name)
     client: Any = None
     doing = "connecting to"
     try:
@@ -385,7 +406,7 @@ def check_smtp(smtp: SmtpSettings, config: Path, timeout: float) -> list[Check]:
             tls_context=context,
             timeout=min(timeout, smtp.timeout),
         )
-        found: list[Check] = []
+        found: list[Check] = _token_file_mode(smtp.oauth if xoauth2 else None, name)
         try:
             await client.connect()
         except (aiosmtplib.SMTPException, OSError) as exc:
