@@ -35,5 +35,10 @@ class MailboxError(PostdeskError):
     """Talking to an IMAP mailbox failed (connect, login, select, fetch, flag, move)."""
 
 
+class MailboxLoginError(MailboxError):
+    """The server refused the mailbox's credentials: retrying will not help until
+    someone fixes them, so the service reports it once rather than at every retry."""
+
+
 class ImportSourceError(PostdeskError):
     """A path given to `postdesk import` is not a mailbox, Maildir or message."""

@@ -61,7 +61,16 @@ MAX_TOKEN = 16 * 1024
 
 
 class TokenError(PostdeskError):
-    """No access token could be had; the message is one line naming the mailbox."""
+    """No access token could be had; the message is one line naming the mailbox.
+
+    `permanent`: retrying cannot help until someone acts (a refused refresh token or
+    client, a missing file or program), unlike an unreachable endpoint or a command
+    that failed this time.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 @dataclass
@@ -131,10 +140,13 @@ class TokenSource:
             )
         except FileNotFoundError:
             raise TokenError(
-                f"{self.who}: token_command {argv[0]!r} not found; give its full path"
+                f"{self.who}: token_command {argv[0]!r} not found; give its full path",
+                permanent=True,
             ) from None
         except PermissionError:
-            raise TokenError(f"{self.who}: token_command {argv[0]!r} is not executable") from None
+            raise TokenError(
+                f"{self.who}: token_command {argv[0]!r} is not executable", permanent=True
+            ) from None
         except subprocess.TimeoutExpired:
             raise TokenError(
                 f"{self.who}: token_command {name!r} did not finish within "
@@ -173,7 +185,7 @@ class TokenSource:
         try:
             secret = s.client_secret.reveal()
         except ConfigError as exc:
-            raise TokenError(f"{self.who}: {exc}") from None
+            raise TokenError(f"{self.who}: {exc}", permanent=True) from None
         if secret:
             form["client_secret"] = secret
         if s.scope:
@@ -192,7 +204,10 @@ class TokenSource:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 body = response.read(MAX_RESPONSE + 1)
         except urllib.error.HTTPError as exc:
-            raise TokenError(f"{self.who}: {self._refused(exc)}") from None
+            # 4xx: the request itself is wrong (refused token or client, bad scope); a
+            # 5xx or 429 may pass.
+            permanent = 400 <= exc.code < 500 and exc.code != 429
+            raise TokenError(f"{self.who}: {self._refused(exc)}", permanent=permanent) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise TokenError(
@@ -220,7 +235,8 @@ class TokenSource:
                 raise TokenError(
                     f"{self.who}: the provider rotated the refresh token but "
                     f"{s.refresh_token_file} cannot be written ({exc.strerror or exc}); "
-                    "make it writable by postdesk's user and get a new refresh token"
+                    "make it writable by postdesk's user and get a new refresh token",
+                    permanent=True,
                 ) from None
             add_secrets([rotated])
             log.info("%s: the provider rotated the refresh token; saved it", self.who)
@@ -232,12 +248,14 @@ class TokenSource:
         except OSError as exc:
             raise TokenError(
                 f"{self.who}: cannot read refresh_token_file {str(path)!r} "
-                f"({exc.strerror or exc}); write the refresh token into it (mode 0600)"
+                f"({exc.strerror or exc}); write the refresh token into it (mode 0600)",
+                permanent=True,
             ) from None
         if not text:
             raise TokenError(
                 f"{self.who}: refresh_token_file {str(path)!r} is empty; "
-                "write the refresh token into it"
+                "write the refresh token into it",
+                permanent=True,
             )
         return text
 

@@ -6,6 +6,7 @@ and an OAuth token endpoint on loopback that rotates the refresh token at every 
 
 from __future__ import annotations
 
+import socket
 import stat
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 
 from postdesk import oauth
 from postdesk.config import MailboxSettings, OAuthSettings, Secret, SmtpSettings, parse_settings
-from postdesk.errors import ConfigError, MailboxError
+from postdesk.errors import ConfigError, MailboxError, MailboxLoginError
 from postdesk.ingest.imap import ImapSource
 from postdesk.models.db import Database
 from postdesk.models.migrate import upgrade
@@ -64,6 +65,12 @@ def refresh_file(tmp_path: Path, server: OAuthServer) -> Path:
     path = tmp_path / "refresh-token"
     path.write_text(server.refresh_token + "\n", encoding="utf-8")
     path.chmod(0o600)
+    return path
+
+
+def refresh_file_with(tmp_path: Path, token: str) -> Path:
+    path = tmp_path / "refresh-token"
+    path.write_text(token + "\n", encoding="utf-8")
     return path
 
 
@@ -144,7 +151,8 @@ def test_imap_a_refused_refresh_token_is_one_line_naming_mailbox_and_file(
     path = tmp_path / "refresh-token"
     path.write_text("rt-revoked\n", encoding="utf-8")
     box = mailbox(oauth_dovecot, account, refresh_oauth(oauth_server, path))
-    with pytest.raises(MailboxError) as caught:
+    # Retrying cannot help until someone writes a new refresh token: a refused login.
+    with pytest.raises(MailboxLoginError) as caught:
         inbox_count(box)
     message = str(caught.value)
     assert message.startswith(f"mailbox 'gmail': the refresh token in {path} was refused")
@@ -156,7 +164,7 @@ def test_imap_a_fresh_token_the_server_refuses_is_not_retried(
     oauth_dovecot: Dovecot, account: MailUser, tmp_path: Path
 ) -> None:
     box = mailbox(oauth_dovecot, account, command_oauth(*token_script(tmp_path, "print('at-x')")))
-    with pytest.raises(MailboxError) as caught:
+    with pytest.raises(MailboxLoginError) as caught:
         inbox_count(box)
     assert str(caught.value) == (
         f"mailbox 'gmail' (127.0.0.1:{oauth_dovecot.port}): login as {account.email!r} was "
@@ -196,13 +204,34 @@ def test_a_failing_token_command_is_one_line_naming_the_mailbox(
     )
     with pytest.raises(MailboxError) as caught:
         inbox_count(mailbox(oauth_dovecot, account, oauth))
+    # The command may fail for a passing reason (no network): not a refused login.
+    assert not isinstance(caught.value, MailboxLoginError)
     assert str(caught.value).startswith(f"mailbox 'gmail': {expected}")
     assert "\n" not in str(caught.value)
 
 
+def test_an_unreachable_token_endpoint_is_not_a_refused_login(
+    oauth_dovecot: Dovecot, account: MailUser, tmp_path: Path
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    oauth = OAuthSettings(
+        token_url=f"http://127.0.0.1:{port}/token",
+        client_id="id",
+        refresh_token_file=refresh_file_with(tmp_path, "rt-x"),
+    )
+    with pytest.raises(MailboxError) as caught:
+        inbox_count(mailbox(oauth_dovecot, account, oauth))
+    assert not isinstance(caught.value, MailboxLoginError)
+    assert str(caught.value).startswith(
+        f"mailbox 'gmail': cannot reach the token endpoint 127.0.0.1:{port} ("
+    )
+
+
 def test_a_missing_token_command(oauth_dovecot: Dovecot, account: MailUser, tmp_path: Path) -> None:
     missing = str(tmp_path / "no-such-tool")
-    with pytest.raises(MailboxError, match=r"^mailbox 'gmail': token_command .* not found"):
+    with pytest.raises(MailboxLoginError, match=r"^mailbox 'gmail': token_command .* not found"):
         inbox_count(mailbox(oauth_dovecot, account, command_oauth(missing)))
 
 

@@ -19,7 +19,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from postdesk.config import MailboxSettings
-from postdesk.errors import ConfigError, MailboxError
+from postdesk.errors import ConfigError, MailboxError, MailboxLoginError
 from postdesk.oauth import TokenError, TokenSource, token_source
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,11 @@ def _describe(exc: BaseException) -> str:
     if isinstance(text, str) and text.startswith("b'") and text.endswith("'"):
         text = text[2:-1]
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _token_failure(exc: TokenError) -> MailboxError:
+    """A token that could not be had: a refused login when retrying cannot help."""
+    return MailboxLoginError(str(exc)) if exc.permanent else MailboxError(str(exc))
 
 
 def _chunks(uids: Sequence[int], size: int = _UID_CHUNK) -> Iterator[list[int]]:
@@ -119,7 +124,7 @@ class ImapSource:
         except ConfigError as exc:
             raise MailboxError(f"mailbox {s.name!r}: {exc}") from None
         except TokenError as exc:
-            raise MailboxError(str(exc)) from None
+            raise _token_failure(exc) from None
         try:
             client = IMAPClient(
                 s.host,
@@ -149,13 +154,13 @@ class ImapSource:
         except LoginError:
             self.close()
             what = "the access token" if tokens else "username and password"
-            raise MailboxError(
+            raise MailboxLoginError(
                 f"mailbox {s.name!r} ({s.host}:{s.port}): login as {s.username!r} was refused; "
                 f"check {what}"
             ) from None
         except TokenError as exc:
             self.close()
-            raise MailboxError(str(exc)) from None
+            raise _token_failure(exc) from None
         except (OSError, IMAPClientError) as exc:
             self.close()
             raise self._fail(doing, exc) from None
