@@ -285,6 +285,108 @@ def _differs_from_folder(processed: str, key: Key) -> str:
     return processed
 
 
+Auth = Literal["password", "xoauth2"]
+
+# Token endpoints and scopes of the providers `provider` names; {tenant} is Microsoft's
+# directory ("common", "organizations", a domain or a tenant id).
+OAUTH_PROVIDERS: dict[str, tuple[str, str]] = {
+    "google": ("https://oauth2.googleapis.com/token", ""),
+    "microsoft": (
+        "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",
+        "https://outlook.office.com/IMAP.AccessAsUser.All "
+        "https://outlook.office.com/SMTP.Send offline_access",
+    ),
+}
+
+
+def _provider(value: str, key: Key) -> str:
+    if value and value not in OAUTH_PROVIDERS:
+        raise key.fail(
+            f"got {value!r}; expected one of {', '.join(OAUTH_PROVIDERS)} "
+            "(or leave it out and set token_url)"
+        )
+    return value
+
+
+def _preset_url(siblings: Mapping[str, Any]) -> str:
+    preset = OAUTH_PROVIDERS.get(siblings["provider"])
+    return preset[0].format(tenant=siblings["tenant"]) if preset else ""
+
+
+def _preset_scope(siblings: Mapping[str, Any]) -> str:
+    preset = OAUTH_PROVIDERS.get(siblings["provider"])
+    return preset[1] if preset else ""
+
+
+def _token_url(url: str, key: Key) -> str:
+    url = url.strip()
+    if url and not url.startswith(("https://", "http://")):
+        raise key.fail(f"{url!r} is not an http(s) URL")
+    if url.startswith("http://") and not re.match(r"http://(127\.|localhost[:/]|\[::1\])", url):
+        raise key.fail("must be https:// (plain http only on loopback, for testing)")
+    return url
+
+
+@dataclass(frozen=True)
+class OAuthSettings:
+    """Where an XOAUTH2 access token comes from (postdesk/oauth.py): a command that prints
+    one, or a refresh token kept in a file and exchanged at the provider's token endpoint."""
+
+    token_command: tuple[str, ...] = ()
+    command_timeout: float = field(default=30.0, metadata=option(_positive))
+    provider: str = field(default="", metadata=option(_provider))
+    tenant: str = field(default="common", metadata=option(_nonempty))
+    token_url: str = field(default="", metadata=option(_token_url, default_from=_preset_url))
+    client_id: str = ""
+    client_secret: Secret = field(default_factory=lambda: Secret("none"))
+    refresh_token_file: Path | None = None
+    scope: str = field(default="", metadata=option(default_from=_preset_scope))
+
+
+def _oauth_fits(oauth: OAuthSettings | None, key: Key) -> OAuthSettings | None:
+    """[oauth] goes with auth = "xoauth2": a token_command, or what the refresh grant needs."""
+    auth = key.siblings["auth"]
+    if auth != "xoauth2":
+        if oauth is not None:
+            raise key.fail('is only used with auth = "xoauth2"; set that or remove it')
+        return oauth
+    if oauth is None:
+        raise key.fail(
+            'is missing; auth = "xoauth2" needs token_command, or provider, client_id and '
+            "refresh_token_file, in this table"
+        )
+    refresh = {
+        "provider": oauth.provider,
+        "token_url": oauth.token_url if not oauth.provider else "",
+        "client_id": oauth.client_id,
+        "refresh_token_file": oauth.refresh_token_file,
+        "client_secret": oauth.client_secret.source != "none",
+    }
+    if oauth.token_command:
+        given = [name for name, value in refresh.items() if value]
+        if given:
+            raise key.child(given[0]).fail("is not used with token_command; give one or the other")
+        return oauth
+    if not oauth.token_url:
+        raise key.child("provider").fail(
+            'is missing; set provider = "google" or "microsoft", or token_url, '
+            "or give token_command"
+        )
+    for name in ("client_id", "refresh_token_file"):
+        if not refresh[name]:
+            raise key.child(name).fail("is missing; the refresh grant needs it")
+    return oauth
+
+
+def _password_unless_xoauth2(password: Secret, key: Key) -> Secret:
+    auth = key.siblings["auth"]
+    if auth == "xoauth2" and password.source != "none":
+        raise key.fail('is not used with auth = "xoauth2"; remove it')
+    if auth == "password" and password.source == "none":
+        raise key.fail(_missing_secret("password"))
+    return password
+
+
 @dataclass(frozen=True)
 class MailboxSettings:
     """One support mailbox polled over IMAP."""
@@ -299,7 +401,11 @@ class MailboxSettings:
     )
     security: Security = field(metadata=option(default="ssl"))
     username: str = field(metadata=option(_nonempty))
-    password: Secret
+    # "xoauth2": log in with an OAuth 2.0 access token from [mailbox.oauth] (Gmail, M365).
+    auth: Auth = "password"
+    password: Secret = field(
+        default_factory=lambda: Secret("none"), metadata=option(_password_unless_xoauth2)
+    )
     folder: str = field(default="INBOX", metadata=option(_inbox_if_empty))
     processed_folder: str = field(default="", metadata=option(_differs_from_folder))
     ca_file: Path | None = None
@@ -316,10 +422,19 @@ class MailboxSettings:
     team: str = field(default="Support", metadata=option(_nonempty))
     # The [calendar.NAME] this mailbox's tickets' SLA clocks count in ("": [sla] calendar).
     calendar: str = ""
+    oauth: OAuthSettings | None = field(default=None, metadata=option(_oauth_fits))
 
 
 def _needed_with_username(password: Secret, key: Key) -> Secret:
     # A relay that takes mail without logging in needs neither; a username needs both.
+    if key.siblings["auth"] == "xoauth2":
+        if password.source != "none":
+            raise key.fail('is not used with auth = "xoauth2"; remove it')
+        if not key.siblings["username"]:
+            raise key.renamed(key.name.rsplit(".", 1)[0] + ".username").fail(
+                'is missing; auth = "xoauth2" logs in as this user'
+            )
+        return password
     if key.siblings["username"] and password.source == "none":
         raise key.fail(_missing_secret("password"))
     return password
@@ -337,12 +452,14 @@ class SmtpSettings:
     )
     security: Security = field(metadata=option(default="starttls"))
     username: str = ""
+    auth: Auth = "password"
     password: Secret = field(
         default_factory=lambda: Secret("none"), metadata=option(_needed_with_username)
     )
     ca_file: Path | None = None
     tls_verify: bool = True
     timeout: float = field(default=60.0, metadata=option(_positive))
+    oauth: OAuthSettings | None = field(default=None, metadata=option(_oauth_fits))
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,15 @@ them without parsing the message.
 
 Secrets never reach a log line on purpose (database URLs are shown through
 `Database.display_url`, passwords are never formatted). As a second guard, the
-formatters replace every configured secret (mailbox and SMTP passwords, the reply-token
-secret, the database password) by `***` wherever it would appear, e.g. inside a server's
-error message that quotes what it was sent.
+formatters replace every configured secret (mailbox and SMTP passwords, OAuth client
+secrets and refresh tokens, the reply-token secret, the database password) by `***`
+wherever it would appear, e.g. inside a server's error message that quotes what it was
+sent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterable
@@ -48,6 +50,16 @@ def secrets_of(settings: Settings) -> set[str]:
     if settings.smtp is not None:
         holders.append(settings.smtp.password)
     holders.append(settings.threading.secret)
+    # XOAUTH2: client secrets and refresh tokens (a rotated one is added when saved).
+    oauths = [box.oauth for box in settings.mailboxes]
+    oauths.append(settings.smtp.oauth if settings.smtp is not None else None)
+    for oauth in oauths:
+        if oauth is None:
+            continue
+        holders.append(oauth.client_secret)
+        if oauth.refresh_token_file is not None:
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                found.add(oauth.refresh_token_file.read_text(encoding="utf-8").strip())
     for secret in holders:
         try:
             found.add(secret.reveal())

@@ -186,8 +186,8 @@ def test_a_field_type_without_a_reading_fails_the_first_load(
 def test_every_section_lists_its_keys_from_the_dataclass(tmp_path: Path) -> None:
     err = error({**DB, "mailbox": [{"nmae": "x"}]}, tmp_path)
     assert err.problem == (
-        "unknown key; did you mean 'name'? (allowed: acknowledge, address, batch_bytes, "
-        "batch_size, ca_file, calendar, folder, host, name, password, password_env, "
+        "unknown key; did you mean 'name'? (allowed: acknowledge, address, auth, batch_bytes, "
+        "batch_size, ca_file, calendar, folder, host, name, oauth, password, password_env, "
         "password_file, port, processed_folder, security, team, timeout, tls_verify, username)"
     )
     top = error({**DB, "x": 1}, tmp_path)

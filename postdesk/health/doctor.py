@@ -2,8 +2,9 @@
 
 Checks, in order: the config file, the data directory, the database and its schema, then
 every mailbox (resolve the host, connect and secure the connection as configured, log
-in, EXAMINE the folder, IDLE offered or not) and the SMTP relay (connect, TLS, AUTH when
-a username is configured; no mail is sent). The network checks of different servers run
+in with the password or an XOAUTH2 access token, EXAMINE the folder, IDLE offered or
+not) and the SMTP relay (connect, TLS, AUTH when a username is configured; no mail is
+sent). The network checks of different servers run
 side by side, each bounded by a timeout, so a hung server costs one timeout, not one per
 mailbox.
 
@@ -34,11 +35,12 @@ import aiosmtplib
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from postdesk.config import MailboxSettings, Secret, Settings, SmtpSettings
+from postdesk.config import MailboxSettings, OAuthSettings, Secret, Settings, SmtpSettings
 from postdesk.errors import ConfigError, DatabaseError
 from postdesk.ingest.imap import _describe, _tls_context
 from postdesk.models.db import Database, sqlite_file
 from postdesk.models.migrate import current_revision, head_revision
+from postdesk.oauth import TokenError, token_source
 from postdesk.termsafe import terminal_safe
 
 DEFAULT_TIMEOUT = 10.0
@@ -166,6 +168,48 @@ def password_hint(secret: Secret, section: str, config: Path) -> str:
     return f"check password and username of {section} in {config}"
 
 
+def token_hint(oauth: OAuthSettings | None, section: str, config: Path) -> str:
+    """How to fix an access token that could not be had."""
+    if oauth is not None and oauth.token_command:
+        return f"run token_command of {section} by hand and fix what it says"
+    return f"check the oauth settings of {section} in {config} and the refresh token file"
+
+
+def _token_file_mode(oauth: OAuthSettings | None, name: str) -> list[Check]:
+    """A warning when others may read the refresh token file (it is a password)."""
+    path = oauth.refresh_token_file if oauth is not None else None
+    if path is None:
+        return []
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return []  # the refresh already said what is wrong with it
+    if not mode & 0o077:
+        return []
+    return [
+        Check(
+            name,
+            "warn",
+            f"refresh_token_file {path} is readable by others (mode {mode:o})",
+            f"chmod 600 {path}",
+        )
+    ]
+
+
+def scope_hint(section: str, protocol: str) -> str:
+    """How to fix an access token the server refused."""
+    scope = (
+        "https://outlook.office.com/IMAP.AccessAsUser.All"
+        if protocol == "imap"
+        else "https://outlook.office.com/SMTP.Send"
+    )
+    return (
+        f"check username of {section} is the account the token is for, and the token's "
+        f"scopes (Gmail: https://mail.google.com/; Microsoft 365: {scope}, and "
+        f"{protocol.upper()} AUTH enabled for the mailbox)"
+    )
+
+
 def _resolve(host: str, port: int) -> str | None:
     """None when `host` resolves, else why not."""
     try:
@@ -215,15 +259,18 @@ def check_mailbox(box: MailboxSettings, config: Path, timeout: float) -> list[Ch
     """Connect to one mailbox as `postdesk run` would; one Check per step reached."""
     name = f"mailbox {box.name!r}"
     section = f"[[mailbox]] {box.name!r}"
+    xoauth2 = box.auth == "xoauth2"
     try:
-        password = box.password.reveal()
+        password = token_source(box.oauth, name).token() if xoauth2 else box.password.reveal()
     except ConfigError as exc:
         return [_fail(name, f"password: {exc}")]
+    except TokenError as exc:
+        return [_fail(name, f"access token: {exc}", token_hint(box.oauth, section, config))]
     unresolved = _resolve(box.host, box.port)
     if unresolved:
         return [_fail(name, unresolved, f"check host of {section} in {config}")]
     address = f"{box.host}:{box.port}"
-    checks: list[Check] = []
+    checks: list[Check] = _token_file_mode(box.oauth if xoauth2 else None, name)
     client: Any = None
     doing = "connecting to"
     try:
@@ -252,13 +299,16 @@ def check_mailbox(box: MailboxSettings, config: Path, timeout: float) -> list[Ch
                 Check(
                     name,
                     "warn",
-                    "the password crosses the network unencrypted",
+                    f"the {'access token' if xoauth2 else 'password'} crosses the network "
+                    "unencrypted",
                     f'set security = "ssl" or "starttls" in {section}',
                 )
             )
         doing = "logging in to"
         try:
-            if box.username.isascii() and password.isascii():
+            if xoauth2:
+                client.oauth2_login(box.username, password)
+            elif box.username.isascii() and password.isascii():
                 client.login(box.username, password)
             else:
                 client.plain_login(box.username, password)
@@ -266,12 +316,15 @@ def check_mailbox(box: MailboxSettings, config: Path, timeout: float) -> list[Ch
             checks.append(
                 _fail(
                     name,
-                    f"login as {box.username!r} refused",
-                    password_hint(box.password, section, config),
+                    f"{'XOAUTH2 ' if xoauth2 else ''}login as {box.username!r} refused",
+                    scope_hint(section, "imap")
+                    if xoauth2
+                    else password_hint(box.password, section, config),
                 )
             )
             return checks
-        checks.append(_ok(name, f"logged in as {box.username!r}"))
+        how = " with XOAUTH2" if xoauth2 else ""
+        checks.append(_ok(name, f"logged in as {box.username!r}{how}"))
         doing = "reading folders of"
         checks.append(_folder(client, box, name, section))
         idle = client.has_capability("IDLE")
@@ -322,11 +375,17 @@ def _folder(client: Any, box: MailboxSettings, name: str, section: str) -> Check
 def check_smtp(smtp: SmtpSettings, config: Path, timeout: float) -> list[Check]:
     """Connect to the relay, secure it and log in as configured; QUIT without sending."""
     name = "smtp"
-    if smtp.username:
-        try:
+    xoauth2 = smtp.auth == "xoauth2"
+    password = ""
+    try:
+        if xoauth2:
+            password = token_source(smtp.oauth, "[smtp]").token()
+        elif smtp.username:
             password = smtp.password.reveal()
-        except ConfigError as exc:
-            return [_fail(name, f"password: {exc}")]
+    except ConfigError as exc:
+        return [_fail(name, f"password: {exc}")]
+    except TokenError as exc:
+        return [_fail(name, f"access token: {exc}", token_hint(smtp.oauth, "[smtp]", config))]
     unresolved = _resolve(smtp.host, smtp.port)
     if unresolved:
         return [_fail(name, unresolved, f"check host of [smtp] in {config}")]
@@ -347,7 +406,7 @@ def check_smtp(smtp: SmtpSettings, config: Path, timeout: float) -> list[Check]:
             tls_context=context,
             timeout=min(timeout, smtp.timeout),
         )
-        found: list[Check] = []
+        found: list[Check] = _token_file_mode(smtp.oauth if xoauth2 else None, name)
         try:
             await client.connect()
         except (aiosmtplib.SMTPException, OSError) as exc:
@@ -364,17 +423,24 @@ def check_smtp(smtp: SmtpSettings, config: Path, timeout: float) -> list[Check]:
             found.append(_ok(name, f"connected to {address}, {tls}"))
             if smtp.username:
                 try:
-                    await client.login(smtp.username, password)
+                    if xoauth2:
+                        await client.auth_xoauth2(smtp.username, password)
+                    else:
+                        await client.login(smtp.username, password)
                 except aiosmtplib.SMTPAuthenticationError as exc:
                     found.append(
                         _fail(
                             name,
-                            f"login as {smtp.username!r} refused ({exc.code} {exc.message})",
-                            password_hint(smtp.password, "[smtp]", config),
+                            f"{'XOAUTH2 ' if xoauth2 else ''}login as {smtp.username!r} "
+                            f"refused ({exc.code} {exc.message})",
+                            scope_hint("[smtp]", "smtp")
+                            if xoauth2
+                            else password_hint(smtp.password, "[smtp]", config),
                         )
                     )
                     return found
-                found.append(_ok(name, f"logged in as {smtp.username!r}"))
+                how = " with XOAUTH2" if xoauth2 else ""
+                found.append(_ok(name, f"logged in as {smtp.username!r}{how}"))
         except (aiosmtplib.SMTPException, OSError) as exc:
             found.append(_fail(name, f"{address}: {_one_line(exc)}"))
         finally:

@@ -21,6 +21,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 
 from postdesk.config import MailboxSettings
 from postdesk.errors import ConfigError, MailboxError, MailboxLoginError
+from postdesk.oauth import TokenError, TokenSource, token_source
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,11 @@ def _describe(exc: BaseException) -> str:
     if isinstance(text, str) and text.startswith("b'") and text.endswith("'"):
         text = text[2:-1]
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _token_failure(exc: TokenError) -> MailboxError:
+    """A token that could not be had: a refused login when retrying cannot help."""
+    return MailboxLoginError(str(exc)) if exc.permanent else MailboxError(str(exc))
 
 
 def _chunks(uids: Sequence[int], size: int = _UID_CHUNK) -> Iterator[list[int]]:
@@ -111,10 +117,15 @@ class ImapSource:
         if self._client is not None:
             return
         s = self.settings
+        tokens = token_source(s.oauth, f"mailbox {s.name!r}") if s.auth == "xoauth2" else None
         try:
-            password = s.password.reveal()
+            # The token is had before connecting: a failing token command or refresh is
+            # its own one-line error, not a refused login.
+            password = tokens.token() if tokens else s.password.reveal()
         except ConfigError as exc:
             raise MailboxError(f"mailbox {s.name!r}: {exc}") from None
+        except TokenError as exc:
+            raise _token_failure(exc) from None
         try:
             client = IMAPClient(
                 s.host,
@@ -137,13 +148,20 @@ class ImapSource:
                 doing = "starting TLS"
                 client.starttls(_tls_context(s))
                 doing = "logging in"
-            self._login(client, s.username, password)
+            if tokens:
+                self._oauth2_login(client, tokens, password)
+            else:
+                self._login(client, s.username, password)
         except LoginError:
             self.close()
+            what = "the access token" if tokens else "username and password"
             raise MailboxLoginError(
                 f"mailbox {s.name!r} ({s.host}:{s.port}): login as {s.username!r} was refused; "
-                "check username and password"
+                f"check {what}"
             ) from None
+        except TokenError as exc:
+            self.close()
+            raise _token_failure(exc) from None
         except (OSError, IMAPClientError) as exc:
             self.close()
             raise self._fail(doing, exc) from None
@@ -168,6 +186,18 @@ class ImapSource:
                 "ASCII and the server does not offer AUTH=PLAIN to send it as UTF-8"
             )
         client.plain_login(username, password)
+
+    def _oauth2_login(self, client: Any, tokens: TokenSource, token: str) -> None:
+        """AUTHENTICATE XOAUTH2; a cached token the server refuses (revoked, or expired
+        early) is replaced by a freshly refreshed one, once, on the same connection."""
+        try:
+            client.oauth2_login(self.settings.username, token)
+        except LoginError:
+            if not tokens.last_was_cached:
+                raise
+            log.info("mailbox %s: cached access token refused; refreshing", self.settings.name)
+            tokens.forget()
+            client.oauth2_login(self.settings.username, tokens.token(fresh=True))
 
     def close(self) -> None:
         """Log out and drop the connection; never raises."""

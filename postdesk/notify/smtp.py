@@ -45,6 +45,7 @@ from postdesk.notify.outbox import (
     sent,
     try_later,
 )
+from postdesk.oauth import TokenError, token_source
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,9 @@ class OutboxSender:
             timeout=settings.timeout,
         )
         await client.connect()
-        if settings.username:
+        if settings.auth == "xoauth2":
+            await xoauth2_login(client, settings)
+        elif settings.username:
             await client.login(settings.username, settings.password.reveal())
         return client
 
@@ -245,6 +248,29 @@ class OutboxSender:
         try_later(self.db, row.id, self.owner, reason, at=at, was=state)
         result.retrying += 1
         log.info("outbox %d <%s>: will retry at %s: %s", row.id, row.message_id, at, reason)
+
+
+async def xoauth2_login(client: aiosmtplib.SMTP, settings: SmtpSettings) -> None:
+    """AUTH XOAUTH2 with a token from [smtp.oauth] (its refresh runs off the event loop).
+
+    A cached token the server refuses is replaced by a freshly refreshed one, once. A
+    token that cannot be had is raised as SMTPAuthenticationError (code 0) carrying the
+    TokenError's one line, so it is handled like a refused login.
+    """
+    tokens = token_source(settings.oauth, "[smtp]")
+    try:
+        token = await asyncio.to_thread(tokens.token)
+        try:
+            await client.auth_xoauth2(settings.username, token)
+        except aiosmtplib.SMTPAuthenticationError:
+            if not tokens.last_was_cached:
+                raise
+            log.info("[smtp]: cached access token refused; refreshing")
+            tokens.forget()
+            token = await asyncio.to_thread(tokens.token, fresh=True)
+            await client.auth_xoauth2(settings.username, token)
+    except TokenError as exc:
+        raise aiosmtplib.SMTPAuthenticationError(0, str(exc)) from None
 
 
 async def _step(call: object) -> None:

@@ -291,8 +291,14 @@ class Dovecot:
     server first starts and reused if it is restarted, so a client can reconnect.
     """
 
-    def __init__(self, root: Path, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, root: Path, host: str = "127.0.0.1", *, oauth2_introspection_url: str = ""
+    ) -> None:
         self.root = Path(os.path.abspath(root))
+        # With a URL, XOAUTH2 and OAUTHBEARER logins are offered too: Dovecot POSTs the
+        # bearer token there (RFC 7662 introspection) and lets the user in when the JSON
+        # answer has "active": true and "username" equal to the login name.
+        self.oauth2_introspection_url = oauth2_introspection_url
         if _UNSAFE_PATH_CHARS.search(str(self.root)):
             raise ValueError(
                 f"Dovecot root {self.root} contains a character its configuration cannot "
@@ -664,6 +670,7 @@ class Dovecot:
             homes=self._homes,
             log_path=self.log_path,
             identity=self._identity,
+            oauth2_conf=self._write_oauth2_conf(),
         )
         self.config_path.write_text(text, encoding="utf-8")
         if not self._identity.privileged:
@@ -673,6 +680,21 @@ class Dovecot:
             if services:
                 overrides = "".join(f"service {name} {{\n  chroot =\n}}\n" for name in services)
                 self.config_path.write_text(text + overrides, encoding="utf-8")
+
+    def _write_oauth2_conf(self) -> Path | None:
+        """The oauth2 passdb's settings file, when an introspection URL is configured."""
+        url = self.oauth2_introspection_url
+        if not url:
+            return None
+        if any(c in url for c in "\n\"' "):
+            raise ValueError(f"{url!r} cannot be written into Dovecot's configuration")
+        path = self.root / "dovecot-oauth2.conf.ext"
+        path.write_text(
+            f"introspection_mode = post\nintrospection_url = {url}\n"
+            "username_attribute = username\nactive_attribute = active\nactive_value = true\n",
+            encoding="utf-8",
+        )
+        return path
 
     def _launch(self, binary: Path, timeout: float) -> None:
         try:
@@ -815,8 +837,17 @@ def _render_config(
     homes: Path,
     log_path: Path,
     identity: _Identity,
+    oauth2_conf: Path | None = None,
 ) -> str:
     privileged = identity.privileged
+    mechanisms = "plain login"
+    oauth2_passdb = ""
+    if oauth2_conf is not None:
+        mechanisms += " xoauth2 oauthbearer"
+        oauth2_passdb = (
+            "passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+            f"  args = {oauth2_conf}\n}}\n"
+        )
     # In the privileged layout the passwd-file home is "<homes>/./<user>": Dovecot chroots
     # to <homes> before dropping to the mail uid, which only has to reach its own home.
     chroot_setting = f"valid_chroot_dirs = {homes}\n" if privileged else ""
@@ -837,7 +868,7 @@ ssl_key = <{tls.key_file}
 
 # Loopback only: plain LOGIN must work without TLS, as many test clients use it.
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 # Logs why a login failed (unknown user, password mismatch) for whoever debugs a test.
 auth_verbose = yes
 auth_failure_delay = 0
@@ -859,7 +890,7 @@ namespace inbox {{
   inbox = yes
 }}
 
-passdb {{
+{oauth2_passdb}passdb {{
   driver = passwd-file
   args = {passwd_dir}/%u
 }}

@@ -8,6 +8,7 @@ imported only when a sink starts.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hmac
 import socket
@@ -46,6 +47,10 @@ class SmtpSink:
     ``deliver`` is called with every message before it is accepted, on the sink's thread:
     if it raises, the message is refused with 451 and kept in ``refused``. Together they
     turn the sink into a mail server that delivers (see testing/delivery.py).
+
+    ``xoauth2`` makes it offer AUTH XOAUTH2 and require a login: it is called with the
+    user and bearer token of each attempt and says whether they are good (for instance
+    testing/oauthserver.py's ``OAuthServer.valid``).
     """
 
     def __init__(
@@ -59,6 +64,7 @@ class SmtpSink:
         auth: tuple[str, str] | None = None,
         accepts: Callable[[str], bool] | None = None,
         deliver: Callable[[ReceivedMail], None] | None = None,
+        xoauth2: Callable[[str, str], bool] | None = None,
     ) -> None:
         if starttls and (tls_cert is None or tls_key is None):
             raise ValueError("starttls=True needs tls_cert and tls_key")
@@ -71,6 +77,7 @@ class SmtpSink:
         self.auth = auth
         self.accepts = accepts
         self.deliver = deliver
+        self.xoauth2 = xoauth2
         self._changed = threading.Condition()
         self._messages: list[ReceivedMail] = []
         self._refused: list[ReceivedMail] = []
@@ -159,7 +166,7 @@ class SmtpSink:
             raise
         self._port = int(sock.getsockname()[1])
 
-        if self.auth is not None:
+        if self.auth is not None or self.xoauth2 is not None:
             # AUTH without TLS is deliberate here (loopback); aiosmtpd warns on every session.
             warnings.filterwarnings(
                 "ignore",
@@ -168,7 +175,11 @@ class SmtpSink:
                 module="aiosmtpd",
             )
         loop = asyncio.new_event_loop()
-        handler = _Handler(self)
+        handler = (
+            _XOAuth2Handler(self, self.xoauth2, auth_result_class)
+            if self.xoauth2 is not None
+            else _Handler(self)
+        )
         authenticator = _Authenticator(self.auth, auth_result_class) if self.auth else None
 
         def factory() -> Any:
@@ -177,7 +188,7 @@ class SmtpSink:
                 hostname="localhost",
                 tls_context=tls_context,
                 require_starttls=False,
-                auth_required=self.auth is not None,
+                auth_required=self.auth is not None or self.xoauth2 is not None,
                 auth_require_tls=False,
                 authenticator=authenticator,
                 enable_SMTPUTF8=True,
@@ -282,6 +293,39 @@ class _Handler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         return self._sink._receive(session, envelope)
+
+
+@dataclass(frozen=True)
+class _OAuthLogin:
+    login: bytes
+
+
+class _XOAuth2Handler(_Handler):
+    """The handler plus AUTH XOAUTH2 (aiosmtpd offers every `auth_*` method it has)."""
+
+    def __init__(
+        self, sink: SmtpSink, check: Callable[[str, str], bool], result_class: Any
+    ) -> None:
+        super().__init__(sink)
+        self._check = check
+        self._result_class = result_class
+
+    async def auth_XOAUTH2(self, server: Any, args: list[str]) -> Any:
+        # Only the initial-response form (what clients send); anything else fails.
+        fields: dict[str, str] = {}
+        if len(args) == 2:
+            try:
+                decoded = base64.b64decode(args[1], validate=True).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                decoded = ""
+            for part in decoded.split("\x01"):
+                name, _, value = part.partition("=")
+                fields[name] = value
+        user = fields.get("user", "")
+        token = fields.get("auth", "").removeprefix("Bearer ")
+        ok = bool(user and token) and self._check(user, token)
+        data = _OAuthLogin(user.encode("utf-8")) if ok else None
+        return self._result_class(success=ok, handled=False, auth_data=data)
 
 
 class _Authenticator:
