@@ -6,6 +6,10 @@ the process reaches the point called NAME, it writes one line,
 (tests/test_crash.py) wait for that line and SIGKILL the process, so every window they
 plan is hit on every run instead of by timing. The points are listed in POINTS.
 
+With $POSTDESK_PAUSE_RESUME also set to a file's path, the pause ends when that file
+exists (the process writes `postdesk: resumed at NAME` and carries on): the fault tests
+(tests/test_faults.py) restart a server while the process stands still at the point.
+
 Unset, which is always the case outside those tests, `pause_point` is one comparison.
 The variable is read once, when this module is first imported.
 """
@@ -18,6 +22,7 @@ import threading
 import time
 
 ENV = "POSTDESK_PAUSE_AT"
+RESUME_ENV = "POSTDESK_PAUSE_RESUME"
 
 POINTS = {
     "fetch-lease-taken": "a fetch pass holds the mailbox's lease, nothing fetched yet",
@@ -42,6 +47,7 @@ def _parse(value: str | None) -> tuple[str, int] | None:
 
 
 _WANTED = _parse(os.environ.get(ENV))
+_RESUME = os.environ.get(RESUME_ENV) or None
 _seen = 0
 _lock = threading.Lock()
 
@@ -57,5 +63,10 @@ def pause_point(name: str) -> None:
             return
     sys.stderr.write(f"postdesk: paused at {name} ({_seen})\n")
     sys.stderr.flush()
-    while True:
-        time.sleep(3600)
+    if _RESUME is None:
+        while True:
+            time.sleep(3600)
+    while not os.path.exists(_RESUME):
+        time.sleep(0.05)
+    sys.stderr.write(f"postdesk: resumed at {name}\n")
+    sys.stderr.flush()

@@ -8,18 +8,35 @@ drops the rest. `AttachmentStore` keeps each distinct blob once, under
 the names (one per message that carried it) are kept with the messages. Stores written
 before kept a copy per name under `<root>/<sha[:2]>/<sha>/<name>`; those paths stay
 valid (each attachment row records its own).
+
+A full disk (or quota) is not the message's fault: `save` raises `DiskFull`, whose text
+starts with `DISK_FULL`, so the message is quarantined with a reason that says so, and
+the processor puts such messages back to pending at its next run once the store has room
+for them (`AttachmentStore.has_room`): nothing is lost, and nobody has to retry by hand.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import mimetypes
+import shutil
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from postdesk.errors import PostdeskError
 from postdesk.files import private_directory, write_atomically
+
+# The start of a quarantine reason that the processor retries by itself (process.py).
+DISK_FULL: Final = "no space left for attachments"
+_DISK_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class DiskFull(PostdeskError):
+    """The filesystem holding the attachment store is full or over quota."""
+
 
 MAX_FILENAME_BYTES: Final = 200
 # An "extension" longer than this is part of the name ("Minutes.of the meeting with ACME").
@@ -182,6 +199,24 @@ class AttachmentStore:
         relpath = f"sha256/{digest[:2]}/{digest}"
         target = self.root / relpath
         if not target.exists():
-            private_directory(target.parent)
-            write_atomically(target, data)
+            try:
+                private_directory(target.parent)
+                write_atomically(target, data)
+            except OSError as exc:
+                if exc.errno not in _DISK_FULL_ERRNOS:
+                    raise
+                raise DiskFull(
+                    f"{DISK_FULL} in {self.root} ({exc.strerror}); "
+                    "retried by itself once there is room"
+                ) from exc
         return StoredAttachment(sha256=digest, size=len(data), relpath=relpath)
+
+    def has_room(self, size: int) -> bool:
+        """Whether the store's filesystem has more than `size` bytes free now."""
+        path = self.root
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        try:
+            return shutil.disk_usage(path).free > size
+        except OSError:
+            return False

@@ -42,6 +42,7 @@ from sqlalchemy import Connection, String, bindparam, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from postdesk.errors import PostdeskError
+from postdesk.ingest.attachments import DISK_FULL, AttachmentStore
 from postdesk.ingest.automatic import KindOfMail
 from postdesk.ingest.parse import ParsedMessage
 from postdesk.ingest.sender import Sender
@@ -368,7 +369,11 @@ class Processor:
             )
 
     def run(self) -> ProcessResult:
-        """Process every pending message in arrival order until none is left or asked to stop."""
+        """Process every pending message in arrival order until none is left or asked to stop.
+
+        First, messages quarantined because the attachment disk was full go back to
+        pending when the disk has room for them again (`requeue_disk_full`)."""
+        self.requeue_disk_full()
         result = ProcessResult()
         after = 0
         with self._connection() as conn:
@@ -379,6 +384,41 @@ class Processor:
                 result.add(self._run(conn, ids))
                 after = ids[-1]
         return result
+
+    def requeue_disk_full(self) -> list[int]:
+        """Put messages quarantined for a full attachment disk back to pending, each when
+        the disk has more free space than the message's size (its attachments, decoded,
+        are smaller); the ids put back. A support team wants them filed once an operator
+        has made room, without anyone having to run `inbound retry`."""
+        stores = [
+            store
+            for step in self.steps
+            if isinstance(store := getattr(step, "attachments", None), AttachmentStore)
+        ]
+        if not stores:
+            return []
+        with self.db.read_session() as session:
+            waiting = session.execute(
+                select(RawMessage.id, RawMessage.size).where(
+                    RawMessage.status == RawStatus.QUARANTINED,
+                    RawMessage.reason.contains(DISK_FULL, autoescape=True),
+                )
+            ).all()
+        ids = [row.id for row in waiting if all(s.has_room(row.size) for s in stores)]
+        if ids:
+            with self.db.transaction() as session:
+                session.execute(
+                    update(RawMessage)
+                    .where(RawMessage.id.in_(ids), RawMessage.status == RawStatus.QUARANTINED)
+                    .values(status=RawStatus.PENDING)
+                )
+            log.warning(
+                "the attachment disk has room again: %d message(s) quarantined for lack of "
+                "space put back to pending (raw %s)",
+                len(ids),
+                ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else ""),
+            )
+        return ids
 
     def run_ids(self, raw_ids: Sequence[int]) -> ProcessResult:
         """Process the given raw messages in the given order (those still pending)."""
