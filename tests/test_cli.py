@@ -445,7 +445,7 @@ def test_quarantine_list_and_retry_again(ready: Cli, tmp_path: Path) -> None:
     assert "1 new ticket(s), 0 added to tickets, 1 quarantined" in out
 
     header, listed, reason = ready("inbound", "list", "--quarantined").stdout.splitlines()
-    assert header.split() == ["ID", "STATUS", "FROM", "SUBJECT"]
+    assert header.split() == ["id", "status", "from", "subject"]
     assert "quarantined" in listed and "(no From)" in listed and "Question 2" in listed
     assert reason.strip() == (
         "reason: sender: no sender address: From, Sender and Reply-To are all missing or unreadable"

@@ -70,7 +70,7 @@ def test_list_shows_sender_subject_and_reason_with_a_limit(ready: Cli, tmp_path:
     files["zz-hostile.eml"] = HOSTILE
     import_files(ready, tmp_path / "mail", files)
     out = ready("inbound", "list").stdout.splitlines()
-    assert out[0].split() == ["ID", "STATUS", "FROM", "SUBJECT"]
+    assert out[0].split() == ["id", "status", "from", "subject"]
     # The newest first: the hostile one (read last), then its reason on its own line.
     assert out[1].split()[:4] == ["61", "quarantined", "(no", "From)"]
     assert "Hello there evil" in out[1]
