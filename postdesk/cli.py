@@ -46,9 +46,8 @@ from postdesk.models.migrate import upgrade
 from postdesk.notify.cli import outbox as outbox_commands
 from postdesk.qa.cli import kpi as kpi_command
 from postdesk.qa.cli import qa as qa_commands
-from postdesk.tables import Field, delimited, json_rows, pick, table_lines
-from postdesk.tickets.render import Screen, local_time, parse_time, screen, shorten
-from postdesk.tickets.render import one_line as render_one_line
+from postdesk.tables import Field, delimited, json_rows, note_lines, pick, table_lines
+from postdesk.tickets.render import Screen, local_time, parse_time, screen
 
 if TYPE_CHECKING:
     from postdesk.ingest.sources import ImportedMessage
@@ -115,9 +114,21 @@ def init(obj: Context) -> None:
     Example:
       $ postdesk -c /etc/postdesk.toml init
     """
+    from postdesk.models.migrate import current_revision, head_revision
+
     obj.writable_data_dir()
     db = obj.database(migrated=False)
-    before, after = upgrade(db)
+    start, head = current_revision(db), head_revision()
+    if start is not None and start != head:
+        # Upgrades can be long on a large database (building the search index over every
+        # stored message): a line when it starts and one per step, on stderr.
+        click.echo(f"init: upgrading schema {start} to {head}...", err=True)
+
+    def applied(revision: str, what: str, seconds: float) -> None:
+        if start is not None:
+            click.echo(f"init: schema {revision} ({what}) done in {seconds:.1f} s", err=True)
+
+    before, after = upgrade(db, applied)
     # At the current schema an upgrade writes nothing: prove postdesk may write.
     db.check_writable()
     from postdesk.daemon import sync_config
@@ -983,7 +994,7 @@ def inbound_list(
         click.echo(line)
         quarantine = row["status"] in (RawStatus.QUARANTINED, RawStatus.DISCARDED)
         if row["reason"] and quarantine and columns is None:
-            click.echo(shorten(f"{' ' * 8}reason: {render_one_line(row['reason'])}", out.width))
+            click.echo("\n".join(note_lines("reason", row["reason"], out.width)))
     more = total - offset - len(rows)
     if more > 0:
         click.echo(

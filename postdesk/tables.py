@@ -30,7 +30,7 @@ from rich.text import Text
 
 from postdesk.errors import PostdeskError
 from postdesk.termsafe import terminal_safe
-from postdesk.tickets.render import GAP, Screen, _console, isolate, one_line, shorten
+from postdesk.tickets.render import GAP, Screen, _console, isolate, one_line, shorten, wrap
 
 Row = dict[str, Any]
 
@@ -152,6 +152,14 @@ def table_lines(
     file = io.StringIO()
     _console(out, file).print(table)
     return [line.rstrip() for line in file.getvalue().splitlines()]
+
+
+def note_lines(label: str, text: str, width: int, indent: int = 8) -> list[str]:
+    """A note under a table row ("reason: ...", "error: ..."): indented, wrapped to
+    `width` by words with later lines under the first word, never cut."""
+    first = f"{' ' * indent}{label}: "
+    pieces = wrap(one_line(text), max(width - cell_len(first), 20))
+    return [(first if i == 0 else " " * cell_len(first)) + p for i, p in enumerate(pieces)]
 
 
 def delimited(rows: Iterable[Row], fields: Sequence[Field], delimiter: str) -> str:

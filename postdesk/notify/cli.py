@@ -16,8 +16,8 @@ from postdesk.clikit import (
     print_json,
 )
 from postdesk.models import OutboxState, utcnow
-from postdesk.tables import Field, delimited, json_rows, pick, table_lines
-from postdesk.tickets.render import Screen, local_time, one_line, parse_time, screen, shorten
+from postdesk.tables import Field, delimited, json_rows, note_lines, pick, table_lines
+from postdesk.tickets.render import Screen, local_time, parse_time, screen
 
 
 @click.group()
@@ -129,7 +129,7 @@ def outbox_list(
         click.echo(line)
         if row["last_error"] and columns is None:
             # Errors come from servers: through terminal_safe like mail.
-            click.echo(shorten(f"{' ' * 8}error: {one_line(row['last_error'])}", out.width))
+            click.echo("\n".join(note_lines("error", row["last_error"], out.width)))
 
 
 def _outbox_style(name: str, cell: str, row: dict[str, Any]) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,14 @@ from typing import Any
 import click
 from sqlalchemy import Connection
 
-from postdesk.clikit import Context, json_option, pass_context, print_json
+from postdesk.clikit import (
+    Context,
+    format_options,
+    json_option,
+    output_format,
+    pass_context,
+    print_json,
+)
 from postdesk.errors import PostdeskError
 from postdesk.qa.scorecard import DEFAULT_NAME, Scorecard, default_scorecard, load_scorecard
 from postdesk.qa.store import (
@@ -18,6 +26,8 @@ from postdesk.qa.store import (
     scorecard_names,
     stored_scorecard,
 )
+from postdesk.tables import Field, delimited, json_rows, pick, table_lines
+from postdesk.tickets.render import screen
 
 
 @click.group()
@@ -54,6 +64,17 @@ def _day(value: datetime | None, default: datetime) -> datetime:
 
 
 _DATE = click.DateTime(formats=["%Y-%m-%d"])
+
+
+SAMPLE_COLUMNS = (
+    "ticket",
+    "inclusion_probability",
+    "stratum",
+    "reviewers",
+    "blind",
+    "risk_weight",
+    "risk",
+)
 
 
 @qa.command("sample")
@@ -99,7 +120,7 @@ _DATE = click.DateTime(formats=["%Y-%m-%d"])
     help="Share of tickets also given, blind, to a second reviewer (calibration).",
 )
 @click.option("--dry-run", is_flag=True, help="Show what would be drawn; store nothing.")
-@json_option
+@format_options(SAMPLE_COLUMNS)
 @pass_context
 def qa_sample(
     obj: Context,
@@ -115,6 +136,8 @@ def qa_sample(
     reviewers: tuple[str, ...],
     overlap: float,
     dry_run: bool,
+    output: str | None,
+    columns: str | None,
     as_json: bool,
 ) -> None:
     """Draw solved or closed tickets for QA review, and assign them to reviewers.
@@ -126,10 +149,14 @@ def qa_sample(
     reviewed with the same scorecard is not drawn again. The seed is printed: the same
     seed on the same tickets draws the same sample (try it with --dry-run).
 
+    --format csv or tsv prints the drawn tickets as rows (the line with the seed goes
+    to stderr); JSON is the whole draw, its "tickets" cut to --columns if given.
+
     \b
     Example:
       $ postdesk qa sample --per-agent 5 --since 2026-11-01 --reviewer lead@example.com
       $ postdesk qa sample --n 30 --risk --dry-run
+      $ postdesk qa sample --n 30 --format csv --columns ticket,reviewers > sample.csv
     """
     from postdesk.qa.frame import Period
     from postdesk.qa.samples import SampleRequest, draw_sample
@@ -149,6 +176,8 @@ def qa_sample(
         overlap=overlap,
     )
     request.check()
+    fmt = output_format(output, as_json)
+    fields = pick(_sample_fields(), columns, None)
     settings = obj.settings()
     if queue is not None:
         settings.mailbox(queue)  # an unknown queue: one line naming the known ones
@@ -156,25 +185,42 @@ def qa_sample(
         conn = session.connection()
         stored = _scorecard(conn, scorecard)
         result = draw_sample(conn, stored, request, save=not dry_run, settings=settings)
-    if as_json:
-        print_json(result.as_json())
+    data = result.as_json()
+    if fmt == "json":
+        if columns is not None:
+            data["tickets"] = json_rows(data["tickets"], fields)
+        print_json(data)
         return
     what = "would draw" if dry_run else f"sample #{result.saved.id}:" if result.saved else "drew"
-    click.echo(
+    summary = (
         f"{what} {len(result.tickets)} of {result.frame_size} eligible ticket(s), "
         f"design {request.design}, seed {result.seed}, scorecard {stored.label}"
     )
-    for t in result.tickets:
-        reviewers_text = ", ".join(t.reviewers) or "-"
-        risk_text = (
-            f"  risk {t.risk_weight:g} ({', '.join(t.risk_reasons)})" if t.risk_reasons else ""
-        )
-        stratum = f"  {t.stratum}" if t.stratum else ""
-        click.echo(
-            f"#{t.ticket:<6} p={t.inclusion_probability:.3f}{stratum}  reviewer: {reviewers_text}"
-            + (" (blind double)" if t.blind else "")
-            + risk_text
-        )
+    if fmt in ("csv", "tsv"):
+        click.echo(summary, err=True)  # the seed is worth keeping; stdout stays a table
+        click.echo(delimited(data["tickets"], fields, "," if fmt == "csv" else "\t"), nl=False)
+        return
+    click.echo(summary)
+    if data["tickets"]:
+        out = screen(UTC, datetime.now(UTC))
+        click.echo("\n".join(table_lines(data["tickets"], fields, out)))
+
+
+def _sample_fields() -> list[Field]:
+    def listed(key: str) -> Callable[[dict[str, Any]], str]:
+        return lambda r: ", ".join(r[key]) or "-"
+
+    return [
+        Field("ticket", "#", lambda r: str(r["ticket"]), right=True),
+        Field(
+            "inclusion_probability", "p", lambda r: f"{r['inclusion_probability']:.3f}", right=True
+        ),
+        Field("stratum", "stratum", lambda r: r["stratum"] or "-", max_width=24, shrink_to=8),
+        Field("reviewers", "reviewers", listed("reviewers"), max_width=40, shrink_to=12),
+        Field("blind", "blind", lambda r: "blind double" if r["blind"] else "-"),
+        Field("risk_weight", "risk", lambda r: f"{r['risk_weight']:g}", right=True),
+        Field("risk", "why", listed("risk")),
+    ]
 
 
 @qa.command("score")
