@@ -425,6 +425,57 @@ def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
+def _kpi_value(*path: str) -> Callable[[dict[str, Any]], Any]:
+    def value(row: dict[str, Any]) -> Any:
+        for key in path:
+            row = row[key]
+        return row
+
+    return value
+
+
+KPI_COLUMNS: dict[str, tuple[str, ...]] = {
+    "group_kind": ("group_kind",),
+    "group": ("group",),
+    "volume": ("volume",),
+    "frt_median_s": ("first_response", "median_s"),
+    "frt_p90_s": ("first_response", "p90_s"),
+    "frt_median_business_s": ("first_response", "median_business_s"),
+    "resolution_median_s": ("resolution", "median_s"),
+    "resolution_p90_s": ("resolution", "p90_s"),
+    "resolution_median_business_s": ("resolution", "median_business_s"),
+    "one_touch_rate": ("one_touch_rate",),
+    "reopen_rate": ("reopen_rate",),
+    "sla_breach_rate": ("sla_breach_rate",),
+    "backlog": ("backlog", "total"),
+    "csat_responses": ("csat", "responses"),
+    "csat_mean": ("csat", "mean"),
+}
+
+
+def _kpi_fields() -> list[Field]:
+    def shown(name: str, path: tuple[str, ...]) -> Callable[[dict[str, Any]], str]:
+        get = _kpi_value(*path)
+        if name.endswith("_s"):
+            return lambda r: _seconds(get(r))
+        if name.endswith("_rate"):
+            return lambda r: _share(get(r))
+        return lambda r: "-" if get(r) is None else str(get(r))
+
+    return [
+        Field(
+            name,
+            name,
+            shown(name, path),
+            _kpi_value(*path),
+            right=name not in ("group_kind", "group"),
+            max_width=28 if name == "group" else None,
+            shrink_to=10 if name == "group" else None,
+        )
+        for name, path in KPI_COLUMNS.items()
+    ]
+
+
 @click.command("kpi")
 @click.option(
     "--since",
@@ -440,7 +491,7 @@ def _share(value: float | None) -> str:
 )
 @click.option("--queue", metavar="MAILBOX", help="Only tickets of this mailbox (by its name).")
 @click.option("--agent", metavar="EMAIL", help="Only tickets assigned to this agent.")
-@json_option
+@format_options(tuple(KPI_COLUMNS))
 @pass_context
 def kpi(
     obj: Context,
@@ -448,6 +499,8 @@ def kpi(
     until: datetime | None,
     queue: str | None,
     agent: str | None,
+    output: str | None,
+    columns: str | None,
     as_json: bool,
 ) -> None:
     """Support KPIs for a period, overall, per queue and per agent.
@@ -468,10 +521,15 @@ def kpi(
     csat             answers given in the period: responses, mean, share of 4 and 5
     by_queue/by_agent  the same per mailbox and per current assignee ("-": none)
 
+    --format csv|tsv: one row per group (group_kind all, queue or agent), times in
+    seconds; --columns picks them (then the table shows just those too, and
+    --format json prints the rows instead of the report).
+
     \b
     Example:
       $ postdesk kpi --since 2026-11-01 --until 2026-11-30
       $ postdesk kpi --queue billing --json
+      $ postdesk kpi --format csv > kpis.csv
     """
     from postdesk.models import utcnow
     from postdesk.qa.kpi import KpiPeriod, kpi_report
@@ -489,10 +547,21 @@ def kpi(
         report = kpi_report(
             session.connection(), settings, KpiPeriod(start, end, now), queue=queue, agent=agent
         )
-    if as_json:
-        print_json(report)
+    fmt = output_format(output, as_json)
+    fields = pick(_kpi_fields(), columns, None)
+    groups = [{"group_kind": "all", "group": "all", **report}]
+    groups += [{"group_kind": "queue", "group": k, **v} for k, v in report["by_queue"].items()]
+    groups += [{"group_kind": "agent", "group": k, **v} for k, v in report["by_agent"].items()]
+    if fmt == "json":
+        print_json(report if columns is None else json_rows(groups, fields))
+        return
+    if fmt in ("csv", "tsv"):
+        click.echo(delimited(groups, fields, "," if fmt == "csv" else "\t"), nl=False)
         return
     click.echo(f"KPIs {start:%Y-%m-%d} to {end - timedelta(days=1):%Y-%m-%d} (UTC)")
+    if columns is not None:
+        click.echo("\n".join(table_lines(groups, fields, screen(UTC, now))))
+        return
     rows: list[tuple[str, dict[str, Any]]] = [("all", report)]
     rows += [(f"queue {k}", v) for k, v in report["by_queue"].items()]
     rows += [(f"agent {k}", v) for k, v in report["by_agent"].items()]
