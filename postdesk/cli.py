@@ -114,21 +114,24 @@ def init(obj: Context) -> None:
     Example:
       $ postdesk -c /etc/postdesk.toml init
     """
-    from postdesk.models.migrate import current_revision, head_revision
-
     obj.writable_data_dir()
     db = obj.database(migrated=False)
-    start, head = current_revision(db), head_revision()
-    if start is not None and start != head:
-        # Upgrades can be long on a large database (building the search index over every
-        # stored message): a line when it starts and one per step, on stderr.
-        click.echo(f"init: upgrading schema {start} to {head}...", err=True)
+    # Upgrades can be long on a large database (building the search index over every
+    # stored message): a line when one starts and one per step, on stderr. Creating a
+    # new database is quick and says nothing until it is done.
+    upgrading = False
+
+    def starting(before: str | None, head: str) -> None:
+        nonlocal upgrading
+        upgrading = before is not None and before != head
+        if upgrading:
+            click.echo(f"init: upgrading schema {before} to {head}...", err=True)
 
     def applied(revision: str, what: str, seconds: float) -> None:
-        if start is not None:
+        if upgrading:
             click.echo(f"init: schema {revision} ({what}) done in {seconds:.1f} s", err=True)
 
-    before, after = upgrade(db, applied)
+    before, after = upgrade(db, applied, starting)
     # At the current schema an upgrade writes nothing: prove postdesk may write.
     db.check_writable()
     from postdesk.daemon import sync_config

@@ -35,16 +35,21 @@ def current_revision(db: Database) -> str | None:
 
 
 def upgrade(
-    db: Database, applied: Callable[[str, str, float], None] | None = None
+    db: Database,
+    applied: Callable[[str, str, float], None] | None = None,
+    starting: Callable[[str | None, str], None] | None = None,
 ) -> tuple[str | None, str]:
     """Bring the database to the newest schema; return (revision before, revision after).
-    `applied(revision, what, seconds)` is called after each migration step (a long one,
-    such as building the search index over stored mail, is then not silent)."""
+    `starting(before, head)` is called once the upgrade is known to be possible, and
+    `applied(revision, what, seconds)` after each migration step (a long one, such as
+    building the search index over stored mail, is then not silent)."""
     db.check_reachable()
     before = current_revision(db)
     if before is not None and before not in _known_revisions():
         # Alembic would fail with "Can't locate revision"; say what it means instead.
         raise _newer_schema(db, before)
+    if starting is not None:
+        starting(before, head_revision())
     cfg = _alembic_config()
     if applied is not None:
         started = [time.monotonic()]
