@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -32,7 +31,9 @@ from postdesk.clikit import (
     TICKET_NUMBER,
     Context,
     PostdeskGroup,
+    format_options,
     json_option,
+    output_format,
     pass_context,
     print_json,
     terminal_safe,
@@ -40,11 +41,13 @@ from postdesk.clikit import (
 from postdesk.errors import ConfigError, PostdeskError
 from postdesk.health.cli import doctor as doctor_command
 from postdesk.health.cli import status as status_command
-from postdesk.models import RawStatus
+from postdesk.models import RawStatus, utcnow
 from postdesk.models.migrate import upgrade
 from postdesk.notify.cli import outbox as outbox_commands
 from postdesk.qa.cli import kpi as kpi_command
 from postdesk.qa.cli import qa as qa_commands
+from postdesk.tables import Field, delimited, json_rows, note_lines, pick, table_lines
+from postdesk.tickets.render import Screen, local_time, parse_time, screen
 
 if TYPE_CHECKING:
     from postdesk.ingest.sources import ImportedMessage
@@ -113,7 +116,22 @@ def init(obj: Context) -> None:
     """
     obj.writable_data_dir()
     db = obj.database(migrated=False)
-    before, after = upgrade(db)
+    # Upgrades can be long on a large database (building the search index over every
+    # stored message): a line when one starts and one per step, on stderr. Creating a
+    # new database is quick and says nothing until it is done.
+    upgrading = False
+
+    def starting(before: str | None, head: str) -> None:
+        nonlocal upgrading
+        upgrading = before is not None and before != head
+        if upgrading:
+            click.echo(f"init: upgrading schema {before} to {head}...", err=True)
+
+    def applied(revision: str, what: str, seconds: float) -> None:
+        if upgrading:
+            click.echo(f"init: schema {revision} ({what}) done in {seconds:.1f} s", err=True)
+
+    before, after = upgrade(db, applied, starting)
     # At the current schema an upgrade writes nothing: prove postdesk may write.
     db.check_writable()
     from postdesk.daemon import sync_config
@@ -551,17 +569,16 @@ def tickets_list(
     show_default=True,
     help="At most this many tickets.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv", "tsv"]),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
+@format_options(("number", "status", "subject", "snippet", "score", "message"))
 @pass_context
 def tickets_search(
-    obj: Context, query: tuple[str, ...], message_id: str | None, limit: int, fmt: str
+    obj: Context,
+    query: tuple[str, ...],
+    message_id: str | None,
+    limit: int,
+    output: str | None,
+    columns: str | None,
+    as_json: bool,
 ) -> None:
     """Find tickets by words of their subjects and messages, best match first.
 
@@ -576,10 +593,12 @@ def tickets_search(
       $ postdesk tickets search '"cannot log in"' --format json
       $ postdesk tickets search اشتراک لغو
       $ postdesk tickets search '<CAF123@mail.example.com>'
+      $ postdesk tickets search refund --format csv --columns number,subject,score
     """
-    from postdesk.tickets.search import run_search
+    from postdesk.ticket_commands import run_search
 
-    click.echo(run_search(obj.database(), " ".join(query), message_id, limit=limit, fmt=fmt))
+    fmt = output_format(output, as_json)
+    run_search(obj, " ".join(query), message_id, limit=limit, fmt=fmt, columns=columns)
 
 
 @tickets.command("show")
@@ -873,18 +892,46 @@ def _printable(text: str, *, one_line: bool = False) -> str:
     return " ".join(text.split()) if one_line else text
 
 
-def _shorten(text: str, width: int) -> str:
-    """`text` cut to `width` terminal columns (by display width), ending in "…" if cut."""
-    from wcwidth import wcswidth
+INBOUND_COLUMNS = (
+    "id",
+    "status",
+    "from",
+    "subject",
+    "reason",
+    "received",
+    "source",
+    "origin",
+    "attempts",
+    "size",
+    "message_id",
+)
+INBOUND_TABLE = ("id", "status", "from", "subject")
 
-    if max(wcswidth(text), len(text)) <= width:
-        return text
-    out = ""
-    for char in text:
-        if max(wcswidth(out + char), 0) > width - 1:
-            break
-        out += char
-    return out + "…"
+
+def _inbound_sender(row: dict[str, Any]) -> str:
+    """The address says who it is; the display name is in `inbound show`."""
+    address = parseaddr(row["from"])[1] if row["from"] else ""
+    return address or row["from"] or row["given_sender"] or "(no From)"
+
+
+def _inbound_fields(out: Screen) -> list[Field]:
+    def received(row: dict[str, Any]) -> str | None:
+        when = parse_time(row["received_at"])
+        return when.astimezone(out.zone).isoformat() if when is not None else None
+
+    return [
+        Field("id", "id", right=True),
+        Field("status", "status"),
+        Field("from", "from", _inbound_sender, max_width=28, shrink_to=12),
+        Field("subject", "subject", lambda r: r["subject"] or "(no subject)"),
+        Field("reason", "reason", max_width=40, shrink_to=12),
+        Field("received", "received", lambda r: local_time(r["received_at"], out), received),
+        Field("source", "source", max_width=20, shrink_to=8),
+        Field("origin", "origin", max_width=30, shrink_to=10),
+        Field("attempts", "tries", right=True),
+        Field("size", "size", right=True),
+        Field("message_id", "message-id", max_width=30, shrink_to=12),
+    ]
 
 
 @inbound.command("list")
@@ -895,12 +942,12 @@ def _shorten(text: str, width: int) -> str:
 @click.option(
     "--limit",
     type=click.IntRange(1, 1_000_000),
-    help="Show at most this many, the newest (default: 50 as text, all with --json).",
+    help="Show at most this many, the newest (default: 50 in a table, all otherwise).",
 )
 @click.option(
     "--offset", type=click.IntRange(0, 2**31 - 1), default=0, help="Skip this many first."
 )
-@json_option
+@format_options(INBOUND_COLUMNS)
 @pass_context
 def inbound_list(
     obj: Context,
@@ -910,47 +957,47 @@ def inbound_list(
     discarded: bool,
     limit: int | None,
     offset: int,
+    output: str | None,
+    columns: str | None,
     as_json: bool,
 ) -> None:
     """List stored inbound messages, the newest first: id, status, sender, subject and,
-    for quarantined ones, the reason. Status flags combine (--quarantined --pending).
+    under a quarantined or discarded one, the reason. Status flags combine
+    (--quarantined --pending). CSV, TSV and JSON list every match unless --limit is
+    given (JSON: every field unless --columns names some).
 
     \b
     Example:
       $ postdesk inbound list --quarantined --limit 20
+      $ postdesk inbound list --quarantined --format tsv --columns id,from,reason
     """
     from postdesk.ingest.quarantine import list_inbound
 
+    fmt = output_format(output, as_json)
+    out = screen(obj.settings().display_zone(), utcnow())
+    fields = pick(_inbound_fields(out), columns, INBOUND_TABLE if fmt == "table" else None)
     flags = {"quarantined": quarantined, "pending": pending}
     flags.update(processed=processed, discarded=discarded)
     statuses = [status.value for name, status in _STATUS_FLAGS if flags[name]]
-    if limit is None and not as_json:
+    if limit is None and fmt == "table":
         limit = _INBOUND_PAGE  # a person reads a page; a script gets everything
     rows, total = list_inbound(obj.database(), statuses or None, limit=limit, offset=offset)
-    if as_json:
-        print_json(rows)
+    if fmt == "json":
+        print_json(rows if columns is None else json_rows(rows, fields))
+        return
+    if fmt in ("csv", "tsv"):
+        click.echo(delimited(rows, fields, "," if fmt == "csv" else "\t"), nl=False)
         return
     if not rows:
         click.echo("nothing to show" if not offset else f"nothing after the first {offset}")
         return
-    # On a terminal, lines are cut to its width; piped, nothing is cut (for grep).
-    width = shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else None
-    sender_w = 28
-    click.echo(f"{'ID':>7} {'STATUS':<11} {'FROM':<{sender_w}} SUBJECT")
-    for row in rows:
-        # The address says who it is; the display name is in `inbound show`.
-        address = parseaddr(row["from"])[1] if row["from"] else ""
-        sender = address or row["from"] or row["given_sender"] or "(no From)"
-        sender = _printable(sender, one_line=True)
-        subject = _printable(row["subject"] or "(no subject)", one_line=True)
-        if width:
-            sender = _shorten(sender, sender_w)
-        pad = " " * max(sender_w - _display_width(sender), 0)
-        head = f"{row['id']:>7} {row['status']:<11} {sender}{pad} "
-        click.echo(head + (_shorten(subject, max(width - len(head), 20)) if width else subject))
-        if row["reason"] and row["status"] in (RawStatus.QUARANTINED, RawStatus.DISCARDED):
-            reason = f"{' ' * 8}reason: {_printable(row['reason'], one_line=True)}"
-            click.echo(_shorten(reason, max(width, 40)) if width else reason)
+    lines = table_lines(rows, fields, out, _inbound_style)
+    click.echo(lines[0])
+    for row, line in zip(rows, lines[1:], strict=True):
+        click.echo(line)
+        quarantine = row["status"] in (RawStatus.QUARANTINED, RawStatus.DISCARDED)
+        if row["reason"] and quarantine and columns is None:
+            click.echo("\n".join(note_lines("reason", row["reason"], out.width)))
     more = total - offset - len(rows)
     if more > 0:
         click.echo(
@@ -958,10 +1005,10 @@ def inbound_list(
         )
 
 
-def _display_width(text: str) -> int:
-    from wcwidth import wcswidth
-
-    return max(wcswidth(text), 0)
+def _inbound_style(name: str, cell: str, row: dict[str, Any]) -> str | None:
+    if name == "status":
+        return {"quarantined": "bold red", "pending": "yellow", "discarded": "dim"}.get(cell)
+    return None
 
 
 @inbound.command("show")

@@ -118,6 +118,40 @@ def json_option(command: F) -> F:
     )
 
 
+FORMATS = ("table", "json", "csv", "tsv")
+
+
+def format_options(columns: tuple[str, ...]) -> Callable[[F], F]:
+    """`--format table|json|csv|tsv`, `--columns NAMES` (naming `columns` in its help) and
+    `--json` (the same as `--format json`), passed as `output`, `columns` and `as_json`;
+    `output_format` turns the first and last into one format."""
+
+    def decorate(command: F) -> F:
+        command = json_option(command)
+        command = click.option(
+            "--columns",
+            metavar="NAMES",
+            help="Comma-separated columns to show: " + ", ".join(columns) + ".",
+        )(command)
+        return click.option(
+            "--format",
+            "output",
+            type=click.Choice(FORMATS),
+            default=None,
+            help="Output format (default: table); --json is --format json.",
+        )(command)
+
+    return decorate
+
+
+def output_format(output: str | None, as_json: bool) -> str:
+    """The format asked for: `--format`, else json with `--json`, else a table. Both
+    naming different formats is a user's error."""
+    if as_json and output not in (None, "json"):
+        raise PostdeskError(f"give --json or --format {output}, not both")
+    return output or ("json" if as_json else "table")
+
+
 def print_json(data: Any) -> None:
     """Print a command's result as JSON: indented, non-ASCII text (Persian) kept readable."""
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))

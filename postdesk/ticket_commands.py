@@ -9,7 +9,9 @@ unless `--limit` is given, so scripts never lose rows silently. `--limit 0` mean
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Sequence
 from datetime import datetime, time, timedelta, tzinfo
 from typing import Any
 
@@ -18,6 +20,7 @@ import click
 from postdesk.clikit import Context, print_json
 from postdesk.errors import ConfigError, PostdeskError
 from postdesk.models import utcnow
+from postdesk.tables import Field, delimited, json_rows, pick, table_lines
 from postdesk.tickets.render import (
     COLUMNS,
     TRIAGE,
@@ -30,6 +33,7 @@ from postdesk.tickets.render import (
     render_ticket,
     screen,
 )
+from postdesk.tickets.search import Hit, find_hits
 from postdesk.tickets.views import TicketFilter, check_sort, find_tickets, show_ticket
 
 LABELS = ("priority", "category")
@@ -216,3 +220,65 @@ def run_show(obj: Context, number: int, *, full: bool, as_json: bool) -> None:
             lines.append((f"  {label} due {due}{note}", style))
     data["sla_lines"] = lines
     click.echo(render_ticket(data, screen(settings.display_zone(), now), full=full), nl=False)
+
+
+# --- tickets search -------------------------------------------------------------------
+
+SEARCH_COLUMNS = ("number", "status", "subject", "snippet", "score", "message")
+SEARCH_TABLE = ("number", "status", "subject", "snippet")
+
+
+def search_fields(width: int) -> list[Field]:
+    """The columns of `tickets search`: on a screen of `width` cells the subject keeps
+    at most about half of it, the snippet (of the best message) takes the rest."""
+    return [
+        Field("number", "#", right=True),
+        Field("status", "status"),
+        Field("subject", "subject", max_width=max(20, width // 2 - 10), shrink_to=12),
+        Field("snippet", "snippet", value=lambda r: " ".join(r["snippet"].split())),
+        Field("score", "score", lambda r: f"{r['score']:.3f}", right=True),
+        Field("message", "message", right=True),
+    ]
+
+
+def render_hits(hits: Sequence[Hit], fmt: str, out: Screen, columns: str | None = None) -> str:
+    """`hits` in `fmt` (table, json, csv, tsv); "" for a table of none. JSON without
+    `columns` has every field of a hit; CSV and TSV default to the table's columns."""
+    rows = [
+        {
+            "number": h.number,
+            "status": h.status,
+            "subject": h.subject,
+            "snippet": h.snippet,
+            "message": h.message,
+            "score": h.score,
+        }
+        for h in hits
+    ]
+    fields = pick(search_fields(out.width), columns, SEARCH_TABLE)
+    if fmt == "json":
+        return json.dumps(
+            rows if columns is None else json_rows(rows, fields), ensure_ascii=False, indent=2
+        )
+    if fmt in ("csv", "tsv"):
+        return delimited(rows, fields, "," if fmt == "csv" else "\t").rstrip("\n")
+    if not rows:
+        return ""
+    return "\n".join(table_lines(rows, fields, out))
+
+
+def run_search(
+    obj: Context,
+    query: str,
+    message_id: str | None,
+    *,
+    limit: int,
+    fmt: str,
+    columns: str | None,
+) -> None:
+    """`postdesk tickets search`."""
+    out = screen(obj.settings().display_zone(), utcnow())
+    pick(search_fields(out.width), columns, None)  # a bad --columns before any search
+    hits = find_hits(obj.database(), query, message_id, limit=limit)
+    text = render_hits(hits, fmt, out, columns)
+    click.echo(text if text or fmt != "table" else "no tickets found")

@@ -10,6 +10,8 @@ the whole day, so "as of" is Monday 16 March 00:00 UTC).
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -286,3 +288,20 @@ def test_replies_sent_through_the_outbox_are_agent_responses(tmp_path: Path, db_
     report = cli.json("kpi")
     assert (report["resolution"]["n"], report["one_touch_rate"]) == (2, 0.5)
     assert report["first_response"]["n"] == 2
+
+
+def test_csv_tsv_and_columns(history: History) -> None:
+    report = history.cli.json("kpi", *PERIOD)
+    rows = list(csv.DictReader(io.StringIO(history.cli("kpi", *PERIOD, "--format", "csv").stdout)))
+    assert rows[0]["group_kind"] == "all" and int(rows[0]["volume"]) == report["volume"]
+    agents = {r["group"]: r for r in rows if r["group_kind"] == "agent"}
+    assert set(agents) == set(report["by_agent"])
+    assert float(rows[0]["frt_median_s"]) == report["first_response"]["median_s"]
+    tsv = history.cli("kpi", *PERIOD, "--format", "tsv").stdout.splitlines()
+    assert len(tsv) == len(rows) + 1 and all(len(line.split("\t")) == 15 for line in tsv)
+    chosen = history.cli.json("kpi", *PERIOD, "--columns", "group,volume")
+    assert chosen[0] == {"group": "all", "volume": report["volume"]}
+    table = history.cli("kpi", *PERIOD, "--columns", "group,volume,frt_median_s").stdout
+    assert table.splitlines()[1].split() == ["group", "volume", "frt_median_s"]
+    assert table.splitlines()[2].split() == ["all", str(report["volume"]), "1:00:00"]
+    assert "unknown column 'x'" in history.cli("kpi", *PERIOD, "--columns", "x", code=1).stderr

@@ -3,6 +3,8 @@ designs' stored inclusion probabilities, seeds, exclusion of reviewed tickets, r
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -182,3 +184,27 @@ def test_reviewers_share_the_tickets_and_some_are_reviewed_blind_twice(
 def test_mistakes_are_one_line(cli: Cli, args: tuple[str, ...], expected: str) -> None:
     result = cli("qa", "sample", *NOVEMBER, *args, code=1)
     assert expected in result.stderr
+
+
+def test_the_sample_as_a_table_csv_tsv_and_json_columns(cli: Cli, db: Database) -> None:
+    add_solved_tickets(db, [SolvedTicket(agent=SARA, day=i % 20) for i in range(6)])
+    args = (*NOVEMBER, "--n", "3", "--seed", "4", "--dry-run", "--reviewer", "نگار@example.com")
+    full = cli.json("qa", "sample", *args)
+    table = cli("qa", "sample", *args).stdout.splitlines()
+    assert "seed 4" in table[0]
+    assert table[1].split() == ["#", "p", "stratum", "reviewers", "blind", "risk", "why"]
+    assert [int(line.split()[0]) for line in table[2:]] == drawn(full)
+    as_csv = cli("qa", "sample", *args, "--format", "csv", "--columns", "ticket,reviewers")
+    assert "seed 4" in as_csv.stderr and "seed" not in as_csv.stdout  # stdout is only the rows
+    rows = list(csv.reader(io.StringIO(as_csv.stdout)))
+    assert rows[0] == ["ticket", "reviewers"]
+    assert [(int(r[0]), r[1]) for r in rows[1:]] == [(t, "نگار@example.com") for t in drawn(full)]
+    tsv = cli("qa", "sample", *args, "--format", "tsv").stdout.splitlines()
+    assert tsv[0].split("\t")[0] == "ticket" and len(tsv) == 1 + 3
+    cut = cli.json("qa", "sample", *args, "--columns", "ticket,inclusion_probability")
+    assert cut["seed"] == 4 and cut["tickets"] == [
+        {"ticket": t["ticket"], "inclusion_probability": t["inclusion_probability"]}
+        for t in full["tickets"]
+    ]
+    line = cli("qa", "sample", *args, "--columns", "nope", code=1).stderr
+    assert "unknown column 'nope'; choose from ticket, inclusion_probability" in line

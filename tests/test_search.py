@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,9 @@ from postdesk.models.migrate import _alembic_config, upgrade
 from postdesk.testing.cli import Cli
 from postdesk.testing.config import settings_for, write_config
 from postdesk.testing.inbox import ingest, mail, ticket_of
+from postdesk.ticket_commands import render_hits
 from postdesk.tickets import merge_tickets
+from postdesk.tickets.render import Screen
 from postdesk.tickets.search import (
     Hit,
     SearchError,
@@ -32,7 +35,6 @@ from postdesk.tickets.search import (
     fts5_query,
     indexed_rows,
     parse_query,
-    render,
     search,
 )
 
@@ -264,18 +266,20 @@ def test_render_formats() -> None:
         Hit(7, "open", "Printer, broken", 1, -1.0, 'the "printer"\nbroke'),
         Hit(12, "new", "درخواست لغو اشتراک (89788)", 2, -0.5, "اشتراك\x1b[31m"),
     ]
-    table = render(hits, "table", width=80).splitlines()
-    assert table[0].split() == ["#", "STATUS", "SUBJECT", "SNIPPET"]
-    assert table[1].startswith("#7   open    Printer, broken")
+    out = Screen(80, False, UTC, datetime.now(UTC))
+    table = render_hits(hits, "table", out).splitlines()
+    assert table[0].split() == ["#", "status", "subject", "snippet"]
+    assert table[1].startswith(" 7  open    Printer, broken")
     assert "\x1b" not in "\n".join(table)  # control characters from mail never reach a terminal
     assert "\u2068درخواست لغو اشتراک (89788)\u2069" in table[2]  # RTL isolated
-    rows = list(csv.reader(io.StringIO(render(hits, "csv"))))
+    rows = list(csv.reader(io.StringIO(render_hits(hits, "csv", out))))
     assert rows[0] == ["number", "status", "subject", "snippet"]
     assert rows[1] == ["7", "open", "Printer, broken", 'the "printer" broke']
-    assert render(hits, "tsv").splitlines()[2].split("\t")[0] == "12"
-    data = json.loads(render(hits, "json"))
+    assert render_hits(hits, "tsv", out).splitlines()[2].split("\t")[0] == "12"
+    data = json.loads(render_hits(hits, "json", out))
     assert data[1]["subject"] == "درخواست لغو اشتراک (89788)" and data[0]["number"] == 7
-    assert render([], "table") == "" and json.loads(render([], "json")) == []
+    assert data[0]["score"] == -1.0 and data[0]["message"] == 1
+    assert render_hits([], "table", out) == "" and json.loads(render_hits([], "json", out)) == []
 
 
 def test_the_command(tmp_path: Path, sqlite_url: str) -> None:
@@ -292,8 +296,8 @@ def test_the_command(tmp_path: Path, sqlite_url: str) -> None:
     finally:
         database.dispose()
     out = cli("tickets", "search", "invoice", "again").stdout.splitlines()
-    assert out[0].split() == ["#", "STATUS", "SUBJECT", "SNIPPET"]
-    assert out[1].startswith(f"#{a} ") and "Invoice missing" in out[1]
+    assert out[0].split() == ["#", "status", "subject", "snippet"]
+    assert out[1].split()[0] == str(a) and "Invoice missing" in out[1]
     found = json.loads(cli("tickets", "search", "فاکتور", "--format", "json").stdout)
     assert [row["number"] for row in found] == [b]
     assert (

@@ -11,13 +11,22 @@ import json
 import os
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from postdesk.classify.errors import ModelError, TrainingDataError
-from postdesk.clikit import TICKET_NUMBER, Context, json_option, pass_context, print_json
+from postdesk.clikit import (
+    TICKET_NUMBER,
+    Context,
+    format_options,
+    json_option,
+    output_format,
+    pass_context,
+    print_json,
+)
 from postdesk.config import CONFIG_ENV, DEFAULT_CONFIG, Settings
 from postdesk.errors import PostdeskError
 
@@ -575,16 +584,63 @@ def predict(obj: Context, model_ref: str, text: str, subject: str, as_json: bool
     click.echo(f"verdict      {words}")
 
 
+MODEL_COLUMNS = (
+    "active",
+    "version",
+    "target",
+    "created",
+    "rows",
+    "macro_f1",
+    "coverage",
+    "threshold",
+)
+
+
+def _model_fields() -> list[Any]:
+    from postdesk.tables import Field
+
+    def share(key: str) -> Any:
+        return lambda r: _pct(r[key]) if r[key] is not None else "-"
+
+    return [
+        Field("active", "", lambda r: "*" if r["active"] else ""),
+        Field("version", "version"),
+        Field("target", "target"),
+        Field(
+            "created",
+            "created (UTC)",
+            lambda r: str(r["created_at"] or "-")[:16].replace("T", " "),
+            lambda r: r["created_at"],
+        ),
+        Field("rows", "tickets", right=True),
+        Field("macro_f1", "macro-F1", share("cv_macro_f1"), lambda r: r["cv_macro_f1"], right=True),
+        Field("coverage", "coverage", share("cv_coverage"), lambda r: r["cv_coverage"], right=True),
+        Field("threshold", "threshold", lambda r: _threshold_cell(r["threshold"]), right=True),
+    ]
+
+
+def _threshold_cell(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+
 @model.command("list")
-@json_option
+@format_options(MODEL_COLUMNS)
 @pass_context
-def list_(obj: Context, as_json: bool) -> None:
-    """List the stored models; * marks the active one of each target.
+def list_(obj: Context, output: str | None, columns: str | None, as_json: bool) -> None:
+    """List the stored models; * marks the active one of each target. The table leaves
+    out the threshold (--columns adds it); CSV, TSV and JSON have every column.
 
     \b
     Example:
       $ postdesk model list
+      $ postdesk model list --format csv --columns version,target,macro_f1
     """
+    from postdesk.models import utcnow
+    from postdesk.tables import delimited, json_rows, pick, table_lines
+    from postdesk.tickets.render import screen
+
+    fmt = output_format(output, as_json)
+    fields = pick(_model_fields(), columns, MODEL_COLUMNS[:-1] if fmt == "table" else None)
     store = _store(obj)
     active = set(store.active_versions().values())
     rows = []
@@ -603,19 +659,17 @@ def list_(obj: Context, as_json: bool) -> None:
                 "recipe": meta.get("recipe"),
             }
         )
-    if as_json:
-        print_json(rows)
+    if fmt == "json":
+        print_json(rows if columns is None else json_rows(rows, fields))
+        return
+    if fmt in ("csv", "tsv"):
+        click.echo(delimited(rows, fields, "," if fmt == "csv" else "\t"), nl=False)
         return
     if not rows:
         click.echo(f"no models in {store.root} (train one with `postdesk model train`)")
         return
-    for row in rows:
-        mark = "*" if row["active"] else " "
-        click.echo(
-            f"{mark} {row['version']:<16} {str(row['created_at'])[:19]:<19}  "
-            f"{row['rows']:>6} tickets  macro-F1 {_pct(row['cv_macro_f1'])}  "
-            f"coverage {_pct(row['cv_coverage'])}"
-        )
+    for line in table_lines(rows, fields, screen(UTC, utcnow())):
+        click.echo(line)
 
 
 @model.command()

@@ -24,6 +24,8 @@ def _run(connection: Connection) -> None:
         compare_type=True,
         # The search index's tables (FTS5, tsvector) are the database's own, not models.
         include_name=in_models,
+        # postdesk init's line per applied step (postdesk.models.migrate.upgrade).
+        on_version_apply=config.attributes.get("on_version_apply"),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import Any
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -30,14 +34,34 @@ def current_revision(db: Database) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(db: Database) -> tuple[str | None, str]:
-    """Bring the database to the newest schema; return (revision before, revision after)."""
+def upgrade(
+    db: Database,
+    applied: Callable[[str, str, float], None] | None = None,
+    starting: Callable[[str | None, str], None] | None = None,
+) -> tuple[str | None, str]:
+    """Bring the database to the newest schema; return (revision before, revision after).
+    `starting(before, head)` is called once the upgrade is known to be possible, and
+    `applied(revision, what, seconds)` after each migration step (a long one, such as
+    building the search index over stored mail, is then not silent)."""
     db.check_reachable()
     before = current_revision(db)
     if before is not None and before not in _known_revisions():
         # Alembic would fail with "Can't locate revision"; say what it means instead.
         raise _newer_schema(db, before)
+    if starting is not None:
+        starting(before, head_revision())
     cfg = _alembic_config()
+    if applied is not None:
+        started = [time.monotonic()]
+
+        def on_version_apply(*, step: Any, **_: Any) -> None:
+            now = time.monotonic()
+            # The first words of the migration's docstring, up to a bracket: what it does.
+            what = " ".join((step.up_revision.doc or "").split()).split(" (")[0]
+            applied(str(step.up_revision_id), what[:60], now - started[0])
+            started[0] = now
+
+        cfg.attributes["on_version_apply"] = on_version_apply
     with db.engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,14 @@ from typing import Any
 import click
 from sqlalchemy import Connection
 
-from postdesk.clikit import Context, json_option, pass_context, print_json
+from postdesk.clikit import (
+    Context,
+    format_options,
+    json_option,
+    output_format,
+    pass_context,
+    print_json,
+)
 from postdesk.errors import PostdeskError
 from postdesk.qa.scorecard import DEFAULT_NAME, Scorecard, default_scorecard, load_scorecard
 from postdesk.qa.store import (
@@ -18,6 +26,8 @@ from postdesk.qa.store import (
     scorecard_names,
     stored_scorecard,
 )
+from postdesk.tables import Field, delimited, json_rows, pick, table_lines
+from postdesk.tickets.render import screen
 
 
 @click.group()
@@ -54,6 +64,17 @@ def _day(value: datetime | None, default: datetime) -> datetime:
 
 
 _DATE = click.DateTime(formats=["%Y-%m-%d"])
+
+
+SAMPLE_COLUMNS = (
+    "ticket",
+    "inclusion_probability",
+    "stratum",
+    "reviewers",
+    "blind",
+    "risk_weight",
+    "risk",
+)
 
 
 @qa.command("sample")
@@ -99,7 +120,7 @@ _DATE = click.DateTime(formats=["%Y-%m-%d"])
     help="Share of tickets also given, blind, to a second reviewer (calibration).",
 )
 @click.option("--dry-run", is_flag=True, help="Show what would be drawn; store nothing.")
-@json_option
+@format_options(SAMPLE_COLUMNS)
 @pass_context
 def qa_sample(
     obj: Context,
@@ -115,6 +136,8 @@ def qa_sample(
     reviewers: tuple[str, ...],
     overlap: float,
     dry_run: bool,
+    output: str | None,
+    columns: str | None,
     as_json: bool,
 ) -> None:
     """Draw solved or closed tickets for QA review, and assign them to reviewers.
@@ -126,10 +149,14 @@ def qa_sample(
     reviewed with the same scorecard is not drawn again. The seed is printed: the same
     seed on the same tickets draws the same sample (try it with --dry-run).
 
+    --format csv or tsv prints the drawn tickets as rows (the line with the seed goes
+    to stderr); JSON is the whole draw, its "tickets" cut to --columns if given.
+
     \b
     Example:
       $ postdesk qa sample --per-agent 5 --since 2026-11-01 --reviewer lead@example.com
       $ postdesk qa sample --n 30 --risk --dry-run
+      $ postdesk qa sample --n 30 --format csv --columns ticket,reviewers > sample.csv
     """
     from postdesk.qa.frame import Period
     from postdesk.qa.samples import SampleRequest, draw_sample
@@ -149,6 +176,8 @@ def qa_sample(
         overlap=overlap,
     )
     request.check()
+    fmt = output_format(output, as_json)
+    fields = pick(_sample_fields(), columns, None)
     settings = obj.settings()
     if queue is not None:
         settings.mailbox(queue)  # an unknown queue: one line naming the known ones
@@ -156,25 +185,42 @@ def qa_sample(
         conn = session.connection()
         stored = _scorecard(conn, scorecard)
         result = draw_sample(conn, stored, request, save=not dry_run, settings=settings)
-    if as_json:
-        print_json(result.as_json())
+    data = result.as_json()
+    if fmt == "json":
+        if columns is not None:
+            data["tickets"] = json_rows(data["tickets"], fields)
+        print_json(data)
         return
     what = "would draw" if dry_run else f"sample #{result.saved.id}:" if result.saved else "drew"
-    click.echo(
+    summary = (
         f"{what} {len(result.tickets)} of {result.frame_size} eligible ticket(s), "
         f"design {request.design}, seed {result.seed}, scorecard {stored.label}"
     )
-    for t in result.tickets:
-        reviewers_text = ", ".join(t.reviewers) or "-"
-        risk_text = (
-            f"  risk {t.risk_weight:g} ({', '.join(t.risk_reasons)})" if t.risk_reasons else ""
-        )
-        stratum = f"  {t.stratum}" if t.stratum else ""
-        click.echo(
-            f"#{t.ticket:<6} p={t.inclusion_probability:.3f}{stratum}  reviewer: {reviewers_text}"
-            + (" (blind double)" if t.blind else "")
-            + risk_text
-        )
+    if fmt in ("csv", "tsv"):
+        click.echo(summary, err=True)  # the seed is worth keeping; stdout stays a table
+        click.echo(delimited(data["tickets"], fields, "," if fmt == "csv" else "\t"), nl=False)
+        return
+    click.echo(summary)
+    if data["tickets"]:
+        out = screen(UTC, datetime.now(UTC))
+        click.echo("\n".join(table_lines(data["tickets"], fields, out)))
+
+
+def _sample_fields() -> list[Field]:
+    def listed(key: str) -> Callable[[dict[str, Any]], str]:
+        return lambda r: ", ".join(r[key]) or "-"
+
+    return [
+        Field("ticket", "#", lambda r: str(r["ticket"]), right=True),
+        Field(
+            "inclusion_probability", "p", lambda r: f"{r['inclusion_probability']:.3f}", right=True
+        ),
+        Field("stratum", "stratum", lambda r: r["stratum"] or "-", max_width=24, shrink_to=8),
+        Field("reviewers", "reviewers", listed("reviewers"), max_width=40, shrink_to=12),
+        Field("blind", "blind", lambda r: "blind double" if r["blind"] else "-"),
+        Field("risk_weight", "risk", lambda r: f"{r['risk_weight']:g}", right=True),
+        Field("risk", "why", listed("risk")),
+    ]
 
 
 @qa.command("score")
@@ -379,6 +425,57 @@ def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
+def _kpi_value(*path: str) -> Callable[[dict[str, Any]], Any]:
+    def value(row: dict[str, Any]) -> Any:
+        for key in path:
+            row = row[key]
+        return row
+
+    return value
+
+
+KPI_COLUMNS: dict[str, tuple[str, ...]] = {
+    "group_kind": ("group_kind",),
+    "group": ("group",),
+    "volume": ("volume",),
+    "frt_median_s": ("first_response", "median_s"),
+    "frt_p90_s": ("first_response", "p90_s"),
+    "frt_median_business_s": ("first_response", "median_business_s"),
+    "resolution_median_s": ("resolution", "median_s"),
+    "resolution_p90_s": ("resolution", "p90_s"),
+    "resolution_median_business_s": ("resolution", "median_business_s"),
+    "one_touch_rate": ("one_touch_rate",),
+    "reopen_rate": ("reopen_rate",),
+    "sla_breach_rate": ("sla_breach_rate",),
+    "backlog": ("backlog", "total"),
+    "csat_responses": ("csat", "responses"),
+    "csat_mean": ("csat", "mean"),
+}
+
+
+def _kpi_fields() -> list[Field]:
+    def shown(name: str, path: tuple[str, ...]) -> Callable[[dict[str, Any]], str]:
+        get = _kpi_value(*path)
+        if name.endswith("_s"):
+            return lambda r: _seconds(get(r))
+        if name.endswith("_rate"):
+            return lambda r: _share(get(r))
+        return lambda r: "-" if get(r) is None else str(get(r))
+
+    return [
+        Field(
+            name,
+            name,
+            shown(name, path),
+            _kpi_value(*path),
+            right=name not in ("group_kind", "group"),
+            max_width=28 if name == "group" else None,
+            shrink_to=10 if name == "group" else None,
+        )
+        for name, path in KPI_COLUMNS.items()
+    ]
+
+
 @click.command("kpi")
 @click.option(
     "--since",
@@ -394,7 +491,7 @@ def _share(value: float | None) -> str:
 )
 @click.option("--queue", metavar="MAILBOX", help="Only tickets of this mailbox (by its name).")
 @click.option("--agent", metavar="EMAIL", help="Only tickets assigned to this agent.")
-@json_option
+@format_options(tuple(KPI_COLUMNS))
 @pass_context
 def kpi(
     obj: Context,
@@ -402,6 +499,8 @@ def kpi(
     until: datetime | None,
     queue: str | None,
     agent: str | None,
+    output: str | None,
+    columns: str | None,
     as_json: bool,
 ) -> None:
     """Support KPIs for a period, overall, per queue and per agent.
@@ -422,10 +521,15 @@ def kpi(
     csat             answers given in the period: responses, mean, share of 4 and 5
     by_queue/by_agent  the same per mailbox and per current assignee ("-": none)
 
+    --format csv|tsv: one row per group (group_kind all, queue or agent), times in
+    seconds; --columns picks them (then the table shows just those too, and
+    --format json prints the rows instead of the report).
+
     \b
     Example:
       $ postdesk kpi --since 2026-11-01 --until 2026-11-30
       $ postdesk kpi --queue billing --json
+      $ postdesk kpi --format csv > kpis.csv
     """
     from postdesk.models import utcnow
     from postdesk.qa.kpi import KpiPeriod, kpi_report
@@ -443,10 +547,21 @@ def kpi(
         report = kpi_report(
             session.connection(), settings, KpiPeriod(start, end, now), queue=queue, agent=agent
         )
-    if as_json:
-        print_json(report)
+    fmt = output_format(output, as_json)
+    fields = pick(_kpi_fields(), columns, None)
+    groups = [{"group_kind": "all", "group": "all", **report}]
+    groups += [{"group_kind": "queue", "group": k, **v} for k, v in report["by_queue"].items()]
+    groups += [{"group_kind": "agent", "group": k, **v} for k, v in report["by_agent"].items()]
+    if fmt == "json":
+        print_json(report if columns is None else json_rows(groups, fields))
+        return
+    if fmt in ("csv", "tsv"):
+        click.echo(delimited(groups, fields, "," if fmt == "csv" else "\t"), nl=False)
         return
     click.echo(f"KPIs {start:%Y-%m-%d} to {end - timedelta(days=1):%Y-%m-%d} (UTC)")
+    if columns is not None:
+        click.echo("\n".join(table_lines(groups, fields, screen(UTC, now))))
+        return
     rows: list[tuple[str, dict[str, Any]]] = [("all", report)]
     rows += [(f"queue {k}", v) for k, v in report["by_queue"].items()]
     rows += [(f"agent {k}", v) for k, v in report["by_agent"].items()]

@@ -1,4 +1,5 @@
-"""Full-text search over tickets: the index, the query language and the result table.
+"""Full-text search over tickets: the index, the query language and the hits (printed by
+`postdesk.ticket_commands` as a table, CSV, TSV or JSON).
 
 What is searched: every message on a ticket (inbound, our replies, automatic mail), its
 subject and its visible text (the new text without quoted history and signature;
@@ -38,12 +39,7 @@ Every word reaches the database as a quoted string (FTS5) or a bound parameter
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import re
-import shutil
-import unicodedata
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -62,7 +58,6 @@ from postdesk.models.db import Database
 INDEX_TABLE: Final = "message_search"
 _FTS5_PARTS: Final = ("data", "idx", "content", "docsize", "config")
 INDEX_TABLES: Final = frozenset([INDEX_TABLE, *(f"{INDEX_TABLE}_{part}" for part in _FTS5_PARTS)])
-FORMATS: Final = ("table", "json", "csv", "tsv")
 MAX_QUERY: Final = 500  # characters
 MAX_TERMS: Final = 16
 MAX_LIMIT: Final = 1000
@@ -500,105 +495,17 @@ def snippet(value: str, terms: Sequence[Term], width: int = SNIPPET) -> str:
     return ("…" if start > 0 else "") + piece + ("…" if end < len(flat) else "")
 
 
-# --- output -----------------------------------------------------------------------------
-
-COLUMNS: Final = ("number", "status", "subject", "snippet")
+# --- the command's query ------------------------------------------------------------
 
 
-def _cell(value: object) -> str:
-    """A value for a table cell: on one line, without control characters from mail."""
-    return _CONTROL.sub(" ", _SPACE.sub(" ", str(value))).strip()
-
-
-def _width(value: str) -> int:
-    return sum(
-        0
-        if unicodedata.combining(char) or unicodedata.category(char) == "Cf"
-        else 2
-        if unicodedata.east_asian_width(char) in "WF"
-        else 1
-        for char in value
-    )
-
-
-def _shorten(value: str, width: int) -> str:
-    if _width(value) <= width:
-        return value
-    out = ""
-    for char in value:
-        if _width(out + char) > width - 1:
-            break
-        out += char
-    return out + "…"
-
-
-def _isolated(value: str) -> str:
-    """`value` between FIRST STRONG ISOLATE and POP DIRECTIONAL ISOLATE when it has
-    right-to-left letters, so a terminal keeps its brackets and numbers in place."""
-    if any(unicodedata.bidirectional(char) in ("R", "AL") for char in value):
-        return f"\u2068{value}\u2069"
-    return value
-
-
-def render(hits: Sequence[Hit], fmt: str, *, width: int | None = None) -> str:
-    """`hits` as text in `fmt` (table, json, csv or tsv); "" for a table of none."""
-    rows = [
-        {"number": h.number, "status": h.status, "subject": h.subject, "snippet": h.snippet}
-        for h in hits
-    ]
-    if fmt == "json":
-        return json.dumps(
-            [
-                {**row, "message": h.message, "score": h.score}
-                for row, h in zip(rows, hits, strict=True)
-            ],
-            ensure_ascii=False,
-            indent=2,
-        )
-    if fmt in ("csv", "tsv"):
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, delimiter="," if fmt == "csv" else "\t", lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for row in rows:
-            writer.writerow([_cell(row[column]) for column in COLUMNS])
-        return buffer.getvalue().rstrip("\n")
-    if fmt != "table":
-        raise SearchError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    if not rows:
-        return ""
-    total = width or shutil.get_terminal_size((100, 24)).columns
-    number_w = max(len("#"), *(len(f"#{h.number}") for h in hits))
-    status_w = max(len("STATUS"), *(len(h.status) for h in hits))
-    rest = max(20, total - number_w - status_w - 4)
-    subject_w = max(10, min(rest // 2, max(_width(_cell(h.subject)) for h in hits)))
-    snippet_w = max(10, rest - subject_w - 2)
-    lines = [
-        f"{'#':<{number_w}}  {'STATUS':<{status_w}}  {'SUBJECT':<{subject_w}}  SNIPPET".rstrip()
-    ]
-    for hit in hits:
-        subject = _shorten(_cell(hit.subject), subject_w)
-        pad = " " * (subject_w - _width(subject))
-        lines.append(
-            f"{f'#{hit.number}':<{number_w}}  {hit.status:<{status_w}}  "
-            f"{_isolated(subject)}{pad}  "
-            f"{_isolated(_shorten(_cell(hit.snippet), snippet_w))}".rstrip()
-        )
-    return "\n".join(lines)
-
-
-def run_search(db: Database, query: str, message_id: str | None, *, limit: int, fmt: str) -> str:
-    """What `postdesk tickets search` prints: the hits for `query` (or for `message_id`,
-    or for a query that is a Message-ID) in `fmt`; a table of none says so."""
+def find_hits(db: Database, query: str, message_id: str | None, *, limit: int) -> list[Hit]:
+    """The hits of `postdesk tickets search`: for `query`, or for `message_id`, or for a
+    query that is a Message-ID (printing them is the command line's business)."""
     if message_id is None and query.strip().startswith("<") and query.strip().endswith(">"):
         message_id = query
     elif message_id is not None and query.strip():
         raise SearchError("give words to search for or --message-id, not both")
     with db.read_session() as session:
         if message_id is not None:
-            hits = find_message_id(session, message_id)[:limit]
-        else:
-            hits = search(session, query, limit=limit)
-    out = render(hits, fmt)
-    if not out and fmt == "table":
-        return "no tickets found"
-    return out
+            return find_message_id(session, message_id)[:limit]
+        return search(session, query, limit=limit)
