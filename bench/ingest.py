@@ -28,8 +28,11 @@ around the fetch, the IMAP calls and each processing step; `--profile` adds a cP
 run of the end-to-end path. On a machine other work runs on, `--repeat 3` measures each
 side three times and keeps the best of each (noise only ever adds time).
 
-    .venv/bin/python bench/ingest.py [--n 1000 10000] [--database-url URL] [--profile]
-        [--repeat R]
+    .venv/bin/python bench/ingest.py [--sizes 1000,10000,50000] [--db sqlite,postgresql]
+        [--pg-url URL] [--profile] [--repeat R]
+
+Peak memory is reported per size for postdesk's main process, its parse worker and the
+two together, so a mailbox ten or fifty times larger shows whether memory grows with it.
 """
 
 from __future__ import annotations
@@ -39,12 +42,14 @@ import cProfile
 import email
 import email.policy
 import json
+import os
 import pstats
 import re
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -64,6 +69,78 @@ PARSES = {"default": "policy.default", "compat32": "compat32"}
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _status_kb(pid: int, field: str) -> int:
+    """A `VmRSS`/`VmHWM` line of /proc/<pid>/status in KiB, or 0 (gone, or no /proc)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below `root` (the fork server and the parse workers it starts)."""
+    parents: dict[int, list[int]] = defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text(encoding="ascii", errors="replace")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents[ppid].append(int(entry.name))
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found.extend(children)
+        todo.extend(children)
+    return found
+
+
+class _MemorySampler:
+    """Peak memory of this process and of every process below it, sampled every 50 ms.
+
+    The parse worker is a child of multiprocessing's fork server, not of this process,
+    so `RUSAGE_CHILDREN` would not see it; /proc does. Per process, the kernel's own
+    high-water mark (VmHWM) is kept, so a peak between two samples is not missed; the
+    sum of the resident sets sampled at the same moment is the whole service's peak.
+    """
+
+    def __init__(self) -> None:
+        self.own_peak_kb = 0
+        self.helpers_peak_kb = 0  # the largest fork server or parse worker
+        self.total_peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _sample(self) -> None:
+        me = os.getpid()
+        total = _status_kb(me, "VmRSS")
+        self.own_peak_kb = max(self.own_peak_kb, _status_kb(me, "VmHWM"))
+        for pid in _descendants(me):
+            total += _status_kb(pid, "VmRSS")
+            self.helpers_peak_kb = max(self.helpers_peak_kb, _status_kb(pid, "VmHWM"))
+        self.total_peak_kb = max(self.total_peak_kb, total)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self._sample()
 
 
 def _body_default(message: Any) -> str:
@@ -224,10 +301,11 @@ batch_size = {BATCH}
     service_class = _instrument(timers)
     service = service_class(settings, db)
     profiler = cProfile.Profile() if spec.get("profile") else None
-    start = time.perf_counter()
     run = service.run_once if profiler is None else lambda: profiler.runcall(service.run_once)
-    result = run()
-    seconds = time.perf_counter() - start
+    with _MemorySampler() as memory:
+        start = time.perf_counter()
+        result = run()
+        seconds = time.perf_counter() - start
     db.dispose()
     processed = result.processed
     out: dict[str, Any] = {
@@ -237,7 +315,9 @@ batch_size = {BATCH}
         "seconds": seconds,
         "init_seconds": init_seconds,
         "timers": dict(timers.seconds),
-        "rss_mb": _peak_rss_mb(),
+        "rss_mb": max(_peak_rss_mb(), memory.own_peak_kb / 1024),
+        "worker_rss_mb": memory.helpers_peak_kb / 1024,
+        "total_rss_mb": memory.total_peak_kb / 1024,
     }
     if profiler is not None:
         out["profile"] = _profile_report(profiler, seconds, spec.get("top", 30))
@@ -414,17 +494,149 @@ def _breakdown(n: int, result: dict[str, Any]) -> list[str]:
     return lines
 
 
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+BACKENDS = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+
+
+def _csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    def parse(value: str) -> list[Any]:
+        return [kind(item.strip()) for item in value.split(",") if item.strip()]
+
+    return parse
+
+
+def _backend(name: str) -> str:
+    if name not in BACKENDS:
+        raise argparse.ArgumentTypeError(f"unknown database {name!r}: sqlite or postgresql")
+    return name
+
+
+Row = tuple[str, int, dict[str, dict[str, Any]], dict[str, Any]]
+
+
+def _measure(
+    server: Any, raws: list[bytes], n: int, backend: str, pg_url: str, args: Any, tmp: str
+) -> tuple[Row, str]:
+    """The two floors and postdesk for one size on one database, best of `--repeat`."""
+    floor_user = server.add_user()
+    server.fill(floor_user, raws)
+    floors: dict[str, list[dict[str, Any]]] = {parse: [] for parse in PARSES}
+    ours_runs: list[dict[str, Any]] = []
+    for attempt in range(args.repeat):
+        for parse in PARSES:
+            floor = _run_worker("floor", {**_account(server, floor_user), "parse": parse})
+            if floor["count"] != n:
+                raise SystemExit(f"the floor read {floor['count']} of {n} messages")
+            floors[parse].append(floor)
+        e2e_user = server.add_user()
+        server.fill(e2e_user, raws)
+        work = Path(tmp) / f"run-{backend}-{n}-{attempt}"
+        work.mkdir()
+        with _database(pg_url if backend == "postgresql" else None, work) as url:
+            ours = _run_worker(
+                "postdesk", {**_account(server, e2e_user), "dir": str(work), "url": url}
+            )
+        if ours["count"] != n or ours["quarantined"] or ours["errors"]:
+            raise SystemExit(f"postdesk did not ingest all {n} messages: {ours}")
+        ours_runs.append(ours)
+        print(
+            f"  {BACKENDS[backend]} N={n} run {attempt + 1}: "
+            + ", ".join(
+                f"floor ({PARSES[p]}) {n / r[-1]['seconds']:.0f}" for p, r in floors.items()
+            )
+            + f", postdesk {n / ours['seconds']:.0f} msg/s",
+            file=sys.stderr,
+        )
+    every = ""
+    if args.repeat > 1:
+        every = (
+            f"{BACKENDS[backend]} N={n}: "
+            + "; ".join(
+                f"floor ({PARSES[parse]}) " + ", ".join(f"{n / f['seconds']:.0f}" for f in runs)
+                for parse, runs in floors.items()
+            )
+            + "; postdesk "
+            + ", ".join(f"{n / o['seconds']:.0f}" for o in ours_runs)
+            + " msg/s"
+        )
+    best = {parse: min(runs, key=lambda r: r["seconds"]) for parse, runs in floors.items()}
+    return (backend, n, best, min(ours_runs, key=lambda r: r["seconds"])), every
+
+
+def _report(rows: list[Row], repeats: list[str], args: Any) -> None:
+    print(f"\npostdesk end to end vs the floors (batches of {BATCH}, seed {SEED})")
+    print(
+        f"{'database':>10} {'N':>7} {'floor: parse with':>18} {'floor msg/s':>12} "
+        f"{'postdesk msg/s':>15} {'ratio':>7}"
+    )
+    for backend, n, floor_by_parse, ours in rows:
+        our_rate = ours["count"] / ours["seconds"]
+        for parse, label in PARSES.items():
+            floor = floor_by_parse[parse]
+            floor_rate = floor["count"] / floor["seconds"]
+            print(
+                f"{BACKENDS[backend]:>10} {n:7d} {label:>18} {floor_rate:12.0f} "
+                f"{our_rate:15.0f} {our_rate / floor_rate:6.2f}x"
+            )
+    print("\npeak memory (resident set, MB)")
+    print(
+        f"{'database':>10} {'N':>7} {'floor (p.default)':>18} {'postdesk main':>14} "
+        f"{'parse worker':>13} {'postdesk total':>15}"
+    )
+    for backend, n, floor_by_parse, ours in rows:
+        print(
+            f"{BACKENDS[backend]:>10} {n:7d} {floor_by_parse['default']['rss_mb']:18.0f} "
+            f"{ours['rss_mb']:14.0f} {ours['worker_rss_mb']:13.0f} {ours['total_rss_mb']:15.0f}"
+        )
+    for backend in BACKENDS:
+        sized = sorted((n, ours["total_rss_mb"]) for b, n, _f, ours in rows if b == backend)
+        if len(sized) > 1:
+            (small_n, small), (large_n, large) = sized[0], sized[-1]
+            print(
+                f"{BACKENDS[backend]}: {large_n // small_n}x the mail, "
+                f"{large / small:.2f}x the peak memory ({small:.0f} -> {large:.0f} MB)"
+            )
+    if repeats:
+        print(f"\nbest of {args.repeat} runs each; every run:")
+        print("\n".join(repeats))
+    print(
+        "\n(postdesk main: peak RSS of the process running run_once; parse worker: the largest "
+        "peak of the processes below it (fork server, parse workers); total: the largest sum of "
+        "all of them sampled at one moment, every 50 ms. Schema creation took "
+        + ", ".join(f"{ours['init_seconds']:.2f} s" for *_, ours in rows)
+        + ", not counted)"
+    )
+    print("\nwhere postdesk's time goes (wall clock):")
+    for backend, n, _floor, ours in rows:
+        print(BACKENDS[backend], end=" ")
+        print("\n".join(_breakdown(n, ours)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, nargs="+", default=[1000, 10000], help="message counts")
     parser.add_argument(
-        "--database-url",
-        help="PostgreSQL server URL (a private schema is created and dropped); default SQLite",
+        "--sizes",
+        type=_csv(int),
+        default=[1000, 10000, 50000],
+        help="message counts, comma-separated (default 1000,10000,50000)",
+    )
+    parser.add_argument(
+        "--db",
+        type=_csv(_backend),
+        default=["sqlite", "postgresql"],
+        help="databases, comma-separated: sqlite, postgresql (default both)",
+    )
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("POSTDESK_TEST_PG_URL", DEFAULT_PG_URL),
+        help="PostgreSQL server (a private schema is created per run and dropped); default "
+        f"$POSTDESK_TEST_PG_URL or {DEFAULT_PG_URL}",
     )
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="also run the end-to-end path once more under cProfile (largest N) and report",
+        help="also run the end-to-end path once more under cProfile (largest N, first "
+        "database) and report",
     )
     parser.add_argument("--top", type=int, default=30, help="functions listed by --profile")
     parser.add_argument(
@@ -443,71 +655,34 @@ def main() -> None:
     from postdesk.testing.dovecot import Dovecot
     from postdesk.testing.mailgen import generate
 
-    backend = "PostgreSQL" if args.database_url else "SQLite"
-    rows: list[tuple[int, dict[str, dict[str, Any]], dict[str, Any]]] = []
+    rows: list[Row] = []
     repeats: list[str] = []
+    profile_report = ""
     with (
         tempfile.TemporaryDirectory(prefix="postdesk-bench-") as tmp,
         Dovecot(Path(tmp) / "dovecot") as server,
     ):
-        profile_report = ""
-        for n in args.n:
+        for n in args.sizes:
             raws = [mail.raw for mail in generate(n, seed=SEED)]
-            floor_user = server.add_user()
-            server.fill(floor_user, raws)
             size = sum(len(raw) for raw in raws)
             print(
                 f"N={n}: {size / n / 1024:.1f} KiB per message on average; measuring...",
                 file=sys.stderr,
             )
-            floors: dict[str, list[dict[str, Any]]] = {parse: [] for parse in PARSES}
-            ours_runs: list[dict[str, Any]] = []
-            for attempt in range(args.repeat):
-                for parse in PARSES:
-                    floor = _run_worker("floor", {**_account(server, floor_user), "parse": parse})
-                    if floor["count"] != n:
-                        raise SystemExit(f"the floor read {floor['count']} of {n} messages")
-                    floors[parse].append(floor)
-                e2e_user = server.add_user()
-                server.fill(e2e_user, raws)
-                work = Path(tmp) / f"run-{n}-{attempt}"
-                work.mkdir()
-                with _database(args.database_url, work) as url:
-                    ours = _run_worker(
-                        "postdesk", {**_account(server, e2e_user), "dir": str(work), "url": url}
-                    )
-                if ours["count"] != n or ours["quarantined"] or ours["errors"]:
-                    raise SystemExit(f"postdesk did not ingest all {n} messages: {ours}")
-                ours_runs.append(ours)
-            if args.repeat > 1:
-                repeats.append(
-                    f"N={n}: "
-                    + "; ".join(
-                        f"floor ({PARSES[parse]}) "
-                        + ", ".join(f"{n / f['seconds']:.0f}" for f in floors[parse])
-                        for parse in PARSES
-                    )
-                    + "; postdesk "
-                    + ", ".join(f"{n / o['seconds']:.0f}" for o in ours_runs)
-                    + " msg/s"
-                )
-            rows.append(
-                (
-                    n,
-                    {
-                        parse: min(runs, key=lambda r: r["seconds"])
-                        for parse, runs in floors.items()
-                    },
-                    min(ours_runs, key=lambda r: r["seconds"]),
-                )
-            )
+            for backend in args.db:
+                row, every = _measure(server, raws, n, backend, args.pg_url, args, tmp)
+                rows.append(row)
+                if every:
+                    repeats.append(every)
+            del raws
         if args.profile:
-            n = max(args.n)
+            n = max(args.sizes)
+            backend = args.db[0]
             user = server.add_user()
             server.fill(user, [mail.raw for mail in generate(n, seed=SEED)])
             work = Path(tmp) / "profile"
             work.mkdir()
-            with _database(args.database_url, work) as url:
+            with _database(args.pg_url if backend == "postgresql" else None, work) as url:
                 spec = {
                     **_account(server, user),
                     "dir": str(work),
@@ -515,34 +690,10 @@ def main() -> None:
                     "profile": True,
                     "top": args.top,
                 }
-                profile_report = f"N={n}, {backend}\n" + _run_worker("postdesk", spec)["profile"]
-
-    print(f"\npostdesk end to end vs the floors ({backend}, batches of {BATCH}, seed {SEED})")
-    print(
-        f"{'N':>7} {'floor: parse with':>18} {'floor msg/s':>12} {'postdesk msg/s':>15} "
-        f"{'ratio':>7} {'floor RSS':>10} {'postdesk RSS':>13}"
-    )
-    for n, floor_by_parse, ours in rows:
-        our_rate = ours["count"] / ours["seconds"]
-        for parse, label in PARSES.items():
-            floor = floor_by_parse[parse]
-            floor_rate = floor["count"] / floor["seconds"]
-            print(
-                f"{n:7d} {label:>18} {floor_rate:12.0f} {our_rate:15.0f} "
-                f"{our_rate / floor_rate:6.2f}x {floor['rss_mb']:7.0f} MB "
-                f"{ours['rss_mb']:10.0f} MB"
-            )
-    if repeats:
-        print(f"\nbest of {args.repeat} runs each; every run:")
-        print("\n".join(repeats))
-    print(
-        "\n(RSS is the peak resident set of the measuring process; schema creation took "
-        + ", ".join(f"{ours['init_seconds']:.2f} s" for _, _, ours in rows)
-        + ", not counted)"
-    )
-    print("\nwhere postdesk's time goes (wall clock):")
-    for n, _floor, ours in rows:
-        print("\n".join(_breakdown(n, ours)))
+                profile_report = (
+                    f"N={n}, {BACKENDS[backend]}\n" + _run_worker("postdesk", spec)["profile"]
+                )
+    _report(rows, repeats, args)
     if profile_report:
         print("\n" + profile_report)
 

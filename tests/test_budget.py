@@ -149,3 +149,34 @@ def test_prefetched_messages_are_read_in_order_and_the_rest_cancelled() -> None:
         assert worker.started == 1
     finally:
         worker.close()
+
+
+def test_a_window_kept_ahead_is_extended_not_resent() -> None:
+    """The processor calls prefetch before each message with the next few: what is already
+    ahead stays in flight (also while the worker is busy with it) and only the rest is sent."""
+    worker = ParseWorker(Budget(seconds=15))
+    sent: list[list[str]] = []
+    send = worker._send
+
+    def counting(batch: list[bytes]) -> bool:
+        sent.append([raw.decode().split("Message-ID: <")[1].split(">")[0] for raw in batch])
+        return send(batch)
+
+    worker._send = counting  # type: ignore[method-assign]
+    try:
+        raws = [mail(f"w{i}@x") for i in range(6)]
+        worker.prefetch(raws[0:3])
+        worker.prefetch(raws[0:3])  # nothing new: nothing sent, nothing cancelled
+        assert worker.read(raws[0]).parsed.message_id == "w0@x"
+        worker.prefetch(raws[1:5])  # w1, w2 ahead already; w3, w4 queued behind them
+        assert list(worker._ahead) == raws[1:5]
+        got = []
+        for at in range(1, 6):
+            worker.prefetch(raws[at : at + 3])
+            got.append(worker.read(raws[at]).parsed.message_id)
+        assert got == [f"w{i}@x" for i in range(1, 6)]
+        assert not worker._ahead and worker.started == 1
+        # Each message crossed the pipe once.
+        assert [m for batch in sent for m in batch] == [f"w{i}@x" for i in range(6)]
+    finally:
+        worker.close()

@@ -161,6 +161,11 @@ _claimable = _raw.alias("claimable")
 # message's parse budget and steps.
 CLAIM_EXPIRY = timedelta(minutes=5)
 DIED = "the process died while processing it"
+# Messages of a batch handed to the parse worker ahead of the one in hand. Enough to keep
+# the worker busy while the steps of the current one run; few, so that when a batch stops
+# early (`batch_seconds`, a stop request) little parsing is thrown away. Handing it the
+# whole batch at once made it parse, under load, several times the messages processed.
+PREFETCH = 8
 
 
 def _pending_in(ids_param: str = "ids") -> Any:
@@ -488,7 +493,8 @@ class Processor:
                         _TAKE_MANY, {"ids": chosen, "owner": self.owner, "now": utcnow()}
                     )
                 }
-                self._prefetch([taking[i].content for i in chosen if i in taking])
+                order = [i for i in chosen if i in taking]
+                at = 0  # the position in `order` of the message in hand
                 for index, raw_id in enumerate(chosen):
                     if index and (time.monotonic() >= deadline or self.should_stop()):
                         rest = [i for i in chosen[index:] if i in taking]
@@ -502,6 +508,8 @@ class Processor:
                     raw = taking.get(raw_id)
                     if raw is None:
                         continue  # done meanwhile, or another process has it
+                    self._prefetch([taking[i].content for i in order[at : at + PREFETCH]])
+                    at += 1
                     outcome = self._in_savepoint(conn, raw, claimed[raw_id])
                     if outcome is None:
                         again.append(raw_id)

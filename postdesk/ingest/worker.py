@@ -186,8 +186,10 @@ def _answer(
 
 def _serve(conn: Connection, budget: Budget) -> None:
     """The worker's loop. Requests: ("read", [raw, ...]) or ("cancel",). Each raw gets an
-    answer (status, value, retiring), in order; a cancel (also seen between two messages
-    of a request) ends the request early and is answered ("cancelled", None, False)."""
+    answer (status, value, retiring), in the order sent, also when a read comes while
+    earlier ones are in hand (the processor keeps a few messages ahead); a cancel (seen
+    between two messages) drops those not begun and is answered ("cancelled", None,
+    False)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     task = _load_task(budget.task)
@@ -200,29 +202,37 @@ def _serve(conn: Connection, budget: Budget) -> None:
             wanted = min(wanted, hard)
         resource.setrlimit(resource.RLIMIT_AS, (wanted, hard))
     backstop = max(1, math.ceil(budget.seconds * 2))
-    cancelled = ("cancelled", None, False)
+    pending: deque[bytes] = deque()
     while True:
         try:
-            request = conn.recv()
+            if not pending:
+                _take(conn, conn.recv(), pending)
+            while pending and conn.poll(0):  # more sent ahead, or a cancel, meanwhile
+                _take(conn, conn.recv(), pending)
         except (EOFError, OSError):
             return  # the main process closed the pipe, or is gone
-        if request[0] == "cancel":
-            conn.send(cancelled)
+        if not pending:
             continue
-        for raw in request[1]:
-            if conn.poll(0):  # a cancel came meanwhile
-                conn.recv()
-                conn.send(cancelled)
-                break
-            answer = _answer(task, raw, budget.limits, backstop)
-            retiring = answer[0] == "memory" or (start and _address_space() - start > limit // 2)
-            try:
-                conn.send((*answer, bool(retiring)))
-            except MemoryError:
-                conn.send(("memory", None, True))
-                return
-            if retiring:
-                return
+        raw = pending.popleft()
+        answer = _answer(task, raw, budget.limits, backstop)
+        retiring = answer[0] == "memory" or (start and _address_space() - start > limit // 2)
+        try:
+            conn.send((*answer, bool(retiring)))
+        except MemoryError:
+            conn.send(("memory", None, True))
+            return
+        if retiring:
+            return
+
+
+def _take(conn: Connection, request: tuple[Any, ...], pending: deque[bytes]) -> None:
+    """A request, in the order sent: a read queues its messages behind those waiting; a
+    cancel drops those not begun and is answered."""
+    if request[0] == "cancel":
+        pending.clear()
+        conn.send(("cancelled", None, False))
+    else:
+        pending.extend(request[1])
 
 
 def _context() -> ForkServerContext | SpawnContext:
@@ -276,11 +286,19 @@ class ParseWorker:
             return self._collect()
 
     def prefetch(self, raws: Sequence[bytes]) -> None:
-        """Send `raws` ahead, to be read in this order."""
+        """Send `raws` ahead, to be read in this order. When what is already ahead and
+        `raws` begin with the same objects, only what `raws` adds is sent and what is ahead
+        stays: a caller keeps a window of messages ahead by calling this again before each
+        read. Anything else ahead is cancelled first."""
         with self._lock:
-            self._cancel()
-            if raws and self._send(list(raws)):
-                self._ahead.extend(raws)
+            ahead = self._ahead
+            if all(a is r for a, r in zip(ahead, raws, strict=False)):
+                more = list(raws[len(ahead) :])
+            else:
+                self._cancel()
+                more = list(raws)
+            if more and self._send(more):
+                ahead.extend(more)
 
     def _send(self, raws: list[bytes]) -> bool:
         conn = self._ensure()
