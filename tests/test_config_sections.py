@@ -187,7 +187,7 @@ def test_every_section_lists_its_keys_from_the_dataclass(tmp_path: Path) -> None
     err = error({**DB, "mailbox": [{"nmae": "x"}]}, tmp_path)
     assert err.problem == (
         "unknown key; did you mean 'name'? (allowed: acknowledge, address, auth, batch_bytes, "
-        "batch_size, ca_file, calendar, folder, host, name, oauth, password, password_env, "
+        "batch_size, ca_file, calendar, folder, host, idle, name, oauth, password, password_env, "
         "password_file, port, processed_folder, security, team, timeout, tls_verify, username)"
     )
     top = error({**DB, "x": 1}, tmp_path)

@@ -40,6 +40,7 @@ function that misbehaves on cue (postdesk/testing/poison.py).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import importlib
 import logging
@@ -219,7 +220,12 @@ def _serve(conn: Connection, budget: Budget) -> None:
         try:
             conn.send((*answer, bool(retiring)))
         except MemoryError:
-            conn.send(("memory", None, True))
+            with contextlib.suppress(OSError):
+                conn.send(("memory", None, True))
+            return
+        except OSError:
+            # The main process went away (Ctrl-C, a crash) while this message was read:
+            # nobody waits for the answer, and a traceback here would only alarm people.
             return
         if retiring:
             return
