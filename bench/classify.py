@@ -15,10 +15,14 @@ otherwise) are trained and measured the same way, through the functions behind
   no comment in both);
 - intents-bitext-customer-support, category: grouped 80/20 split, seed 1.
 
-None of these sets has ticket times, so no split here is time-ordered. Every model is
-tuned only on its training part (grouped folds inside it); the held-out part is scored
-once. The verdict asks postdesk to be ahead by MARGIN macro-F1 and its confident
-predictions to reach the target precision.
+None of these sets has ticket times (no date column in any of the files), so no split
+here is time-ordered; `postdesk model train --from-db` and CSVs given `--time COL` are
+checked on a time-ordered split (see the README's Triage section). Every model is tuned
+only on its training part (grouped folds inside it); the held-out part is scored once.
+The verdict asks postdesk to be ahead by MARGIN (0.02) macro-F1 and its confident
+predictions to reach the target precision. Where the baseline is at the ceiling
+(macro-F1 >= CEILING, 0.97), being 0.02 ahead is impossible or close to it; there the
+rule is "not worse than the baseline", and the verdict says "at the ceiling".
 
 Columns: macro-F1 and accuracy on held-out data; coverage = share of held-out tickets
 whose prediction reaches the model's confidence threshold (chosen at training time for
@@ -59,6 +63,10 @@ SNAPPFOOD = SHARED_DATA / "persian-snappfood-comments"
 BITEXT = SHARED_DATA / "intents-bitext-customer-support" / "TrainingdatasetBitextsample.csv"
 TARGET_PRECISION = 0.9
 MARGIN = 0.02
+# At the ceiling: a baseline at or above this macro-F1 leaves no room to be MARGIN ahead
+# (0.991 + 0.02 is more than 1; 0.975 + 0.02 would mean 4 errors in 5 gone). There the
+# criterion is "not worse than the baseline", and the table says which rule applied.
+CEILING = 0.97
 
 
 @dataclass
@@ -159,15 +167,19 @@ def print_table(rows: list[Row]) -> bool:
         if row.model == "baseline":
             baseline_f1[(row.dataset, row.target)] = r["macro_f1"]
         else:
-            beats = r["macro_f1"] >= baseline_f1.get((row.dataset, row.target), 1.0) + MARGIN
+            base = baseline_f1.get((row.dataset, row.target), 1.0)
+            ceiling = base >= CEILING
+            beats = r["macro_f1"] >= base + (0.0 if ceiling else MARGIN)
             precise = r["confident_precision"] is None or (
                 r["confident_precision"] >= TARGET_PRECISION
             )
             ok &= beats and precise
-            ahead = r["macro_f1"] - baseline_f1.get((row.dataset, row.target), 0.0)
-            verdict = (f"  {ahead:+.4f} " + ("ahead" if beats else f"NOT ahead by {MARGIN}")) + (
-                "" if precise else ", precision BELOW target"
-            )
+            ahead = r["macro_f1"] - base
+            if ceiling:
+                said = "at the ceiling, not worse" if beats else "at the ceiling, WORSE"
+            else:
+                said = "ahead" if beats else f"NOT ahead by {MARGIN}"
+            verdict = f"  {ahead:+.4f} {said}" + ("" if precise else ", precision BELOW target")
         print(
             f"{row.dataset:<27} {row.target:<12} {row.protocol:<13} {row.model:<9} "
             f"{r['macro_f1']:>8.4f} {r['accuracy']:>8.4f} {_fmt(r['coverage']):>8} "

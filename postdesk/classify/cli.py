@@ -140,7 +140,11 @@ def _columns(text: str | None) -> list[str]:
 
 
 def _csv_data(
-    csv_path: Path | None, text: str | None, label: str | None, delimiter: str | None
+    csv_path: Path | None,
+    text: str | None,
+    label: str | None,
+    delimiter: str | None,
+    time: str | None = None,
 ) -> LabelledData:
     from postdesk.classify.data import read_csv
 
@@ -151,20 +155,26 @@ def _csv_data(
     if delimiter is not None and len(delimiter.replace("\\t", "\t")) != 1:
         raise PostdeskError("--delimiter must be one character (\\t for a tab)")
     sep = delimiter.replace("\\t", "\t") if delimiter else None
-    return read_csv(csv_path, _columns(text), label, delimiter=sep)
+    time_column = time.strip() if time else None
+    return read_csv(csv_path, _columns(text), label, delimiter=sep, time_column=time_column)
 
 
 def _split(data: LabelledData, holdout: float | None, seed: int, part: str) -> LabelledData:
-    from postdesk.classify.data import LabelledData, grouped_holdout_split
+    from postdesk.classify.data import grouped_holdout_split, time_ordered_split
 
     if holdout is None:
         return data
-    # Near-duplicates on one side, as in every held-out number postdesk reports.
-    train, test = grouped_holdout_split(data, holdout, seed)
+    if data.times is not None:
+        # Train on the older tickets, hold out the newest, as a team deploys a model.
+        train, test = time_ordered_split(data, holdout)
+        split = "time-ordered"
+    else:
+        # Near-duplicates on one side, as in every held-out number postdesk reports.
+        train, test = grouped_holdout_split(data, holdout, seed)
+        split = "grouped"
     chosen = train if part == "train" else test
-    source = {**data.source, "holdout": holdout, "seed": seed, "part": part}
-    subset = data.subset(chosen)
-    return LabelledData(subset.subjects, subset.bodies, subset.labels, source)
+    source = {**data.source, "holdout": holdout, "seed": seed, "part": part, "split": split}
+    return data.subset(chosen).with_source(source)
 
 
 def _pct(value: float | None) -> str:
@@ -242,6 +252,12 @@ def model() -> None:
     metavar="FRACTION",
     help="Leave this share of the CSV out, near-duplicates together (see `evaluate --holdout`).",
 )
+@click.option(
+    "--time",
+    "time_column",
+    metavar="COL",
+    help="A column with each ticket's time: --holdout then holds out the newest tickets.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for splits and folds.")
 @click.option("--baseline", is_flag=True, help="Train the plain reference model instead.")
 @click.option(
@@ -272,6 +288,7 @@ def train(
     from_db: bool,
     target: str | None,
     holdout: float | None,
+    time_column: str | None,
     seed: int,
     baseline: bool,
     out: Path | None,
@@ -299,9 +316,11 @@ def train(
     if from_db:
         if csv_path is not None or out is not None or holdout is not None or baseline:
             raise PostdeskError("--from-db trains into the store; drop --csv/--out/--holdout")
+        if time_column is not None:
+            raise PostdeskError("--from-db uses the tickets' own times; drop --time")
         _train_from_db(obj, target, force, accept_labels, seed, as_json)
         return
-    data = _split(_csv_data(csv_path, text, label, delimiter), holdout, seed, "train")
+    data = _split(_csv_data(csv_path, text, label, delimiter, time_column), holdout, seed, "train")
     name = check_target(target or (label or "").strip().lower().replace("-", "_"))
     precision = _target_precision(obj, target_precision)
     progress = _progress()
@@ -432,6 +451,12 @@ def _train_from_db(
     metavar="FRACTION",
     help="Evaluate only the share `train --holdout` left out (same --seed).",
 )
+@click.option(
+    "--time",
+    "time_column",
+    metavar="COL",
+    help="A column with each ticket's time: --holdout then holds out the newest tickets.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for splits and folds.")
 @click.option(
     "--cv",
@@ -452,6 +477,7 @@ def evaluate(
     label: str | None,
     delimiter: str | None,
     holdout: float | None,
+    time_column: str | None,
     seed: int,
     folds: int | None,
     baseline: bool,
@@ -468,10 +494,15 @@ def evaluate(
     """
     from postdesk.classify.training import cross_evaluate
 
-    data = _csv_data(csv_path, text, label, delimiter)
+    data = _csv_data(csv_path, text, label, delimiter, time_column)
     if folds is not None:
         if model_ref is not None or holdout is not None:
             raise PostdeskError("--cv trains its own models: give no MODEL and no --holdout")
+        if time_column is not None:
+            raise PostdeskError(
+                "--cv folds are grouped, not time-ordered; for a time-ordered check train "
+                "and evaluate with --holdout FRACTION --time COL"
+            )
         name = (label or "label").strip().lower()
         result = cross_evaluate(
             data,

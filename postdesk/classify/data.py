@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 import sys
 import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +36,15 @@ class LabelledData:
     bodies: tuple[str, ...]
     labels: tuple[str, ...]
     source: dict[str, Any] = field(default_factory=dict)
+    # When each ticket was created (seconds since the epoch), if known: what lets a
+    # held-out check train on older tickets and test on newer ones (`time_ordered_split`).
+    times: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if not len(self.subjects) == len(self.bodies) == len(self.labels):
             raise ValueError("subjects, bodies and labels must have the same length")
+        if self.times is not None and len(self.times) != len(self.labels):
+            raise ValueError("times and labels must have the same length")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -61,7 +68,11 @@ class LabelledData:
             tuple(self.bodies[i] for i in idx),
             tuple(self.labels[i] for i in idx),
             self.source,
+            None if self.times is None else tuple(self.times[i] for i in idx),
         )
+
+    def with_source(self, source: dict[str, Any]) -> LabelledData:
+        return LabelledData(self.subjects, self.bodies, self.labels, source, self.times)
 
     def class_counts(self) -> dict[str, int]:
         counts = Counter(self.labels)
@@ -111,11 +122,15 @@ def read_csv(
     label_column: str,
     *,
     delimiter: str | None = None,
+    time_column: str | None = None,
 ) -> LabelledData:
     """Labelled tickets from a CSV file with a header row.
 
     The delimiter is guessed from the header (comma, tab, semicolon or bar) unless given.
     Rows without a label are skipped; their number is kept in `source["skipped_rows"]`.
+    With `time_column`, every kept row must have a time there (ISO 8601, e.g.
+    2026-03-01T09:30:00Z or 2026-03-01 09:30, or seconds since the epoch); it becomes
+    `times`.
     """
     p = Path(path)
     if not text_columns:
@@ -128,7 +143,8 @@ def read_csv(
             sep = delimiter or _sniff_delimiter(header)
             reader = csv.DictReader(handle, delimiter=sep)
             fields = [f for f in (reader.fieldnames or []) if f is not None]
-            missing = [c for c in [*text_columns, label_column] if c not in fields]
+            wanted = [*text_columns, label_column, *([time_column] if time_column else [])]
+            missing = [c for c in wanted if c not in fields]
             if missing:
                 shown = ", ".join(f for f in fields if f) or "none"
                 raise TrainingDataError(
@@ -143,12 +159,15 @@ def read_csv(
             bodies: list[str] = []
             labels: list[str] = []
             columns: list[list[str]] = [[] for _ in text_columns]
+            times: list[float] = []
             skipped = 0
             for row in reader:
                 label = (row.get(label_column) or "").strip()
                 if not label:
                     skipped += 1
                     continue
+                if time_column:
+                    times.append(parse_time(row.get(time_column) or "", f"{p}:{reader.line_num}"))
                 texts = [row.get(c) or "" for c in text_columns]
                 for values, text in zip(columns, texts, strict=True):
                     values.append(text)
@@ -185,7 +204,58 @@ def read_csv(
         "label": label_column,
         "skipped_rows": skipped,
     }
-    return LabelledData(tuple(subjects), tuple(bodies), tuple(labels), source)
+    if time_column:
+        source["time"] = time_column
+    stamps = tuple(times) if time_column else None
+    return LabelledData(tuple(subjects), tuple(bodies), tuple(labels), source, stamps)
+
+
+def parse_time(value: str, where: str) -> float:
+    """Seconds since the epoch from an ISO 8601 time (no zone: UTC) or a number."""
+    text = value.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        if math.isfinite(number):
+            return number
+        text = ""
+    try:
+        when = datetime.fromisoformat(text[:64])
+    except ValueError:
+        shown = text[:40] or "nothing"
+        raise TrainingDataError(
+            f"{where}: the time column holds {shown!r}, not a time (ISO 8601, e.g. "
+            "2026-03-01T09:30:00Z, or seconds since the epoch)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def time_ordered_split(
+    data: LabelledData, fraction: float
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Indices (train, held out): the newest `fraction` of the tickets held out, the
+    older ones to train on, as a team deploys a model (trained on what came before,
+    used on what comes next). Ties in time keep the file's (or ticket id) order.
+
+    Near-duplicates are not kept apart here: a copy of an older ticket arriving later is
+    what a deployed model meets too.
+    """
+    if data.times is None:
+        raise TrainingDataError("these tickets have no times; a time-ordered split needs them")
+    if not 0.0 < fraction < 1.0:
+        raise TrainingDataError(f"the held-out fraction must be between 0 and 1, got {fraction}")
+    n = len(data)
+    if n < 2:
+        raise TrainingDataError("a time-ordered split needs at least 2 tickets")
+    order = np.argsort(np.asarray(data.times, dtype=np.float64), kind="stable")
+    held = min(n - 1, max(1, round(n * fraction)))
+    train = np.sort(order[: n - held]).astype(np.intp)
+    test = np.sort(order[n - held :]).astype(np.intp)
+    return train, test
 
 
 # A text column that, by its exact value alone, removes this share of the errors of

@@ -176,6 +176,7 @@ def training_data_from_db(db: Database, target: str) -> LabelledData:
     with db.read_session() as session:
         labels = human_labels(session, target)
         texts = first_customer_texts(session, sorted(labels))
+        created = _created_times(session, sorted(texts))
     ids = [tid for tid in sorted(labels) if tid in texts]
     if not ids:
         raise TrainingDataError(
@@ -187,7 +188,19 @@ def training_data_from_db(db: Database, target: str) -> LabelledData:
         tuple(texts[t][1] for t in ids),
         tuple(labels[t] for t in ids),
         {"kind": "db", "database": db.display_url, "target": target, "tickets": len(ids)},
+        tuple(created[t] for t in ids),
     )
+
+
+def _created_times(session: Session, ticket_ids: list[int]) -> dict[int, float]:
+    """Ticket id -> when it was created (seconds since the epoch), for the time-ordered
+    check a new model gets before it replaces the active one."""
+    found: dict[int, float] = {}
+    for chunk in _chunks(ticket_ids):
+        query = select(Ticket.id, Ticket.created_at).where(Ticket.id.in_(chunk))
+        for tid, created in session.execute(query):
+            found[tid] = created.timestamp() if created is not None else 0.0
+    return found
 
 
 _ADDRESS = re.compile(r"[^@\s<>,;]{1,64}@[^@\s<>,;.]{1,63}(?:\.[^@\s<>,;.]{1,63})+")

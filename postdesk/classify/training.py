@@ -400,9 +400,14 @@ def _tune(
     has_subject: bool,
     n_jobs: int,
     progress: Progress,
+    fixed: Recipe | None = None,
 ) -> tuple[Recipe, NDArray[np.float64], list[dict[str, Any]]]:
-    """The best recipe by held-out macro-F1, its held-out scores, and every trial."""
+    """The best recipe by held-out macro-F1, its held-out scores, and every trial
+    (only `fixed`, when given: no tuning)."""
     candidates = _postdesk_candidates(has_subject)
+    if fixed is not None:
+        weight = fixed.subject_weight if has_subject else 1.0
+        candidates = [Recipe(POSTDESK, fixed.C, fixed.class_weight, weight)]
     weights = {r.subject_weight for r in candidates} | set(SUBJECT_WEIGHT_GRID)
     X_by_weight = {w: features.weighted(w) for w in weights}
     all_scores = _held_out_scores(
@@ -413,7 +418,7 @@ def _tune(
         for r, s in zip(candidates, all_scores, strict=True)
     ]
     best = max(trials, key=lambda t: t[2])  # max() keeps the first of equal scores
-    if has_subject:
+    if has_subject and fixed is None:
         others = [
             Recipe(POSTDESK, C=best[0].C, class_weight=best[0].class_weight, subject_weight=w)
             for w in SUBJECT_WEIGHT_GRID
@@ -494,8 +499,15 @@ def train_model(
     seed: int = 0,
     n_jobs: int | None = None,
     progress: Progress | None = None,
+    recipe: Recipe | None = None,
 ) -> TrainedModel:
-    """Train postdesk's model (or the plain baseline) for `target` on `data`."""
+    """Train postdesk's model (or the plain baseline) for `target` on `data`.
+
+    With `recipe` (a postdesk recipe), its settings are used as they are instead of being
+    tuned: how an older model's recipe is refitted on new data to compare it fairly.
+    """
+    fixed = recipe if recipe is not None and recipe.kind == POSTDESK else None
+    baseline = baseline or (recipe is not None and recipe.kind == BASELINE)
     report = progress or _no_progress
     jobs = n_jobs or default_jobs()
     started = time.perf_counter()
@@ -518,7 +530,14 @@ def train_model(
         report("features", 1, 1)
         classes = np.asarray(sorted(set(kept.labels)), dtype=object)
         recipe, scores, tuning = _tune(
-            features, y, classes, folds, has_subject=kept.has_subject, n_jobs=jobs, progress=report
+            features,
+            y,
+            classes,
+            folds,
+            has_subject=kept.has_subject,
+            n_jobs=jobs,
+            progress=report,
+            fixed=fixed,
         )
         offsets = class_offsets(scores, y, classes) if BALANCE else np.zeros(scores.shape[1])
         scores = scores + offsets
