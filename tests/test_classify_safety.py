@@ -333,3 +333,27 @@ def test_label_offsets_live_in_the_stored_model_and_the_fast_scorer(tmp_path: Pa
     rows = data.rows()[:30]
     got = np.vstack([scorer.proba(s, b) for s, b in rows])
     np.testing.assert_allclose(got, again.pipeline.predict_proba(rows), rtol=1e-9, atol=1e-12)
+
+
+def test_certainty_is_a_region_only_when_a_real_share_of_tickets_reaches_it() -> None:
+    """Temperature scaling rounds the probabilities of well-separated labels to 1.0. When a
+    real share of the held-out tickets is at 1.0 and right, that is a confident region (the
+    demo's model covers every ticket); a handful of certainties is not."""
+    from postdesk.classify.training import CERTAIN_SHARE, _threshold_and_cv
+
+    classes = np.array(["billing", "delivery"])
+    n = 1000
+    y = np.array(["billing", "delivery"] * (n // 2))
+    sure = np.zeros((n, 2))
+    sure[np.arange(n), np.arange(n) % 2] = 1.0  # every ticket certain and right
+    threshold, cv = _threshold_and_cv(y, sure, classes, 0.9)
+    assert threshold is not None and threshold < 1.0 and cv["coverage"] == 1.0
+    model = TrainedModel(pipeline=None, metadata={"threshold": threshold})  # type: ignore[arg-type]
+    assert model.threshold == threshold  # kept as a region when loaded
+    # Enough certain (and right) tickets for the precision bound, but under CERTAIN_SHARE
+    # of them; the rest are coin flips.
+    few = int(n * CERTAIN_SHARE) - 50
+    mixed = np.full((n, 2), 0.5)
+    mixed[:few] = sure[:few]
+    threshold, cv = _threshold_and_cv(y, mixed, classes, 0.9)
+    assert threshold is None and cv["coverage"] == 0.0

@@ -74,8 +74,15 @@ C_GRID = (0.1, 0.3, 1.0, 3.0)
 CLASS_WEIGHTS: tuple[str | None, ...] = ("balanced", None)
 SUBJECT_WEIGHT_GRID = (0.5, 1.0)
 
-# A threshold this high means only predictions rounded to certainty qualify: none, in effect.
+# A threshold this high means only predictions rounded to certainty qualify. That is no
+# region to trust when few held-out tickets reach it (a model sure of a handful), but it
+# is one when a real share of them does: on well-separated labels temperature scaling
+# rounds most probabilities to 1.0, and they are right. So a threshold at certainty is
+# kept only when at least CERTAIN_SHARE of the held-out predictions are at it, stored just
+# below NO_CONFIDENT_REGION (CERTAIN_THRESHOLD); otherwise the model has no confident region.
 NO_CONFIDENT_REGION = 1.0 - 1e-6
+CERTAIN_SHARE = 0.3
+CERTAIN_THRESHOLD = NO_CONFIDENT_REGION - 1e-9
 
 Progress = Callable[[str, int, int], None]
 """Called as (stage, done, total) while training; `done == total` ends a stage."""
@@ -482,7 +489,8 @@ def _threshold_and_cv(
     confidence = proba.max(axis=1)
     threshold = threshold_for_precision(confidence, predicted == y, target_precision)
     if threshold is not None and threshold >= NO_CONFIDENT_REGION:
-        threshold = None
+        certain = float(np.mean(confidence >= threshold))
+        threshold = CERTAIN_THRESHOLD if certain >= CERTAIN_SHARE else None
     confident = confidence >= threshold if threshold is not None else None
     cv = evaluation(
         list(y), list(predicted), confident, threshold=threshold, target_precision=target_precision
