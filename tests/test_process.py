@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import Connection, func, insert, select
 
 from postdesk.daemon import Service
-from postdesk.ingest.process import Processor, WorkItem, list_raw, requeue
+from postdesk.ingest.process import Processor, WorkItem, requeue
+from postdesk.ingest.quarantine import list_inbound
 from postdesk.ingest.store import Incoming, store_many
 from postdesk.models import Attachment, Contact, Message, RawMessage, Ticket, TicketEvent
 from postdesk.models.db import Database
@@ -167,7 +168,9 @@ def test_agent_mail_that_belongs_to_no_ticket_is_kept_out_of_tickets(
     later = service.processor().run_ids(fetched_ids)
     assert result.processed.quarantined == later.quarantined == 1
     assert list_tickets(db) == []
-    reasons = {row["message_id"]: row["reason"] for row in list_raw(db, ["quarantined"])}
+    reasons = {
+        row["message_id"]: row["reason"] for row in list_inbound(db, ["quarantined"], limit=None)[0]
+    }
     assert reasons == {
         "in1@x": "ticket: agent mail that belongs to no ticket: the agent sara@support.example "
         "wrote to nobody outside the team (To and Cc)",
@@ -226,7 +229,7 @@ def test_unusable_mail_is_quarantined_and_retry_works(service: Service, db: Data
 
     assert result.processed.quarantined == 1
     assert result.processed.created == 1
-    [row] = list_raw(db, ["quarantined"])
+    [row] = list_inbound(db, ["quarantined"], limit=None)[0]
     assert str(row["reason"]).startswith("sender: no sender address")
     assert row["origin"] == "test #0"
 
@@ -370,7 +373,7 @@ def test_a_failing_message_in_a_batch_is_undone_alone(service: Service, db: Data
     bad = _sabotaged(service, _Sabotage("b2@x", "raise"))
     result = ingest(bad, mail("b1@x"), mail("b2@x"), mail("b3@x", reply_to="b1@x"))
     assert (result.processed.processed, result.processed.quarantined) == (2, 1)
-    [row] = list_raw(db, ["quarantined"])
+    [row] = list_inbound(db, ["quarantined"], limit=None)[0]
     assert row["reason"] == "sabotage: RuntimeError: step gave up"
     with db.read_session() as session:
         assert (
@@ -389,7 +392,7 @@ def test_a_batch_whose_commit_fails_is_redone_one_by_one(
     bad = _sabotaged(service, _Sabotage("c2@x", "deferred"))
     result = ingest(bad, mail("c1@x"), mail("c2@x"), mail("c3@x"))
     assert (result.processed.processed, result.processed.quarantined) == (2, 1)
-    [row] = list_raw(db, ["quarantined"])
+    [row] = list_inbound(db, ["quarantined"], limit=None)[0]
     assert str(row["reason"]).startswith("commit: IntegrityError")
     assert "FOREIGN KEY" in str(row["reason"])
     assert {ticket["subject"] for ticket in list_tickets(db)} == {"Help"}

@@ -761,35 +761,3 @@ def count_by_status(db: Database) -> dict[str, int]:
     counts = {status.value: 0 for status in RawStatus}
     counts.update({status: n for status, n in rows})
     return counts
-
-
-def list_raw(db: Database, statuses: Sequence[str] | None = None) -> list[dict[str, object]]:
-    """Stored inbound messages (optionally only some statuses), newest first."""
-    with db.read_session() as session:
-        query = select(
-            RawMessage.id,
-            RawMessage.status,
-            RawMessage.source,
-            RawMessage.origin,
-            RawMessage.message_id,
-            RawMessage.size,
-            RawMessage.received_at,
-            RawMessage.attempts,
-            RawMessage.reason,
-        ).order_by(RawMessage.id.desc())
-        if statuses:
-            query = query.where(RawMessage.status.in_(list(statuses)))
-        return [
-            {
-                "id": row.id,
-                "status": row.status,
-                "source": row.source,
-                "origin": row.origin,
-                "message_id": row.message_id,
-                "size": row.size,
-                "received_at": row.received_at.isoformat() if row.received_at else None,
-                "attempts": row.attempts,
-                "reason": row.reason,
-            }
-            for row in session.execute(query)
-        ]
