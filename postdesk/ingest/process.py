@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, String, bindparam, func, select, text, update
 from sqlalchemy.exc import DBAPIError
@@ -117,13 +117,6 @@ class Step(Protocol):
     name: str
 
     def __call__(self, item: WorkItem) -> None: ...
-
-
-@runtime_checkable
-class Prefetching(Protocol):
-    """A step that can start on a batch's messages before their turn (the parse worker)."""
-
-    def prefetch(self, contents: Sequence[bytes]) -> None: ...
 
 
 @dataclass
@@ -538,8 +531,13 @@ class Processor:
     def _prefetch(self, contents: list[bytes]) -> None:
         if len(contents) > 1:
             for step in self.steps:
-                if isinstance(step, Prefetching):
-                    step.prefetch(contents)
+                # A step may offer `prefetch(contents)`: start on a batch's messages
+                # before their turn (the parse step's worker). Looked up by name: an
+                # isinstance against a runtime-checkable Protocol inspects the class on
+                # every call and cost more than the prefetch itself.
+                prefetch = getattr(step, "prefetch", None)
+                if prefetch is not None:
+                    prefetch(contents)
 
     def _cut(
         self, head: list[int], states: dict[int, Any], now: datetime

@@ -363,7 +363,11 @@ class ParseWorker:
             self._stop(kill=True)
 
     def _ensure(self) -> Connection:
-        if self._conn is not None and self._process is not None and self._process.is_alive():
+        # No is_alive() here: with the forkserver it is a select() on the process's
+        # sentinel, paid on every send. A worker that died is found out by the pipe
+        # itself: sending raises OSError (the caller starts another) and collecting sees
+        # EOF (WorkerDied).
+        if self._conn is not None and self._process is not None:
             return self._conn
         self._stop(kill=True)
         context = _context()
