@@ -228,6 +228,10 @@ class _TimedStep:
         self._call = timers.wrap(f"process: {step.name} step", step)
         if hasattr(step, "prefetch"):  # the parse step hands batches to its worker ahead
             self.prefetch = timers.wrap(f"process: {step.name} prefetch", step.prefetch)
+        if hasattr(step, "before_commit"):  # the file step flushes attachments to disk
+            self.before_commit = timers.wrap(
+                f"process: {step.name} before commit", step.before_commit
+            )
 
     def __call__(self, item: Any) -> None:
         self._call(item)

@@ -95,7 +95,7 @@ def steps(
             team_addresses=team_addresses(settings),
         ),
         FileStep(
-            AttachmentStore(settings.data_dir / "attachments"),
+            AttachmentStore(settings.data_dir / "attachments", defer_sync=True),
             settings.authentication.authserv_id,
         ),
         BounceStep(),

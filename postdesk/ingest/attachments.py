@@ -17,17 +17,19 @@ for them (`AttachmentStore.has_room`): nothing is lost, and nobody has to retry 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import mimetypes
 import shutil
+import threading
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from postdesk.errors import PostdeskError
-from postdesk.files import private_directory, write_atomically
+from postdesk.files import private_directory, sync_directory, sync_file, write_atomically
 
 # The start of a quarantine reason that the processor retries by itself (process.py).
 DISK_FULL: Final = "no space left for attachments"
@@ -36,6 +38,13 @@ _DISK_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 class DiskFull(PostdeskError):
     """The filesystem holding the attachment store is full or over quota."""
+
+
+def _disk_full(exc: OSError, root: Path) -> DiskFull | None:
+    """`exc` as a DiskFull when it says the disk is full, else None."""
+    if exc.errno not in _DISK_FULL_ERRNOS:
+        return None
+    return DiskFull(f"{DISK_FULL} in {root} ({exc.strerror}); retried by itself once there is room")
 
 
 MAX_FILENAME_BYTES: Final = 200
@@ -189,8 +198,14 @@ class AttachmentStore:
     contents are identical by construction, so whichever rename lands last is correct.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, defer_sync: bool = False) -> None:
+        """`defer_sync`: files are flushed to disk by `flush()`, which the caller runs
+        before committing rows that point to them (the processor does, before each
+        commit: see FileStep.before_commit), instead of two flushes per file at once."""
         self.root = root
+        self.defer_sync = defer_sync
+        self._unsynced: dict[Path, None] = {}  # written by this store, not flushed yet
+        self._lock = threading.Lock()
 
     def save(self, data: bytes) -> StoredAttachment:
         """Store data under its sha256, once whatever it is called; idempotent. Names are
@@ -198,18 +213,53 @@ class AttachmentStore:
         digest = hashlib.sha256(data).hexdigest()
         relpath = f"sha256/{digest[:2]}/{digest}"
         target = self.root / relpath
-        if not target.exists():
+        if not self._present(target, len(data)):
             try:
                 private_directory(target.parent)
-                write_atomically(target, data)
+                write_atomically(target, data, sync=not self.defer_sync)
             except OSError as exc:
-                if exc.errno not in _DISK_FULL_ERRNOS:
+                full = _disk_full(exc, self.root)
+                if full is None:
                     raise
-                raise DiskFull(
-                    f"{DISK_FULL} in {self.root} ({exc.strerror}); "
-                    "retried by itself once there is room"
-                ) from exc
+                raise full from exc
+            if self.defer_sync:
+                with self._lock:
+                    self._unsynced[target] = None
         return StoredAttachment(sha256=digest, size=len(data), relpath=relpath)
+
+    @staticmethod
+    def _present(target: Path, size: int) -> bool:
+        """Whether the blob is there whole. A file of another size is what a power cut
+        can leave of one written without a flush (an empty file, typically): written
+        again. (Its name is its content's digest, so a right-sized one is the blob.)"""
+        try:
+            return target.stat().st_size == size
+        except FileNotFoundError:
+            return False
+
+    def flush(self) -> None:
+        """Flush to disk what `save` wrote since the last flush (with `defer_sync`), then
+        their directories. Raises DiskFull, or OSError: a file that cannot be flushed is
+        deleted first (no committed row points to it yet), so the message that needs it
+        writes it again and meets the error itself, while the others' files stay to be
+        flushed by the next call."""
+        with self._lock:
+            directories: dict[Path, None] = {}
+            for path in list(self._unsynced):
+                try:
+                    sync_file(path)
+                except OSError as exc:
+                    self._unsynced.pop(path, None)
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                    full = _disk_full(exc, self.root)
+                    if full is None:
+                        raise
+                    raise full from exc
+                del self._unsynced[path]
+                directories[path.parent] = None
+            for directory in directories:
+                sync_directory(directory)
 
     def has_room(self, size: int) -> bool:
         """Whether the store's filesystem has more than `size` bytes free now."""

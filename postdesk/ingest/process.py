@@ -508,6 +508,7 @@ class Processor:
                         again.append(raw_id)
                     else:
                         outcomes.append(outcome)
+                self._before_commit()
         except Exception as exc:
             if is_outage(exc) or isinstance(exc, WorkerUnavailable):
                 raise
@@ -527,6 +528,15 @@ class Processor:
         for raw_id in again:
             self._alone(conn, raw_id, result)
         return taken
+
+    def _before_commit(self) -> None:
+        """What steps must finish before a transaction they worked in commits: a step may
+        offer `before_commit()` (the file step flushes the attachments it wrote, so that
+        no committed row points to a file a power cut could take away)."""
+        for step in self.steps:
+            before_commit = getattr(step, "before_commit", None)
+            if before_commit is not None:
+                before_commit()
 
     def _prefetch(self, contents: list[bytes]) -> None:
         if len(contents) > 1:
@@ -663,6 +673,7 @@ class Processor:
                     step_name = step.name
                     step(item)
                 step_name = "commit"
+                self._before_commit()
         except Exception as exc:
             if is_outage(exc) or isinstance(exc, WorkerUnavailable):
                 raise

@@ -387,6 +387,12 @@ class FileStep:
         # The receiving server's id(s): its topmost Authentication-Results is recorded.
         self.authserv_ids = frozenset(a.lower() for a in authserv_ids)
 
+    def before_commit(self) -> None:
+        """Flush the attachments written in this transaction to disk before its commit
+        (the processor calls this): rows never point to a file a power cut could lose.
+        Raises DiskFull, which quarantines the message(s) as `save` does."""
+        self.attachments.flush()
+
     def __call__(self, item: WorkItem) -> None:
         parsed = item.need_parsed()
         sender = item.need_sender()
