@@ -489,6 +489,11 @@ class Service:
         if self.settings.smtp is None:
             log.warning("mailbox %s: operators' mail queued, but no [smtp] to send it", box.name)
 
+    def _watcher_stored(self, count: int) -> None:
+        """A watcher committed a batch of new mail in the middle of its fetch: process it
+        now rather than after the whole backlog (the pass that follows picks it up)."""
+        self._wake.set()
+
     def _watcher_fetched(self, fetched: FetchResult) -> None:
         with self._lock:
             self._collected.fetches.append(fetched)
@@ -545,6 +550,7 @@ class Service:
                 stop=self._watch_stop,
                 on_fetched=self._watcher_fetched,
                 on_failure=self._watcher_failed,
+                on_stored=self._watcher_stored,
             )
             for box in self.settings.mailboxes
         ]

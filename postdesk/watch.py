@@ -5,8 +5,9 @@ loops on its own connection:
 
 1. connect and log in, select the folder;
 2. fetch everything new into the raw store (FolderFetcher: the same checkpoint, lease
-   and crash order as a `--once` pass) and wake the main loop, which turns it into
-   tickets;
+   and crash order as a `--once` pass), waking the main loop after each stored batch
+   (`on_stored`), so that it turns mail into tickets while a large backlog is still
+   being fetched;
 3. wait for more mail: IMAP IDLE where the server offers it, ended and re-issued every
    IDLE_SECONDS (25 minutes, inside RFC 2177's 29), or at once when the server announces
    EXISTS, and also after `run.poll_interval` at the latest (mail announced in the
@@ -97,6 +98,7 @@ class MailboxWatcher:
         stop: threading.Event,
         on_fetched: Callable[[FetchResult], None],
         on_failure: Callable[[MailboxSettings, int, str, float, bool], None],
+        on_stored: Callable[[int], None] | None = None,
         rng: random.Random | None = None,
         idle_seconds: float = IDLE_SECONDS,
     ) -> None:
@@ -109,6 +111,7 @@ class MailboxWatcher:
         self.stop_event = stop
         self.on_fetched = on_fetched
         self.on_failure = on_failure
+        self.on_stored = on_stored
         self.rng = rng or random.Random()
         self.idle_seconds = idle_seconds
         self.failures = 0
@@ -159,6 +162,7 @@ class MailboxWatcher:
                     owner=self.owner,
                     should_stop=self.stopping,
                     limits=self.limits,
+                    on_stored=self.on_stored,
                 )
                 result = fetcher.run(source)
                 self.failures = 0  # the back-off starts again from the bottom

@@ -21,6 +21,8 @@ from sqlalchemy import func, select
 
 import postdesk.ingest.fetch as fetch_module
 from postdesk.config import Settings
+from postdesk.daemon import sync_config
+from postdesk.ingest.fetch import FolderFetcher
 from postdesk.ingest.imap import ImapSource
 from postdesk.models import Delivery, Message, RawMessage, Ticket
 from postdesk.models.db import Database
@@ -176,6 +178,37 @@ def test_batches_smaller_than_the_mail_count(
     assert result.fetches[0].stored == 7
     assert sync_state(db).last_uid == uids[-1]
     assert stored_message_ids(db) == sorted(m.message_id for m in sent)
+
+
+def test_each_stored_batch_is_announced_after_its_commit(
+    dovecot_server: Dovecot,
+    mail_user: MailUser,
+    db: Database,
+    config: Callable[..., Settings],
+) -> None:
+    """`on_stored` (how a watcher wakes the service mid-fetch, so processing overlaps a
+    large backlog's fetch) is called once per batch that stored new mail, after that
+    batch's commit: what it announces is already in the database for the processor."""
+    sent = mails(7, seed=12)
+    put(dovecot_server, mail_user, sent)
+    settings = config(mail_user, batch_size=3)
+    box = settings.mailboxes[0]
+    ids = sync_config(db, settings)
+    seen: list[tuple[int, int]] = []  # (announced, stored rows at that moment)
+
+    def on_stored(new: int) -> None:
+        seen.append((new, count(db, RawMessage)))
+
+    fetcher = FolderFetcher(db, box, ids[box.name], owner="test", on_stored=on_stored)
+    with ImapSource(box) as source:
+        result = fetcher.run(source)
+    assert result.stored == 7
+    assert seen == [(3, 3), (3, 6), (1, 7)]
+    # A second pass stores nothing new and announces nothing.
+    seen.clear()
+    with ImapSource(box) as source:
+        fetcher.run(source)
+    assert seen == []
 
 
 # -- \Seen, PEEK and the processed folder -------------------------------------------------

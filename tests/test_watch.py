@@ -226,7 +226,16 @@ def test_a_refused_login_is_reported_once_then_recovers_after_a_reload(
             tmp_path, sqlite_url, mailbox_toml(dovecot_server, mail_user, name="support"), top=top
         )
         service.request_reload()
-        _wait(lambda: _tickets(db) == 2, 20, "tickets after the fix")
+        # The mail can be filed (each stored batch wakes the service) a moment before
+        # the watcher's pass ends and logs "recovered": wait for both.
+        _wait(
+            lambda: (
+                _tickets(db) == 2
+                and any("recovered" in r.getMessage() for r in list(caplog.records))
+            ),
+            20,
+            "tickets and the recovered line after the fix",
+        )
         recovered = [r.getMessage() for r in caplog.records if "recovered" in r.getMessage()]
         assert len(recovered) == 1 and "support" in recovered[0], recovered
     db.dispose()

@@ -73,7 +73,12 @@ class FolderFetcher:
         owner: str,
         should_stop: Callable[[], bool] = lambda: False,
         limits: LimitSettings | None = None,
+        on_stored: Callable[[int], None] | None = None,
     ) -> None:
+        """`on_stored(n)` is called after each batch's commit that stored `n` > 0 new
+        messages: the service starts turning them into tickets while the rest of a large
+        mailbox is still being fetched (fetching and processing overlap)."""
+        self.on_stored = on_stored
         self.db = db
         self.settings = settings
         self.limits = limits or LimitSettings()
@@ -216,6 +221,8 @@ class FolderFetcher:
                     },
                 )
             pause_point("fetch-committed")
+            if new and self.on_stored is not None:
+                self.on_stored(new)
             result.finished += self._finish(source, uidvalidity, batch)
         return True
 
