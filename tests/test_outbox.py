@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from postdesk.config import SmtpSettings
+from postdesk.config import Secret, SmtpSettings
 from postdesk.models import OutboxMail, OutboxState
 from postdesk.models.db import Database
 from postdesk.notify.outbox import (
@@ -161,6 +161,29 @@ def test_an_unreachable_server_keeps_mail_queued_until_it_is_back(db: Database) 
     with SmtpSink(port=port) as back:
         assert sender(db, smtp, clock=lambda: later).drain().sent == 3
         assert sorted(m.rcpt_tos for m in back.wait_for(3)) == [("alice@example.com",)] * 3
+
+
+def test_an_unreadable_smtp_password_keeps_mail_queued_and_the_service_going(
+    db: Database, sink: SmtpSink, tmp_path: Path
+) -> None:
+    """A password file removed while the service runs is a reason like a server that is
+    down: reported by the drain, the mail stays queued; it does not escape the drain and
+    stop the service (which would stop fetching too)."""
+    ids = queue(db, message(11))
+    missing = tmp_path / "smtp-password"
+    smtp = SmtpSettings(
+        host="127.0.0.1",
+        port=sink.port,
+        security="none",
+        timeout=5.0,
+        username="postdesk",
+        password=Secret("file", str(missing), "postdesk.toml", "smtp.password"),
+    )
+    result = sender(db, smtp).drain()
+    assert (result.sent, result.retrying) == (0, 1)
+    assert "cannot read" in result.errors[0] and "smtp.password_file" in result.errors[0]
+    assert row(db, ids[0])["state"] == "queued"
+    assert sink.messages == []
 
 
 def test_mail_not_delivered_within_retry_for_fails(db: Database) -> None:

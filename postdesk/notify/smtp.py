@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 import aiosmtplib
 
 from postdesk.config import SmtpSettings
+from postdesk.errors import PostdeskError
 from postdesk.models import OutboxState, utcnow
 from postdesk.models.db import Database
 from postdesk.notify.outbox import (
@@ -145,17 +146,24 @@ class OutboxSender:
             timeout=settings.timeout,
         )
         await client.connect()
-        if settings.auth == "xoauth2":
-            await xoauth2_login(client, settings)
-        elif settings.username:
-            await client.login(settings.username, settings.password.reveal())
+        try:
+            if settings.auth == "xoauth2":
+                await xoauth2_login(client, settings)
+            elif settings.username:
+                await client.login(settings.username, settings.password.reveal())
+        except BaseException:
+            client.close()
+            raise
         return client
 
     async def _send_batch(self, batch: list[Claimed], result: DrainResult) -> bool:
         """Send the claimed rows over one connection; False when none could be made."""
         try:
             client = await self._connect()
-        except (aiosmtplib.SMTPException, OSError) as exc:
+        except (aiosmtplib.SMTPException, OSError, PostdeskError) as exc:
+            # PostdeskError: a password file that went missing, a token command that
+            # failed (ConfigError, TokenError). The mail waits like for a server that is
+            # down; the service goes on fetching and filing mail meanwhile.
             reason = f"cannot connect to {self.smtp.host}:{self.smtp.port}: {_one_line(exc)}"
             result.errors.append(reason)
             log.warning("outbox: %s", reason)
