@@ -10,11 +10,13 @@ fail, which no real filesystem does on cue, by replacing the flush function.
 from __future__ import annotations
 
 import errno
+import sys
 from pathlib import Path
 
 import pytest
 
 from postdesk.config import load_settings
+from postdesk.files import sync_filesystem
 from postdesk.ingest import attachments as attachments_module
 from postdesk.ingest.attachments import AttachmentStore, DiskFull
 from postdesk.ingest.process import Processor
@@ -42,6 +44,30 @@ def test_deferred_files_are_written_at_once_and_flushed_by_flush(tmp_path: Path)
     store.flush()
     assert not store._unsynced
     store.flush()  # nothing left: a no-op
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="syncfs(2) is Linux's")
+def test_many_files_are_flushed_with_one_filesystem_flush_on_linux(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = AttachmentStore(tmp_path / "a", defer_sync=True)
+    for n in range(5):
+        store.save(f"blob {n}".encode())
+    assert sync_filesystem(tmp_path)  # the real call succeeds here
+    one_by_one: list[Path] = []
+    real = attachments_module.sync_file
+
+    def sync_file(path: Path) -> None:
+        one_by_one.append(path)
+        real(path)
+
+    monkeypatch.setattr(attachments_module, "sync_file", sync_file)
+    store.flush()
+    assert not store._unsynced
+    assert one_by_one == []  # no flush per file: one for the filesystem
+    store.save(b"a single one")
+    store.flush()  # one file: flushed alone, cheaper than the whole filesystem
+    assert len(one_by_one) == 1
 
 
 def test_immediate_mode_leaves_nothing_to_flush(tmp_path: Path) -> None:
@@ -74,6 +100,8 @@ def test_a_flush_that_fails_deletes_that_file_and_keeps_the_others(
     good = tmp_path / "a" / store.save(b"fits").relpath
     bad = tmp_path / "a" / store.save(b"does not fit").relpath
     real = attachments_module.sync_file
+    # File by file, as where syncfs(2) is missing or fails (it cannot say which file).
+    monkeypatch.setattr(attachments_module, "sync_filesystem", lambda path: False)
 
     def sync_file(path: Path) -> None:
         if path == bad:

@@ -29,7 +29,13 @@ from pathlib import Path
 from typing import Final
 
 from postdesk.errors import PostdeskError
-from postdesk.files import private_directory, sync_directory, sync_file, write_atomically
+from postdesk.files import (
+    private_directory,
+    sync_directory,
+    sync_file,
+    sync_filesystem,
+    write_atomically,
+)
 
 # The start of a quarantine reason that the processor retries by itself (process.py).
 DISK_FULL: Final = "no space left for attachments"
@@ -244,6 +250,11 @@ class AttachmentStore:
         writes it again and meets the error itself, while the others' files stay to be
         flushed by the next call."""
         with self._lock:
+            # Several files (a batch's attachments): one flush of the filesystem, in place
+            # of two per file; where that cannot be done, or fails, file by file.
+            if len(self._unsynced) > 1 and sync_filesystem(self.root):
+                self._unsynced.clear()
+                return
             directories: dict[Path, None] = {}
             for path in list(self._unsynced):
                 try:
