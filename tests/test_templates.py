@@ -12,6 +12,7 @@ import pytest
 
 from postdesk.errors import PostdeskError
 from postdesk.notify.language import language_of
+from postdesk.notify.reply import signed_by
 from postdesk.notify.templates import (
     HTML_KINDS,
     KINDS,
@@ -242,3 +243,49 @@ def test_language_of(text: str, language: str) -> None:
 
 def test_language_of_is_linear_on_large_text() -> None:
     assert language_of("سلام " * 200_000 + "hello " * 10) == "fa"
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_reply_signed_in_its_text_does_not_repeat_the_agents_name(
+    templates: Templates, language: str
+) -> None:
+    """An agent's sign-off ("Thanks,\\nSam") already names them: the signature below it
+    keeps only the team; an unsigned reply gets the name as well."""
+    signed = templates.render(
+        "reply", language, **sample("reply", text="Done.\n\nThanks,\nSam Agent", signed=True)
+    )
+    unsigned = templates.render("reply", language, **sample("reply", signed=False))
+    assert signed.text.count("Sam Agent") == 1
+    assert unsigned.text.count("Sam Agent") == 1
+    assert signed.html is not None and unsigned.html is not None
+    assert signed.html.count("Sam Agent") == 1
+    assert unsigned.html.count("Sam Agent") == 1
+    for rendered in (signed, unsigned):
+        assert "Example Support" in rendered.text
+        assert "\n\n\n" not in rendered.text
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "expected"),
+    [
+        ("Done.\n\nThanks,\nSam", "Sam Agent", True),
+        ("Done.\n\nBest regards,\nSam Agent", "Sam Agent", True),
+        ("Done.\n\nCheers, sam!", "Sam Agent", True),
+        ("Done.\n\n— Sam", "Sam Agent", True),
+        ("Done.\nSam\n\n\n", "Sam Agent", True),
+        ("سفارش شما ارسال شد.\n\nبا احترام،\nسارا", "سارا احمدی", True),
+        ("سفارش شما ارسال شد.\nبا احترام، سارا احمدی", "سارا احمدی", True),
+        ("Done.\n\nThanks", "Sam Agent", False),
+        ("Ask Samantha about it.", "Sam Agent", False),  # a longer word is not the name
+        (
+            "I asked Sam and the refund is on its way to you, it takes a few days to arrive "
+            "on your card, Sam",
+            "Sam Agent",
+            False,
+        ),  # a sentence, not a sign-off
+        ("Sam said hello.\nThe parcel is late.\nRegards", "Sam Agent", False),
+        ("Done.", "", False),
+    ],
+)
+def test_signed_by(text: str, name: str, expected: bool) -> None:
+    assert signed_by(text, name) is expected

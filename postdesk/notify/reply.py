@@ -19,6 +19,7 @@ tickets keep theirs (a last word on a solved ticket does not unsolve it).
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -108,6 +109,35 @@ def ticket_thread(conn: Connection, ticket_id: int) -> TicketThread:
     )
 
 
+_SIGN_OFF_CHARS = 80  # a line longer than this is a sentence, not a sign-off
+
+
+def signed_by(text: str, name: str) -> bool:
+    """Whether `text` already ends signed with `name`: one of its last two lines, short
+    as a sign-off is, ends with the whole name or its first word ("Thanks,\nSam" from
+    Sam Agent; "با احترام، سارا"). Then the reply's signature does not repeat the name."""
+    words = name.split()
+    if not words:
+        return False
+    names = {_fold(name), _fold(words[0])}
+    lines = [line for line in text.splitlines() if line.strip()][-2:]
+    for line in lines:
+        folded = _fold(line).rstrip(" \t.,!;:-\u2013\u2014\u060c\u061b")
+        if len(folded) > _SIGN_OFF_CHARS:
+            continue
+        for candidate in names:
+            if folded == candidate:
+                return True
+            before = folded[: -len(candidate)] if folded.endswith(candidate) else None
+            if before and not before[-1].isalnum() and before[-1] != "\u200c":
+                return True
+    return False
+
+
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold().strip()
+
+
 def agent_display_name(agent: Agent) -> str:
     """The name a reply is signed with: the agent's name, else their address's local part
     (never the whole address, which must not reach the customer)."""
@@ -155,6 +185,7 @@ def queue_reply(
         customer_name=thread.requester_name,
         agent_name=agent_name,
         text=body,
+        signed=signed_by(body, agent_name),
     )
     domain = mailbox_address.rpartition("@")[2] or "localhost"
     envelope = Envelope(

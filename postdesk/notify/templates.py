@@ -35,7 +35,9 @@ gateway); Persian bodies show numbers with the `persian_digits` filter. Each kin
                      urgent); text: str (what the customer wrote, quotes removed);
                      warning: str ("", or why mail from an agent's address was taken
                      as a customer's: see ingest/author.py)
-    reply            customer_name: str; agent_name: str; text: str (the agent's reply)
+    reply            customer_name: str; agent_name: str; text: str (the agent's reply);
+                     signed: bool (the text's last lines already sign it with the
+                     agent's name, "Thanks,\nSam": the signature leaves it out)
     survey           customer_name: str
     command_error    agent_name: str; command: str (the line as the agent wrote it);
                      reason: str (why it cannot be applied)
@@ -109,6 +111,7 @@ SAMPLES: Final[Mapping[str, Mapping[str, Any]]] = {
         "customer_name": "Jane Doe",
         "agent_name": "Sam Agent",
         "text": "Hello Jane,\n\nwe replaced the toner; please try again.",
+        "signed": False,
     },
     "survey": {
         "ticket_number": 1234,
