@@ -149,6 +149,23 @@ def test_per_agent_and_risk_weighted_designs_store_their_probabilities(
     assert both["design"] == "stratified-pps" and len(both["tickets"]) == 2
 
 
+def test_a_ticket_reopened_to_pending_is_a_reopened_risk_as_in_the_kpis(
+    cli: Cli, db: Database
+) -> None:
+    """The risk factor counts a reopen as the KPI report's reopen rate does: back from
+    solved to any status not done, not only to open."""
+    specs = [SolvedTicket(agent=SARA, day=i) for i in range(4)]
+    specs += [SolvedTicket(agent=SARA, day=5, reopened=True, reopened_to="pending")]
+    numbers = add_solved_tickets(db, specs)
+    # Weights 4 x 1 and 1 + 2 (reopened) = 3: with 3 draws of 7, 3 x 3/7 > 1, so the
+    # reopened ticket is taken for certain (were it not counted, all five would weigh 1).
+    risky = sample(cli, "--n", "3", "--risk", "--seed", "1", "--dry-run")
+    tickets = {t["ticket"]: t for t in risky["tickets"]}
+    reopened = tickets[numbers[-1]]
+    assert reopened["risk"] == ["reopened"] and reopened["risk_weight"] == 3.0
+    assert reopened["inclusion_probability"] == 1.0
+
+
 def test_reviewers_share_the_tickets_and_some_are_reviewed_blind_twice(
     cli: Cli, db: Database
 ) -> None:

@@ -62,15 +62,16 @@ def eligible_tickets(
     messages = (
         select(func.count(Message.id)).where(Message.ticket_id == Ticket.id).scalar_subquery()
     )
+    # Reopened as the KPI report counts it (qa/kpi.py, reopen_rate): from solved or
+    # closed back to any status that is not done (open, pending or new), whoever did it.
+    done = [TicketStatus.SOLVED.value, TicketStatus.CLOSED.value]
     reopened = (
         select(func.count(TicketEvent.id))
         .where(
             TicketEvent.ticket_id == Ticket.id,
             TicketEvent.kind == "status",
-            TicketEvent.data["to"].as_string() == TicketStatus.OPEN.value,
-            TicketEvent.data["from"]
-            .as_string()
-            .in_([TicketStatus.SOLVED.value, TicketStatus.CLOSED.value]),
+            TicketEvent.data["from"].as_string().in_(done),
+            TicketEvent.data["to"].as_string().not_in(done),
         )
         .scalar_subquery()
     )

@@ -28,7 +28,7 @@ class TicketFacts:
     created_at: datetime
     resolved_at: datetime  # when last solved (or closed, if never solved)
     messages: int
-    reopened: int  # times it went from solved or closed back to open
+    reopened: int  # times it went from solved or closed back to a status not done
     csat: int | None
     category_probability: float | None  # the model's, when the category was predicted
     category_source: str | None

@@ -47,6 +47,7 @@ class SolvedTicket:
     messages: int = 2  # customer messages (the first opens the ticket)
     csat: int | None = None
     reopened: bool = False
+    reopened_to: str = "open"  # the status it was reopened to (open by a customer's mail)
     status: str = "solved"
     closed_day: int | None = None  # closed this many days after BASE, after being solved
     text: str | None = None  # the customer's first message (default: "message 0 of ticket i")
@@ -133,7 +134,10 @@ def add_solved_tickets(db: Database, specs: Sequence[SolvedTicket]) -> list[int]
             if spec.reopened:
                 early = opened + timedelta(hours=spec.hours / 2)
                 set_status(conn, number, "solved", actor="agent", why="test", at=early)
-                reopen(conn, number, was="solved", actor="customer", why="test", at=early)
+                if spec.reopened_to == "open":
+                    reopen(conn, number, was="solved", actor="customer", why="test", at=early)
+                else:  # an agent's #pending, say
+                    set_status(conn, number, spec.reopened_to, actor="agent", why="test", at=early)
             set_status(conn, number, spec.status, actor="agent", why="test", at=solved)
             if spec.csat is not None:
                 record_csat(conn, number, spec.csat, "", actor="customer", at=solved)
