@@ -712,10 +712,13 @@ class Service:
             "sla_alerts": outcome.sla.alerts if outcome.sla is not None else 0,
         }
         failed = sorted(outcome.errors)
+        # In watcher mode a mailbox thread may fetch several times during one long pass
+        # (a first pass that loads the models, a large backlog): a mailbox counts once.
+        synced = list(dict.fromkeys(f.mailbox for f in outcome.fetches))
         log.info(
             "pass: %d mailbox(es) synced, %d failed%s; fetched %d, stored %d, processed %d "
             "(%d new tickets, %d added), quarantined %d, sent %d; %.2f s",
-            len(outcome.fetches),
+            len(synced),
             len(failed),
             f" ({', '.join(failed)})" if failed else "",
             counts["fetched"],
@@ -729,7 +732,7 @@ class Service:
             extra={
                 "event": "pass",
                 **counts,
-                "mailboxes_synced": [f.mailbox for f in outcome.fetches],
+                "mailboxes_synced": synced,
                 "mailboxes_failed": failed,
                 "duration_s": round(seconds, 3),
             },

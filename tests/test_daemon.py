@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from postdesk.testing.config import mailbox_toml, write_config
 from postdesk.testing.dovecot import Dovecot, MailUser
@@ -162,4 +165,35 @@ def test_unexpected_error_in_one_mailbox_does_not_stop_the_pass(
         errors = {s.mailbox.name: s.last_error for s in session.query(MailboxSync).all()}
     assert errors["broken"] == outcome.errors["broken"]
     assert errors["fine"] is None
+    db.dispose()
+
+
+def test_pass_line_counts_each_mailbox_once(
+    dovecot_server: Dovecot, tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In watcher mode a mailbox thread fetches again and again while a long pass runs
+    (seen: "pass: 86 mailbox(es) synced" with 3 mailboxes); the summary counts mailboxes,
+    while fetched and stored add up every fetch."""
+    from postdesk.config import load_settings
+    from postdesk.daemon import PassResult, Service
+    from postdesk.ingest.fetch import FetchResult
+    from postdesk.models.db import Database
+
+    users = [dovecot_server.add_user() for _ in range(3)]
+    config = write_config(
+        tmp_path,
+        sqlite_url,
+        *(mailbox_toml(dovecot_server, user, name=f"box{i}") for i, user in enumerate(users)),
+    )
+    db = Database(sqlite_url)
+    service = Service(load_settings(config), db)
+    fetches = [FetchResult("box0", fetched=2, stored=2), FetchResult("box1", fetched=1, stored=1)]
+    fetches += [FetchResult("box0"), FetchResult("box1"), FetchResult("box0", fetched=3, stored=3)]
+    with caplog.at_level(logging.INFO, logger="postdesk.daemon"):
+        service._log_pass(PassResult(fetches=fetches, errors={"box2": "refused"}), 1.0)
+    [record] = [r for r in caplog.records if r.getMessage().startswith("pass:")]
+    assert record.getMessage().startswith(
+        "pass: 2 mailbox(es) synced, 1 failed (box2); fetched 6, stored 6,"
+    )
+    assert record.mailboxes_synced == ["box0", "box1"]
     db.dispose()
