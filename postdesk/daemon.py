@@ -118,6 +118,11 @@ MAX_SLICE = 5.0
 RETRAIN_KEEPALIVE = 3600.0
 # On the way out, watchers get this long in all to end IDLE and log out.
 WATCHER_STOP_SECONDS = 5.0
+# In watcher mode a pass files mail for at most this long before it sends what is queued
+# and checks SLA timers; a larger backlog goes on in the passes that follow at once. So
+# a first sync of 50,000 messages, or mail arriving faster than it is filed, never holds
+# acknowledgements, agents' replies and SLA alerts back for longer than this.
+PASS_PROCESSING_SECONDS = 30.0
 
 
 class Service:
@@ -336,8 +341,12 @@ class Service:
         with ImapSource(box) as source:
             return fetcher.run(source)
 
-    def run_once(self, *, fetch: bool = True) -> PassResult:
-        """One pass: fetch every mailbox (unless `fetch` is false), then process."""
+    def run_once(
+        self, *, fetch: bool = True, process_time_limit: float | None = None
+    ) -> PassResult:
+        """One pass: fetch every mailbox (unless `fetch` is false), then process (for at
+        most `process_time_limit` seconds, if given: see Processor.run), then SLA alerts
+        and the outbox."""
         result = PassResult()
         ids = sync_config(self.db, self.settings)
         if fetch:
@@ -387,7 +396,7 @@ class Service:
                 )
         if fetch:
             pause_point("fetched")
-        result.processed = self.processor().run()
+        result.processed = self.processor().run(time_limit=process_time_limit)
         if self.settings.smtp is not None and self.settings.sla is not None and not self.stopping():
             result.sla = self.sla_alerts().check(self.now())
         if self.settings.smtp is not None and not self.stopping():
@@ -581,7 +590,9 @@ class Service:
     def _watched_pass(self) -> PassResult:
         """A pass in watcher mode: the watchers fetched; process, alerts, outbox."""
         collected = self._take_collected()
-        result = self.run_once(fetch=False)
+        result = self.run_once(fetch=False, process_time_limit=PASS_PROCESSING_SECONDS)
+        if result.processed.more_pending:
+            self._wake.set()  # the next pass follows at once, after alerts and outbox
         result.fetches = collected.fetches
         result.errors = collected.errors
         return result

@@ -433,6 +433,32 @@ def test_stopping_mid_batch_gives_the_rest_back(service: Service, db: Database) 
     assert {state for state in _attempts(db).values()} == {("processed", 1)}
 
 
+def test_a_time_limit_returns_with_mail_still_pending(service: Service, db: Database) -> None:
+    """The service's passes file for a bounded time (then send and check SLAs): at least
+    one batch each call, then no new batch after the limit, `more_pending` set while mail
+    waits, and every message processed once over the calls."""
+    ids = _store(db, *(mail(f"t{i}@x", subject=f"Slice {i}") for i in range(7)))
+    processor = service.processor()
+    processor.batch_size = 2
+    processor.batch_seconds = 60.0
+    batches: list[int] = []
+    processor.steps.append(_Probe(batches))
+    first = processor.run(time_limit=0.0)
+    assert (first.processed, first.more_pending) == (2, True)
+    rounds = 1
+    while True:
+        result = processor.run(time_limit=0.0)
+        rounds += 1
+        if not result.more_pending:
+            break
+        assert result.processed == 2
+    assert result.processed == 1 and rounds == 4
+    assert batches == [2, 2, 2, 1]
+    assert {state for i, state in _attempts(db).items() if i in ids} == {("processed", 1)}
+    unlimited = processor.run()
+    assert (unlimited.processed, unlimited.more_pending) == (0, False)
+
+
 def test_batches_are_cut_by_count_and_size(service: Service, db: Database) -> None:
     big = b"x" * 40_000
     ids = _store(

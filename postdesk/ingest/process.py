@@ -128,8 +128,10 @@ class ProcessResult:
     appended: int = 0
     quarantined: int = 0
     quarantined_ids: list[int] = field(default_factory=list)
+    more_pending: bool = False  # `run` stopped at its time limit with mail still pending
 
     def add(self, other: ProcessResult) -> None:
+        self.more_pending = self.more_pending or other.more_pending
         self.processed += other.processed
         self.created += other.created
         self.appended += other.appended
@@ -366,20 +368,32 @@ class Processor:
                 ).scalars()
             )
 
-    def run(self) -> ProcessResult:
+    def run(self, *, time_limit: float | None = None) -> ProcessResult:
         """Process every pending message in arrival order until none is left or asked to stop.
+
+        `time_limit` (seconds): begin no new batch after it and return with
+        `more_pending` set when mail is still pending, so that the service can send what
+        is queued and check SLA timers between slices of a large backlog (mail arriving
+        faster than it is filed would otherwise hold them back until the backlog is
+        gone). None: until nothing is pending.
 
         First, messages quarantined because the attachment disk was full go back to
         pending when the disk has room for them again (`requeue_disk_full`)."""
         self.requeue_disk_full()
         result = ProcessResult()
+        deadline = None if time_limit is None else time.monotonic() + time_limit
         after = 0
         with self._connection() as conn:
             while not self.should_stop():
                 ids = self.pending_ids(after=after)
                 if not ids:
                     break
-                result.add(self._run(conn, ids))
+                if after and deadline is not None and time.monotonic() >= deadline:
+                    result.more_pending = True  # (at least one batch is always begun)
+                    break
+                result.add(self._run(conn, ids, deadline))
+                if result.more_pending:
+                    break
                 after = ids[-1]
         return result
 
@@ -439,10 +453,15 @@ class Processor:
         finally:
             _running.discard(self.owner)
 
-    def _run(self, conn: Connection, raw_ids: Sequence[int]) -> ProcessResult:
+    def _run(
+        self, conn: Connection, raw_ids: Sequence[int], deadline: float | None = None
+    ) -> ProcessResult:
         result = ProcessResult()
         done = 0
         while done < len(raw_ids) and not self.should_stop():
+            if done and deadline is not None and time.monotonic() >= deadline:
+                result.more_pending = True
+                break
             done += self._run_batch(conn, raw_ids[done:], result)
         return result
 
