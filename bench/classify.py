@@ -26,13 +26,8 @@ rule is "not worse than the baseline", and the verdict says "at the ceiling".
 
 Columns: macro-F1 and accuracy on held-out data; coverage = share of held-out tickets
 whose prediction reaches the model's confidence threshold (chosen at training time for
-the target precision, 0.9, which it must reach in every one of the training part's
-grouped folds); precision = how many of those confident predictions are right (it must
-reach the target precision); train s = training time.
-
-`--seed N` draws the grouped 80/20 splits (and the training folds inside them) with
-another seed; seed 1 is the published table. A change is kept only if it holds on
-another seed too: settings are never chosen by the held-out scores printed here.
+the target precision, 0.9); precision = how many of those confident predictions are
+right (it must reach the target precision); train s = training time.
 
 Then, in the same run: the training time of postdesk's model on the largest dataset (all
 of it), the time to triage one ticket as the mail pipeline does (`Triage.classify`
@@ -40,7 +35,7 @@ with a category and a priority model from a model store, plus keyword and VIP ru
 the pipeline itself: 1,000 tickets imported as mail with and without those models active,
 the difference per ticket and the triage call timed inside the file step.
 
-    .venv/bin/python bench/classify.py [--only NAME] [--seed N] [--accuracy-only | --latency-only]
+    .venv/bin/python bench/classify.py [--only NAME] [--latency-only]
 """
 
 from __future__ import annotations

@@ -8,8 +8,6 @@ The confidence threshold is chosen so that predictions at or above it are at lea
 lowest confidence at which the one-sided 95% Wilson lower bound of the precision of
 everything above still reaches the target. Using the lower bound instead of the observed
 precision keeps the promise on new tickets, not only on the data it was chosen on.
-Training also asks the precision above the threshold to reach the target in each
-held-out fold on its own, so one fold of unlike tickets cannot hide in the pool.
 """
 
 from __future__ import annotations
@@ -24,9 +22,6 @@ from sklearn.metrics import precision_recall_fscore_support as prfs
 
 # One-sided 95%: the threshold promises the target precision with that confidence.
 WILSON_Z = 1.645
-# A fold is judged on its own (threshold_for_precision(folds=...)) from this many
-# predictions above the threshold.
-FOLD_MIN_CONFIDENT = 20
 
 
 def wilson_lower_bound(correct: ArrayLike, total: ArrayLike, z: float = WILSON_Z) -> Any:
@@ -55,9 +50,7 @@ def threshold_for_precision(
     pooled figure can hide one fold far below it, and that fold is what new tickets
     unlike the training ones look like: on the multilingual `type` labels the pooled
     lower bound promised 0.9 while one fold was at 0.85-0.88, and held-out tickets came
-    out at 0.81. A fold with fewer than `FOLD_MIN_CONFIDENT` predictions above a
-    threshold says nothing against it: one error in nine is 0.89, which tells nothing on
-    a few dozen tickets (a team's first labels), where the pooled bound decides alone.
+    out at 0.81. A fold with nothing above a threshold says nothing against it.
 
     None when no threshold does (the model is never confident enough).
     """
@@ -78,8 +71,7 @@ def threshold_for_precision(
             member = fold_sorted == fold
             fold_hits = np.cumsum(right[order] & member)
             fold_counts = np.cumsum(member)
-            judged = fold_counts >= FOLD_MIN_CONFIDENT
-            ok &= ~judged | (fold_hits >= target * fold_counts)
+            ok &= (fold_counts == 0) | (fold_hits >= target * fold_counts)
     found = np.flatnonzero(ok)
     if found.size == 0:
         return None

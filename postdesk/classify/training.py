@@ -13,8 +13,7 @@ Training postdesk's model:
    scaling, itself fitted fold by fold on the other folds, so every probability used to
    choose the confidence threshold comes from data neither the SVM nor the scaling saw.
 4. The confidence threshold is the lowest at which held-out predictions reach the target
-   precision, pooled (by a lower bound) and in every fold on its own (see
-   `metrics.threshold_for_precision`); when none does, the model has no confident region.
+   precision (see `metrics.threshold_for_precision`).
 5. The final model is refitted on everything.
 
 The cross-validated numbers (`metadata["cv"]`) are what `model list` shows and what a
