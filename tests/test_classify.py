@@ -145,32 +145,6 @@ def test_threshold_reaches_the_target_with_a_lower_bound_not_the_raw_precision()
     assert float(wilson_lower_bound(90, 100)) < 0.9
 
 
-def test_threshold_with_folds_reaches_the_target_in_every_fold_or_is_none() -> None:
-    """Pooled, two good folds hide a third far below the target; with the folds, the
-    threshold rises until that fold reaches it too, and is None when it never does."""
-    rng = np.random.default_rng(0)
-    n = 600
-    confidence = rng.random(n)
-    folds = np.arange(n) % 3
-    correct = np.ones(n, bool)
-    # Fold 2 is wrong on a third of its predictions between 0.5 and 0.8 only.
-    bad = (folds == 2) & (confidence >= 0.5) & (confidence < 0.8) & (np.arange(n) % 9 == 2)
-    correct[bad] = False
-    pooled = threshold_for_precision(confidence, correct, 0.9)
-    every = threshold_for_precision(confidence, correct, 0.9, folds=folds)
-    assert pooled is not None and every is not None and every > pooled
-    for fold in range(3):
-        above = (folds == fold) & (confidence >= every)
-        assert correct[above].mean() >= 0.9
-    # Pooled, the threshold lets fold 2 fall below the target.
-    below = (folds == 2) & (confidence >= pooled)
-    assert correct[below].mean() < 0.9
-    # A fold wrong at its most confident: no threshold reaches the target there.
-    worst = correct.copy()
-    worst[(folds == 1) & (confidence >= 0.3)] = False
-    assert threshold_for_precision(confidence, worst, 0.9, folds=folds) is None
-
-
 # --- training and evaluation ---------------------------------------------------------------
 
 

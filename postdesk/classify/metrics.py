@@ -37,20 +37,9 @@ def wilson_lower_bound(correct: ArrayLike, total: ArrayLike, z: float = WILSON_Z
 
 
 def threshold_for_precision(
-    confidence: ArrayLike,
-    correct: ArrayLike,
-    target: float,
-    z: float = WILSON_Z,
-    folds: ArrayLike | None = None,
+    confidence: ArrayLike, correct: ArrayLike, target: float, z: float = WILSON_Z
 ) -> float | None:
     """The lowest confidence whose predictions at or above it reach `target` precision.
-
-    With `folds` (the held-out fold of each prediction), the precision above the
-    threshold must also reach `target` in every fold on its own, not only pooled. A
-    pooled figure can hide one fold far below it, and that fold is what new tickets
-    unlike the training ones look like: on the multilingual `type` labels the pooled
-    lower bound promised 0.9 while one fold was at 0.85-0.88, and held-out tickets came
-    out at 0.81. A fold with nothing above a threshold says nothing against it.
 
     None when no threshold does (the model is never confident enough).
     """
@@ -65,13 +54,6 @@ def threshold_for_precision(
     # Only cut between distinct confidences: ties are all in or all out.
     last_of_tie = np.r_[conf_sorted[1:] != conf_sorted[:-1], True]
     ok = (wilson_lower_bound(hits, counts, z) >= target) & last_of_tie
-    if folds is not None:
-        fold_sorted = np.asarray(folds)[order]
-        for fold in np.unique(fold_sorted):
-            member = fold_sorted == fold
-            fold_hits = np.cumsum(right[order] & member)
-            fold_counts = np.cumsum(member)
-            ok &= (fold_counts == 0) | (fold_hits >= target * fold_counts)
     found = np.flatnonzero(ok)
     if found.size == 0:
         return None

@@ -83,9 +83,6 @@ SUBJECT_WEIGHT_GRID = (0.5, 1.0)
 NO_CONFIDENT_REGION = 1.0 - 1e-6
 CERTAIN_SHARE = 0.3
 CERTAIN_THRESHOLD = NO_CONFIDENT_REGION - 1e-9
-# The threshold must reach the target precision in every held-out fold, not only pooled
-# (see metrics.threshold_for_precision).
-EVERY_FOLD = True
 
 Progress = Callable[[str, int, int], None]
 """Called as (stage, done, total) while training; `done == total` ends a stage."""
@@ -485,27 +482,12 @@ def _metadata(
     }
 
 
-def _fold_of(folds: Folds, n: int) -> NDArray[np.intp]:
-    """The held-out fold of each of `n` rows."""
-    which = np.zeros(n, dtype=np.intp)
-    for k, (_, test) in enumerate(folds):
-        which[test] = k
-    return which
-
-
 def _threshold_and_cv(
-    y: NDArray[Any],
-    proba: NDArray[np.float64],
-    classes: NDArray[Any],
-    target_precision: float,
-    folds: Folds | None = None,
+    y: NDArray[Any], proba: NDArray[np.float64], classes: NDArray[Any], target_precision: float
 ) -> tuple[float | None, dict[str, Any]]:
     predicted = classes[proba.argmax(axis=1)]
     confidence = proba.max(axis=1)
-    per_fold = _fold_of(folds, len(y)) if folds is not None and EVERY_FOLD else None
-    threshold = threshold_for_precision(
-        confidence, predicted == y, target_precision, folds=per_fold
-    )
+    threshold = threshold_for_precision(confidence, predicted == y, target_precision)
     if threshold is not None and threshold >= NO_CONFIDENT_REGION:
         certain = float(np.mean(confidence >= threshold))
         threshold = CERTAIN_THRESHOLD if certain >= CERTAIN_SHARE else None
@@ -542,7 +524,7 @@ def train_model(
     folds = _folds(kept, seed)
     if baseline:
         proba, classes = _baseline_held_out(kept, folds, n_jobs=jobs, progress=report)
-        threshold, cv = _threshold_and_cv(y, proba, classes, target_precision, folds)
+        threshold, cv = _threshold_and_cv(y, proba, classes, target_precision)
         report("fitting", 0, 1)
         with _quiet():
             pipeline = baseline_pipeline().fit(kept.rows(), y)
@@ -568,7 +550,7 @@ def train_model(
         offsets = class_offsets(scores, y, classes) if BALANCE else np.zeros(scores.shape[1])
         scores = scores + offsets
         proba = _calibrated_held_out(scores, y, classes, folds)
-        threshold, cv = _threshold_and_cv(y, proba, classes, target_precision, folds)
+        threshold, cv = _threshold_and_cv(y, proba, classes, target_precision)
         report("fitting", 0, 1)
         pipeline = _fit_final(features, recipe, y, folds, n_jobs=jobs)
         _shift(pipeline, offsets, scores, y, classes)
