@@ -29,13 +29,21 @@ whose prediction reaches the model's confidence threshold (chosen at training ti
 the target precision, 0.9); precision = how many of those confident predictions are
 right (it must reach the target precision); train s = training time.
 
+`--seed N` draws the grouped 80/20 splits (and the training folds inside them) with
+another seed; seed 1 is the published table. A change is kept only if it holds on
+another seed too: settings are never chosen by the held-out scores printed here.
+Snappfood's split is fixed by its files (the seed moves only its training folds), and
+the Bitext intents' near-duplicate groups are so large (templated utterances) that
+its grouped split holds out the same 20,623 of 21,534 rows with seeds 1 and 2 (one
+group holds most of them): there the model learns from about 900 utterances.
+
 Then, in the same run: the training time of postdesk's model on the largest dataset (all
 of it), the time to triage one ticket as the mail pipeline does (`Triage.classify`
 with a category and a priority model from a model store, plus keyword and VIP rules), and
 the pipeline itself: 1,000 tickets imported as mail with and without those models active,
 the difference per ticket and the triage call timed inside the file step.
 
-    .venv/bin/python bench/classify.py [--only NAME] [--latency-only]
+    .venv/bin/python bench/classify.py [--only NAME] [--seed N] [--accuracy-only | --latency-only]
 """
 
 from __future__ import annotations
