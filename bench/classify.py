@@ -29,13 +29,21 @@ whose prediction reaches the model's confidence threshold (chosen at training ti
 the target precision, 0.9); precision = how many of those confident predictions are
 right (it must reach the target precision); train s = training time.
 
+`--seed N` draws the grouped 80/20 splits (and the training folds inside them) with
+another seed; seed 1 is the published table. A change is kept only if it holds on
+another seed too: settings are never chosen by the held-out scores printed here.
+Snappfood's split is fixed by its files (the seed moves only its training folds), and
+the Bitext intents' near-duplicate groups are so large (templated utterances) that
+its grouped split holds out the same 20,623 of 21,534 rows with seeds 1 and 2 (one
+group holds most of them): there the model learns from about 900 utterances.
+
 Then, in the same run: the training time of postdesk's model on the largest dataset (all
 of it), the time to triage one ticket as the mail pipeline does (`Triage.classify`
 with a category and a priority model from a model store, plus keyword and VIP rules), and
 the pipeline itself: 1,000 tickets imported as mail with and without those models active,
 the difference per ticket and the triage call timed inside the file step.
 
-    .venv/bin/python bench/classify.py [--only NAME] [--latency-only]
+    .venv/bin/python bench/classify.py [--only NAME] [--seed N] [--accuracy-only | --latency-only]
 """
 
 from __future__ import annotations
@@ -79,9 +87,16 @@ class Row:
     seconds: float
 
 
+# The split seed (`--seed`): the grouped 80/20 splits and the training folds inside them.
+# Seed 1 is the published table; another seed checks that a change generalises beyond
+# the one split it was first measured on.
+DEFAULT_SEED = 1
+SEED = DEFAULT_SEED
+
+
 def _holdout(path: Path, text: list[str], label: str) -> tuple[LabelledData, LabelledData]:
     data = read_csv(path, text, label)
-    train, test = grouped_holdout_split(data, 0.2, 1)
+    train, test = grouped_holdout_split(data, 0.2, SEED)
     return data.subset(train), data.subset(test)
 
 
@@ -111,7 +126,7 @@ def endava() -> list[Row]:
     for label in ("category", "ticket_type"):
         train, test = _holdout(ENDAVA, ["title", "body"], label)
         # `train --holdout 0.2 --seed 1` uses the seed for the split and the folds alike.
-        rows += _train_test("tickets-endava-it", label, "grouped 80/20", train, test, seed=1)
+        rows += _train_test("tickets-endava-it", label, "grouped 80/20", train, test, seed=SEED)
     return rows
 
 
@@ -120,7 +135,7 @@ def multilang() -> list[Row]:
     for label in ("queue", "priority", "type"):
         train, test = _holdout(MULTILANG, ["subject", "body"], label)
         rows += _train_test(
-            "tickets-multilang-helpdesk", label, "grouped 80/20", train, test, seed=1
+            "tickets-multilang-helpdesk", label, "grouped 80/20", train, test, seed=SEED
         )
     return rows
 
@@ -128,13 +143,18 @@ def multilang() -> list[Row]:
 def snappfood() -> list[Row]:
     train = read_csv(SNAPPFOOD / "dev.csv", ["comment"], "label")
     test = read_csv(SNAPPFOOD / "test.csv", ["comment"], "label")
-    return _train_test("persian-snappfood-comments", "label", "dev -> test", train, test, seed=0)
+    # The files fix the split; the seed only moves the training folds (0 for seed 1, as
+    # the published table was measured).
+    folds = 0 if SEED == DEFAULT_SEED else SEED
+    return _train_test(
+        "persian-snappfood-comments", "label", "dev -> test", train, test, seed=folds
+    )
 
 
 def bitext() -> list[Row]:
     train, test = _holdout(BITEXT, ["utterance"], "category")
     return _train_test(
-        "intents-bitext-customer-sup", "category", "grouped 80/20", train, test, seed=1
+        "intents-bitext-customer-sup", "category", "grouped 80/20", train, test, seed=SEED
     )
 
 
@@ -317,7 +337,16 @@ def main() -> int:
     parser.add_argument(
         "--accuracy-only", action="store_true", help="skip training time and latency"
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help=f"split seed (default {DEFAULT_SEED}, the published table)",
+    )
     args = parser.parse_args()
+    global SEED
+    SEED = args.seed
+    print(f"split seed {SEED}", file=sys.stderr, flush=True)
     if not SHARED_DATA.is_dir():
         print(f"the public corpora are not at {SHARED_DATA}; nothing to measure")
         return 1
