@@ -8,7 +8,10 @@ loops on its own connection:
    and crash order as a `--once` pass), waking the main loop after each stored batch
    (`on_stored`), so that it turns mail into tickets while a large backlog is still
    being fetched;
-3. wait for more mail: IMAP IDLE where the server offers it, ended and re-issued every
+3. wait for more mail (unless some arrived during the fetch: one UID SEARCH above the
+   highest UID the fetch saw, since the server may have announced it in an answer to
+   the fetch's own commands, which nothing reads, rather than to IDLE):
+   IMAP IDLE where the server offers it, ended and re-issued every
    IDLE_SECONDS (25 minutes, inside RFC 2177's 29), or at once when the server announces
    EXISTS, and also after `run.poll_interval` at the latest (mail announced in the
    answer to an earlier command, just before IDLE began, is then still fetched within
@@ -167,6 +170,12 @@ class MailboxWatcher:
                 result = fetcher.run(source)
                 self.failures = 0  # the back-off starts again from the bottom
                 self.on_fetched(result)
+                # Mail that came during the pass may have been announced in an answer to
+                # the pass's own commands, not to IDLE, which would then wait a whole
+                # poll_interval for it. One UID SEARCH tells.
+                seen = result.highest_uid
+                if idle and seen is not None and source.uids_above(seen):
+                    continue
                 if idle:
                     # Also bounded by poll_interval: new mail announced in the answer to
                     # an earlier command (between SEARCH and IDLE) is then still fetched

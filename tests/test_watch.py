@@ -14,12 +14,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from postdesk.config import load_settings
 from postdesk.daemon import Service
+from postdesk.ingest.imap import ImapSource
 from postdesk.models import OutboxMail, RawMessage, RawStatus
 from postdesk.models.db import Database
 from postdesk.models.migrate import upgrade
@@ -183,6 +185,47 @@ def test_a_hung_mailbox_does_not_delay_another(
             # All of it while the hung server still holds its watcher (timeout 60 s).
             assert time.monotonic() - started < 30
         db.dispose()
+
+
+def test_mail_arriving_during_a_fetch_is_fetched_without_waiting_for_the_interval(
+    dovecot_server: Dovecot,
+    mail_user: MailUser,
+    tmp_path: Path,
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A message delivered while the watcher is fetching: Dovecot announces it in the
+    answer to one of the fetch's own commands (where nothing reads EXISTS), not to the
+    IDLE that follows, so without a look before idling it would wait poll_interval
+    (600 s here). The delivery is a real APPEND from another connection, made at that
+    moment by wrapping the fetch (the real FETCH runs first)."""
+    config = write_config(
+        tmp_path,
+        sqlite_url,
+        mailbox_toml(dovecot_server, mail_user, name="good"),
+        top="[run]\npoll_interval = 600\n",
+    )
+    db = Database(sqlite_url)
+    upgrade(db)
+    first, second = list(generate(2, seed=23))
+    dovecot_server.fill(mail_user, [first.raw])
+    real_fetch = ImapSource.fetch
+    appended: list[bool] = []
+
+    def fetch_then_deliver(self: ImapSource, uids: Any) -> Any:
+        answer = real_fetch(self, uids)
+        if not appended:
+            appended.append(True)
+            with dovecot_server.client(mail_user) as client:
+                client.append("INBOX", second.raw)
+        return answer
+
+    monkeypatch.setattr(ImapSource, "fetch", fetch_then_deliver)
+    service = Service(load_settings(config), db)
+    with _running(service):
+        _wait(lambda: _tickets(db) == 2, 15, "both tickets, the second without the interval")
+    assert appended == [True]
+    db.dispose()
 
 
 def test_a_refused_login_is_reported_once_then_recovers_after_a_reload(

@@ -42,6 +42,11 @@ class FetchResult:
     resynced: int = 0
     finished: int = 0
     skipped_reason: str | None = None
+    # The highest UID the pass saw on the server (None: it did not look). Mail that
+    # arrived during the pass has a higher UID: see MailboxWatcher, which looks for it
+    # before it idles, since the server may have announced it in an answer to one of the
+    # pass's own commands (where nothing reads EXISTS) instead of to IDLE.
+    highest_uid: int | None = None
 
 
 def _batches(
@@ -163,6 +168,7 @@ class FolderFetcher:
         result.finished += self._finish(source, uidvalidity, None)
 
         uids = source.uids_above(last_uid)
+        result.highest_uid = uids[-1] if uids else last_uid
         if not uids:
             return True
         delivered = self._delivered_uids(uidvalidity, last_uid)
