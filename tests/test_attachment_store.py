@@ -18,7 +18,7 @@ import pytest
 from postdesk.config import load_settings
 from postdesk.files import sync_filesystem
 from postdesk.ingest import attachments as attachments_module
-from postdesk.ingest.attachments import AttachmentStore, DiskFull
+from postdesk.ingest.attachments import SYNCFS_FROM, AttachmentStore, DiskFull
 from postdesk.ingest.process import Processor
 from postdesk.ingest.steps import FileStep
 from postdesk.ingest.store import Incoming, store_many
@@ -51,7 +51,7 @@ def test_many_files_are_flushed_with_one_filesystem_flush_on_linux(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = AttachmentStore(tmp_path / "a", defer_sync=True)
-    for n in range(5):
+    for n in range(SYNCFS_FROM):
         store.save(f"blob {n}".encode())
     assert sync_filesystem(tmp_path)  # the real call succeeds here
     one_by_one: list[Path] = []
@@ -65,9 +65,10 @@ def test_many_files_are_flushed_with_one_filesystem_flush_on_linux(
     store.flush()
     assert not store._unsynced
     assert one_by_one == []  # no flush per file: one for the filesystem
-    store.save(b"a single one")
-    store.flush()  # one file: flushed alone, cheaper than the whole filesystem
-    assert len(one_by_one) == 1
+    for n in range(SYNCFS_FROM - 1):
+        store.save(f"few {n}".encode())
+    store.flush()  # a few files: each flushed alone, not the whole filesystem
+    assert len(one_by_one) == SYNCFS_FROM - 1
 
 
 def test_immediate_mode_leaves_nothing_to_flush(tmp_path: Path) -> None:

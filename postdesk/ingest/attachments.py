@@ -42,6 +42,10 @@ DISK_FULL: Final = "no space left for attachments"
 _DISK_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
+# From this many files written since the last flush, `flush` flushes the filesystem.
+SYNCFS_FROM: Final = 8
+
+
 class DiskFull(PostdeskError):
     """The filesystem holding the attachment store is full or over quota."""
 
@@ -250,9 +254,11 @@ class AttachmentStore:
         writes it again and meets the error itself, while the others' files stay to be
         flushed by the next call."""
         with self._lock:
-            # Several files (a batch's attachments): one flush of the filesystem, in place
-            # of two per file; where that cannot be done, or fails, file by file.
-            if len(self._unsynced) > 1 and sync_filesystem(self.root):
+            # Many files (a batch full of attachments): one flush of the whole filesystem
+            # in place of two per file. Not for a few: syncfs also flushes what other
+            # programs wrote there (a database on the same disk), so it is kept for when
+            # it saves many flushes. Where it cannot be done, or fails: file by file.
+            if len(self._unsynced) >= SYNCFS_FROM and sync_filesystem(self.root):
                 self._unsynced.clear()
                 return
             directories: dict[Path, None] = {}
