@@ -197,6 +197,36 @@ def test_near_duplicates_stay_on_one_side_of_every_split(categories: LabelledDat
     assert 0.1 < len(test) / len(data) < 0.3
 
 
+def test_a_giant_near_duplicate_group_is_trained_on_not_held_out() -> None:
+    """Templated tickets chain into one group holding most of the data: the held-out
+    part keeps about the asked share, and that group is on the training side."""
+    rng = random.Random(3)
+    template = "please help me {} my order number {} from the shop"
+    verbs = ["cancel", "change", "track", "return", "refund", "check"]
+    subjects: list[str] = []
+    bodies: list[str] = []
+    labels: list[str] = []
+    for i in range(160):  # one chain of near-copies: each differs from the next a little
+        subjects.append("order")
+        bodies.append(template.format(verbs[i % len(verbs)], 1000 + i))
+        labels.append(rng.choice(["orders", "refunds"]))
+    vocabulary = [
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(7)) for _ in range(3000)
+    ]
+    for _ in range(40):  # tickets unlike each other and the template
+        words = " ".join(rng.sample(vocabulary, 12))
+        subjects.append(rng.choice(vocabulary))
+        bodies.append(words)
+        labels.append(rng.choice(["orders", "refunds"]))
+    data = LabelledData(tuple(subjects), tuple(bodies), tuple(labels))
+    groups = near_duplicate_groups(data)
+    biggest = int(np.bincount(groups).argmax())
+    assert np.count_nonzero(groups == biggest) > len(data) / 2  # the chain is one group
+    train, test = grouped_holdout_split(data, 0.2, seed=1)
+    assert 0.05 <= len(test) / len(data) <= 0.3
+    assert biggest in set(groups[train]) and biggest not in set(groups[test])
+
+
 def test_a_text_column_that_is_the_label_is_refused(tmp_path: Path) -> None:
     rng = random.Random(1)
     path = tmp_path / "leak.csv"

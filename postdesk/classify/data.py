@@ -351,6 +351,12 @@ def grouped_holdout_split(
     Stratified by label as far as the groups allow (scikit-learn's StratifiedGroupKFold
     with round(1 / fraction) folds, the first fold held out). Repeatable for the same data,
     fraction and seed.
+
+    Near-duplicates are linked transitively, so templated tickets can chain into one
+    group holding most of the data; the fold holding it would leave almost nothing to
+    train on (a public intents set held out 20,623 of 21,534 rows). When the first fold's
+    share is off `fraction` by more than half of it, the fold whose share is closest to
+    `fraction` is held out instead: a giant group is then always trained on.
     """
     from sklearn.model_selection import StratifiedGroupKFold  # type: ignore[import-untyped]
 
@@ -361,7 +367,10 @@ def grouped_holdout_split(
     splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*least populated class.*")
-        train, test = next(splitter.split(np.zeros(len(data)), data.y(), groups))
+        splits = list(splitter.split(np.zeros(len(data)), data.y(), groups))
+    train, test = splits[0]
+    if abs(len(test) / len(data) - fraction) > fraction / 2:
+        train, test = min(splits, key=lambda split: abs(len(split[1]) / len(data) - fraction))
     return np.asarray(train, dtype=np.intp), np.asarray(test, dtype=np.intp)
 
 
