@@ -62,11 +62,11 @@ def write_atomically(target: Path, data: bytes, *, sync: bool = True) -> None:
     and renamed over `target`; then the directory is flushed, so that the rename itself
     survives a power cut. Raises OSError; the temporary file never stays behind.
 
-    `sync=False` leaves both flushes to the caller (`sync_file`, `sync_directory`), who writes many
-    files and flushes them together before anything that points to them is committed:
-    back to back, the flushes share the filesystem's journal commits and cost a fraction
-    of one pair per file. A reader still never sees half a file (the rename is atomic);
-    only a power cut before that flush can lose the file.
+    `sync=False` leaves both flushes to the caller (`sync_file`, `sync_directory`), who
+    writes many files and flushes them together before anything that points to them is
+    committed: back to back, the flushes share the filesystem's journal commits and cost
+    a fraction of one pair per file. A reader still never sees half a file (the rename
+    is atomic); only a power cut before that flush can lose the file.
     """
     directory = target.parent
     fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".part")

@@ -6,6 +6,10 @@ worker really sleeps past the time budget, and really allocates past its RLIMIT_
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,13 @@ from postdesk.config import ProcessingSettings
 from postdesk.daemon import Service
 from postdesk.errors import ConfigError, ParseError
 from postdesk.ingest.steps import ParseStep
-from postdesk.ingest.worker import Budget, BudgetExceeded, ParseWorker, read_message
+from postdesk.ingest.worker import (
+    PREFETCH_BYTES,
+    Budget,
+    BudgetExceeded,
+    ParseWorker,
+    read_message,
+)
 from postdesk.models import RawMessage, RawStatus
 from postdesk.models.db import Database
 from postdesk.pipeline import steps
@@ -178,5 +188,41 @@ def test_a_window_kept_ahead_is_extended_not_resent() -> None:
         assert not worker._ahead and worker.started == 1
         # Each message crossed the pipe once.
         assert [m for batch in sent for m in batch] == [f"w{i}@x" for i in range(6)]
+    finally:
+        worker.close()
+
+
+def test_messages_sent_ahead_cannot_deadlock_the_socket_pair() -> None:
+    """The caller and the worker write to one socket pair. With no limit on what is in
+    flight, the worker filled the socket with answers the caller had not collected while
+    the caller wrote a large message the worker was not reading: both blocked for good
+    (a full run hung on a 237 KB hostile message). What is sent ahead is now capped, and a
+    message over the cap waits for its own turn. Run on a thread with a deadline, so that
+    a regression fails here instead of hanging the suite."""
+    worker = ParseWorker(Budget(seconds=30))
+    text = "word " * 6000  # 30 KB of text: its answer (text, visible text) is larger
+    raws = [mail(f"d{i}@x", body=text) for i in range(8)]
+    raws.append(mail("big@x", body="<br>" * 80_000))
+    read: list[str] = []
+    ahead: list[int] = []
+
+    def run() -> None:
+        worker.prefetch(raws[:8])
+        ahead.append(sum(len(raw) for raw in worker._ahead))
+        time.sleep(1.0)  # the worker answers what it was sent
+        worker.prefetch(raws)
+        ahead.append(sum(len(raw) for raw in worker._ahead))
+        read.extend(str(worker.read(raw).parsed.message_id) for raw in raws)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    try:
+        if thread.is_alive():
+            if worker.pid is not None:
+                os.kill(worker.pid, signal.SIGKILL)  # unblock the thread
+            pytest.fail("the caller and the parse worker deadlocked on their socket pair")
+        assert read == [f"d{i}@x" for i in range(8)] + ["big@x"]
+        assert all(size <= PREFETCH_BYTES for size in ahead), ahead
     finally:
         worker.close()

@@ -261,6 +261,12 @@ def _describe_exit(code: int | None) -> str:
     return f"exit status {code}"
 
 
+# Raw mail sent ahead of its turn, at most (see ParseWorker.prefetch). An answer is at
+# most a few times its message (text, HTML, visible text, attachments, headers), so the
+# answers to this much stay well inside a socket's buffer (about 200 KB on Linux).
+PREFETCH_BYTES = 32 * 1024
+
+
 class ParseWorker:
     """One worker process reading messages under `budget`; restarted when it dies or overruns.
 
@@ -295,7 +301,14 @@ class ParseWorker:
         """Send `raws` ahead, to be read in this order. When what is already ahead and
         `raws` begin with the same objects, only what `raws` adds is sent and what is ahead
         stays: a caller keeps a window of messages ahead by calling this again before each
-        read. Anything else ahead is cancelled first."""
+        read. Anything else ahead is cancelled first.
+
+        At most PREFETCH_BYTES of raw mail is ahead at once, and a message that does not
+        fit waits to be sent by its `read` (when nothing is ahead). Both sides write to
+        one socket pair: with more in flight, the worker can block writing answers the
+        caller has not collected while the caller blocks writing a large message the
+        worker is not reading, and neither ever moves again (seen with a 237 KB hostile
+        message behind eight answered ones)."""
         with self._lock:
             ahead = self._ahead
             if all(a is r for a, r in zip(ahead, raws, strict=False)):
@@ -303,6 +316,14 @@ class ParseWorker:
             else:
                 self._cancel()
                 more = list(raws)
+            room = PREFETCH_BYTES - sum(len(raw) for raw in ahead)
+            fits = 0
+            for raw in more:
+                if len(raw) > room:
+                    break
+                room -= len(raw)
+                fits += 1
+            more = more[:fits]
             if more and self._send(more):
                 ahead.extend(more)
 
