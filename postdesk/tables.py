@@ -25,12 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.cells import cell_len
-from rich.table import Table
-from rich.text import Text
 
 from postdesk.errors import PostdeskError
 from postdesk.termsafe import terminal_safe
-from postdesk.tickets.render import GAP, Screen, _console, isolate, one_line, shorten, wrap
+from postdesk.tickets.render import GAP, Screen, one_line, table_text, wrap
 
 Row = dict[str, Any]
 
@@ -127,31 +125,14 @@ def table_lines(
         if f.max_width is not None:
             widths[i] = max(min(widths[i], f.max_width), cell_len(headers[i]))
     fit_widths(fields, headers, widths, out.width)
-    table = Table(
-        box=None,
-        padding=(0, GAP, 0, 0),
-        pad_edge=False,
-        show_edge=False,
-        header_style="bold" if out.color else None,
-        collapse_padding=True,
-    )
-    for i, f in enumerate(fields):
-        table.add_column(
-            headers[i],
-            justify="right" if f.right else "left",
-            width=widths[i],
-            no_wrap=True,
-            overflow="crop",
-        )
-    for row, values in zip(rows, cells, strict=True):
-        shown = []
-        for i, f in enumerate(fields):
-            colour = style(f.name, values[i], row) if style is not None else None
-            shown.append(Text(isolate(shorten(values[i], widths[i])), style=colour or ""))
-        table.add_row(*shown)
-    file = io.StringIO()
-    _console(out, file).print(table)
-    return [line.rstrip() for line in file.getvalue().splitlines()]
+    styled = [
+        [
+            (values[i], style(f.name, values[i], row) if style is not None else None)
+            for i, f in enumerate(fields)
+        ]
+        for row, values in zip(rows, cells, strict=True)
+    ]
+    return table_text(headers, widths, [f.right for f in fields], styled, out)
 
 
 def note_lines(label: str, text: str, width: int, indent: int = 8) -> list[str]:

@@ -310,6 +310,25 @@ def render_table(rows: Sequence[dict[str, Any]], names: Sequence[str], out: Scre
         if column.max_width is not None:
             widths[i] = max(min(widths[i], column.max_width), cell_len(headers[i]))
     _fit(columns, headers, widths, out.width)
+    styled = [
+        [(values[i], _style(column.name, values[i], row)) for i, column in enumerate(columns)]
+        for row, values in zip(rows, cells, strict=True)
+    ]
+    lines = table_text(headers, widths, [c.right for c in columns], styled, out)
+    return "\n".join(lines) + "\n"
+
+
+def table_text(
+    headers: Sequence[str],
+    widths: Sequence[int],
+    right: Sequence[bool],
+    rows: Iterable[Sequence[tuple[str, str | None]]],
+    out: Screen,
+) -> list[str]:
+    """Table lines for a person: `headers`, then each row's (cell, style) pairs, each
+    cell shortened to its column's width and isolated (right-to-left text stays in its
+    cell); styles show only when `out.color`. Shared by the tickets table and every other
+    list (postdesk/tables.py), which choose the widths their own way."""
     table = Table(
         box=None,
         padding=(0, GAP, 0, 0),
@@ -318,23 +337,24 @@ def render_table(rows: Sequence[dict[str, Any]], names: Sequence[str], out: Scre
         header_style="bold" if out.color else None,
         collapse_padding=True,
     )
-    for i, column in enumerate(columns):
+    for header, width, at_right in zip(headers, widths, right, strict=True):
         table.add_column(
-            headers[i],
-            justify="right" if column.right else "left",
-            width=widths[i],
+            header,
+            justify="right" if at_right else "left",
+            width=width,
             no_wrap=True,
             overflow="crop",
         )
-    for row, values in zip(rows, cells, strict=True):
-        shown = []
-        for i, column in enumerate(columns):
-            text = isolate(shorten(values[i], widths[i]))
-            shown.append(Text(text, style=_style(column.name, values[i], row) or ""))
-        table.add_row(*shown)
+    for row in rows:
+        table.add_row(
+            *(
+                Text(isolate(shorten(cell, width)), style=style or "")
+                for (cell, style), width in zip(row, widths, strict=True)
+            )
+        )
     file = io.StringIO()
     _console(out, file).print(table)
-    return "\n".join(line.rstrip() for line in file.getvalue().splitlines()) + "\n"
+    return [line.rstrip() for line in file.getvalue().splitlines()]
 
 
 def plain_cells(row: dict[str, Any], names: Sequence[str], out: Screen) -> list[str]:
