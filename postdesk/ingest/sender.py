@@ -12,6 +12,7 @@ from postdesk.ingest.parse import Address, ParsedMessage
 from postdesk.ingest.store import InsertIgnoringConflicts
 from postdesk.models import Contact, utcnow
 from postdesk.models.base import table_of
+from postdesk.models.lean import Lean
 from postdesk.models.tickets import AGENT, CUSTOMER
 
 
@@ -56,13 +57,18 @@ def sender_address(parsed: ParsedMessage, *, bounce: bool = False) -> Address:
 
 
 _contacts = table_of(Contact)
-_FIND = select(
-    _contacts.c.id,
-    _contacts.c.name,
-    _contacts.c.role,
-    _contacts.c.bouncing_since.is_not(None).label("bouncing"),
-).where(_contacts.c.email == bindparam("email"))
-_CREATE = InsertIgnoringConflicts(_contacts, "email", returning=("id",))
+_FIND = Lean(
+    select(
+        _contacts.c.id,
+        _contacts.c.name,
+        _contacts.c.role,
+        _contacts.c.bouncing_since.is_not(None).label("bouncing"),
+    ).where(_contacts.c.email == bindparam("email"))
+)
+_CREATE = Lean(
+    InsertIgnoringConflicts(_contacts, "email", returning=("id",)).by_dialect,
+    keys=("email", "name", "role", "created_at", "updated_at"),
+)
 _NAME = (
     update(_contacts)
     .where(_contacts.c.id == bindparam("contact_id"))
@@ -80,13 +86,13 @@ def get_or_create_contact(
     `team_addresses` (lower-case: agents' and our mailboxes') is an agent.
     """
     email = address.email.lower()
-    found = conn.execute(_FIND, {"email": email}).first()
+    found = _FIND.first(conn, {"email": email})
     if found is None:
         role = AGENT if email in team_addresses else CUSTOMER
         now = utcnow()
         # Two processes may see a new customer at once; the unique email decides who inserts.
-        created = conn.execute(
-            _CREATE.on(conn),
+        created = _CREATE.scalar(
+            conn,
             {
                 "email": email,
                 "name": address.name,
@@ -94,10 +100,12 @@ def get_or_create_contact(
                 "created_at": now,
                 "updated_at": now,
             },
-        ).scalar_one_or_none()
+        )
         if created is not None:
             return Sender(created, email, address.name, role, new=True)
-        found = conn.execute(_FIND, {"email": email}).one()
+        found = _FIND.first(conn, {"email": email})
+        if found is None:  # pragma: no cover - the conflicting row is committed or ours
+            raise RuntimeError(f"contact {email} neither inserted nor found")
     contact_id, name, role, bouncing = found
     if address.name and not name:
         conn.execute(_NAME, {"contact_id": contact_id, "name": address.name, "now": utcnow()})

@@ -45,6 +45,7 @@ from postdesk.models import (
     UTCDateTime,
 )
 from postdesk.models.base import table_of
+from postdesk.models.lean import Lean
 from postdesk.models.tickets import AGENT, TicketStatus
 from postdesk.tickets.lifecycle import (
     REOPENABLE,
@@ -372,8 +373,16 @@ def _addresses(addresses: Sequence[Address]) -> list[dict[str, str]]:
 
 
 _messages = table_of(Message)
-_ADD_MESSAGE = insert(_messages).returning(_messages.c.id)
-_ADD_REFS = insert(table_of(MessageRef))
+_ADD_MESSAGE = Lean(
+    insert(_messages).returning(_messages.c.id),
+    keys=(
+        *("raw_message_id", "ticket_id", "contact_id", "direction", "message_id"),
+        *("in_reply_to", "references", "subject", "from_email", "from_name", "to", "cc"),
+        *("sent_at", "received_at", "text", "thread_rule", "thread_reason", "defects"),
+        *("kind", "kind_reason", "visible_text", "agent_check", "auth_results"),
+    ),
+)
+_ADD_REFS = Lean(insert(table_of(MessageRef)), keys=("message_pk", "ref_message_id"))
 _ADD_ATTACHMENTS = insert(table_of(Attachment))
 
 
@@ -400,8 +409,8 @@ class FileStep:
         found = item.kind
         assert item.ticket_id is not None, "the ticket step runs before this one"
         conn = item.conn
-        message_pk: int = conn.execute(
-            _ADD_MESSAGE,
+        message_pk: int = _ADD_MESSAGE.scalar(
+            conn,
             {
                 "raw_message_id": item.raw.id,
                 "ticket_id": item.ticket_id,
@@ -431,12 +440,12 @@ class FileStep:
                 if self.authserv_ids
                 else None,
             },
-        ).scalar_one()
+        )
         item.message_pk = message_pk
         refs = dict.fromkeys(_fit(r) for r in [*parsed.in_reply_to, *parsed.references])
         if refs:
-            conn.execute(
-                _ADD_REFS, [{"message_pk": message_pk, "ref_message_id": ref} for ref in refs]
+            _ADD_REFS.many(
+                conn, [{"message_pk": message_pk, "ref_message_id": ref} for ref in refs]
             )
         if parsed.attachments:
             rows: list[dict[str, Any]] = []

@@ -19,7 +19,7 @@ one more query for the keys that were stored already), not a statement per messa
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -57,6 +57,11 @@ class InsertIgnoringConflicts:
             "postgresql": pg.returning(*wanted) if wanted else pg,
             "sqlite": lite.returning(*wanted) if wanted else lite,
         }
+
+    @property
+    def by_dialect(self) -> Mapping[str, Insert]:
+        """The statement for each dialect name (for `postdesk.models.lean.Lean`)."""
+        return self._by_dialect
 
     def on(self, conn: Connection) -> Insert:
         try:

@@ -72,6 +72,7 @@ from postdesk.lexicon.quoting import (
 )
 from postdesk.models import MailKind, Message, MessageRef, Ticket
 from postdesk.models.base import table_of
+from postdesk.models.lean import Lean
 from postdesk.models.tickets import AGENT, MAX_TICKET_ID, TicketStatus
 from postdesk.tickets.lifecycle import resolve_merged
 
@@ -169,7 +170,7 @@ def _first(
 
 
 @functools.cache
-def _candidates(count: int) -> Select[Any]:
+def _candidates(count: int) -> Lean:
     """For each of `count` Message-IDs (parameters key0, key1, ...): the ticket of the first
     stored message with that id, and the ticket and Message-ID of the first stored message
     that refers to it, as one row (n, stored_ticket, referring_ticket, referring_id).
@@ -204,7 +205,7 @@ def _candidates(count: int) -> Select[Any]:
             .scalar_subquery()
         )
 
-    return select(
+    statement: Select[Any] = select(
         firsts.c.n,
         of_message(firsts.c.stored_pk, "ticket_id").label("stored_ticket"),
         of_message(firsts.c.stored_pk, "contact_id").label("stored_contact"),
@@ -214,16 +215,21 @@ def _candidates(count: int) -> Select[Any]:
         merged_into(firsts.c.referring_pk).label("referring_merged"),
         of_message(firsts.c.referring_pk, "message_id").label("referring_id"),
     )
+    return Lean(statement)
 
 
-_TAGGED_TICKET = select(_tickets.c.requester_id, _tickets.c.merged_into_id).where(
-    _tickets.c.id == bindparam("ticket_id")
+_TAGGED_TICKET = Lean(
+    select(_tickets.c.requester_id, _tickets.c.merged_into_id).where(
+        _tickets.c.id == bindparam("ticket_id")
+    )
 )
-_REQUESTER = select(_tickets.c.requester_id).where(_tickets.c.id == bindparam("ticket_id"))
-_HAS_WRITTEN = select(
-    exists().where(
-        _messages.c.ticket_id == bindparam("ticket_id"),
-        _messages.c.contact_id == bindparam("contact_id"),
+_REQUESTER = Lean(select(_tickets.c.requester_id).where(_tickets.c.id == bindparam("ticket_id")))
+_HAS_WRITTEN = Lean(
+    select(
+        exists().where(
+            _messages.c.ticket_id == bindparam("ticket_id"),
+            _messages.c.contact_id == bindparam("contact_id"),
+        )
     )
 )
 
@@ -269,10 +275,10 @@ def _find(
             agent_token = options.tokens.find_agent(addresses)
             number = agent_token[0] if agent_token else None
         if number is not None and number <= MAX_TICKET_ID:
-            tagged = conn.execute(_TAGGED_TICKET, {"ticket_id": number}).first()
+            tagged = _TAGGED_TICKET.first(conn, {"ticket_id": number})
             if tagged is not None:
                 reason = f"signed reply token of ticket {number}"
-                return ThreadMatch(number, "reply-token", reason), tagged.merged_into_id
+                return ThreadMatch(number, "reply-token", reason), tagged[1]
 
     own = parsed.message_id
     ancestors = _ancestors(parsed)
@@ -293,21 +299,23 @@ def _find(
         # (milliseconds each), and the extra branches repeat the last key.
         size = 1 << (len(keys) - 1).bit_length()
         params = {f"key{n}": keys[min(n, len(keys) - 1)] for n in range(size)}
-        for row in conn.execute(_candidates(size), params):
-            if row.n >= len(keys):
+        for row in _candidates(size).rows(conn, params):
+            n, stored_ticket, contact, direction, stored_merged = row[:5]
+            referring_ticket, referring_merged, referring_id = row[5:]
+            if n >= len(keys):
                 continue
-            key = keys[row.n]
-            if row.stored_ticket is not None:
-                stored[key] = row.stored_ticket
-                stored_contact[key] = row.stored_contact
-                if row.stored_direction == "out":
+            key = keys[n]
+            if stored_ticket is not None:
+                stored[key] = stored_ticket
+                stored_contact[key] = contact
+                if direction == "out":
                     sent_by_us.add(key)
-                if row.stored_merged is not None:
-                    merges[row.stored_ticket] = row.stored_merged
-            if row.referring_ticket is not None:
-                referring[key] = (row.referring_ticket, row.referring_id)
-                if row.referring_merged is not None:
-                    merges[row.referring_ticket] = row.referring_merged
+                if stored_merged is not None:
+                    merges[stored_ticket] = stored_merged
+            if referring_ticket is not None:
+                referring[key] = (referring_ticket, referring_id)
+                if referring_merged is not None:
+                    merges[referring_ticket] = referring_merged
 
     def on(ticket_id: int, rule: str, reason: str) -> tuple[ThreadMatch, int | None]:
         return ThreadMatch(ticket_id, rule, reason), merges.get(ticket_id)
@@ -373,12 +381,13 @@ def _find(
     for number in subject_tags(parsed.subject):
         if number > MAX_TICKET_ID:
             continue
-        tagged = conn.execute(_TAGGED_TICKET, {"ticket_id": number}).first()
+        tagged = _TAGGED_TICKET.first(conn, {"ticket_id": number})
         if tagged is None:
             continue
-        if _takes_part(conn, number, sender, parsed, options, tagged.requester_id):
+        requester_id, merged_into_id = tagged
+        if _takes_part(conn, number, sender, parsed, options, requester_id):
             reason = f"subject tag [#{number}] and the sender is on it"
-            return ThreadMatch(number, "subject-tag", reason), tagged.merged_into_id
+            return ThreadMatch(number, "subject-tag", reason), merged_into_id
 
     # Only a reply whose threading headers lead nowhere (a client that strips them) is
     # matched by subject: a fresh mail with a familiar subject is a new request. A
@@ -392,9 +401,8 @@ def _find(
         and not is_generic_subject(parsed.subject)
     ):
         key = subject_key(parsed.subject)
-        rows = conn.execute(
-            _RECENT_OF_REQUESTER,
-            {"requester_id": sender.id, "since": arrived - options.subject_window},
+        rows = _RECENT_OF_REQUESTER.rows(
+            conn, {"requester_id": sender.id, "since": arrived - options.subject_window}
         )
         for ticket_id, subject in rows:
             if subject_key(subject) != key:
@@ -417,19 +425,23 @@ def _find(
     return ThreadMatch(None, NEW, "no rule matched"), None
 
 
-_RECENT_OF_REQUESTER = (
+_RECENT_OF_REQUESTER = Lean(
     select(_tickets.c.id, _tickets.c.subject)
     .where(
         _tickets.c.requester_id == bindparam("requester_id"),
-        _tickets.c.status.not_in([TicketStatus.SOLVED, TicketStatus.CLOSED]),
+        # Not NOT IN (...): a list renders as an expanding parameter, which Lean refuses.
+        _tickets.c.status != TicketStatus.SOLVED,
+        _tickets.c.status != TicketStatus.CLOSED,
         _tickets.c.merged_into_id.is_(None),
         _tickets.c.last_message_at >= bindparam("since"),
     )
     .order_by(_tickets.c.last_message_at.desc())
     .limit(20)
 )
-_ADDRESSEES = select(_messages.c.direction, _messages.c.to, _messages.c.cc).where(
-    _messages.c.ticket_id == bindparam("ticket_id")
+_ADDRESSEES = Lean(
+    select(_messages.c.direction, _messages.c.to, _messages.c.cc).where(
+        _messages.c.ticket_id == bindparam("ticket_id")
+    )
 )
 
 
@@ -464,12 +476,11 @@ def _takes_part(
     if sender.role == AGENT:
         return True
     if requester_id is None:
-        requester_id = conn.execute(_REQUESTER, {"ticket_id": ticket_id}).scalar()
+        requester_id = _REQUESTER.scalar(conn, {"ticket_id": ticket_id})
     if requester_id == sender.id:
         return True
-    if (
-        not sender.new
-        and conn.execute(_HAS_WRITTEN, {"ticket_id": ticket_id, "contact_id": sender.id}).scalar()
+    if not sender.new and _HAS_WRITTEN.scalar(
+        conn, {"ticket_id": ticket_id, "contact_id": sender.id}
     ):
         return True
     addressees: set[str] = set()
@@ -477,7 +488,7 @@ def _takes_part(
     # colleague on Cc. Outbound mail is left out, so that naming the customer our reply
     # went to does not let a stranger in.
     shared: set[str] = set()
-    for direction, to, cc in conn.execute(_ADDRESSEES, {"ticket_id": ticket_id}):
+    for direction, to, cc in _ADDRESSEES.rows(conn, {"ticket_id": ticket_id}):
         for entry in (*(to or ()), *(cc or ())):
             if isinstance(entry, dict):
                 email = str(entry.get("email", "")).lower()

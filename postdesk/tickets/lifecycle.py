@@ -30,6 +30,7 @@ from postdesk.errors import PostdeskError
 from postdesk.models import Message, Ticket, TicketEvent, TicketLink, UTCDateTime, utcnow
 from postdesk.models.base import table_of
 from postdesk.models.db import Database
+from postdesk.models.lean import Lean
 from postdesk.models.tickets import (
     FOLLOW_UP,
     MERGED,
@@ -67,6 +68,8 @@ _links = table_of(TicketLink)
 _messages = table_of(Message)
 _now = bindparam("now", type_=UTCDateTime())
 _ADD_EVENTS = insert(_events)
+# The event of every message that opens or reopens a ticket (models/lean.py).
+_ADD_EVENT = Lean(insert(_events), keys=("ticket_id", "at", "kind", "actor", "data"))
 _ADD_LINK = insert(_links)
 
 
@@ -81,7 +84,13 @@ def _later(column: Any) -> Any:
 
 # --- mail arriving --------------------------------------------------------------------
 
-_OPEN = insert(_tickets).returning(_tickets.c.id)
+_OPEN = Lean(
+    insert(_tickets).returning(_tickets.c.id),
+    keys=(
+        *("subject", "status", "requester_id", "mailbox_id", "created_at", "updated_at"),
+        *("last_message_at", "closed_at"),
+    ),
+)
 
 
 def open_ticket(
@@ -104,8 +113,8 @@ def open_ticket(
     With `related_to`, it is linked as related to that ticket (ingest/threader.py).
     """
     human = closed_why is None
-    ticket_id: int = conn.execute(
-        _OPEN,
+    ticket_id: int = _OPEN.scalar(
+        conn,
         {
             "subject": subject,
             "status": TicketStatus.NEW if human else TicketStatus.CLOSED,
@@ -116,13 +125,13 @@ def open_ticket(
             "last_message_at": at,
             "closed_at": None if human else at,
         },
-    ).scalar_one()
+    )
     data: dict[str, Any] = {} if human else {"closed": closed_why}
     if follow_up_of is not None:
         data["follow_up"] = follow_up_of
     if related_to is not None:
         data["related"] = related_to
-    conn.execute(_ADD_EVENTS, [_event(ticket_id, at, "created", actor, data)])
+    _ADD_EVENT.run(conn, _event(ticket_id, at, "created", actor, data))
     if follow_up_of is not None:
         conn.execute(
             _ADD_LINK,
@@ -157,7 +166,7 @@ class Arrival:
 
 
 # A message may arrive out of order (imports): the ticket's clocks only move forward.
-_ARRIVED = (
+_ARRIVED = Lean(
     update(_tickets)
     .where(_tickets.c.id == bindparam("ticket_id"))
     .values(
@@ -174,7 +183,10 @@ def message_arrived(conn: Connection, ticket_id: int, at: datetime) -> Arrival:
     Returns the ticket's status as the message found it, for the caller to decide whether
     the message reopens it (`reopen`) or opens a follow-up instead.
     """
-    status, closed_at = conn.execute(_ARRIVED, {"ticket_id": ticket_id, "now": at}).one()
+    row = _ARRIVED.first(conn, {"ticket_id": ticket_id, "now": at})
+    if row is None:
+        raise TicketNotFound(f"there is no ticket {ticket_id}")
+    status, closed_at = row
     return Arrival(status, closed_at)
 
 
@@ -191,7 +203,7 @@ def reopen(
     """Bring a ticket that was `was` (pending, solved, closed) back to open."""
     conn.execute(_REOPEN, {"ticket_id": ticket_id})
     change = {"from": was, "to": TicketStatus.OPEN, "why": why}
-    conn.execute(_ADD_EVENTS, [_event(ticket_id, at, "status", actor, change)])
+    _ADD_EVENT.run(conn, _event(ticket_id, at, "status", actor, change))
 
 
 # --- status ---------------------------------------------------------------------------
