@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection
 
 from postdesk.models import Base
+from postdesk.models.db import add_sqlite_functions
 from postdesk.tickets.search import in_models
 
 config = context.config
@@ -41,6 +42,11 @@ def _main() -> None:
     if not url:
         raise SystemExit("set POSTDESK_DATABASE_URL to the database to migrate")
     engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+        # The search index's triggers call postdesk_fold (migration 0014).
+        event.listen(
+            engine, "connect", lambda dbapi_conn, _record: add_sqlite_functions(dbapi_conn)
+        )
     with engine.begin() as conn:
         _run(conn)
 

@@ -23,6 +23,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from postdesk.errors import DatabaseError
 from postdesk.files import private_file
+from postdesk.lexicon.persian import index_text
+
+FOLD_FUNCTION = "postdesk_fold"
+"""The SQL function the search index's triggers call on SQLite (tickets/search.py):
+`postdesk.lexicon.persian.index_text`, registered on every connection postdesk opens."""
 
 _DURABLE = "postdesk_durable"
 _READONLY = "postdesk_readonly"
@@ -147,9 +152,18 @@ def _first_line(exc: BaseException) -> str:
 _SYNCHRONOUS = "postdesk.synchronous"
 
 
+def add_sqlite_functions(dbapi_conn: Any) -> None:
+    """Register postdesk's SQL functions on a sqlite3 connection: `postdesk_fold`, which
+    the search index's insert and update triggers call (migration 0014). A program that
+    has not registered it (the sqlite3 shell) can read the database but cannot insert or
+    update messages: SQLite says "no such function: postdesk_fold"."""
+    dbapi_conn.create_function(FOLD_FUNCTION, 1, index_text, deterministic=True)
+
+
 def _tune_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, record: Any) -> None:
+        add_sqlite_functions(dbapi_conn)
         # Let SQLAlchemy's "begin" event decide how transactions start, instead of the
         # sqlite3 module's implicit deferred BEGIN before the first write.
         dbapi_conn.isolation_level = None
