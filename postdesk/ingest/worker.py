@@ -185,6 +185,11 @@ def _answer(
         signal.alarm(0)
 
 
+# How often the worker checks whether it has grown enough to retire (see _serve).
+CHECK_EVERY = 16
+CHECK_AFTER_BYTES = 256 * 1024
+
+
 def _serve(conn: Connection, budget: Budget) -> None:
     """The worker's loop. Requests: ("read", [raw, ...]) or ("cancel",). Each raw gets an
     answer (status, value, retiring), in the order sent, also when a read comes while
@@ -204,6 +209,7 @@ def _serve(conn: Connection, budget: Budget) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (wanted, hard))
     backstop = max(1, math.ceil(budget.seconds * 2))
     pending: deque[bytes] = deque()
+    served = 0
     while True:
         try:
             if not pending:
@@ -216,7 +222,14 @@ def _serve(conn: Connection, budget: Budget) -> None:
             continue
         raw = pending.popleft()
         answer = _answer(task, raw, budget.limits, backstop)
-        retiring = answer[0] == "memory" or (start and _address_space() - start > limit // 2)
+        served += 1
+        # The worker's size is read from /proc every CHECK_EVERY messages and after any
+        # large one (a read costs about as much as a twentieth of a message's parse);
+        # one message alone cannot pass RLIMIT_AS, which answers "memory".
+        check = served % CHECK_EVERY == 0 or len(raw) >= CHECK_AFTER_BYTES
+        retiring = answer[0] == "memory" or (
+            start and check and _address_space() - start > limit // 2
+        )
         try:
             conn.send((*answer, bool(retiring)))
         except MemoryError:
@@ -312,6 +325,11 @@ class ParseWorker:
         with self._lock:
             ahead = self._ahead
             if all(a is r for a, r in zip(ahead, raws, strict=False)):
+                if len(ahead) > len(raws) // 2:
+                    # Enough in flight: the window is refilled once half of it is read,
+                    # so each send carries several messages (a send costs ~20 us here
+                    # and as much in the worker, whatever it carries).
+                    return
                 more = list(raws[len(ahead) :])
             else:
                 self._cancel()
