@@ -92,7 +92,7 @@ def _status_kb(pid: int, field: str) -> int:
 
 
 def _descendants(root: int) -> list[int]:
-    """Every process below `root` (the fork server and the parse workers it starts)."""
+    """Every process below `root` (the parse worker)."""
     parents: dict[int, list[int]] = defaultdict(list)
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -115,15 +115,15 @@ def _descendants(root: int) -> list[int]:
 class _MemorySampler:
     """Peak memory of this process and of every process below it, sampled every 50 ms.
 
-    The parse worker is a child of multiprocessing's fork server, not of this process,
-    so `RUSAGE_CHILDREN` would not see it; /proc does. Per process, the kernel's own
+    `RUSAGE_CHILDREN` would only see the parse worker once it has exited and been
+    waited for; /proc sees it while it runs. Per process, the kernel's own
     high-water mark (VmHWM) is kept, so a peak between two samples is not missed; the
     sum of the resident sets sampled at the same moment is the whole service's peak.
     """
 
     def __init__(self) -> None:
         self.own_peak_kb = 0
-        self.helpers_peak_kb = 0  # the largest fork server or parse worker
+        self.helpers_peak_kb = 0  # the largest parse worker
         self.total_peak_kb = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -691,7 +691,7 @@ def _report(rows: list[Row], repeats: list[str], args: Any) -> None:
         print("\n".join(repeats))
     print(
         "\n(postdesk main: peak RSS of the process running run_once; parse worker: the largest "
-        "peak of the processes below it (fork server, parse workers); total: the largest sum of "
+        "peak of the processes below it (parse workers); total: the largest sum of "
         "all of them sampled at one moment, every 50 ms. Schema creation took "
         + ", ".join(f"{ours['init_seconds']:.2f} s" for *_, ours in rows)
         + ", not counted)"

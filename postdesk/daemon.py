@@ -49,7 +49,7 @@ from postdesk.ingest.process import Processor, ProcessResult, Step
 from postdesk.ingest.sources import ImportedMessage
 from postdesk.ingest.store import IMPORT, Incoming, dedupe_key, store_many
 from postdesk.ingest.tokens import ReplyTokens, load_key
-from postdesk.ingest.worker import Budget
+from postdesk.ingest.worker import Budget, warm_up
 from postdesk.models import Contact, Mailbox, RawMessage, RawStatus, utcnow
 from postdesk.models.db import Database, describe_error
 from postdesk.models.tickets import AGENT
@@ -348,6 +348,8 @@ class Service:
         most `process_time_limit` seconds, if given: see Processor.run), then SLA alerts
         and the outbox."""
         result = PassResult()
+        if self.budget is not None:
+            warm_up(self.budget)  # the parse worker starts while mailboxes are fetched
         ids = sync_config(self.db, self.settings)
         if fetch:
             for box in self.settings.mailboxes:

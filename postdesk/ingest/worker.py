@@ -18,11 +18,16 @@ long-lived worker process, so that one message costs at most its budget:
 
 The worker receives raw bytes and returns a `ReadMessage` (the parsed message and its
 visible text), a plain picklable value, so the same worker can later be one of a pool fed
-by the fetcher. Workers are started from a fork server (`multiprocessing` "forkserver")
-that has the parsing modules imported once: starting a worker costs a fork, not a Python
-start-up, and it never inherits the main process's threads, locks or database
-connections. One worker per budget is shared by everything in the process
-(`shared_worker`), used by one caller at a time.
+by the fetcher. A worker is a Python process of its own (`python -c`, this module's
+`_child_main`), talking over a socket pair: it inherits none of the main process's
+threads, locks or database connections, and starting it is not waited for: what is sent
+first waits in the socket while it imports the parser (about 0.4 s), which
+`warm_up` begins when a pass begins, so that it happens while mailboxes are fetched.
+(Not `multiprocessing`: its "forkserver" start re-runs the main script in every worker
+on Python 3.11, since its preloading of `__main__` never takes effect; for the
+`postdesk` command that was the whole command-line interface, about 1 s a worker,
+always in front of the first message.) One worker per budget is shared by everything in
+the process (`shared_worker`), used by one caller at a time.
 
 The worker ignores SIGTERM and SIGINT: on `systemctl stop` the service finishes the
 message in hand, and the worker with it, then exits; the worker sees its pipe close and
@@ -45,16 +50,18 @@ import dataclasses
 import importlib
 import logging
 import math
-import multiprocessing
+import os
 import resource
 import signal
+import socket
+import subprocess
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from multiprocessing.context import ForkServerContext, SpawnContext
-from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -254,13 +261,62 @@ def _take(conn: Connection, request: tuple[Any, ...], pending: deque[bytes]) -> 
         pending.extend(request[1])
 
 
-def _context() -> ForkServerContext | SpawnContext:
-    methods = multiprocessing.get_all_start_methods()
-    if "forkserver" in methods:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        return context
-    return multiprocessing.get_context("spawn")
+def _child_main() -> None:
+    """The worker process: its socket is file descriptor argv[1]; the budget comes first."""
+    conn = Connection(int(sys.argv[1]))
+    try:
+        budget = conn.recv()
+    except (EOFError, OSError):
+        return
+    _serve(conn, budget)
+
+
+# The directory holding the postdesk package, for the worker's import path (the main
+# process may import postdesk from a checkout rather than an installed package).
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_CHILD_CODE = "from postdesk.ingest.worker import _child_main; _child_main()"
+
+
+def _start_process(budget: Budget) -> tuple[subprocess.Popen[bytes], Connection]:
+    """Start a worker process and send it its budget; neither waits for it to be ready."""
+    if not sys.executable:
+        raise WorkerUnavailable("cannot start the parse worker: no Python executable known")
+    ours, theirs = socket.socketpair()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _CHILD_CODE, str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            env=env,
+            # Its own process group: Ctrl-C at a terminal reaches the main process only,
+            # which finishes the message in hand with the worker, then closes its socket.
+            process_group=0,
+        )
+    except OSError as exc:
+        ours.close()
+        raise WorkerUnavailable(f"cannot start the parse worker: {exc}") from exc
+    finally:
+        theirs.close()
+    conn = Connection(ours.detach())
+    try:
+        conn.send(budget)
+    except OSError as exc:
+        conn.close()
+        process.kill()
+        process.wait()
+        raise WorkerUnavailable(f"cannot start the parse worker: {exc}") from exc
+    return process, conn
+
+
+def warm_up(budget: Budget) -> None:
+    """Start this thread's worker for `budget` now, if it is not running, and return:
+    it imports the parser (about 0.4 s) while the caller does other work (the service
+    calls this when a pass begins, before fetching). A failure here is left to the
+    first read to report."""
+    with contextlib.suppress(WorkerUnavailable):
+        shared_worker(budget).start()
 
 
 def _describe_exit(code: int | None) -> str:
@@ -294,7 +350,7 @@ class ParseWorker:
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
         self._lock = threading.Lock()
-        self._process: BaseProcess | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._ahead: deque[bytes] = deque()  # sent and not answered yet, in order
         self.started = 0  # workers started, for logs and tests
@@ -401,29 +457,21 @@ class ParseWorker:
         except (EOFError, OSError):
             self._stop(kill=True)
 
+    def start(self) -> None:
+        """Start the worker process unless it runs; does not wait for it to be ready."""
+        with self._lock:
+            self._ensure()
+
     def _ensure(self) -> Connection:
-        # No is_alive() here: with the forkserver it is a select() on the process's
-        # sentinel, paid on every send. A worker that died is found out by the pipe
-        # itself: sending raises OSError (the caller starts another) and collecting sees
-        # EOF (WorkerDied).
+        # No liveness check here (a system call on every send): a worker that died is
+        # found out by the socket itself: sending raises OSError (the caller starts
+        # another) and collecting sees EOF (WorkerDied).
         if self._conn is not None and self._process is not None:
             return self._conn
         self._stop(kill=True)
-        context = _context()
-        parent, child = context.Pipe(duplex=True)
-        process = context.Process(
-            target=_serve, args=(child, self.budget), name="postdesk-parse", daemon=True
-        )
-        try:
-            process.start()
-        except OSError as exc:
-            parent.close()
-            raise WorkerUnavailable(f"cannot start the parse worker: {exc}") from exc
-        finally:
-            child.close()
-        self._process, self._conn = process, parent
+        self._process, self._conn = _start_process(self.budget)
         self.started += 1
-        return parent
+        return self._conn
 
     def _stop(self, *, kill: bool) -> int | None:
         """End the worker (SIGKILL if `kill`, else wait for it); return its exit code."""
@@ -434,21 +482,20 @@ class ParseWorker:
             conn.close()
         if process is None:
             return None
-        if kill and process.is_alive():
+        if kill and process.poll() is None:
             process.kill()
-        process.join(timeout=5)
-        if process.is_alive():
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             process.kill()
-            process.join()
-        code = process.exitcode
-        process.close()
-        return code
+            process.wait()
+        return process.returncode
 
     @property
     def pid(self) -> int | None:
         """The worker process's pid while one runs."""
         process = self._process
-        return process.pid if process is not None and process.is_alive() else None
+        return process.pid if process is not None and process.poll() is None else None
 
     def close(self) -> None:
         """Stop the worker; a later read starts a new one."""

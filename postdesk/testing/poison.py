@@ -17,7 +17,6 @@ Every other message is read as usual. `poison()` puts the header on a message.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from pathlib import Path
@@ -45,18 +44,6 @@ def _trigger(raw: bytes) -> str | None:
     return None
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_with_triggers(raw: bytes, limits: LimitSettings = DEFAULT_LIMITS) -> ReadMessage:
     """`read_message`, unless the message carries a trigger (see the module docstring)."""
     what = _trigger(raw)
@@ -71,9 +58,10 @@ def read_with_triggers(raw: bytes, limits: LimitSettings = DEFAULT_LIMITS) -> Re
         reached = os.environ.get(REACHED_ENV)
         if reached:
             Path(reached).touch()
-        main = multiprocessing.parent_process()  # the process that started the worker
+        main = os.getppid()  # the process that started the worker
         stop = time.monotonic() + 60
-        while main is not None and _alive(main.pid) and time.monotonic() < stop:
+        # Once it dies, the worker is someone else's child (init's, or a subreaper's).
+        while os.getppid() == main and time.monotonic() < stop:
             time.sleep(0.05)
         os._exit(4)
     return read_message(raw, limits)
