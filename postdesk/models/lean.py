@@ -71,7 +71,7 @@ class Lean:
     ) -> None:
         self._statements = statement
         self._keys = list(keys) if keys is not None else None
-        self._compiled: dict[str, _Compiled] = {}
+        self._compiled: dict[tuple[str, str, str], _Compiled] = {}
 
     # --- running ---------------------------------------------------------------------
 
@@ -139,9 +139,11 @@ class Lean:
             raise LeanError(f"no statement for the {dialect.name} dialect") from None
 
     def _for(self, dialect: Dialect) -> _Compiled:
-        compiled = self._compiled.get(dialect.name)
+        # Per driver and parameter style, not only per database: the SQL text differs.
+        key = (dialect.name, dialect.driver, dialect.paramstyle)
+        compiled = self._compiled.get(key)
         if compiled is None:
-            compiled = self._compiled[dialect.name] = self._compile(dialect)
+            compiled = self._compiled[key] = self._compile(dialect)
         return compiled
 
     def _compile(self, dialect: Dialect) -> _Compiled:

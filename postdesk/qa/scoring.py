@@ -16,8 +16,6 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from scipy import stats  # type: ignore[import-untyped]
-
 from postdesk.qa.scorecard import SCALES, Criterion
 
 NA = None
@@ -136,6 +134,10 @@ def iqs(
         mean = sum(members) / size
         variance += size / (size - 1) * sum((r - mean) ** 2 for r in members)
     se = math.sqrt(variance)
+    # Imported here: scipy.stats takes about half a second to import, which every
+    # postdesk command paid at start-up while only this line needs it.
+    from scipy import stats  # type: ignore[import-untyped]
+
     margin = float(stats.t.ppf(0.5 + level / 2, df=n - 1)) * se
     low, high = max(bounds[0], value - margin), min(bounds[1], value + margin)
     return Estimate(value, low, high, n, se, method)
