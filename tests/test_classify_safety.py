@@ -197,31 +197,80 @@ def test_near_duplicates_stay_on_one_side_of_every_split(categories: LabelledDat
     assert 0.1 < len(test) / len(data) < 0.3
 
 
-def test_a_giant_near_duplicate_group_is_trained_on_not_held_out() -> None:
-    """Templated tickets chain into one group holding most of the data: the held-out
-    part keeps about the asked share, and that group is on the training side."""
-    rng = random.Random(3)
-    template = "please help me {} my order number {} from the shop"
-    verbs = ["cancel", "change", "track", "return", "refund", "check"]
-    subjects: list[str] = []
-    bodies: list[str] = []
-    labels: list[str] = []
-    for i in range(160):  # one chain of near-copies: each differs from the next a little
-        subjects.append("order")
-        bodies.append(template.format(verbs[i % len(verbs)], 1000 + i))
-        labels.append(rng.choice(["orders", "refunds"]))
+def _unrelated(rng: random.Random, n: int) -> tuple[list[str], list[str], list[str]]:
+    """`n` tickets unlike each other (random words)."""
     vocabulary = [
         "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(7)) for _ in range(3000)
     ]
-    for _ in range(40):  # tickets unlike each other and the template
-        words = " ".join(rng.sample(vocabulary, 12))
-        subjects.append(rng.choice(vocabulary))
-        bodies.append(words)
+    subjects = [rng.choice(vocabulary) for _ in range(n)]
+    bodies = [" ".join(rng.sample(vocabulary, 12)) for _ in range(n)]
+    labels = [rng.choice(["orders", "refunds"]) for _ in range(n)]
+    return subjects, bodies, labels
+
+
+def test_a_chain_of_near_duplicates_is_split_but_copies_stay_together() -> None:
+    """Templated tickets chain into one group through near-duplicates of near-duplicates;
+    such a group is split again by stricter similarity, so folds can be balanced, while
+    exact copies (the same text once normalized), and a chain too small to matter, keep
+    one group each."""
+    rng = random.Random(5)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = ["w" + "".join(rng.choice(letters) for _ in range(6)) for _ in range(400)]
+    subjects: list[str] = []
+    bodies: list[str] = []
+    labels: list[str] = []
+    for i in range(150):  # each ticket shares 9 of its 10 words with the next one
+        subjects.append("")
+        bodies.append(" ".join(words[i : i + 10]) + f" order {1000 + i}")
+        labels.append("orders" if i % 2 else "refunds")
+    copies = list(range(0, 150, 5))
+    for i in copies:  # an exact copy of every fifth one (another order number, in capitals)
+        subjects.append("")
+        bodies.append(bodies[i].upper().replace("ORDER 1", "ORDER 9"))
+        labels.append(labels[i])
+    small = len(bodies)
+    for i in range(12):  # a chain of 12 on other words: a group too small to split
+        subjects.append("")
+        bodies.append(" ".join(words[200 + i : 210 + i]))
+        labels.append("orders")
+    more = _unrelated(rng, 40)
+    data = LabelledData(tuple(subjects + more[0]), tuple(bodies + more[1]), tuple(labels + more[2]))
+    groups = near_duplicate_groups(data)
+    sizes = np.bincount(groups)
+    # No group of more than 20 tickets (MIN_SPLIT_ROWS; 2% of 242 is less) is left...
+    assert sizes.max() <= 20
+    assert len(set(groups[:150].tolist())) > 10
+    for k, i in enumerate(copies):
+        assert groups[i] == groups[150 + k]
+    assert len(set(groups[small : small + 12].tolist())) == 1
+    assert sizes[groups[small]] == 12
+    # ... though, linked transitively, the 180 chained tickets are one group (74%).
+    linked = near_duplicate_groups(data, max_share=1.0)
+    assert len(set(linked[:180].tolist())) == 1
+    # The folds training is measured on (and the held-out split) are now balanced.
+    for _, test in _folds(data, seed=0):
+        assert 0.1 < len(test) / len(data) < 0.3
+        assert not set(groups[test]) & set(np.delete(groups, test))
+    _, test = grouped_holdout_split(data, 0.2, seed=1)
+    assert 0.1 < len(test) / len(data) < 0.3
+
+
+def test_a_giant_group_of_copies_is_trained_on_not_held_out() -> None:
+    """Copies are never split, however many: when they hold most of the data, the
+    held-out part keeps about the asked share, and that group is on the training side."""
+    rng = random.Random(3)
+    subjects: list[str] = []
+    bodies: list[str] = []
+    labels: list[str] = []
+    for i in range(160):  # one template, only its order number changed: one text
+        subjects.append("order")
+        bodies.append(f"please help me cancel my order number {1000 + i} from the shop")
         labels.append(rng.choice(["orders", "refunds"]))
-    data = LabelledData(tuple(subjects), tuple(bodies), tuple(labels))
+    more = _unrelated(rng, 40)
+    data = LabelledData(tuple(subjects + more[0]), tuple(bodies + more[1]), tuple(labels + more[2]))
     groups = near_duplicate_groups(data)
     biggest = int(np.bincount(groups).argmax())
-    assert np.count_nonzero(groups == biggest) > len(data) / 2  # the chain is one group
+    assert np.count_nonzero(groups == biggest) == 160  # the copies are one group
     train, test = grouped_holdout_split(data, 0.2, seed=1)
     assert 0.05 <= len(test) / len(data) <= 0.3
     assert biggest in set(groups[train]) and biggest not in set(groups[test])
