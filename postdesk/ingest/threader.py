@@ -405,7 +405,7 @@ def _find(
             conn, {"requester_id": sender.id, "since": arrived - options.subject_window}
         )
         for ticket_id, subject in rows:
-            if subject_key(subject) != key:
+            if _stored_subject_key(subject) != key:
                 continue
             if is_reply(parsed.subject):
                 reason = f"same sender and subject as open ticket {ticket_id}, within the window"
@@ -423,6 +423,21 @@ def _find(
             ticket_id = resolve_merged(conn, merges[ticket_id])
         return ThreadMatch(None, RELATED, f"{reason}; a new ticket, linked", ticket_id), None
     return ThreadMatch(None, NEW, "no rule matched"), None
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_subject_key(subject: str) -> str:
+    return subject_key(subject)
+
+
+def _stored_subject_key(subject: str) -> str:
+    """`subject_key` of a stored ticket's subject, remembered: the subject rule compares
+    a message with up to 20 open tickets of its sender, and a sender with many (a
+    company's shared address) brings the same subjects again with every message (6 us
+    each, 20 a message). Long subjects are not kept, so the cache stays small."""
+    if len(subject) > 1000:
+        return subject_key(subject)
+    return _cached_subject_key(subject)
 
 
 _RECENT_OF_REQUESTER = Lean(
