@@ -48,9 +48,9 @@ import atexit
 import contextlib
 import dataclasses
 import importlib
+import json
 import logging
 import math
-import os
 import resource
 import signal
 import socket
@@ -61,7 +61,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -271,10 +270,12 @@ def _child_main() -> None:
     _serve(conn, budget)
 
 
-# The directory holding the postdesk package, for the worker's import path (the main
-# process may import postdesk from a checkout rather than an installed package).
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-_CHILD_CODE = "from postdesk.ingest.worker import _child_main; _child_main()"
+# The worker imports from the main process's import path (argv[2], JSON), as it stands
+# when the worker starts: the same postdesk, from a checkout or an installed package.
+_CHILD_CODE = (
+    "import json, sys; sys.path[:] = json.loads(sys.argv[2]); "
+    "from postdesk.ingest.worker import _child_main; _child_main()"
+)
 
 
 def _start_process(budget: Budget) -> tuple[subprocess.Popen[bytes], Connection]:
@@ -282,14 +283,11 @@ def _start_process(budget: Budget) -> tuple[subprocess.Popen[bytes], Connection]
     if not sys.executable:
         raise WorkerUnavailable("cannot start the parse worker: no Python executable known")
     ours, theirs = socket.socketpair()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
     try:
         process = subprocess.Popen(
-            [sys.executable, "-c", _CHILD_CODE, str(theirs.fileno())],
+            [sys.executable, "-c", _CHILD_CODE, str(theirs.fileno()), json.dumps(sys.path)],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
-            env=env,
             # Its own process group: Ctrl-C at a terminal reaches the main process only,
             # which finishes the message in hand with the worker, then closes its socket.
             process_group=0,
