@@ -66,12 +66,17 @@ class Ticket(Base):
     """A customer's request and every message about it. `id` is the ticket number."""
 
     __tablename__ = "tickets"
-    __table_args__ = (Index(None, "status", "id"),)
+    # (requester_id, last_message_at): a requester's tickets, newest first, read in index
+    # order (threading's subject rule takes the 20 most recent: no sort of all of them).
+    __table_args__ = (
+        Index(None, "status", "id"),
+        Index(None, "requester_id", "last_message_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subject: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(20), default=TicketStatus.NEW)
-    requester_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
+    requester_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
     mailbox_id: Mapped[int | None] = mapped_column(ForeignKey("mailboxes.id"))
     category: Mapped[str | None] = mapped_column(String(200))
