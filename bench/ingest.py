@@ -576,6 +576,19 @@ def _backend(name: str) -> str:
 Row = tuple[str, int, dict[str, dict[str, Any]], dict[str, Any]]
 
 
+def _on_fresh_account(
+    kind: str, spec: dict[str, Any], server: Any, raws: list[bytes], backend: str, work: Path
+) -> dict[str, Any]:
+    """Run a postdesk worker (`kind`) on an account of its own holding `raws`, with a fresh
+    database (a SQLite file in `work`, or a private schema on `spec["pg_url"]`)."""
+    user = server.add_user()
+    server.fill(user, raws)
+    work.mkdir()
+    pg_url = spec.pop("pg_url")
+    with _database(pg_url if backend == "postgresql" else None, work) as url:
+        return _run_worker(kind, {**_account(server, user), "dir": str(work), "url": url, **spec})
+
+
 def _measure(
     server: Any, raws: list[bytes], n: int, backend: str, pg_url: str, args: Any, tmp: str
 ) -> tuple[Row, str]:
@@ -591,26 +604,25 @@ def _measure(
             if floor["count"] != n:
                 raise SystemExit(f"the floor read {floor['count']} of {n} messages")
             floors[parse].append(floor)
-        e2e_user = server.add_user()
-        server.fill(e2e_user, raws)
-        work = Path(tmp) / f"run-{backend}-{n}-{attempt}"
-        work.mkdir()
-        with _database(pg_url if backend == "postgresql" else None, work) as url:
-            ours = _run_worker(
-                "postdesk", {**_account(server, e2e_user), "dir": str(work), "url": url}
-            )
+        ours = _on_fresh_account(
+            "postdesk",
+            {"pg_url": pg_url},
+            server,
+            raws,
+            backend,
+            Path(tmp) / f"run-{backend}-{n}-{attempt}",
+        )
         if ours["count"] != n or ours["quarantined"] or ours["errors"]:
             raise SystemExit(f"postdesk did not ingest all {n} messages: {ours}")
         ours_runs.append(ours)
-        service_user = server.add_user()
-        server.fill(service_user, raws)
-        work = Path(tmp) / f"service-{backend}-{n}-{attempt}"
-        work.mkdir()
-        with _database(pg_url if backend == "postgresql" else None, work) as url:
-            served = _run_worker(
-                "service",
-                {**_account(server, service_user), "dir": str(work), "url": url, "expected": n},
-            )
+        served = _on_fresh_account(
+            "service",
+            {"pg_url": pg_url, "expected": n},
+            server,
+            raws,
+            backend,
+            Path(tmp) / f"service-{backend}-{n}-{attempt}",
+        )
         if served["count"] != n or served["quarantined"] or served["errors"]:
             raise SystemExit(f"the service did not ingest all {n} messages: {served}")
         service_runs.append(served)
@@ -641,16 +653,14 @@ def _measure(
     ours = dict(min(ours_runs, key=lambda r: r["seconds"]))
     ours["service"] = min(service_runs, key=lambda r: r["seconds"])
     # Where the time goes: one more run with stopwatches, not counted in the rate.
-    timed_user = server.add_user()
-    server.fill(timed_user, raws)
-    work = Path(tmp) / f"timed-{backend}-{n}"
-    work.mkdir()
-    with _database(pg_url if backend == "postgresql" else None, work) as url:
-        timed = _run_worker(
-            "postdesk",
-            {**_account(server, timed_user), "dir": str(work), "url": url, "instrument": True},
-        )
-    ours["timed"] = timed
+    ours["timed"] = _on_fresh_account(
+        "postdesk",
+        {"pg_url": pg_url, "instrument": True},
+        server,
+        raws,
+        backend,
+        Path(tmp) / f"timed-{backend}-{n}",
+    )
     return (backend, n, best, ours), every
 
 
