@@ -33,8 +33,10 @@ one private Dovecot started in a temporary directory. Mail is `postdesk.testing.
 output with a fixed seed. A second table shows where postdesk's time went, from timers
 around the fetch, the IMAP calls and each processing step, in one more run that is not
 counted in the rate (the timers cost a few percent); `--profile` adds a cProfile run of
-the end-to-end path. On a machine other work runs on, `--repeat 3` measures each
-side three times and keeps the best of each (noise only ever adds time).
+the end-to-end path. Each side is measured several times, alternating, and the best of
+each is kept (noise only ever adds time): three times for sizes up to 10,000, where a
+run lasts seconds and one hiccup of the machine moves it by tens of percent, once above;
+`--repeat R` sets the count for every size.
 
     .venv/bin/python bench/ingest.py [--sizes 1000,10000,50000] [--db sqlite,postgresql]
         [--pg-url URL] [--profile] [--repeat R]
@@ -589,6 +591,13 @@ def _on_fresh_account(
         return _run_worker(kind, {**_account(server, user), "dir": str(work), "url": url, **spec})
 
 
+def _repeat(args: Any, n: int) -> int:
+    """How many times each side is measured for `n` messages (see the module's doc)."""
+    if args.repeat is not None:
+        return int(args.repeat)
+    return 3 if n <= 10_000 else 1
+
+
 def _measure(
     server: Any, raws: list[bytes], n: int, backend: str, pg_url: str, args: Any, tmp: str
 ) -> tuple[Row, str]:
@@ -598,7 +607,8 @@ def _measure(
     floors: dict[str, list[dict[str, Any]]] = {parse: [] for parse in PARSES}
     ours_runs: list[dict[str, Any]] = []
     service_runs: list[dict[str, Any]] = []
-    for attempt in range(args.repeat):
+    repeat = _repeat(args, n)
+    for attempt in range(repeat):
         for parse in PARSES:
             floor = _run_worker("floor", {**_account(server, floor_user), "parse": parse})
             if floor["count"] != n:
@@ -636,9 +646,9 @@ def _measure(
             file=sys.stderr,
         )
     every = ""
-    if args.repeat > 1:
+    if repeat > 1:
         every = (
-            f"{BACKENDS[backend]} N={n}: "
+            f"{BACKENDS[backend]} N={n}, best of {repeat}: "
             + "; ".join(
                 f"floor ({PARSES[parse]}) " + ", ".join(f"{n / f['seconds']:.0f}" for f in runs)
                 for parse, runs in floors.items()
@@ -702,7 +712,7 @@ def _report(rows: list[Row], repeats: list[str], args: Any) -> None:
                 f"{large / small:.2f}x the peak memory ({small:.0f} -> {large:.0f} MB)"
             )
     if repeats:
-        print(f"\nbest of {args.repeat} runs each; every run:")
+        print("\nevery run (msg/s) where the best of several is reported above:")
         print("\n".join(repeats))
     print(
         "\n(postdesk main: peak RSS of the process running run_once; parse worker: the largest "
@@ -747,9 +757,9 @@ def main() -> None:
     parser.add_argument(
         "--repeat",
         type=int,
-        default=1,
+        default=None,
         help="measure each floor and postdesk this many times each (alternating) and keep the "
-        "best of each, for machines where other work adds noise",
+        "best of each (default: 3 for sizes up to 10,000, 1 above)",
     )
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     args = parser.parse_args()
