@@ -535,16 +535,17 @@ def test_sigkill_in_every_planned_window(
         assert progress(url) == Progress(0, 0, 0, 0, 0)
         assert unseen_uids(dovecot_server, mail_user) == every_uid
 
-        # 2. After the second batch's commit, before its \Seen flags: 100 stored, the
-        # second batch's 50 deliveries still to flag, on the server as in the database.
+        # 2. After the second batch's commit: 100 stored, none flagged \Seen yet (flags
+        # are set for every FINISH_EVERY stored and at the end of the pass), on the
+        # server as in the database.
         run_until_paused(config, "fetch-committed@2", tmp_path)
-        assert progress(url) == Progress(100, 0, 100, 0, 50)
-        assert unseen_uids(dovecot_server, mail_user) == every_uid - set(range(1, 51))
+        assert progress(url) == Progress(100, 0, 100, 0, 100)
+        assert unseen_uids(dovecot_server, mail_user) == every_uid
 
         # 3. The next run first finishes those flags; killed after STORE \Seen, before it
         # records them: \Seen on the server, still to do in the database.
         run_until_paused(config, "fetch-flagged@1", tmp_path)
-        assert progress(url) == Progress(100, 0, 100, 0, 50)
+        assert progress(url) == Progress(100, 0, 100, 0, 100)
         assert unseen_uids(dovecot_server, mail_user) == every_uid - set(range(1, 101))
 
         # 4. Everything fetched and flagged, nothing processed yet.

@@ -23,7 +23,7 @@ import postdesk.ingest.fetch as fetch_module
 from postdesk.config import Settings
 from postdesk.daemon import sync_config
 from postdesk.ingest.fetch import FolderFetcher
-from postdesk.ingest.imap import ImapSource
+from postdesk.ingest.imap import ImapSource, sequence_sets
 from postdesk.models import Delivery, Message, RawMessage, Ticket
 from postdesk.models.db import Database
 from postdesk.testing.dovecot import Dovecot, MailUser
@@ -240,6 +240,53 @@ def test_messages_are_seen_only_after_the_pass_and_fetched_with_peek(
     assert all(SEEN in flags for flags in server_flags(dovecot_server, mail_user).values())
     with db.read_session() as session:
         assert list(session.execute(select(Delivery.server_done)).scalars()) == [True] * 3
+
+
+def test_flags_are_set_for_every_finish_every_stored_and_at_the_end(
+    dovecot_server: Dovecot,
+    mail_user: MailUser,
+    db: Database,
+    config: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """\\Seen is set in few commands, not one per batch (a server pays per command), yet
+    never later than FINISH_EVERY stored messages, so a long first sync shows progress
+    on the server too."""
+    uids = put(dovecot_server, mail_user, mails(10, seed=31))
+    settings = config(mail_user, batch_size=3)
+    monkeypatch.setattr(fetch_module, "FINISH_EVERY", 4)
+    flagged_then: list[set[int]] = []
+
+    def look(source: ImapSource, *args: Any) -> None:
+        flags = server_flags(dovecot_server, mail_user)
+        flagged_then.append({uid for uid, f in flags.items() if SEEN in f})
+
+    spy = Spy(monkeypatch, "mark_seen", before=look)
+    result = one_pass(settings, db)
+
+    # Batches of 3, 3, 3, 1: flags after the second batch (6 >= 4), then after the
+    # fourth (4), and the end of the pass has nothing left.
+    assert [sorted(call[0]) for call in spy.calls] == [uids[:6], uids[6:]]
+    assert flagged_then == [set(), set(uids[:6])]
+    assert result.fetches[0].finished == 10
+    assert all(SEEN in flags for flags in server_flags(dovecot_server, mail_user).values())
+
+
+def test_sequence_sets_name_exactly_the_uids_in_runs() -> None:
+    assert list(sequence_sets([9, 5, 6, 7, 12, 13, 14, 40, 6])) == ["5:7,9,12:14,40"]
+    assert list(sequence_sets([])) == []
+    assert list(sequence_sets([1, 3, 5, 7, 9], max_chars=4)) == ["1,3", "5,7", "9"]
+    # 50,000 UIDs with a gap every 100 still make short commands, each UID once.
+    wanted = [uid for uid in range(1, 50_001) if uid % 100]
+    sets = list(sequence_sets(wanted))
+    assert all(len(s) <= 8_000 for s in sets)
+    named = [
+        uid
+        for s in sets
+        for part in s.split(",")
+        for uid in range(int(part.split(":")[0]), int(part.split(":")[-1]) + 1)
+    ]
+    assert named == wanted
 
 
 def test_processed_folder_is_created_and_receives_the_messages(

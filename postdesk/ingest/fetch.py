@@ -3,8 +3,9 @@
 The order is what makes a crash harmless:
 1. every batch's bytes, deliveries and the advanced checkpoint commit in one (durable)
    transaction, so after a crash the next pass starts right after the last stored UID;
-2. only then is each message flagged \\Seen or moved to the processed folder, and the
-   delivery marked done; a crash in between is finished at the start of the next pass.
+2. only then is each message flagged \\Seen or moved to the processed folder (for every
+   FINISH_EVERY stored, and at the end of the pass), and the delivery marked done; a
+   crash in between is finished at the start of the next pass.
 """
 
 from __future__ import annotations
@@ -47,6 +48,14 @@ class FetchResult:
     # before it idles, since the server may have announced it in an answer to one of the
     # pass's own commands (where nothing reads EXISTS) instead of to IDLE.
     highest_uid: int | None = None
+
+
+# Stored messages are flagged \\Seen (or moved) on the server once this many are stored,
+# and at the end of the pass, not after each batch: a server pays per command as much as
+# per message (Dovecot, a 50,000-message Maildir folder: a STORE per batch of 200 cost
+# 6.9 s of a 19 s fetch). Until then a crash only leaves them unflagged for the next
+# pass, which flags whatever is still to do before it fetches (`_finish`).
+FINISH_EVERY = 2_000
 
 
 def _batches(
@@ -182,9 +191,11 @@ class FolderFetcher:
         sizes = source.sizes(wanted)
         # The checkpoint may not pass a message the server still has but did not send.
         hold: int | None = None
+        unfinished: list[int] = []  # stored; the \\Seen flag (or the move) still to do
         for batch in _batches(uids, sizes, self.settings.batch_size, self.settings.batch_bytes):
             if self.should_stop():
                 log.info("mailbox %s: stopping before UID %d as asked", name, batch[0])
+                result.finished += self._finish(source, uidvalidity, unfinished)
                 return False
             to_fetch = [u for u in batch if u in sizes]
             raws = source.fetch(to_fetch) if to_fetch else {}
@@ -229,7 +240,11 @@ class FolderFetcher:
             pause_point("fetch-committed")
             if new and self.on_stored is not None:
                 self.on_stored(new)
-            result.finished += self._finish(source, uidvalidity, batch)
+            unfinished.extend(batch)
+            if len(unfinished) >= FINISH_EVERY:
+                result.finished += self._finish(source, uidvalidity, unfinished)
+                unfinished = []
+        result.finished += self._finish(source, uidvalidity, unfinished)
         return True
 
     def _hold_for_missing(
@@ -345,7 +360,11 @@ class FolderFetcher:
         return set(matched)
 
     def _finish(self, source: ImapSource, uidvalidity: int, uids: list[int] | None) -> int:
-        """Flag or move delivered messages whose server action is still to do."""
+        """Flag or move delivered messages whose server action is still to do: those
+        among `uids` (their range: any other delivery in it that is still to do is due
+        too), or all of the folder's with None."""
+        if uids is not None and not uids:
+            return 0
         with self.db.read_session() as session:
             query = select(Delivery.id, Delivery.uid).where(
                 Delivery.mailbox_id == self.mailbox_id,
@@ -354,7 +373,7 @@ class FolderFetcher:
                 Delivery.server_done.is_(False),
             )
             if uids is not None:
-                query = query.where(Delivery.uid.in_(uids))
+                query = query.where(Delivery.uid.between(min(uids), max(uids)))
             pending = session.execute(query).all()
         if not pending:
             return 0
