@@ -226,3 +226,30 @@ def test_messages_sent_ahead_cannot_deadlock_the_socket_pair() -> None:
         assert all(size <= PREFETCH_BYTES for size in ahead), ahead
     finally:
         worker.close()
+
+
+def test_a_read_message_crosses_the_wire_whole_and_read_only() -> None:
+    """What the worker sends back is the parsed message as the parser made it: addresses
+    and attachments equal (they pickle as constructor calls), headers read-only again."""
+    import pickle
+
+    from postdesk.ingest.worker import _unwire, _wire, read_message
+
+    raw = (
+        b"From: Ana <ana@example.com>\r\nTo: support@example.com, b@example.com\r\n"
+        b"Subject: invoice\r\nMessage-ID: <w1@example.com>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Type: text/plain\r\n\r\nSee attached.\r\n--b\r\n"
+        b'Content-Type: application/pdf; name="a.pdf"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b--\r\n"
+    )
+    sent = read_message(raw)
+    got = _unwire(pickle.loads(pickle.dumps(_wire(sent))))
+    assert got == sent
+    assert got.parsed.from_ == sent.parsed.from_ and len(got.parsed.to) == 2
+    assert (
+        got.parsed.attachments[0].data == b"%PDF-"
+        and got.parsed.attachments[0] == (sent.parsed.attachments[0])
+    )
+    with pytest.raises(TypeError):
+        got.parsed.headers["subject"] = ("changed",)  # type: ignore[index]

@@ -162,10 +162,12 @@ def _wire(result: ReadMessage) -> ReadMessage:
 
 
 def _unwire(result: ReadMessage) -> ReadMessage:
-    parsed = dataclasses.replace(
-        result.parsed, headers=MappingProxyType(dict(result.parsed.headers))
-    )
-    return ReadMessage(parsed, result.visible)
+    """The result as the parser made it: headers read-only again. The message was just
+    unpickled and nothing else holds it, so its frozen field is set in place, as a
+    dataclass's own __init__ does (dataclasses.replace, a copy, cost ~8 us a message)."""
+    parsed = result.parsed
+    object.__setattr__(parsed, "headers", MappingProxyType(parsed.headers))
+    return result
 
 
 def _answer(
