@@ -490,9 +490,10 @@ def _settle() -> None:
     """Start each measurement with nothing left to write. The mail just delivered into
     Dovecot's Maildir (a file per message) and the runs before (SQLite files, PostgreSQL's
     dirty buffers) are otherwise written back by the kernel or by PostgreSQL's
-    checkpointer during the next run, and its fsyncs queue behind them: here a run at
+    checkpointer during the next run, and its fsyncs queue behind them. Here a run at
     50,000 messages on SQLite measured 0.77x of the floor right after the PostgreSQL
-    runs of the size before, and 0.99x in a run of SQLite alone."""
+    runs of the size before, and 0.99x in a run of SQLite alone; settled, 0.84x in a
+    run of both, so write-back is not all of the difference."""
     os.sync()
     if _checkpoint_url is None:
         return
