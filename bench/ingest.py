@@ -619,6 +619,17 @@ def _on_fresh_account(
         return _run_worker(kind, {**_account(server, user), "dir": str(work), "url": url, **spec})
 
 
+def _ingested_all(
+    kind: str, spec: dict[str, Any], server: Any, raws: list[bytes], backend: str, work: Path
+) -> dict[str, Any]:
+    """`_on_fresh_account`, stopping the benchmark unless every message was filed."""
+    n = len(raws)
+    result = _on_fresh_account(kind, spec, server, raws, backend, work)
+    if result["count"] != n or result["quarantined"] or result["errors"]:
+        raise SystemExit(f"postdesk ({kind}) did not ingest all {n} messages: {result}")
+    return result
+
+
 def _repeat(args: Any, n: int) -> int:
     """How many times each side is measured for `n` messages (see the module's doc)."""
     if args.repeat is not None:
@@ -642,7 +653,7 @@ def _measure(
             if floor["count"] != n:
                 raise SystemExit(f"the floor read {floor['count']} of {n} messages")
             floors[parse].append(floor)
-        ours = _on_fresh_account(
+        ours = _ingested_all(
             "postdesk",
             {"pg_url": pg_url},
             server,
@@ -650,10 +661,8 @@ def _measure(
             backend,
             Path(tmp) / f"run-{backend}-{n}-{attempt}",
         )
-        if ours["count"] != n or ours["quarantined"] or ours["errors"]:
-            raise SystemExit(f"postdesk did not ingest all {n} messages: {ours}")
         ours_runs.append(ours)
-        served = _on_fresh_account(
+        served = _ingested_all(
             "service",
             {"pg_url": pg_url, "expected": n},
             server,
@@ -661,8 +670,6 @@ def _measure(
             backend,
             Path(tmp) / f"service-{backend}-{n}-{attempt}",
         )
-        if served["count"] != n or served["quarantined"] or served["errors"]:
-            raise SystemExit(f"the service did not ingest all {n} messages: {served}")
         service_runs.append(served)
         print(
             f"  {BACKENDS[backend]} N={n} run {attempt + 1}: "
