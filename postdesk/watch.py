@@ -8,16 +8,16 @@ loops on its own connection:
    and crash order as a `--once` pass), waking the main loop after each stored batch
    (`on_stored`), so that it turns mail into tickets while a large backlog is still
    being fetched;
-3. wait for more mail (unless some arrived during the fetch: one UID SEARCH above the
-   highest UID the fetch saw, since the server may have announced it in an answer to
-   the fetch's own commands, which nothing reads, rather than to IDLE):
-   IMAP IDLE where the server offers it, ended and re-issued every
+3. wait for more mail (unless the server announced some since the folder was selected,
+   in an answer to one of the fetch's commands or to a NOOP sent just before idling:
+   `ImapSource.mail_announced`; Dovecot does not repeat such news to the IDLE that
+   follows): IMAP IDLE where the server offers it, ended and re-issued every
    IDLE_SECONDS (25 minutes, inside RFC 2177's 29), or at once when the server announces
-   EXISTS, and also after `run.poll_interval` at the latest (mail announced in the
-   answer to an earlier command, just before IDLE began, is then still fetched within
-   one interval, as with polling); where it does not (or `idle = false` in the
-   mailbox's config), wait `run.poll_interval` and
-   send NOOP (which keeps the session alive) before fetching again;
+   EXISTS, and also after `run.poll_interval` at the latest (mail arriving between that
+   NOOP's answer and the IDLE command is then still fetched within one interval, as
+   with polling); where it does not (or `idle = false` in the mailbox's config), wait
+   `run.poll_interval` and send NOOP (which keeps the session alive) before fetching
+   again;
 4. back to 2.
 
 A failure anywhere (refused connection, TLS error, wrong password, a server that stops
@@ -157,6 +157,7 @@ class MailboxWatcher:
         """One connection's life: fetch, wait for news, fetch again, until an error."""
         with ImapSource(self.box) as source:
             idle = self.box.idle and source.has_capability("IDLE")
+            rechecked = False
             while not self.stopping():
                 fetcher = FolderFetcher(
                     self.db,
@@ -170,16 +171,19 @@ class MailboxWatcher:
                 result = fetcher.run(source)
                 self.failures = 0  # the back-off starts again from the bottom
                 self.on_fetched(result)
-                # Mail that came during the pass may have been announced in an answer to
-                # the pass's own commands, not to IDLE, which would then wait a whole
-                # poll_interval for it. One UID SEARCH tells.
-                seen = result.highest_uid
-                if idle and seen is not None and source.uids_above(seen):
+                # Mail that came during the pass, or since its last command, may have
+                # been announced in an answer to one of its commands, and an IDLE would
+                # not mention it again (ImapSource.mail_announced). A pass that stored
+                # nothing after such news does not earn another at once (a server
+                # repeating a stale count), so this cannot spin.
+                if idle and source.mail_announced() and (result.stored or not rechecked):
+                    rechecked = True
                     continue
+                rechecked = False
                 if idle:
-                    # Also bounded by poll_interval: new mail announced in the answer to
-                    # an earlier command (between SEARCH and IDLE) is then still fetched
-                    # within one interval, as with polling.
+                    # Also bounded by poll_interval: mail arriving between the NOOP's
+                    # answer and the IDLE command is then still fetched within one
+                    # interval, as with polling.
                     wait = min(self.idle_seconds, max(self.poll_interval, 1.0))
                     source.idle_wait(wait, self.stopping)
                 else:

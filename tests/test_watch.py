@@ -230,6 +230,79 @@ def test_mail_arriving_during_a_fetch_is_fetched_without_waiting_for_the_interva
     db.dispose()
 
 
+def test_mail_announced_reports_news_told_to_any_command_since_the_select(
+    dovecot_server: Dovecot, mail_user: MailUser, tmp_path: Path, sqlite_url: str
+) -> None:
+    """Dovecot leaves a message appended by another session out of our next UID SEARCH
+    and announces it in that SEARCH's answer; mail_announced still sees it there."""
+    config = write_config(tmp_path, sqlite_url, mailbox_toml(dovecot_server, mail_user))
+    box = load_settings(config).mailboxes[0]
+    mails = list(generate(3, seed=24))
+    dovecot_server.fill(mail_user, [mails[0].raw])
+    with ImapSource(box) as source:
+        source.select("INBOX")
+        assert source.mail_announced() is False  # SELECT's own count is not news
+        with dovecot_server.client(mail_user) as other:
+            other.append("INBOX", mails[1].raw)
+        # The search misses it (the server's view of the folder is not refreshed until
+        # the command ends) and announces EXISTS in its answer: no one reads that there.
+        assert source.uids_above(1) == []
+        assert source.mail_announced() is True
+        assert source.mail_announced() is False  # told once
+        # Told only to the NOOP itself.
+        with dovecot_server.client(mail_user) as other:
+            other.append("INBOX", mails[2].raw)
+        assert source.mail_announced() is True
+        assert source.uids_above(1) == [2, 3]
+        # Expunges lower the count; a count after them is not mistaken for news.
+        source.client.add_flags([2], [b"\\Deleted"])
+        source.client.expunge()
+        assert source.mail_announced() is False
+        source.select("INBOX")
+        assert source.mail_announced() is False
+
+
+def test_mail_delivered_just_after_a_pass_is_fetched_without_waiting_for_the_interval(
+    dovecot_server: Dovecot,
+    mail_user: MailUser,
+    tmp_path: Path,
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A message appended after the pass's last command and before the watcher idles:
+    Dovecot announces it to the next command and never to the IDLE after it (measured:
+    45 s in IDLE without a word, then EXISTS with DONE), so the watcher must notice it
+    before idling or it waits poll_interval (600 s here). The append is a real one
+    from another connection, made at that moment by wrapping the service's callback
+    for a finished pass."""
+    config = write_config(
+        tmp_path,
+        sqlite_url,
+        mailbox_toml(dovecot_server, mail_user, name="good"),
+        top="[run]\npoll_interval = 600\n",
+    )
+    db = Database(sqlite_url)
+    upgrade(db)
+    first, second = list(generate(2, seed=25))
+    dovecot_server.fill(mail_user, [first.raw])
+    real = Service._watcher_fetched
+    appended: list[bool] = []
+
+    def fetched_then_deliver(self: Service, fetched: Any) -> None:
+        real(self, fetched)
+        if not appended:
+            appended.append(True)
+            with dovecot_server.client(mail_user) as client:
+                client.append("INBOX", second.raw)
+
+    monkeypatch.setattr(Service, "_watcher_fetched", fetched_then_deliver)
+    service = Service(load_settings(config), db)
+    with _running(service):
+        _wait(lambda: _tickets(db) == 2, 15, "both tickets, the second without the interval")
+    assert appended == [True]
+    db.dispose()
+
+
 def test_a_refused_login_is_reported_once_then_recovers_after_a_reload(
     dovecot_server: Dovecot,
     mail_user: MailUser,

@@ -43,11 +43,6 @@ class FetchResult:
     resynced: int = 0
     finished: int = 0
     skipped_reason: str | None = None
-    # The highest UID the pass saw on the server (None: it did not look). Mail that
-    # arrived during the pass has a higher UID: see MailboxWatcher, which looks for it
-    # before it idles, since the server may have announced it in an answer to one of the
-    # pass's own commands (where nothing reads EXISTS) instead of to IDLE.
-    highest_uid: int | None = None
 
 
 # Stored messages are flagged \\Seen (or moved) on the server once this many are stored,
@@ -177,7 +172,6 @@ class FolderFetcher:
         result.finished += self._finish(source, uidvalidity, None)
 
         uids = source.uids_above(last_uid)
-        result.highest_uid = uids[-1] if uids else last_uid
         if not uids:
             return True
         delivered = self._delivered_uids(uidvalidity, last_uid)

@@ -124,6 +124,9 @@ class ImapSource:
         self.settings = settings
         self._client: Any = None
         self._selected: str | None = None
+        # Messages in the selected folder as far as this session knows (SELECT's EXISTS,
+        # then EXISTS and EXPUNGE announcements): see mail_announced.
+        self._known_count: int | None = None
 
     def __enter__(self) -> ImapSource:
         self.connect()
@@ -243,6 +246,7 @@ class ImapSource:
     def close(self) -> None:
         """Log out and drop the connection; never raises."""
         client, self._client, self._selected = self._client, None, None
+        self._known_count = None
         if client is None:
             return
         try:
@@ -267,6 +271,10 @@ class ImapSource:
         except (OSError, IMAPClientError) as exc:
             raise self._fail(f"selecting folder {folder!r}", exc) from None
         self._selected = folder
+        # The SELECT's own EXISTS is the starting count, not news (imaplib flushed what
+        # came before the SELECT).
+        self._take_announcements()
+        self._known_count = int(info.get(b"EXISTS", 0))
         uidvalidity = info.get(b"UIDVALIDITY")
         if uidvalidity is None:
             raise MailboxError(
@@ -426,6 +434,57 @@ class ImapSource:
         except (OSError, IMAPClientError) as exc:
             raise self._fail("waiting for new mail (IDLE)", exc) from None
         return news
+
+    def mail_announced(self) -> bool:
+        """Whether the server has announced mail since the folder was selected: a NOOP,
+        then every EXISTS it sent, in answer to that NOOP or to any command before it.
+
+        Why: a server announces new mail in the answer to whatever command comes next,
+        and that command does not necessarily see it. Dovecot, measured: a message
+        appended by another session after our last command is missing from our next
+        UID SEARCH's result and announced (EXISTS) in that SEARCH's answer instead; an
+        IDLE begun after that never mentions it again (45 s waited, it came only with
+        DONE). So a watcher asks this just before IDLE and fetches again when it says
+        yes; what is then left is the round trip between this NOOP's answer and the
+        IDLE command, and mail arriving there waits for the IDLE to end (at most
+        `run.poll_interval`).
+
+        An EXISTS equal to the count this session already knows (SELECT's, less the
+        EXPUNGEs since) is not news: servers may repeat it. Not selected: False.
+        """
+        if self._known_count is None:
+            return False
+        try:
+            self.client.noop()
+        except (OSError, IMAPClientError) as exc:
+            raise self._fail("NOOP", exc) from None
+        counts, expunged = self._take_announcements()
+        known = self._known_count - expunged
+        news = any(count != known for count in counts)
+        self._known_count = counts[-1] if counts else known
+        return news
+
+    def _take_announcements(self) -> tuple[list[int], int]:
+        """The EXISTS counts and the number of EXPUNGEs the server sent since the last
+        call, removed from imaplib's store of unclaimed answers (which would otherwise
+        grow with every announcement for as long as the folder stays selected).
+
+        imapclient hands the answers to NOOP and IDLE back but leaves those to other
+        commands in its imaplib object's `untagged_responses`, where a new version may
+        not keep them: then only the NOOP's own answer counts (in mail_announced), and
+        mail announced to an earlier command waits for the IDLE to end.
+        """
+        pending = getattr(getattr(self._client, "_imap", None), "untagged_responses", None)
+        if not isinstance(pending, dict):
+            return [], 0
+        counts: list[int] = []
+        for value in pending.pop("EXISTS", None) or ():
+            try:
+                counts.append(int(value))
+            except (TypeError, ValueError):
+                continue
+        pending.pop("RECENT", None)
+        return counts, len(pending.pop("EXPUNGE", None) or ())
 
     def noop(self) -> bool:
         """NOOP: keeps the connection alive; True when the server announced new mail."""
