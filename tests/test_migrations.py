@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -187,3 +188,51 @@ def test_sqlite_durable_transactions_commit_with_full_sync(sqlite_url: str) -> N
             assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
     finally:
         db.dispose()
+
+
+def test_0016_gives_existing_tickets_their_subject_key(database: Database) -> None:
+    """Tickets stored before 0016 get the key threading now looks up (ingest/threader.py),
+    a digest for a key too long to index; the downgrade takes the column away again."""
+    from alembic import command
+
+    from postdesk.ingest.threader import SUBJECT_KEY_CHARS, ticket_subject_key
+
+    cfg = migrate_module._alembic_config()
+    with database.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0015")
+    long_subject = "Re: " + "شکایت " * 80
+    subjects = ["Re: [#7] Order 10023 arrived DAMAGED", "سفارش ۴۵۶۷", "", long_subject]
+    now = datetime(2026, 12, 6, tzinfo=UTC)
+    with database.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO contacts (id, email, name, role, created_at, updated_at) "
+                "VALUES (1, 'c@example.com', '', 'customer', :t, :t)"
+            ),
+            {"t": now},
+        )
+        for subject in subjects:
+            conn.execute(
+                text(
+                    "INSERT INTO tickets (subject, status, requester_id, needs_triage, "
+                    "created_at, updated_at, last_message_at) "
+                    "VALUES (:s, 'new', 1, false, :t, :t, :t)"
+                ),
+                {"s": subject, "t": now},
+            )
+    assert upgrade(database)[1] == head_revision()
+    with database.engine.connect() as conn:
+        keys = [row[0] for row in conn.execute(text("SELECT subject_key FROM tickets ORDER BY id"))]
+    assert keys == [ticket_subject_key(s) for s in subjects]
+    assert keys[0] == "order 10023 arrived damaged"
+    assert keys[1] == ticket_subject_key("Re: سفارش 4567")  # Persian digits folded
+    assert keys[3].startswith("sha256:") and len(keys[3]) == 71
+    assert len(ticket_subject_key(long_subject[:SUBJECT_KEY_CHARS])) <= SUBJECT_KEY_CHARS
+    assert schema_differences(database) == []
+    with database.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0015")
+    with database.engine.connect() as conn:
+        columns = {c["name"] for c in inspect(conn).get_columns("tickets")}
+    assert "subject_key" not in columns

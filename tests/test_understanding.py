@@ -177,6 +177,40 @@ def test_persian_subject_fallback_with_arabic_letters(service: Service, db: Data
     assert rule_of(db, "p2@x") == "subject"
 
 
+def test_subject_rule_finds_the_ticket_behind_many_newer_ones(
+    service: Service, db: Database
+) -> None:
+    """A shared address with many open tickets: the rule seeks the requester's most
+    recent open ticket with the subject's key (stored with each ticket) however many
+    newer tickets the requester has; a long subject matches through its digest."""
+    long_subject = "Contract renewal " + "and pricing questions " * 20
+    ingest(service, mail("m0@x", subject="Badge printer offline", date=T0))
+    ingest(service, mail("m1@x", subject=long_subject, date=T0 + timedelta(minutes=1)))
+    ingest(
+        service,
+        *(
+            mail(f"n{i}@x", subject=f"Request number {i}", date=T0 + timedelta(minutes=2 + i))
+            for i in range(25)
+        ),
+    )
+    later = T0 + timedelta(hours=2)
+    ingest(
+        service,
+        mail("m2@x", subject="RE: badge printer  offline", date=later),
+        mail("m3@x", subject="Re: " + long_subject.upper(), date=later),
+    )
+    assert ticket_of(db, "m2@x") == ticket_of(db, "m0@x")
+    assert rule_of(db, "m2@x") == "subject"
+    assert ticket_of(db, "m3@x") == ticket_of(db, "m1@x")
+    # A ticket without a stored key (opened by a program other than the pipeline) is
+    # never found by subject.
+    number = ticket_of(db, "m0@x")
+    with db.transaction() as session:
+        session.get_one(Ticket, number).subject_key = None
+    ingest(service, mail("m4@x", subject="Re: Badge printer offline", date=later))
+    assert ticket_of(db, "m4@x") != number
+
+
 def test_forward_from_customer_opens_a_new_ticket(service: Service, db: Database) -> None:
     ingest(service, mail("f1@x", subject="Invoice 77", date=T0))
     original = EmailMessage()

@@ -31,6 +31,7 @@ from postdesk.ingest.threader import (
     ThreadMatch,
     ThreadOptions,
     find_ticket,
+    ticket_subject_key,
 )
 from postdesk.ingest.tokens import may_be_ours
 from postdesk.ingest.worker import Budget, capped_visible, shared_worker
@@ -334,6 +335,7 @@ class TicketStep:
             mailbox_id=item.raw.mailbox_id,
             at=now,
             actor=sender.email,
+            subject_key=ticket_subject_key(subject),
             closed_why=None if human else f"{kind} mail: {found.reason if found else ''}",
             follow_up_of=follow_up_of,
             related_to=match.related,

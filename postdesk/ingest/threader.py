@@ -24,8 +24,9 @@ Rules, first match wins:
 7. `subject`: human mail only, for clients that strip threading headers: a subject with
    a reply prefix (lexicon/prefixes.py) and no reply header that leads to a stored
    message; the same requester, the same subject key (prefixes, tags and Persian
-   spelling normalised, see textnorm.py), the ticket not solved or closed, its last
-   message within the window; generic subjects never match;
+   spelling normalised, see textnorm.py; stored with the ticket), the requester's most
+   recent such ticket not solved, closed or merged, its last message within the window;
+   generic subjects never match;
 8. `related`: a header rule or the subject (without a reply prefix) pointed at a ticket
    the message may not join: a new ticket, linked to that one (`ThreadMatch.related`);
 9. otherwise `new`. A customer's forward (Fwd: with a forwarded message inside) is
@@ -39,6 +40,7 @@ the rare message that lands on a merged ticket.
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -400,13 +402,16 @@ def _find(
         and not usable_headers
         and not is_generic_subject(parsed.subject)
     ):
-        key = subject_key(parsed.subject)
-        rows = _RECENT_OF_REQUESTER.rows(
-            conn, {"requester_id": sender.id, "since": arrived - options.subject_window}
+        same = _SAME_SUBJECT.first(
+            conn,
+            {
+                "requester_id": sender.id,
+                "key": ticket_subject_key(parsed.subject),
+                "since": arrived - options.subject_window,
+            },
         )
-        for ticket_id, subject in rows:
-            if _stored_subject_key(subject) != key:
-                continue
+        if same is not None:
+            ticket_id = same[0]
             if is_reply(parsed.subject):
                 reason = f"same sender and subject as open ticket {ticket_id}, within the window"
                 # Merged tickets are not candidates (see the query).
@@ -416,7 +421,6 @@ def _find(
                     ticket_id,
                     f"same sender and subject as open ticket {ticket_id}, but no reply prefix",
                 )
-            break
     if related is not None:
         ticket_id, reason = related
         if ticket_id in merges:
@@ -425,25 +429,38 @@ def _find(
     return ThreadMatch(None, NEW, "no rule matched"), None
 
 
-@functools.lru_cache(maxsize=4096)
-def _cached_subject_key(subject: str) -> str:
-    return subject_key(subject)
+# Longer keys are stored as a digest: an index entry stays small (PostgreSQL refuses
+# B-tree entries over about 2,700 bytes) and equal keys still give equal digests.
+SUBJECT_KEY_CHARS = 255
 
 
-def _stored_subject_key(subject: str) -> str:
-    """`subject_key` of a stored ticket's subject, remembered: the subject rule compares
-    a message with up to 20 open tickets of its sender, and a sender with many (a
-    company's shared address) brings the same subjects again with every message (6 us
-    each, 20 a message). Long subjects are not kept, so the cache stays small."""
-    if len(subject) > 1000:
-        return subject_key(subject)
-    return _cached_subject_key(subject)
+def ticket_subject_key(subject: str) -> str:
+    """What `tickets.subject_key` holds for a ticket opened with `subject`, and what the
+    subject rule looks up for a message with that subject: `subject_key` (prefixes and
+    tags gone, Persian letters and digits normalized, case-folded), or a digest of it
+    when it is longer than SUBJECT_KEY_CHARS.
+
+    Stored when the ticket is opened (TicketStep) rather than computed from each
+    candidate's subject at every message: a requester with many open tickets (a company's
+    shared address) cost 10-20 key computations and a 20-row read per message, growing
+    with the mailbox; now it is one index seek. Changing `subject_key` or this function
+    changes what the column must hold: add a migration that recomputes it, as 0016 did.
+    """
+    key = subject_key(subject)
+    if len(key) <= SUBJECT_KEY_CHARS:
+        return key
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"sha256:{digest}"
 
 
-_RECENT_OF_REQUESTER = Lean(
-    select(_tickets.c.id, _tickets.c.subject)
+# The requester's most recent open ticket with the message's subject key, last written
+# to within the window. Merged tickets are not candidates: replies go to their target
+# through the header rules.
+_SAME_SUBJECT = Lean(
+    select(_tickets.c.id)
     .where(
         _tickets.c.requester_id == bindparam("requester_id"),
+        _tickets.c.subject_key == bindparam("key"),
         # Not NOT IN (...): a list renders as an expanding parameter, which Lean refuses.
         _tickets.c.status != TicketStatus.SOLVED,
         _tickets.c.status != TicketStatus.CLOSED,
@@ -451,7 +468,7 @@ _RECENT_OF_REQUESTER = Lean(
         _tickets.c.last_message_at >= bindparam("since"),
     )
     .order_by(_tickets.c.last_message_at.desc())
-    .limit(20)
+    .limit(1)
 )
 _ADDRESSEES = Lean(
     select(_messages.c.direction, _messages.c.to, _messages.c.cc).where(

@@ -67,14 +67,19 @@ class Ticket(Base):
 
     __tablename__ = "tickets"
     # (requester_id, last_message_at): a requester's tickets, newest first, read in index
-    # order (threading's subject rule takes the 20 most recent: no sort of all of them).
+    # order. (requester_id, subject_key, last_message_at): threading's subject rule, one
+    # seek for a requester's most recent ticket with a subject (ingest/threader.py).
     __table_args__ = (
         Index(None, "status", "id"),
         Index(None, "requester_id", "last_message_at"),
+        Index(None, "requester_id", "subject_key", "last_message_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subject: Mapped[str] = mapped_column(Text, default="")
+    # The subject as threading compares it (ingest/threader.py: ticket_subject_key), set
+    # when the ticket is opened; NULL: never matched by subject.
+    subject_key: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20), default=TicketStatus.NEW)
     requester_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))

@@ -87,7 +87,8 @@ def _later(column: Any) -> Any:
 _OPEN = Lean(
     insert(_tickets).returning(_tickets.c.id),
     keys=(
-        *("subject", "status", "requester_id", "mailbox_id", "created_at", "updated_at"),
+        *("subject", "subject_key", "status", "requester_id", "mailbox_id", "created_at"),
+        "updated_at",
         *("last_message_at", "closed_at"),
     ),
 )
@@ -101,6 +102,7 @@ def open_ticket(
     mailbox_id: int | None,
     at: datetime,
     actor: str,
+    subject_key: str | None = None,
     closed_why: str | None = None,
     follow_up_of: int | None = None,
     related_to: int | None = None,
@@ -111,12 +113,14 @@ def open_ticket(
     mail) is kept on a ticket that is closed from the start, so it never waits in anyone's
     queue. With `follow_up_of`, the ticket continues a long-closed one and is linked to it.
     With `related_to`, it is linked as related to that ticket (ingest/threader.py).
+    `subject_key` is what threading's subject rule looks the ticket up by (None: never).
     """
     human = closed_why is None
     ticket_id: int = _OPEN.scalar(
         conn,
         {
             "subject": subject,
+            "subject_key": subject_key,
             "status": TicketStatus.NEW if human else TicketStatus.CLOSED,
             "requester_id": requester_id,
             "mailbox_id": mailbox_id,
