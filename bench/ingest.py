@@ -260,7 +260,8 @@ def _instrument(timers: _Timers) -> type[Any]:
 
     # Whichever of these the current ImapSource has; all of them talk to the server.
     for name in (
-        *("connect", "select", "uids_above", "sizes", "fetch", "existing", "message_ids"),
+        *("connect", "select", "uids_above", "sizes", "sizes_over", "fetch", "existing"),
+        *("message_ids", "mail_announced"),
         *("ensure_folder", "mark_seen", "move", "close"),
     ):
         if hasattr(ImapSource, name):

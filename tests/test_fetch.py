@@ -180,6 +180,38 @@ def test_batches_smaller_than_the_mail_count(
     assert stored_message_ids(db) == sorted(m.message_id for m in sent)
 
 
+def test_batches_keep_to_batch_bytes_knowing_only_the_large_sizes(
+    dovecot_server: Dovecot,
+    mail_user: MailUser,
+    db: Database,
+    config: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only messages over batch_bytes / batch_size (here 8,000 / 4 = 2,000 bytes) are
+    asked for their size (found with SEARCH LARGER); a smaller one counts as 2,000, so
+    no batch goes over batch_bytes however the sizes mix."""
+    sent = mails(8, seed=12)
+    raws = [m.raw for m in sent]
+    for big in (2, 6):
+        raws[big] = raws[big].rstrip() + b"\r\n" + b"padding " * 600 + b"\r\n"
+    uids = put(dovecot_server, mail_user, raws)
+    size_of = dict(zip(uids, map(len, raws), strict=True))
+    assert all((size_of[u] > 2000) == (i in (2, 6)) for i, u in enumerate(uids))
+    settings = config(mail_user, batch_size=4, extra="batch_bytes = 8000")
+    fetches = Spy(monkeypatch, "fetch")
+    asked = Spy(monkeypatch, "sizes")
+    result = one_pass(settings, db)
+
+    assert [list(call[0]) for call in asked.calls] == [[uids[2], uids[6]]]
+    batches = [list(call[0]) for call in fetches.calls]
+    assert [uid for batch in batches for uid in batch] == uids
+    assert all(len(batch) <= 4 for batch in batches)
+    # Counting each small message as 2,000 bytes: [s, s] [B, s] [s, s] [B, s].
+    assert batches == [uids[0:2], uids[2:4], uids[4:6], uids[6:8]]
+    assert all(sum(size_of[u] for u in batch) <= 8000 for batch in batches)
+    assert result.fetches[0].stored == 8
+
+
 def test_each_stored_batch_is_announced_after_its_commit(
     dovecot_server: Dovecot,
     mail_user: MailUser,

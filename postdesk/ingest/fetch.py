@@ -182,7 +182,12 @@ class FolderFetcher:
             result.resynced += len(matched)
             delivered |= matched
         wanted = [u for u in uids if u not in delivered]
-        sizes = source.sizes(wanted)
+        # Batches are cut by size (batch_bytes) knowing only the sizes of messages over
+        # batch_bytes / batch_size; a smaller one counts as that much, an upper bound, so
+        # a batch of batch_size of them still fits.
+        small = max(1, self.settings.batch_bytes // self.settings.batch_size)
+        large = source.sizes_over(wanted, small)
+        sizes = {uid: large.get(uid, small) for uid in wanted}
         # The checkpoint may not pass a message the server still has but did not send.
         hold: int | None = None
         unfinished: list[int] = []  # stored; the \\Seen flag (or the move) still to do
