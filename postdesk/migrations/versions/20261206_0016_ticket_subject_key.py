@@ -4,7 +4,8 @@ the requester's 20 most recent open tickets and computing each one's key in Pyth
 (ingest/threader.py: ticket_subject_key).
 
 Existing tickets get the key computed from their subject by the function in this
-release, in chunks of CHUNK rows. The downgrade drops the column and its index.
+release, in chunks of CHUNK rows. The downgrade drops the column and its index (on
+SQLite with its own ALTER TABLE ... DROP COLUMN, which needs SQLite 3.35 or later).
 
 Revision ID: 0016
 Revises: 0015
@@ -63,5 +64,10 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_tickets_requester_id_subject_key_last_message_at", table_name="tickets")
-    with op.batch_alter_table("tickets") as batch:
-        batch.drop_column("subject_key")
+    if op.get_bind().dialect.name == "sqlite":
+        # SQLite's own DROP COLUMN (3.35+), not Alembic's batch mode: that copies the
+        # table and drops the original, which the foreign keys of messages, events and
+        # the rest refuse while they point at it.
+        op.execute("ALTER TABLE tickets DROP COLUMN subject_key")
+    else:
+        op.drop_column("tickets", "subject_key")
