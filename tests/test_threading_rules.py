@@ -247,3 +247,26 @@ def test_reply_headers_that_lead_somewhere_keep_the_subject_rule_out(
 )
 def test_reply_prefixes(subject: str, reply: bool) -> None:
     assert is_reply(subject) is reply
+
+
+def test_the_subject_rule_seeks_its_index_on_sqlite(sqlite_url: str) -> None:
+    """The rule's lookup uses (requester_id, subject_key, last_message_at): a plan on
+    (requester_id, last_message_at) would walk all of a requester's recent tickets,
+    which grows with the mailbox for a shared address."""
+    from postdesk.ingest.threader import _SAME_SUBJECT
+    from postdesk.models.migrate import upgrade
+
+    db = Database(sqlite_url)
+    upgrade(db)
+    try:
+        with db.engine.connect() as conn:
+            sql = _SAME_SUBJECT._for(conn.dialect).sql
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            cursor.execute(
+                "EXPLAIN QUERY PLAN " + sql,
+                (1, "key", "solved", "closed", "2026-01-01 00:00:00.000000", 1, 0),
+            )
+            plan = " ".join(str(row[-1]) for row in cursor.fetchall())
+    finally:
+        db.dispose()
+    assert "subject_key=?" in plan, plan

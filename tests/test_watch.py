@@ -262,6 +262,30 @@ def test_mail_announced_reports_news_told_to_any_command_since_the_select(
         assert source.mail_announced() is False
 
 
+def test_mail_announced_reads_the_noops_own_answer_without_imaplibs_store(
+    dovecot_server: Dovecot,
+    mail_user: MailUser,
+    tmp_path: Path,
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should a later imapclient stop keeping unclaimed answers in imaplib's store, the
+    NOOP's own answer still tells of new mail. The missing store is simulated (a
+    library version cannot be made to appear on cue); the server and the mail are real."""
+    config = write_config(tmp_path, sqlite_url, mailbox_toml(dovecot_server, mail_user))
+    box = load_settings(config).mailboxes[0]
+    first, second = list(generate(2, seed=26))
+    dovecot_server.fill(mail_user, [first.raw])
+    monkeypatch.setattr(ImapSource, "_take_announcements", lambda self: ([], 0))
+    with ImapSource(box) as source:
+        source.select("INBOX")
+        assert source.mail_announced() is False
+        with dovecot_server.client(mail_user) as other:
+            other.append("INBOX", second.raw)
+        assert source.mail_announced() is True
+        assert source.mail_announced() is False
+
+
 def test_mail_delivered_just_after_a_pass_is_fetched_without_waiting_for_the_interval(
     dovecot_server: Dovecot,
     mail_user: MailUser,

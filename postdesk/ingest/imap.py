@@ -472,10 +472,17 @@ class ImapSource:
         if self._known_count is None:
             return False
         try:
-            self.client.noop()
+            _text, responses = self.client.noop()
         except (OSError, IMAPClientError) as exc:
             raise self._fail("NOOP", exc) from None
         counts, expunged = self._take_announcements()
+        # The NOOP's own answer as imapclient returns it (also in the store above while
+        # imaplib keeps one; a repeat changes nothing below).
+        counts += [
+            int(item[0])
+            for item in responses or ()
+            if isinstance(item, tuple) and len(item) >= 2 and item[1] == b"EXISTS"
+        ]
         known = self._known_count - expunged
         news = any(count != known for count in counts)
         self._known_count = counts[-1] if counts else known
@@ -486,10 +493,11 @@ class ImapSource:
         call, removed from imaplib's store of unclaimed answers (which would otherwise
         grow with every announcement for as long as the folder stays selected).
 
-        imapclient hands the answers to NOOP and IDLE back but leaves those to other
-        commands in its imaplib object's `untagged_responses`, where a new version may
-        not keep them: then only the NOOP's own answer counts (in mail_announced), and
-        mail announced to an earlier command waits for the IDLE to end.
+        imapclient leaves the answers to commands other than NOOP and IDLE in its
+        imaplib object's `untagged_responses` (and imaplib keeps those to NOOP there
+        too), where a new version may not keep them: then only the NOOP's own answer
+        counts (mail_announced reads it as returned), and mail announced to an earlier
+        command waits for the IDLE to end.
         """
         pending = getattr(getattr(self._client, "_imap", None), "untagged_responses", None)
         if not isinstance(pending, dict):

@@ -68,7 +68,9 @@ class Ticket(Base):
     __tablename__ = "tickets"
     # (requester_id, last_message_at): a requester's tickets, newest first, read in index
     # order. (requester_id, subject_key, last_message_at): threading's subject rule, one
-    # seek for a requester's most recent ticket with a subject (ingest/threader.py).
+    # seek for a requester's most recent ticket with a subject (ingest/threader.py);
+    # without last_message_at SQLite's planner takes the index before and walks all of
+    # the requester's recent tickets (EXPLAIN QUERY PLAN; tests/test_threading_rules.py).
     __table_args__ = (
         Index(None, "status", "id"),
         Index(None, "requester_id", "last_message_at"),
