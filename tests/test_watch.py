@@ -189,6 +189,49 @@ def test_a_hung_mailbox_does_not_delay_another(
         db.dispose()
 
 
+def _second_mail_arrives_after(
+    owner: type,
+    name: str,
+    dovecot_server: Dovecot,
+    mail_user: MailUser,
+    tmp_path: Path,
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    seed: int,
+) -> None:
+    """Run the service (poll_interval 600 s) on a mailbox holding one message; the first
+    time `owner.name` returns, a second message is APPENDed from another connection (a
+    real delivery at that instant). Both must become tickets within 15 s, far inside the
+    interval."""
+    config = write_config(
+        tmp_path,
+        sqlite_url,
+        mailbox_toml(dovecot_server, mail_user, name="good"),
+        top="[run]\npoll_interval = 600\n",
+    )
+    db = Database(sqlite_url)
+    upgrade(db)
+    first, second = list(generate(2, seed=seed))
+    dovecot_server.fill(mail_user, [first.raw])
+    real = getattr(owner, name)
+    appended: list[bool] = []
+
+    def then_deliver(self: Any, *args: Any) -> Any:
+        answer = real(self, *args)
+        if not appended:
+            appended.append(True)
+            with dovecot_server.client(mail_user) as client:
+                client.append("INBOX", second.raw)
+        return answer
+
+    monkeypatch.setattr(owner, name, then_deliver)
+    service = Service(load_settings(config), db)
+    with _running(service):
+        _wait(lambda: _tickets(db) == 2, 15, "both tickets, the second without the interval")
+    assert appended == [True]
+    db.dispose()
+
+
 def test_mail_arriving_during_a_fetch_is_fetched_without_waiting_for_the_interval(
     dovecot_server: Dovecot,
     mail_user: MailUser,
@@ -199,35 +242,10 @@ def test_mail_arriving_during_a_fetch_is_fetched_without_waiting_for_the_interva
     """A message delivered while the watcher is fetching: Dovecot announces it in the
     answer to one of the fetch's own commands (where nothing reads EXISTS), not to the
     IDLE that follows, so without a look before idling it would wait poll_interval
-    (600 s here). The delivery is a real APPEND from another connection, made at that
-    moment by wrapping the fetch (the real FETCH runs first)."""
-    config = write_config(
-        tmp_path,
-        sqlite_url,
-        mailbox_toml(dovecot_server, mail_user, name="good"),
-        top="[run]\npoll_interval = 600\n",
+    (600 s here). Delivered right after the real FETCH."""
+    _second_mail_arrives_after(
+        ImapSource, "fetch", dovecot_server, mail_user, tmp_path, sqlite_url, monkeypatch, 23
     )
-    db = Database(sqlite_url)
-    upgrade(db)
-    first, second = list(generate(2, seed=23))
-    dovecot_server.fill(mail_user, [first.raw])
-    real_fetch = ImapSource.fetch
-    appended: list[bool] = []
-
-    def fetch_then_deliver(self: ImapSource, uids: Any) -> Any:
-        answer = real_fetch(self, uids)
-        if not appended:
-            appended.append(True)
-            with dovecot_server.client(mail_user) as client:
-                client.append("INBOX", second.raw)
-        return answer
-
-    monkeypatch.setattr(ImapSource, "fetch", fetch_then_deliver)
-    service = Service(load_settings(config), db)
-    with _running(service):
-        _wait(lambda: _tickets(db) == 2, 15, "both tickets, the second without the interval")
-    assert appended == [True]
-    db.dispose()
 
 
 def test_mail_announced_reports_news_told_to_any_command_since_the_select(
@@ -296,35 +314,18 @@ def test_mail_delivered_just_after_a_pass_is_fetched_without_waiting_for_the_int
     """A message appended after the pass's last command and before the watcher idles:
     Dovecot announces it to the next command and never to the IDLE after it (measured:
     45 s in IDLE without a word, then EXISTS with DONE), so the watcher must notice it
-    before idling or it waits poll_interval (600 s here). The append is a real one
-    from another connection, made at that moment by wrapping the service's callback
-    for a finished pass."""
-    config = write_config(
+    before idling or it waits poll_interval (600 s here). Delivered when the service's
+    callback for a finished pass returns."""
+    _second_mail_arrives_after(
+        Service,
+        "_watcher_fetched",
+        dovecot_server,
+        mail_user,
         tmp_path,
         sqlite_url,
-        mailbox_toml(dovecot_server, mail_user, name="good"),
-        top="[run]\npoll_interval = 600\n",
+        monkeypatch,
+        25,
     )
-    db = Database(sqlite_url)
-    upgrade(db)
-    first, second = list(generate(2, seed=25))
-    dovecot_server.fill(mail_user, [first.raw])
-    real = Service._watcher_fetched
-    appended: list[bool] = []
-
-    def fetched_then_deliver(self: Service, fetched: Any) -> None:
-        real(self, fetched)
-        if not appended:
-            appended.append(True)
-            with dovecot_server.client(mail_user) as client:
-                client.append("INBOX", second.raw)
-
-    monkeypatch.setattr(Service, "_watcher_fetched", fetched_then_deliver)
-    service = Service(load_settings(config), db)
-    with _running(service):
-        _wait(lambda: _tickets(db) == 2, 15, "both tickets, the second without the interval")
-    assert appended == [True]
-    db.dispose()
 
 
 def test_a_refused_login_is_reported_once_then_recovers_after_a_reload(

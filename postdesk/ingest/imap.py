@@ -337,8 +337,7 @@ class ImapSource:
             except (OSError, IMAPClientError) as exc:
                 raise self._fail("searching for large messages", exc) from None
             large.extend(int(uid) for uid in found)
-        wanted = set(uids)
-        return self.sizes([uid for uid in sorted(set(large)) if uid in wanted])
+        return self.sizes(sorted(set(large)))  # the sets name only `uids`
 
     def fetch(self, uids: Sequence[int]) -> dict[int, bytes]:
         """The full raw bytes of each UID, without setting \\Seen (BODY.PEEK[])."""
