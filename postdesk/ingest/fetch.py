@@ -198,7 +198,13 @@ class FolderFetcher:
                 return False
             to_fetch = [u for u in batch if u in sizes]
             raws = source.fetch(to_fetch) if to_fetch else {}
-            fetched = [FetchedMessage(uid, raws[uid]) for uid in to_fetch if uid in raws]
+            # Headers are read here, not in the transaction: on SQLite it holds the write
+            # lock, which the processing of mail already stored is waiting for.
+            fetched = [
+                FetchedMessage(uid, raws[uid], header_summary(raws[uid]))
+                for uid in to_fetch
+                if uid in raws
+            ]
             hold = self._hold_for_missing(source, [u for u in to_fetch if u not in raws], hold)
             with self.db.transaction(durable=True) as session:
                 holder = lease.acquire(session, sync_id, self.owner)

@@ -104,6 +104,9 @@ class Incoming:
     raw: bytes
     origin: str
     received_at: datetime | None = None
+    # `header_summary(raw)`, when the caller has it already (read before the transaction
+    # began, so that the write lock is not held while headers are scanned).
+    summary: HeaderSummary | None = None
 
 
 def store_many(
@@ -129,7 +132,7 @@ def store_many(
     reasons: dict[str, str] = {}
     rows: dict[str, dict[str, object]] = {}
     for message in messages:
-        summary = header_summary(message.raw)
+        summary = message.summary or header_summary(message.raw)
         key = dedupe_key(summary)
         keys.append(key)
         message_ids.append(summary.message_id)
@@ -172,10 +175,11 @@ def store_many(
 
 @dataclass(frozen=True)
 class FetchedMessage:
-    """One message as fetched from an IMAP folder."""
+    """One message as fetched from an IMAP folder, and its `header_summary` if read."""
 
     uid: int
     raw: bytes
+    summary: HeaderSummary | None = None
 
 
 def store_imap_batch(
@@ -197,7 +201,10 @@ def store_imap_batch(
     where = f"{mailbox_name}/{sync.folder}"
     results = store_many(
         session,
-        [Incoming(m.raw, f"{where} uid {m.uid} (uidvalidity {uidvalidity})") for m in messages],
+        [
+            Incoming(m.raw, f"{where} uid {m.uid} (uidvalidity {uidvalidity})", summary=m.summary)
+            for m in messages
+        ],
         source=IMAP,
         mailbox_id=mailbox_id,
         limits=limits,
