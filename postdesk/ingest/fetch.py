@@ -21,9 +21,10 @@ from sqlalchemy.orm import Session
 
 from postdesk.config import LimitSettings, MailboxSettings
 from postdesk.errors import MailboxError
-from postdesk.ingest import lease
+from postdesk.ingest import lease, readahead
 from postdesk.ingest.imap import ImapSource
 from postdesk.ingest.parse import header_summary
+from postdesk.ingest.readahead import READ_AHEAD_SKIP
 from postdesk.ingest.store import FetchedMessage, record_deliveries, store_imap_batch
 from postdesk.models import Delivery, MailboxSync, RawMessage, utcnow
 from postdesk.models.db import Database
@@ -42,6 +43,7 @@ class FetchResult:
     duplicates: int = 0
     resynced: int = 0
     finished: int = 0
+    read_ahead: int = 0  # of `fetched`, those a read-ahead helper fetched
     skipped_reason: str | None = None
 
 
@@ -157,7 +159,6 @@ class FolderFetcher:
         result: FetchResult,
     ) -> bool:
         """Fetch and store everything new; False when asked to stop half-way."""
-        name = self.settings.name
         with self.db.transaction(durable=True) as session:
             sync = self._load_sync(session, sync_id)
             if sync.uidvalidity is None:
@@ -188,24 +189,66 @@ class FolderFetcher:
         small = max(1, self.settings.batch_bytes // self.settings.batch_size)
         large = source.sizes_over(wanted, small)
         sizes = {uid: large.get(uid, small) for uid in wanted}
+        batches = list(_batches(uids, sizes, self.settings.batch_size, self.settings.batch_bytes))
+        ahead = None
+        if len(wanted) >= readahead.READ_AHEAD_MIN:
+            later = [[u for u in batch if u in sizes] for batch in batches[READ_AHEAD_SKIP:]]
+            ahead = readahead.start(
+                self.settings, source.credential, self.folder, uidvalidity, [b for b in later if b]
+            )
+        try:
+            return self._fetch_batches(source, uidvalidity, sync_id, batches, sizes, ahead, result)
+        finally:
+            if ahead is not None:
+                ahead.close()
+
+    def _fetch_batches(
+        self,
+        source: ImapSource,
+        uidvalidity: int,
+        sync_id: int,
+        batches: list[list[int]],
+        sizes: dict[int, int],
+        ahead: readahead.ReadAhead | None,
+        result: FetchResult,
+    ) -> bool:
+        """Fetch and store `batches` in order (from `ahead` where it has them); False when
+        asked to stop half-way."""
+        name = self.settings.name
         # The checkpoint may not pass a message the server still has but did not send.
         hold: int | None = None
         unfinished: list[int] = []  # stored; the \\Seen flag (or the move) still to do
-        for batch in _batches(uids, sizes, self.settings.batch_size, self.settings.batch_bytes):
+        for index, batch in enumerate(batches):
             if self.should_stop():
                 log.info("mailbox %s: stopping before UID %d as asked", name, batch[0])
                 result.finished += self._finish(source, uidvalidity, unfinished)
                 return False
             to_fetch = [u for u in batch if u in sizes]
-            raws = source.fetch(to_fetch) if to_fetch else {}
-            # Headers are read here, not in the transaction: on SQLite it holds the write
-            # lock, which the processing of mail already stored is waiting for.
-            fetched = [
-                FetchedMessage(uid, raws[uid], header_summary(raws[uid]))
-                for uid in to_fetch
-                if uid in raws
-            ]
-            hold = self._hold_for_missing(source, [u for u in to_fetch if u not in raws], hold)
+            fetched: list[FetchedMessage] | None = None
+            if ahead is not None and index >= READ_AHEAD_SKIP and to_fetch:
+                fetched = ahead.take(to_fetch)
+                if fetched is None:
+                    log.warning(
+                        "mailbox %s: reading ahead stopped (%s); fetching the rest on the "
+                        "pass's own session",
+                        name,
+                        ahead.failure,
+                        extra={"mailbox": name},
+                    )
+                    ahead = None
+                else:
+                    result.read_ahead += len(fetched)
+            if fetched is None:
+                raws = source.fetch(to_fetch) if to_fetch else {}
+                # Headers are read here, not in the transaction: on SQLite it holds the
+                # write lock, which the processing of mail already stored waits for.
+                fetched = [
+                    FetchedMessage(uid, raws[uid], header_summary(raws[uid]))
+                    for uid in to_fetch
+                    if uid in raws
+                ]
+            got = {m.uid for m in fetched}
+            hold = self._hold_for_missing(source, [u for u in to_fetch if u not in got], hold)
             with self.db.transaction(durable=True) as session:
                 holder = lease.acquire(session, sync_id, self.owner)
                 if holder is not None:

@@ -120,8 +120,14 @@ def sequence_sets(uids: Iterable[int], max_chars: int = _SET_CHARS) -> Iterator[
 class ImapSource:
     """A connection to one support mailbox, opened by `connect()` and closed by `close()`."""
 
-    def __init__(self, settings: MailboxSettings) -> None:
+    def __init__(self, settings: MailboxSettings, *, credential: str | None = None) -> None:
+        """`credential`: the password or access token to log in with, instead of reading
+        it from the settings (a read-ahead session, postdesk/ingest/readahead.py, logs
+        in with what its pass logged in with: a token command is not run twice and a
+        rotated refresh token is not refreshed by two processes)."""
         self.settings = settings
+        self._given = credential
+        self.credential: str | None = None  # what the last login used
         self._client: Any = None
         self._selected: str | None = None
         # Messages in the selected folder as far as this session knows (SELECT's EXISTS,
@@ -161,15 +167,20 @@ class ImapSource:
         if self._client is not None:
             return
         s = self.settings
-        tokens = token_source(s.oauth, f"mailbox {s.name!r}") if s.auth == "xoauth2" else None
-        try:
-            # The token is had before connecting: a failing token command or refresh is
-            # its own one-line error, not a refused login.
-            password = tokens.token() if tokens else s.password.reveal()
-        except ConfigError as exc:
-            raise MailboxError(f"mailbox {s.name!r}: {exc}") from None
-        except TokenError as exc:
-            raise _token_failure(exc) from None
+        oauth = s.auth == "xoauth2"
+        tokens = None
+        if self._given is not None:
+            password = self._given
+        else:
+            tokens = token_source(s.oauth, f"mailbox {s.name!r}") if oauth else None
+            try:
+                # The token is had before connecting: a failing token command or refresh
+                # is its own one-line error, not a refused login.
+                password = tokens.token() if tokens else s.password.reveal()
+            except ConfigError as exc:
+                raise MailboxError(f"mailbox {s.name!r}: {exc}") from None
+            except TokenError as exc:
+                raise _token_failure(exc) from None
         try:
             client = IMAPClient(
                 s.host,
@@ -193,12 +204,15 @@ class ImapSource:
                 client.starttls(_tls_context(s))
                 doing = "logging in"
             if tokens:
-                self._oauth2_login(client, tokens, password)
+                password = self._oauth2_login(client, tokens, password)
+            elif oauth:
+                client.oauth2_login(s.username, password)
             else:
                 self._login(client, s.username, password)
+            self.credential = password
         except LoginError:
             self.close()
-            what = "the access token" if tokens else "username and password"
+            what = "the access token" if oauth else "username and password"
             raise MailboxLoginError(
                 f"mailbox {s.name!r} ({s.host}:{s.port}): login as {s.username!r} was refused; "
                 f"check {what}"
@@ -231,9 +245,10 @@ class ImapSource:
             )
         client.plain_login(username, password)
 
-    def _oauth2_login(self, client: Any, tokens: TokenSource, token: str) -> None:
+    def _oauth2_login(self, client: Any, tokens: TokenSource, token: str) -> str:
         """AUTHENTICATE XOAUTH2; a cached token the server refuses (revoked, or expired
-        early) is replaced by a freshly refreshed one, once, on the same connection."""
+        early) is replaced by a freshly refreshed one, once, on the same connection.
+        Returns the token that was accepted."""
         try:
             client.oauth2_login(self.settings.username, token)
         except LoginError:
@@ -241,7 +256,9 @@ class ImapSource:
                 raise
             log.info("mailbox %s: cached access token refused; refreshing", self.settings.name)
             tokens.forget()
-            client.oauth2_login(self.settings.username, tokens.token(fresh=True))
+            token = tokens.token(fresh=True)
+            client.oauth2_login(self.settings.username, token)
+        return token
 
     def close(self) -> None:
         """Log out and drop the connection; never raises."""
@@ -287,6 +304,21 @@ class ImapSource:
             uidnext=int(uidnext) if uidnext is not None else None,
             exists=int(info.get(b"EXISTS", 0)),
         )
+
+    def examine(self, folder: str) -> int:
+        """Select `folder` read-only (EXAMINE: nothing done in it changes a flag); its
+        UIDVALIDITY."""
+        try:
+            info = self.client.select_folder(folder, readonly=True)
+        except (OSError, IMAPClientError) as exc:
+            raise self._fail(f"examining folder {folder!r}", exc) from None
+        self._selected = folder
+        uidvalidity = info.get(b"UIDVALIDITY")
+        if uidvalidity is None:
+            raise MailboxError(
+                f"mailbox {self.settings.name!r}: folder {folder!r} has no UIDVALIDITY"
+            )
+        return int(uidvalidity)
 
     def uids_above(self, last_uid: int) -> list[int]:
         """Every UID in the selected folder greater than `last_uid`, ascending."""
