@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,24 @@ def _server_contents(dovecot: Dovecot, user: MailUser) -> dict[int, bytes]:
         conn.logout()
 
 
+def _session_ends(dovecot: Dovecot, user: MailUser, offset: int, sessions: int) -> list[str]:
+    """How the user's IMAP sessions logged after `offset` ended ("Logged out" is a
+    LOGOUT; "Disconnected" a dropped connection), once `sessions` have ended."""
+    deadline = time.monotonic() + 5
+    while True:
+        with open(dovecot.log_path, "rb") as log:
+            log.seek(offset)
+            lines = log.read().decode("utf-8", "replace").splitlines()
+        ends = [
+            "Logged out" if "Logged out" in line else "Disconnected"
+            for line in lines
+            if f"imap({user.email})" in line and ("Logged out" in line or "Disconnected" in line)
+        ]
+        if len(ends) >= sessions or time.monotonic() > deadline:
+            return ends
+        time.sleep(0.05)
+
+
 def _stored(db: Database) -> dict[int, bytes]:
     """UID -> the raw content stored for it."""
     with db.read_session() as session:
@@ -72,7 +91,7 @@ def test_a_large_backlog_is_read_ahead_and_stored_once_with_the_pass_order(
 ) -> None:
     """The pass fetches the first READ_AHEAD_SKIP batches itself, the helper the rest;
     everything is stored once, byte for byte, and nothing is flagged before the pass
-    has committed it (the helper's session is read-only)."""
+    has committed it (the helper's session is read-only). The helper logs out."""
     sent = mails(N, seed=41)
     uids = put(dovecot_server, mail_user, sent)
     settings = config(mail_user, batch_size=BATCH)
@@ -83,8 +102,12 @@ def test_a_large_backlog_is_read_ahead_and_stored_once_with_the_pass_order(
         flags_then.append(server_flags(dovecot_server, mail_user))
 
     Spy(monkeypatch, "mark_seen", before=look)
+    offset = dovecot_server.log_path.stat().st_size
     result = one_pass(settings, db).fetches[0]
 
+    # The pass's session, the helper's and this test's look at the flags, each ended
+    # with a LOGOUT (the helper is not killed once it has sent everything).
+    assert _session_ends(dovecot_server, mail_user, offset, 3) == ["Logged out"] * 3
     skip = readahead.READ_AHEAD_SKIP
     assert [list(call[0]) for call in own_fetches.calls] == [
         uids[i * BATCH : (i + 1) * BATCH] for i in range(skip)

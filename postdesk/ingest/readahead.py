@@ -24,8 +24,8 @@ A helper is a speed-up, never a condition: when it cannot start, log in or read,
 dies, or does not answer within its mailbox's `timeout` (plus start-up time), the pass
 logs one line and fetches the rest on its own session. It is used only for backlogs of
 READ_AHEAD_MIN messages or more (a first sync, an outage caught up), where the second
-IMAP session is worth its login; the pass fetches the first READ_AHEAD_SKIP batches
-itself while the helper starts (about 0.3 s).
+IMAP session is worth its start; the pass fetches the first READ_AHEAD_SKIP batches
+itself while the helper starts (about 0.35 s).
 """
 
 from __future__ import annotations
@@ -51,13 +51,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Backlogs at least this large are fetched with a helper reading ahead.
-READ_AHEAD_MIN = 1_000
-# Batches the pass fetches itself while the helper starts and logs in.
-READ_AHEAD_SKIP = 2
+# Backlogs at least this large are fetched with a helper reading ahead. Below it the
+# helper's start (a Python process, imports, a login: about 0.35 s of a core, competing
+# with the parse worker's own start) costs about what it saves: with 1,000 messages
+# bench/ingest.py measured 0.82x of the floor with a helper against 0.9-1.08x without.
+READ_AHEAD_MIN = 5_000
+# Batches the pass fetches itself while the helper starts and logs in (4 batches of 200
+# took the pass about as long as the helper takes to start).
+READ_AHEAD_SKIP = 4
 # Seconds a helper may take to start (import, connect, log in) beyond the mailbox's
 # IMAP timeout, before its first answer is given up on.
 START_SECONDS = 30.0
+# Seconds a helper that sent every batch is given to log out before it is killed.
+LOGOUT_SECONDS = 2.0
 
 _CHILD_CODE = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[2]); "
@@ -164,16 +170,21 @@ class ReadAhead:
         return None
 
     def close(self) -> None:
-        """Stop the helper (it may be in the middle of a FETCH: it is killed)."""
+        """Stop the helper: one that sent every batch is given a moment to log out;
+        one stopped half-way (it may be in the middle of a FETCH) is killed."""
         conn, self._conn = self._conn, None
         process, self._process = self._process, None
         if conn is not None:
             conn.close()
-        if process is not None:
-            if process.poll() is None:
-                process.kill()
+        if process is None:
+            return
+        if self.failure is None and self._next == len(self._batches):
             with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=5)
+                process.wait(timeout=LOGOUT_SECONDS)
+        if process.poll() is None:
+            process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
 
 
 def _serve(conn: Connection) -> None:
