@@ -458,7 +458,7 @@ class ImapSource:
     # IDLE (RFC 2177) and NOOP: waiting for new mail on the selected folder.
 
     def idle_wait(
-        self, seconds: float, should_stop: Callable[[], bool], slice_: float = 1.0
+        self, seconds: float, should_stop: Callable[[], bool], slice_: float = 0.2
     ) -> bool:
         """IDLE on the selected folder for up to `seconds`, or until the server reports
         new mail (EXISTS/RECENT) or `should_stop()`; True when new mail was announced.
