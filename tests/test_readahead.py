@@ -55,18 +55,25 @@ def _server_contents(dovecot: Dovecot, user: MailUser) -> dict[int, bytes]:
 
 def _session_ends(dovecot: Dovecot, user: MailUser, offset: int, sessions: int) -> list[str]:
     """How the user's IMAP sessions logged after `offset` ended ("Logged out" is a
-    LOGOUT; "Disconnected" a dropped connection), once `sessions` have ended."""
-    deadline = time.monotonic() + 5
+    LOGOUT; "Disconnected" a dropped connection), once at least `sessions` have ended
+    and no more for half a second (Dovecot writes its log a moment later, so a session
+    of the test's own, before `offset`, may be among them)."""
+    deadline = time.monotonic() + 10
+    ends: list[str] = []
+    stable_since = time.monotonic()
     while True:
         with open(dovecot.log_path, "rb") as log:
             log.seek(offset)
             lines = log.read().decode("utf-8", "replace").splitlines()
-        ends = [
+        found = [
             "Logged out" if "Logged out" in line else "Disconnected"
             for line in lines
             if f"imap({user.email})" in line and ("Logged out" in line or "Disconnected" in line)
         ]
-        if len(ends) >= sessions or time.monotonic() > deadline:
+        if found != ends:
+            ends, stable_since = found, time.monotonic()
+        quiet = time.monotonic() - stable_since >= 0.5
+        if (len(ends) >= sessions and quiet) or time.monotonic() > deadline:
             return ends
         time.sleep(0.05)
 
@@ -107,7 +114,8 @@ def test_a_large_backlog_is_read_ahead_and_stored_once_with_the_pass_order(
 
     # The pass's session, the helper's and this test's look at the flags, each ended
     # with a LOGOUT (the helper is not killed once it has sent everything).
-    assert _session_ends(dovecot_server, mail_user, offset, 3) == ["Logged out"] * 3
+    ends = _session_ends(dovecot_server, mail_user, offset, 3)
+    assert "Disconnected" not in ends and ends.count("Logged out") >= 3, ends
     skip = readahead.READ_AHEAD_SKIP
     assert [list(call[0]) for call in own_fetches.calls] == [
         uids[i * BATCH : (i + 1) * BATCH] for i in range(skip)
