@@ -31,10 +31,8 @@ itself while the helper starts (about 0.35 s).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -43,6 +41,7 @@ from typing import TYPE_CHECKING
 
 from postdesk.config import MailboxSettings
 from postdesk.errors import MailboxError
+from postdesk.ingest.child import start_child
 from postdesk.ingest.imap import ImapSource
 from postdesk.ingest.parse import header_summary
 
@@ -65,11 +64,6 @@ START_SECONDS = 30.0
 # Seconds a helper that sent every batch is given to log out before it is killed.
 LOGOUT_SECONDS = 2.0
 
-_CHILD_CODE = (
-    "import json, sys; sys.path[:] = json.loads(sys.argv[2]); "
-    "from postdesk.ingest.readahead import _child_main; _child_main()"
-)
-
 
 class ReadAhead:
     """A helper fetching `batches` (lists of UIDs, in the order the pass will ask for
@@ -90,30 +84,11 @@ class ReadAhead:
         self._first_answer = True
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
-        if not sys.executable:
-            self.failure = "no Python executable known"
-            return
-        ours, theirs = socket.socketpair()
+        job = (settings, credential, folder, uidvalidity, self._batches)
         try:
-            self._process = subprocess.Popen(
-                [sys.executable, "-c", _CHILD_CODE, str(theirs.fileno()), json.dumps(sys.path)],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-                # Its own process group: Ctrl-C at a terminal reaches the service only,
-                # which stops its pass and closes the helper's socket.
-                process_group=0,
-            )
+            self._process, self._conn = start_child(__name__, job)
         except OSError as exc:
-            ours.close()
             self.failure = f"cannot start it: {exc.strerror or exc}"
-            return
-        finally:
-            theirs.close()
-        self._conn = Connection(ours.detach())
-        try:
-            self._conn.send((settings, credential, folder, uidvalidity, self._batches))
-        except OSError as exc:
-            self._fail(f"cannot start it: {exc.strerror or exc}")
 
     @property
     def pid(self) -> int | None:

@@ -48,12 +48,10 @@ import atexit
 import contextlib
 import dataclasses
 import importlib
-import json
 import logging
 import math
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -66,6 +64,7 @@ from typing import Any
 
 from postdesk.config import LimitSettings
 from postdesk.errors import ParseError, PostdeskError
+from postdesk.ingest.child import start_child
 from postdesk.ingest.parse import DEFAULT_LIMITS, ParsedMessage, parse_message
 from postdesk.ingest.quotes import visible_text
 
@@ -272,42 +271,12 @@ def _child_main() -> None:
     _serve(conn, budget)
 
 
-# The worker imports from the main process's import path (argv[2], JSON), as it stands
-# when the worker starts: the same postdesk, from a checkout or an installed package.
-_CHILD_CODE = (
-    "import json, sys; sys.path[:] = json.loads(sys.argv[2]); "
-    "from postdesk.ingest.worker import _child_main; _child_main()"
-)
-
-
 def _start_process(budget: Budget) -> tuple[subprocess.Popen[bytes], Connection]:
     """Start a worker process and send it its budget; neither waits for it to be ready."""
-    if not sys.executable:
-        raise WorkerUnavailable("cannot start the parse worker: no Python executable known")
-    ours, theirs = socket.socketpair()
     try:
-        process = subprocess.Popen(
-            [sys.executable, "-c", _CHILD_CODE, str(theirs.fileno()), json.dumps(sys.path)],
-            pass_fds=(theirs.fileno(),),
-            stdin=subprocess.DEVNULL,
-            # Its own process group: Ctrl-C at a terminal reaches the main process only,
-            # which finishes the message in hand with the worker, then closes its socket.
-            process_group=0,
-        )
+        return start_child(__name__, budget)
     except OSError as exc:
-        ours.close()
         raise WorkerUnavailable(f"cannot start the parse worker: {exc}") from exc
-    finally:
-        theirs.close()
-    conn = Connection(ours.detach())
-    try:
-        conn.send(budget)
-    except OSError as exc:
-        conn.close()
-        process.kill()
-        process.wait()
-        raise WorkerUnavailable(f"cannot start the parse worker: {exc}") from exc
-    return process, conn
 
 
 def warm_up(budget: Budget) -> None:
