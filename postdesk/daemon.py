@@ -51,6 +51,7 @@ from postdesk.ingest.store import IMPORT, Incoming, dedupe_key, store_many
 from postdesk.ingest.tokens import ReplyTokens, load_key
 from postdesk.ingest.worker import Budget, warm_up
 from postdesk.models import Contact, Mailbox, RawMessage, RawStatus, utcnow
+from postdesk.models.base import table_of
 from postdesk.models.db import Database, describe_error
 from postdesk.models.tickets import AGENT
 from postdesk.notify.smtp import DrainResult, OutboxSender
@@ -75,13 +76,26 @@ class PassResult:
     sla: AlertResult | None = None  # None without [sla] and [smtp]
 
 
+_MAILBOX_ROWS = select(
+    table_of(Mailbox).c.name, table_of(Mailbox).c.id, table_of(Mailbox).c.address
+)
+_AGENT_ROWS = select(table_of(Contact).c.email, table_of(Contact).c.name, table_of(Contact).c.role)
+
+
 def sync_config(db: Database, settings: Settings) -> dict[str, int]:
     """Make the mailboxes and agents of the config exist in the database.
 
     Mailbox rows are never deleted when a mailbox leaves the config, so tickets keep
     pointing at where they came from. Returns mailbox name -> id.
+
+    Runs at every `--once` pass and whenever the mailbox threads start: the rows are read
+    first and written only when the config says something they do not (a new mailbox or
+    agent, a changed address, role or name), so the usual call takes no write lock.
     """
-    ids: dict[str, int] = {}
+    ids = _config_ids(db, settings)
+    if ids is not None:
+        return ids
+    ids = {}
     with db.transaction() as session:
         for box in settings.mailboxes:
             row = session.execute(
@@ -106,6 +120,31 @@ def sync_config(db: Database, settings: Settings) -> dict[str, int]:
                 if agent.name:
                     contact.name = agent.name
     return ids
+
+
+def _config_ids(db: Database, settings: Settings) -> dict[str, int] | None:
+    """Mailbox name -> id when the database already says what the config says, else None."""
+    boxes = {box.name: box.address.lower() for box in settings.mailboxes}
+    agents = {agent.email.lower(): agent.name for agent in settings.agents}
+    mailboxes, contacts = table_of(Mailbox), table_of(Contact)
+    with db.read_session() as session:
+        conn = session.connection()
+        # (An empty IN list is valid here: SQLAlchemy renders it as a false condition.)
+        stored = {
+            r.name: r for r in conn.execute(_MAILBOX_ROWS.where(mailboxes.c.name.in_(list(boxes))))
+        }
+        people = {
+            r.email: r for r in conn.execute(_AGENT_ROWS.where(contacts.c.email.in_(list(agents))))
+        }
+    for name, address in boxes.items():
+        box_row = stored.get(name)
+        if box_row is None or box_row.address != address:
+            return None
+    for email, agent_name in agents.items():
+        person = people.get(email)
+        if person is None or person.role != AGENT or (agent_name and person.name != agent_name):
+            return None
+    return {name: stored[name].id for name in boxes}
 
 
 MAX_BACKOFF = 900.0

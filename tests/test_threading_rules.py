@@ -119,6 +119,48 @@ def test_two_customers_answering_one_newsletter_get_a_ticket_each(
     assert rule_of(db, "a2@x") == "shared-parent"
 
 
+def test_an_ancestor_deep_in_a_long_references_list_is_found(
+    service: Service, db: Database
+) -> None:
+    """Message-IDs are looked up eight at a time (threader.CANDIDATES_AT_ONCE): a reply
+    whose only known ancestor is the 22nd id it names still joins that ticket; so does a
+    message whose answers, naming the same long list, arrived before it."""
+    ingest(service, mail("a1@x", sender=ALICE, subject="Order 77", date=at(0)))
+    alice = ticket_of(db, "a1@x")
+    # Twenty ids postdesk never stored (mail between the customer and someone else),
+    # then the reply: In-Reply-To the newest, References oldest first from a1@x.
+    lost = [f"lost{n}@elsewhere.example" for n in range(20)]
+    ingest(
+        service,
+        mail(
+            "a2@x",
+            sender=ALICE,
+            subject="Where is it?",  # no subject to join by: only the headers tell
+            reply_to=lost[-1],
+            references=["a1@x", *lost],
+            date=at(30),
+        ),
+    )
+    assert ticket_of(db, "a2@x") == alice
+    assert rule_of(db, "a2@x") == "references"
+    # A message two stored ones answer, arriving after them: found by their References.
+    answers = [
+        mail(
+            f"r{n}@x",
+            sender=ALICE,
+            subject="Still waiting",
+            reply_to="late@x",
+            references=["a1@x", *lost[:12], "late@x"],
+            date=at(40 + n),
+        )
+        for n in range(2)
+    ]
+    ingest(service, *answers)
+    ingest(service, mail("late@x", sender=ALICE, subject="Any news?", date=at(35)))
+    assert ticket_of(db, "late@x") == alice
+    assert rule_of(db, "late@x") == "referenced-by"
+
+
 def test_a_ccd_colleagues_reply_joins(service: Service, db: Database) -> None:
     first = Mail(
         sender=ALICE,

@@ -34,7 +34,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -240,7 +240,10 @@ _FILED = {
     "unfinished": 0,
     "processed_at": _now,
 }
+# In the order of RawInput's fields: a row makes one positionally (`RawInput(*row)`: 0.7 µs,
+# against 3 through the row's mapping).
 _RETURNED = (_raw.c.id, _raw.c.content, _raw.c.mailbox_id, _raw.c.source, _raw.c.received_at)
+assert [c.name for c in _RETURNED] == [f.name for f in fields(RawInput)]
 # Take one claimed message in the transaction that files it, and mark it processed. The row
 # lock (SKIP LOCKED) is held until the transaction ends; if the transaction rolls back, the
 # mark goes with it and the claim stays.
@@ -503,7 +506,7 @@ class Processor:
         try:
             with conn.begin():
                 taking = {
-                    row.id: RawInput(**row._mapping)
+                    row.id: RawInput(*row)
                     for row in conn.execute(
                         _TAKE_MANY, {"ids": chosen, "owner": self.owner, "now": utcnow()}
                     )
@@ -690,7 +693,7 @@ class Processor:
                 ).first()
                 if taken is None:
                     return False  # done meanwhile, or another process holds it
-                item = WorkItem(conn, RawInput(**taken._mapping))
+                item = WorkItem(conn, RawInput(*taken))
                 for step in self.steps:
                     step_name = step.name
                     step(item)
