@@ -23,7 +23,7 @@ store, flag \\Seen, parse, thread and file every message into tickets.
 * "--once": `Service.run_once()`, what `postdesk run --once` does: every mailbox fetched,
   then everything processed;
 * "service": the service as `postdesk run` runs it, a watcher thread per mailbox
-  fetching while the main loop processes what each stored batch woke it for, timed from
+  fetching while the main loop processes what the stored batches woke it for, timed from
   its start (logins included) until every message is processed.
 
 Schema creation is not counted; it is paid once per database, not per message.
@@ -300,7 +300,7 @@ def _instrument(timers: _Timers) -> type[Any]:
 
 def service_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """A fresh database, then the service as `postdesk run` runs it (a watcher thread per
-    mailbox fetching while the main loop processes, woken by each stored batch), timed
+    mailbox fetching while the main loop processes, woken by the stored batches), timed
     from its start until every message is processed; then it is stopped."""
     from postdesk.daemon import PassResult, Service
 

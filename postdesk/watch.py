@@ -5,9 +5,10 @@ loops on its own connection:
 
 1. connect and log in, select the folder;
 2. fetch everything new into the raw store (FolderFetcher: the same checkpoint, lease
-   and crash order as a `--once` pass), waking the main loop after each stored batch
-   (`on_stored`), so that it turns mail into tickets while a large backlog is still
-   being fetched;
+   and crash order as a `--once` pass), waking the main loop when batches are stored
+   (`on_stored`): at the end of a quick fetch, after each batch of a large or slow one
+   (ingest/fetch.py ANNOUNCE_AFTER), so that it turns mail into tickets while a large
+   backlog is still being fetched;
 3. wait for more mail (unless the server announced some since the folder was selected,
    in an answer to one of the fetch's commands or to a NOOP sent just before idling:
    `ImapSource.mail_announced`; Dovecot does not repeat such news to the IDLE that

@@ -212,15 +212,21 @@ def test_batches_keep_to_batch_bytes_knowing_only_the_large_sizes(
     assert result.fetches[0].stored == 8
 
 
-def test_each_stored_batch_is_announced_after_its_commit(
+@pytest.mark.parametrize("announce_after", [0.0, 3600.0])
+def test_stored_batches_are_announced_after_their_commits(
     dovecot_server: Dovecot,
     mail_user: MailUser,
     db: Database,
     config: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    announce_after: float,
 ) -> None:
-    """`on_stored` (how a watcher wakes the service mid-fetch, so processing overlaps a
-    large backlog's fetch) is called once per batch that stored new mail, after that
-    batch's commit: what it announces is already in the database for the processor."""
+    """`on_stored` (how a watcher wakes the service, so processing overlaps a large
+    backlog's fetch) announces stored mail only after the commits that stored it: what
+    it announces is already in the database for the processor. Once a pass has run
+    ANNOUNCE_AFTER seconds, each batch is announced on its own; before, a quick pass
+    announces everything once, after its last batch."""
+    monkeypatch.setattr(fetch_module, "ANNOUNCE_AFTER", announce_after)
     sent = mails(7, seed=12)
     put(dovecot_server, mail_user, sent)
     settings = config(mail_user, batch_size=3)
@@ -235,12 +241,45 @@ def test_each_stored_batch_is_announced_after_its_commit(
     with ImapSource(box) as source:
         result = fetcher.run(source)
     assert result.stored == 7
-    assert seen == [(3, 3), (3, 6), (1, 7)]
+    assert seen == ([(3, 3), (3, 6), (1, 7)] if announce_after == 0 else [(7, 7)])
     # A second pass stores nothing new and announces nothing.
     seen.clear()
     with ImapSource(box) as source:
         fetcher.run(source)
     assert seen == []
+
+
+def test_a_pass_that_stops_half_way_announces_what_it_stored(
+    dovecot_server: Dovecot,
+    mail_user: MailUser,
+    db: Database,
+    config: Callable[..., Settings],
+) -> None:
+    """Held announcements are not lost when the pass ends early: the batches stored
+    before a stop request are announced (and so filed) all the same."""
+    put(dovecot_server, mail_user, mails(7, seed=13))
+    settings = config(mail_user, batch_size=3)
+    box = settings.mailboxes[0]
+    ids = sync_config(db, settings)
+    seen: list[tuple[int, int]] = []
+    asked = {"n": 0}
+
+    def should_stop() -> bool:  # asked before each batch: stop before the third
+        asked["n"] += 1
+        return asked["n"] > 2
+
+    fetcher = FolderFetcher(
+        db,
+        box,
+        ids[box.name],
+        owner="test",
+        should_stop=should_stop,
+        on_stored=lambda new: seen.append((new, count(db, RawMessage))),
+    )
+    with ImapSource(box) as source:
+        result = fetcher.run(source)
+    assert result.stored == 6
+    assert seen == [(6, 6)]
 
 
 # -- \Seen, PEEK and the processed folder -------------------------------------------------

@@ -11,6 +11,7 @@ The order is what makes a crash harmless:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,6 +55,17 @@ class FetchResult:
 # pass, which flags whatever is still to do before it fetches (`_finish`).
 FINISH_EVERY = 2_000
 
+# Stored batches are announced (`on_stored`) at once when a read-ahead helper fetches
+# them, or once the pass has run this long; before that, together when the pass has
+# stored its last batch. The announcement wakes the service's main loop, which then
+# files mail in the same process while this thread fetches the rest, and both are
+# CPU-bound when the server is near and fast: they took turns at the interpreter lock
+# statement by statement. Same-run A/B, 1,000 messages from a local Dovecot on SQLite,
+# `postdesk run` until all were filed: 1,174 msg/s announcing each batch, 1,258 holding
+# the announcements to the end (the fetch took ~0.3 s). A slow server's backlog, or a
+# large one, is still filed while it is fetched, from this many seconds on.
+ANNOUNCE_AFTER = 1.0
+
 
 def _batches(
     uids: Sequence[int], sizes: dict[int, int], max_count: int, max_bytes: int
@@ -72,6 +84,25 @@ def _batches(
         yield batch
 
 
+class _Announcer:
+    """Calls `on_stored` for stored batches as ANNOUNCE_AFTER says."""
+
+    def __init__(self, on_stored: Callable[[int], None] | None) -> None:
+        self.on_stored = on_stored
+        self.since = time.monotonic()
+        self.held = 0
+
+    def stored(self, new: int, *, now: bool) -> None:
+        self.held += new
+        if now or time.monotonic() - self.since >= ANNOUNCE_AFTER:
+            self.flush()
+
+    def flush(self) -> None:
+        held, self.held = self.held, 0
+        if held and self.on_stored is not None:
+            self.on_stored(held)
+
+
 class FolderFetcher:
     """Fetches new mail from one configured mailbox folder into the raw store."""
 
@@ -86,9 +117,11 @@ class FolderFetcher:
         limits: LimitSettings | None = None,
         on_stored: Callable[[int], None] | None = None,
     ) -> None:
-        """`on_stored(n)` is called after each batch's commit that stored `n` > 0 new
-        messages: the service starts turning them into tickets while the rest of a large
-        mailbox is still being fetched (fetching and processing overlap)."""
+        """`on_stored(n)` is called after the commits of batches that stored `n` > 0 new
+        messages: for each batch fetched by a read-ahead helper or after the pass's
+        first ANNOUNCE_AFTER seconds, for the rest when the pass has stored its last
+        batch (or stops or fails). The service turns them into tickets while the rest
+        of a large or slow mailbox is still being fetched."""
         self.on_stored = on_stored
         self.db = db
         self.settings = settings
@@ -214,6 +247,25 @@ class FolderFetcher:
     ) -> bool:
         """Fetch and store `batches` in order (from `ahead` where it has them); False when
         asked to stop half-way."""
+        announce = _Announcer(self.on_stored)
+        try:
+            return self._store_batches(
+                source, uidvalidity, sync_id, batches, sizes, ahead, result, announce
+            )
+        finally:
+            announce.flush()  # what was stored is filed even if the pass fails or stops
+
+    def _store_batches(
+        self,
+        source: ImapSource,
+        uidvalidity: int,
+        sync_id: int,
+        batches: list[list[int]],
+        sizes: dict[int, int],
+        ahead: readahead.ReadAhead | None,
+        result: FetchResult,
+        announce: _Announcer,
+    ) -> bool:
         name = self.settings.name
         # The checkpoint may not pass a message the server still has but did not send.
         hold: int | None = None
@@ -286,12 +338,13 @@ class FolderFetcher:
                     },
                 )
             pause_point("fetch-committed")
-            if new and self.on_stored is not None:
-                self.on_stored(new)
+            announce.stored(new, now=ahead is not None)
             unfinished.extend(batch)
             if len(unfinished) >= FINISH_EVERY:
                 result.finished += self._finish(source, uidvalidity, unfinished)
                 unfinished = []
+        # Announced before the last flags are set: filing begins while the server works.
+        announce.flush()
         result.finished += self._finish(source, uidvalidity, unfinished)
         return True
 
