@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import FrameType
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from postdesk.classify.step import ActiveTriage, TriageStep
@@ -95,30 +95,37 @@ def sync_config(db: Database, settings: Settings) -> dict[str, int]:
     ids = _config_ids(db, settings)
     if ids is not None:
         return ids
+    mailboxes, contacts = table_of(Mailbox), table_of(Contact)
     ids = {}
     with db.transaction() as session:
         for box in settings.mailboxes:
-            row = session.execute(
-                select(Mailbox).where(Mailbox.name == box.name)
-            ).scalar_one_or_none()
-            if row is None:
-                row = Mailbox(name=box.name, address=box.address.lower())
-                session.add(row)
-                session.flush()
-            elif row.address != box.address.lower():
-                row.address = box.address.lower()
-            ids[box.name] = row.id
+            address = box.address.lower()
+            found = session.execute(_MAILBOX_ROWS.where(mailboxes.c.name == box.name)).first()
+            if found is None:
+                ids[box.name] = session.execute(
+                    insert(mailboxes)
+                    .values(name=box.name, address=address)
+                    .returning(mailboxes.c.id)
+                ).scalar_one()
+                continue
+            ids[box.name] = found.id
+            if found.address != address:
+                session.execute(
+                    update(mailboxes).where(mailboxes.c.id == found.id).values(address=address)
+                )
         for agent in settings.agents:
             email = agent.email.lower()
-            contact = session.execute(
-                select(Contact).where(Contact.email == email)
-            ).scalar_one_or_none()
-            if contact is None:
-                session.add(Contact(email=email, name=agent.name, role=AGENT))
-            else:
-                contact.role = AGENT
-                if agent.name:
-                    contact.name = agent.name
+            person = session.execute(_AGENT_ROWS.where(contacts.c.email == email)).first()
+            if person is None:
+                session.execute(insert(contacts).values(email=email, name=agent.name, role=AGENT))
+                continue
+            values: dict[str, str] = {}
+            if person.role != AGENT:
+                values["role"] = AGENT
+            if agent.name and person.name != agent.name:
+                values["name"] = agent.name
+            if values:
+                session.execute(update(contacts).where(contacts.c.email == email).values(**values))
     return ids
 
 

@@ -369,7 +369,7 @@ def test_a_refused_login_is_reported_once_then_recovers_after_a_reload(
             tmp_path, sqlite_url, mailbox_toml(dovecot_server, mail_user, name="support"), top=top
         )
         service.request_reload()
-        # The mail can be filed (each stored batch wakes the service) a moment before
+        # The mail can be filed (stored mail wakes the service) a moment before
         # the watcher's pass ends and logs "recovered": wait for both.
         _wait(
             lambda: (

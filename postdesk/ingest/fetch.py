@@ -26,12 +26,23 @@ from postdesk.ingest import lease, readahead
 from postdesk.ingest.imap import ImapSource
 from postdesk.ingest.parse import header_summary
 from postdesk.ingest.readahead import READ_AHEAD_SKIP
-from postdesk.ingest.store import FetchedMessage, record_deliveries, store_imap_batch
+from postdesk.ingest.store import FetchedMessage, SyncRow, record_deliveries, store_imap_batch
 from postdesk.models import Delivery, MailboxSync, RawMessage, utcnow
+from postdesk.models.base import table_of
 from postdesk.models.db import Database
 from postdesk.pausepoints import pause_point
 
 log = logging.getLogger(__name__)
+
+# The fetch path's statements are Core statements on the tables, not ORM ones: a pass uses
+# no ORM at all, so a process does not pay for configuring the mappers (~20 ms) and
+# compiling ORM statements on its first pass, nor the ORM's bookkeeping on every batch.
+_sync = table_of(MailboxSync)
+_delivery = table_of(Delivery)
+_raw = table_of(RawMessage)
+_SYNC_ROW = select(
+    _sync.c.id, _sync.c.folder, _sync.c.uidvalidity, _sync.c.last_uid, _sync.c.resync_until_uid
+)
 
 
 @dataclass
@@ -174,14 +185,13 @@ class FolderFetcher:
             # (a server without UIDNEXT, or the highest old UIDs expunged meanwhile).
             values["resync_until_uid"] = None
         session.execute(
-            update(MailboxSync)
-            .where(MailboxSync.id == sync_id, MailboxSync.uidvalidity == uidvalidity)
+            update(_sync)
+            .where(_sync.c.id == sync_id, _sync.c.uidvalidity == uidvalidity)
             .values(**values)
-            .execution_options(synchronize_session=False)
         )
 
-    def _load_sync(self, session: Session, sync_id: int) -> MailboxSync:
-        return session.get_one(MailboxSync, sync_id)
+    def _load_sync(self, session: Session, sync_id: int) -> SyncRow:
+        return SyncRow(*session.execute(_SYNC_ROW.where(_sync.c.id == sync_id)).one())
 
     def _fetch(
         self,
@@ -194,12 +204,13 @@ class FolderFetcher:
         """Fetch and store everything new; False when asked to stop half-way."""
         with self.db.transaction(durable=True) as session:
             sync = self._load_sync(session, sync_id)
+            last_uid, resync_until = sync.last_uid, sync.resync_until_uid
             if sync.uidvalidity is None:
-                sync.uidvalidity = uidvalidity
+                session.execute(
+                    update(_sync).where(_sync.c.id == sync_id).values(uidvalidity=uidvalidity)
+                )
             elif sync.uidvalidity != uidvalidity:
-                self._start_resync(session, sync, uidvalidity, uidnext)
-            last_uid = sync.last_uid
-            resync_until = sync.resync_until_uid
+                last_uid, resync_until = self._start_resync(session, sync, uidvalidity, uidnext)
 
         if self.settings.processed_folder:
             source.ensure_folder(self.settings.processed_folder)
@@ -317,7 +328,9 @@ class FolderFetcher:
                     limits=self.limits,
                 )
                 if sync.resync_until_uid is not None and batch[-1] >= sync.resync_until_uid:
-                    sync.resync_until_uid = None
+                    session.execute(
+                        update(_sync).where(_sync.c.id == sync_id).values(resync_until_uid=None)
+                    )
             result.fetched += len(fetched)
             new = sum(1 for s in stored if s.new)
             result.stored += new
@@ -375,8 +388,9 @@ class FolderFetcher:
         return below if hold is None else min(hold, below)
 
     def _start_resync(
-        self, session: Session, sync: MailboxSync, uidvalidity: int, uidnext: int | None
-    ) -> None:
+        self, session: Session, sync: SyncRow, uidvalidity: int, uidnext: int | None
+    ) -> tuple[int, int]:
+        """Forget the old UIDs: the new (checkpoint, resync_until_uid) of the folder."""
         log.warning(
             "mailbox %s: folder %s UIDVALIDITY changed from %s to %d; resynchronising by "
             "Message-ID",
@@ -387,29 +401,33 @@ class FolderFetcher:
         )
         # UIDs of the old validity mean nothing now; their server actions cannot be done.
         session.execute(
-            update(Delivery)
+            update(_delivery)
             .where(
-                Delivery.mailbox_id == self.mailbox_id,
-                Delivery.folder == self.folder,
-                Delivery.uidvalidity != uidvalidity,
-                Delivery.server_done.is_(False),
+                _delivery.c.mailbox_id == self.mailbox_id,
+                _delivery.c.folder == self.folder,
+                _delivery.c.uidvalidity != uidvalidity,
+                _delivery.c.server_done.is_(False),
             )
             .values(server_done=True)
         )
-        sync.uidvalidity = uidvalidity
-        sync.last_uid = 0
         # Without UIDNEXT, resync every UID that exists now; the fetch bounds it anyway.
-        sync.resync_until_uid = (uidnext - 1) if uidnext else 2**32 - 1
+        resync_until = (uidnext - 1) if uidnext else 2**32 - 1
+        session.execute(
+            update(_sync)
+            .where(_sync.c.id == sync.id)
+            .values(uidvalidity=uidvalidity, last_uid=0, resync_until_uid=resync_until)
+        )
+        return 0, resync_until
 
     def _delivered_uids(self, uidvalidity: int, above: int) -> set[int]:
         with self.db.read_session() as session:
             return set(
                 session.execute(
-                    select(Delivery.uid).where(
-                        Delivery.mailbox_id == self.mailbox_id,
-                        Delivery.folder == self.folder,
-                        Delivery.uidvalidity == uidvalidity,
-                        Delivery.uid > above,
+                    select(_delivery.c.uid).where(
+                        _delivery.c.mailbox_id == self.mailbox_id,
+                        _delivery.c.folder == self.folder,
+                        _delivery.c.uidvalidity == uidvalidity,
+                        _delivery.c.uid > above,
                     )
                 ).scalars()
             )
@@ -422,13 +440,13 @@ class FolderFetcher:
         headers = source.message_ids(uids)
         with self.db.read_session() as session:
             rows = session.execute(
-                select(RawMessage.message_id, RawMessage.id, RawMessage.size)
-                .join(Delivery, Delivery.raw_message_id == RawMessage.id)
+                select(_raw.c.message_id, _raw.c.id, _raw.c.size)
+                .join(_delivery, _delivery.c.raw_message_id == _raw.c.id)
                 .where(
-                    Delivery.mailbox_id == self.mailbox_id,
-                    Delivery.folder == self.folder,
-                    Delivery.uidvalidity != uidvalidity,
-                    RawMessage.message_id.is_not(None),
+                    _delivery.c.mailbox_id == self.mailbox_id,
+                    _delivery.c.folder == self.folder,
+                    _delivery.c.uidvalidity != uidvalidity,
+                    _raw.c.message_id.is_not(None),
                 )
                 .distinct()
             ).all()
@@ -467,14 +485,14 @@ class FolderFetcher:
         if uids is not None and not uids:
             return 0
         with self.db.read_session() as session:
-            query = select(Delivery.id, Delivery.uid).where(
-                Delivery.mailbox_id == self.mailbox_id,
-                Delivery.folder == self.folder,
-                Delivery.uidvalidity == uidvalidity,
-                Delivery.server_done.is_(False),
+            query = select(_delivery.c.id, _delivery.c.uid).where(
+                _delivery.c.mailbox_id == self.mailbox_id,
+                _delivery.c.folder == self.folder,
+                _delivery.c.uidvalidity == uidvalidity,
+                _delivery.c.server_done.is_(False),
             )
             if uids is not None:
-                query = query.where(Delivery.uid.between(min(uids), max(uids)))
+                query = query.where(_delivery.c.uid.between(min(uids), max(uids)))
             pending = session.execute(query).all()
         if not pending:
             return 0
@@ -486,8 +504,8 @@ class FolderFetcher:
         pause_point("fetch-flagged")
         with self.db.transaction() as session:
             session.execute(
-                update(Delivery)
-                .where(Delivery.id.in_([delivery_id for delivery_id, _ in pending]))
+                update(_delivery)
+                .where(_delivery.c.id.in_([delivery_id for delivery_id, _ in pending]))
                 .values(server_done=True)
             )
         return len(pending)
@@ -498,16 +516,15 @@ def ensure_sync_row(session: Session, mailbox_id: int, folder: str) -> int:
     values = {"mailbox_id": mailbox_id, "folder": folder, "last_uid": 0}
     elements = ["mailbox_id", "folder"]
     if session.get_bind().dialect.name == "postgresql":
-        pg_stmt = postgresql.insert(MailboxSync).values(**values)
+        pg_stmt = postgresql.insert(_sync).values(**values)
         session.execute(pg_stmt.on_conflict_do_nothing(index_elements=elements))
     else:
-        lite_stmt = sqlite.insert(MailboxSync).values(**values)
+        lite_stmt = sqlite.insert(_sync).values(**values)
         session.execute(lite_stmt.on_conflict_do_nothing(index_elements=elements))
-    return session.execute(
-        select(MailboxSync.id).where(
-            MailboxSync.mailbox_id == mailbox_id, MailboxSync.folder == folder
-        )
+    sync_id: int = session.execute(
+        select(_sync.c.id).where(_sync.c.mailbox_id == mailbox_id, _sync.c.folder == folder)
     ).scalar_one()
+    return sync_id
 
 
 def record_failure(
@@ -521,7 +538,7 @@ def record_failure(
     with db.transaction() as session:
         sync_id = ensure_sync_row(session, mailbox_id, folder)
         session.execute(
-            update(MailboxSync)
-            .where(MailboxSync.id == sync_id)
+            update(_sync)
+            .where(_sync.c.id == sync_id)
             .values(last_error=" ".join(error.split()), last_error_at=utcnow(), retry_at=retry_at)
         )

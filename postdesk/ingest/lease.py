@@ -17,11 +17,14 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from postdesk.models import MailboxSync, utcnow
+from postdesk.models.base import table_of
 from postdesk.owner import make_owner, owner_is_dead
 
 __all__ = ["LEASE_SECONDS", "acquire", "make_owner", "release"]
 
 LEASE_SECONDS = 300
+# Core statements on the table (the fetch path uses no ORM: see ingest/fetch.py).
+_sync = table_of(MailboxSync)
 
 
 def acquire(session: Session, sync_id: int, owner: str, seconds: int = LEASE_SECONDS) -> str | None:
@@ -29,29 +32,27 @@ def acquire(session: Session, sync_id: int, owner: str, seconds: int = LEASE_SEC
     now = utcnow()
     expires = now + timedelta(seconds=seconds)
     result = session.execute(
-        update(MailboxSync)
-        .where(MailboxSync.id == sync_id)
+        update(_sync)
+        .where(_sync.c.id == sync_id)
         .where(
             or_(
-                MailboxSync.lease_owner.is_(None),
-                MailboxSync.lease_owner == owner,
-                MailboxSync.lease_expires < now,
+                _sync.c.lease_owner.is_(None),
+                _sync.c.lease_owner == owner,
+                _sync.c.lease_expires < now,
             )
         )
         .values(lease_owner=owner, lease_expires=expires)
-        .execution_options(synchronize_session=False)
     )
     if result.rowcount == 1:  # type: ignore[attr-defined]
         return None
     holder = session.execute(
-        select(MailboxSync.lease_owner).where(MailboxSync.id == sync_id)
+        select(_sync.c.lease_owner).where(_sync.c.id == sync_id)
     ).scalar_one_or_none()
     if holder and owner_is_dead(holder):
         taken = session.execute(
-            update(MailboxSync)
-            .where(MailboxSync.id == sync_id, MailboxSync.lease_owner == holder)
+            update(_sync)
+            .where(_sync.c.id == sync_id, _sync.c.lease_owner == holder)
             .values(lease_owner=owner, lease_expires=expires)
-            .execution_options(synchronize_session=False)
         )
         if taken.rowcount == 1:  # type: ignore[attr-defined]
             return None
@@ -61,8 +62,7 @@ def acquire(session: Session, sync_id: int, owner: str, seconds: int = LEASE_SEC
 def release(session: Session, sync_id: int, owner: str) -> None:
     """Give the lease up if we hold it."""
     session.execute(
-        update(MailboxSync)
-        .where(MailboxSync.id == sync_id, MailboxSync.lease_owner == owner)
+        update(_sync)
+        .where(_sync.c.id == sync_id, _sync.c.lease_owner == owner)
         .values(lease_owner=None, lease_expires=None)
-        .execution_options(synchronize_session=False)
     )

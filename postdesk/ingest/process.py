@@ -367,9 +367,9 @@ class Processor:
         with self.db.read_session() as session:
             return list(
                 session.execute(
-                    select(RawMessage.id)
-                    .where(RawMessage.status == RawStatus.PENDING, RawMessage.id > after)
-                    .order_by(RawMessage.id)
+                    select(_raw.c.id)
+                    .where(_raw.c.status == RawStatus.PENDING, _raw.c.id > after)
+                    .order_by(_raw.c.id)
                     .limit(limit)
                 ).scalars()
             )
@@ -417,17 +417,17 @@ class Processor:
             return []
         with self.db.read_session() as session:
             waiting = session.execute(
-                select(RawMessage.id, RawMessage.size).where(
-                    RawMessage.status == RawStatus.QUARANTINED,
-                    RawMessage.reason.contains(DISK_FULL, autoescape=True),
+                select(_raw.c.id, _raw.c.size).where(
+                    _raw.c.status == RawStatus.QUARANTINED,
+                    _raw.c.reason.contains(DISK_FULL, autoescape=True),
                 )
             ).all()
         ids = [row.id for row in waiting if all(s.has_room(row.size) for s in stores)]
         if ids:
             with self.db.transaction() as session:
                 session.execute(
-                    update(RawMessage)
-                    .where(RawMessage.id.in_(ids), RawMessage.status == RawStatus.QUARANTINED)
+                    update(_raw)
+                    .where(_raw.c.id.in_(ids), _raw.c.status == RawStatus.QUARANTINED)
                     .values(status=RawStatus.PENDING)
                 )
             log.warning(

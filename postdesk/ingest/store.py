@@ -72,6 +72,7 @@ class InsertIgnoringConflicts:
 
 _raw = table_of(RawMessage)
 _deliveries = table_of(Delivery)
+_sync = table_of(MailboxSync)
 _INSERT_RAW = InsertIgnoringConflicts(_raw, "dedupe_key", returning=("id", "dedupe_key"))
 _STORED_IDS = select(_raw.c.dedupe_key, _raw.c.id).where(
     _raw.c.dedupe_key.in_(bindparam("keys", expanding=True))
@@ -174,6 +175,18 @@ def store_many(
 
 
 @dataclass(frozen=True)
+class SyncRow:
+    """A folder's sync row as a fetch pass reads it (a plain row: the fetch path uses no
+    ORM, see ingest/fetch.py)."""
+
+    id: int
+    folder: str
+    uidvalidity: int | None
+    last_uid: int
+    resync_until_uid: int | None
+
+
+@dataclass(frozen=True)
 class FetchedMessage:
     """One message as fetched from an IMAP folder, and its `header_summary` if read."""
 
@@ -187,7 +200,7 @@ def store_imap_batch(
     *,
     mailbox_id: int,
     mailbox_name: str,
-    sync: MailboxSync,
+    sync: SyncRow,
     uidvalidity: int,
     messages: Sequence[FetchedMessage],
     checkpoint: int,
@@ -249,11 +262,11 @@ def record_deliveries(
     )
 
 
-def advance_checkpoint(session: Session, sync: MailboxSync, uidvalidity: int, uid: int) -> None:
+def advance_checkpoint(session: Session, sync: SyncRow, uidvalidity: int, uid: int) -> None:
     """Move the folder's checkpoint forward to `uid`; it never moves back."""
     session.execute(
-        update(MailboxSync)
-        .where(MailboxSync.id == sync.id, MailboxSync.uidvalidity == uidvalidity)
-        .where(MailboxSync.last_uid < uid)
+        update(_sync)
+        .where(_sync.c.id == sync.id, _sync.c.uidvalidity == uidvalidity)
+        .where(_sync.c.last_uid < uid)
         .values(last_uid=uid, last_success_at=utcnow(), last_error=None)
     )
