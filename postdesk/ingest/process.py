@@ -6,12 +6,14 @@ Steps read and write through the item's connection with SQLAlchemy Core statemen
 once, from the models' tables: this path runs for every message, and building ORM objects
 and statements per message used to cost most of its time.
 
-Messages are processed in batches (up to 50 messages, 8 MiB or 0.25 s), one transaction
+Messages are processed in batches (up to 200 messages, 8 MiB or 0.25 s), one transaction
 per batch and one savepoint per message: what one message does is kept or undone as a
 whole, and a message whose steps raise is rolled back to its savepoint and set aside as
 quarantined with a one-line reason (never dropped, never retried forever) while the rest
 of the batch goes on; `postdesk inbound retry` replays it. A batch costs one claim and
-one commit instead of one per message. Database outages are not the message's fault and
+one commit instead of one per message; 200 is as many as a fetched batch (with 50, a
+pass over 1,000 messages on SQLite took 8% longer: median 1,193 against 1,290 msg/s,
+`run --once`, eight interleaved runs). Database outages are not the message's fault and
 stop the pass instead, so the batch is tried again on the next one.
 
 A message that kills the process (out of memory, SIGKILL after the stop timeout) must not
@@ -348,7 +350,7 @@ class Processor:
         steps: Sequence[Step],
         *,
         should_stop: Callable[[], bool] = lambda: False,
-        batch_size: int = 50,
+        batch_size: int = 200,
         batch_bytes: int = 8 * 1024 * 1024,
         batch_seconds: float = 0.25,
         max_attempts: int = 3,
