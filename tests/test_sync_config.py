@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select, update
 
-from postdesk.config import Settings
 from postdesk.daemon import sync_config
 from postdesk.models import Contact, Mailbox
 from postdesk.models.db import Database
@@ -31,10 +30,6 @@ def _mailbox(name: str, address: str) -> str:
 
 def _agent(email: str, name: str) -> str:
     return f'[[agent]]\nemail = "{email}"\nname = "{name}"\n'
-
-
-def _settings(tmp_path: Path, url: str, *blocks: str) -> Settings:
-    return settings_for(tmp_path, url, *blocks)
 
 
 def _write_transactions(db: Database) -> list[str]:
@@ -58,7 +53,7 @@ def test_rows_are_created_then_left_alone_while_the_config_is_unchanged(
 ) -> None:
     db = Database(sqlite_url)
     upgrade(db)
-    settings = _settings(
+    settings = settings_for(
         tmp_path,
         sqlite_url,
         _mailbox("support", "Support@Shop.example"),
@@ -80,7 +75,7 @@ def test_rows_are_created_then_left_alone_while_the_config_is_unchanged(
     assert sync_config(db, settings) == ids
     assert begun == []
     # A changed address is written (and seen by the same watch).
-    moved = _settings(
+    moved = settings_for(
         tmp_path,
         sqlite_url,
         _mailbox("support", "help@shop.example"),
@@ -96,7 +91,7 @@ def test_rows_are_created_then_left_alone_while_the_config_is_unchanged(
 def test_a_difference_is_written(tmp_path: Path, db: Database, change: str) -> None:
     """Each thing the config decides is put back when the database says otherwise."""
     blocks = [_mailbox("support", "support@shop.example"), _agent("sara@shop.example", "Sara")]
-    ids = sync_config(db, _settings(tmp_path, db.url, *blocks))
+    ids = sync_config(db, settings_for(tmp_path, db.url, *blocks))
     if change == "address":
         blocks[0] = _mailbox("support", "help@shop.example")
     elif change == "demoted":
@@ -110,7 +105,7 @@ def test_a_difference_is_written(tmp_path: Path, db: Database, change: str) -> N
         blocks.append(_mailbox("billing", "billing@shop.example"))
     else:
         blocks.append(_agent("omid@shop.example", "Omid"))
-    again = sync_config(db, _settings(tmp_path, db.url, *blocks))
+    again = sync_config(db, settings_for(tmp_path, db.url, *blocks))
     assert again["support"] == ids["support"]
     with db.read_session() as session:
         boxes = {m.name: m.address for m in session.scalars(select(Mailbox))}
@@ -131,6 +126,6 @@ def test_no_mailboxes_and_no_agents(tmp_path: Path, sqlite_url: str) -> None:
     """An empty config (a fresh `postdesk init`) is a valid call: nothing to read or write."""
     db = Database(sqlite_url)
     upgrade(db)
-    settings = _settings(tmp_path, sqlite_url)
+    settings = settings_for(tmp_path, sqlite_url)
     assert sync_config(db, settings) == {}
     db.dispose()

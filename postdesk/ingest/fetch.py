@@ -241,9 +241,13 @@ class FolderFetcher:
             ahead = readahead.start(
                 self.settings, source.credential, self.folder, uidvalidity, [b for b in later if b]
             )
+        announce = _Announcer(self.on_stored)
         try:
-            return self._fetch_batches(source, uidvalidity, sync_id, batches, sizes, ahead, result)
+            return self._fetch_batches(
+                source, uidvalidity, sync_id, batches, sizes, ahead, result, announce
+            )
         finally:
+            announce.flush()  # what was stored is filed even if the pass fails or stops
             if ahead is not None:
                 ahead.close()
 
@@ -256,28 +260,10 @@ class FolderFetcher:
         sizes: dict[int, int],
         ahead: readahead.ReadAhead | None,
         result: FetchResult,
-    ) -> bool:
-        """Fetch and store `batches` in order (from `ahead` where it has them); False when
-        asked to stop half-way."""
-        announce = _Announcer(self.on_stored)
-        try:
-            return self._store_batches(
-                source, uidvalidity, sync_id, batches, sizes, ahead, result, announce
-            )
-        finally:
-            announce.flush()  # what was stored is filed even if the pass fails or stops
-
-    def _store_batches(
-        self,
-        source: ImapSource,
-        uidvalidity: int,
-        sync_id: int,
-        batches: list[list[int]],
-        sizes: dict[int, int],
-        ahead: readahead.ReadAhead | None,
-        result: FetchResult,
         announce: _Announcer,
     ) -> bool:
+        """Fetch and store `batches` in order (from `ahead` where it has them), telling
+        `announce` what each stored; False when asked to stop half-way."""
         name = self.settings.name
         # The checkpoint may not pass a message the server still has but did not send.
         hold: int | None = None
